@@ -1,0 +1,45 @@
+# LLM Tuner: `make up` runs the platform at http://localhost:5000 on the embedded AWS; `make test` runs the suite.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check
+
+.PHONY: up test lint typecheck bench provision clean help
+
+help:
+	@echo "make up      - run the whole platform locally (embedded AWS, SageMaker emulator, 4 services)"
+	@echo "make test    - install and run the whole test suite (lint, types, unit, integration, e2e)"
+	@echo "make bench   - run the benchmarks in bench/ (ratios against a baseline measured in the same run)"
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Runtime (services, launcher, emulator) and the trainer's own requirements: what `make up` needs.
+$(VENV)/.runtime: $(VENV)/bin/python requirements/runtime.txt trainer_image/requirements.txt
+	$(PIP) install -q -r requirements/runtime.txt -r trainer_image/requirements.txt
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime requirements/dev.txt
+	$(PIP) install -q -r requirements/dev.txt
+	touch $@
+
+up: $(VENV)/.runtime
+	$(PY) -m deploy.local.up
+
+lint: $(VENV)/.dev
+	$(VENV)/bin/ruff check .
+
+typecheck: $(VENV)/.dev
+	$(VENV)/bin/mypy shared services deploy trainer_image
+
+test: $(VENV)/.dev lint typecheck
+	$(PY) -m pytest -q -ra
+
+bench: $(VENV)/.dev
+	$(PY) -m bench.run
+
+provision: $(VENV)/.runtime
+	$(PY) -m deploy.local.provision
+
+clean:
+	rm -rf .data .pytest_cache .ruff_cache .mypy_cache

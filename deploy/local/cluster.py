@@ -1,0 +1,228 @@
+"""The whole platform on one machine: the embedded AWS (moto's server), the local SageMaker emulator, the
+four services and their workers, each its own process. Used by `make up`, the e2e tests and bench/."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import boto3
+import httpx
+
+from deploy import resources
+from deploy.local import provision
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO_MODEL_ID = "llm-tuner/tiny-chat"
+DEMO_MODEL_PREFIX = "base-models/llm-tuner-tiny-chat/"
+log = logging.getLogger("cluster")
+
+
+@dataclass(frozen=True)
+class Ports:
+    moto: int = 4566
+    emulator: int = 4567
+    gateway: int = 5000
+    auth: int = 5001
+    files: int = 5002
+    training: int = 5003
+
+    @classmethod
+    def free(cls) -> Ports:
+        return cls(*(_free_port() for _ in range(6)))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _port_in_use(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _die_with_parent() -> None:
+    """Children get SIGTERM if the launcher dies, however it dies (Linux; elsewhere a no-op)."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+@dataclass
+class Process:
+    name: str
+    argv: list[str]
+    health_url: str | None
+    popen: subprocess.Popen[bytes] | None = None
+    log_file: IO[bytes] | None = None
+
+
+@dataclass
+class Cluster:
+    data_dir: Path = ROOT / ".data"
+    ports: Ports = field(default_factory=Ports)
+    extra_env: dict[str, str] = field(default_factory=dict)
+    # Off when AWS_ENDPOINT_URL already points at an AWS (LocalStack, say): then no moto is started.
+    embedded_aws: bool = True
+    processes: list[Process] = field(default_factory=list)
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.gateway}"
+
+    @property
+    def aws_url(self) -> str:
+        if self.embedded_aws:
+            return f"http://127.0.0.1:{self.ports.moto}"
+        return os.environ["AWS_ENDPOINT_URL"]
+
+    def env(self) -> dict[str, str]:
+        p = self.ports
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1",
+               "AWS_ENDPOINT_URL": self.aws_url,
+               "AWS_ENDPOINT_URL_SAGEMAKER": f"http://127.0.0.1:{p.emulator}",
+               "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+               "AUTH_JWKS_URL": f"http://127.0.0.1:{p.auth}/.well-known/jwks.json",
+               "AUTH_URL": f"http://127.0.0.1:{p.auth}", "FILES_URL": f"http://127.0.0.1:{p.files}",
+               "TRAINING_URL": f"http://127.0.0.1:{p.training}",
+               "JWT_KEY_FILE": str(self.data_dir / "auth" / "jwt-signing-key.pem"),
+               "ENVIRONMENT": os.environ.get("ENVIRONMENT", "development")}
+        if self.embedded_aws:  # moto accepts any credentials; never send a developer's real ones to it
+            env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")  # noqa: S106
+            env.pop("AWS_SESSION_TOKEN", None)
+            env.pop("AWS_PROFILE", None)
+        env.update(self.extra_env)
+        return env
+
+    def _spawn(self, name: str, argv: list[str], health_url: str | None, port: int | None = None) -> Process:
+        logs = self.data_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        env = self.env()
+        if port is not None:
+            env["PORT"] = str(port)
+        proc = Process(name, argv, health_url, log_file=(logs / f"{name}.log").open("ab"))
+        proc.popen = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=proc.log_file, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL, start_new_session=True,
+                                      preexec_fn=_die_with_parent)  # noqa: PLW1509
+        self.processes.append(proc)
+        return proc
+
+    def _wait_healthy(self, procs: list[Process], deadline_s: float = 60) -> None:
+        deadline = time.monotonic() + deadline_s
+        pending = [p for p in procs if p.health_url]
+        while pending:
+            for proc in list(pending):
+                assert proc.popen is not None
+                if proc.popen.poll() is not None:
+                    raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode}; see "
+                                       f"{self.data_dir / 'logs' / (proc.name + '.log')}")
+                try:
+                    if httpx.get(str(proc.health_url), timeout=1).status_code < 500:
+                        pending.remove(proc)
+                except httpx.HTTPError:
+                    pass
+            if pending and time.monotonic() > deadline:
+                raise TimeoutError(f"not healthy after {deadline_s}s: {', '.join(p.name for p in pending)}")
+            if pending:
+                time.sleep(0.2)
+
+    def check_ports(self) -> None:
+        wanted = {name: port for name, port in vars(self.ports).items() if self.embedded_aws or name != "moto"}
+        busy = [f"{name} ({port})" for name, port in wanted.items() if _port_in_use(port)]
+        if busy:
+            raise RuntimeError(f"ports already in use: {', '.join(busy)}. Is the platform already running? "
+                               "Stop it, or set other ports.")
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.check_ports()
+        py, p = sys.executable, self.ports
+        if self.embedded_aws:
+            moto = self._spawn("moto", [py, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(p.moto)],
+                               f"http://127.0.0.1:{p.moto}/moto-api/")
+            self._wait_healthy([moto])
+        self.provision()
+        self.install_demo_model()
+        servers = [
+            self._spawn("sagemaker-emulator", [py, "-m", "deploy.local.sagemaker_emulator", "--port",
+                                               str(p.emulator), "--workdir", str(self.data_dir / "sagemaker")],
+                        f"http://127.0.0.1:{p.emulator}/healthz"),
+            self._spawn("auth", [py, "-m", "services.auth.app"], f"http://127.0.0.1:{p.auth}/healthz", p.auth),
+            self._spawn("files", [py, "-m", "services.files.app"], f"http://127.0.0.1:{p.files}/healthz", p.files),
+            self._spawn("training", [py, "-m", "services.training.app"],
+                        f"http://127.0.0.1:{p.training}/healthz", p.training),
+            self._spawn("gateway", [py, "-m", "services.gateway.app"], f"http://127.0.0.1:{p.gateway}/healthz",
+                        p.gateway),
+        ]
+        workers = [self._spawn("files-worker", [py, "-m", "services.files.worker"], None),
+                   self._spawn("training-worker", [py, "-m", "services.training.worker"], None)]
+        self._wait_healthy(servers)
+        time.sleep(0.5)  # a worker that cannot start fails at once; catch it here rather than later
+        for worker in workers:
+            assert worker.popen is not None
+            if worker.popen.poll() is not None:
+                raise RuntimeError(f"{worker.name} exited with {worker.popen.returncode}; see its log")
+
+    def _with_env(self) -> contextlib.AbstractContextManager[None]:
+        @contextlib.contextmanager
+        def scope() -> Any:
+            saved = dict(os.environ)
+            os.environ.update({k: v for k, v in self.env().items() if k.startswith("AWS_")})
+            try:
+                yield
+            finally:
+                os.environ.clear()
+                os.environ.update(saved)
+        return scope()
+
+    def provision(self) -> dict[str, Any]:
+        with self._with_env():
+            bucket = self.env().get("S3_BUCKET_NAME", resources.BUCKET)
+            return provision.apply(resources.describe(bucket))
+
+    def install_demo_model(self) -> None:
+        """Build the tiny demo base model locally (no download) once, and put it in the bucket."""
+        model_dir = self.data_dir / "models" / "tiny-chat"
+        if not (model_dir / "config.json").exists():
+            subprocess.run([sys.executable, "-m", "trainer_image.demo_model", "--out", str(model_dir)],
+                           cwd=ROOT, env=self.env(), check=True)
+        with self._with_env():
+            s3 = boto3.client("s3")
+            bucket = self.env().get("S3_BUCKET_NAME", resources.BUCKET)
+            for path in sorted(model_dir.rglob("*")):
+                if path.is_file():
+                    s3.upload_file(str(path), bucket, DEMO_MODEL_PREFIX + path.relative_to(model_dir).as_posix())
+
+    def stop(self, grace_s: float = 10) -> None:
+        for proc in reversed(self.processes):
+            if proc.popen and proc.popen.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.popen.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for proc in reversed(self.processes):
+            if proc.popen is None:
+                continue
+            try:
+                proc.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.popen.pid, signal.SIGKILL)
+                proc.popen.wait(timeout=5)
+            if proc.log_file:
+                proc.log_file.close()
+        self.processes.clear()
+
+    def describe(self) -> str:
+        return json.dumps({p.name: p.popen.pid for p in self.processes if p.popen}, indent=None)

@@ -1,0 +1,44 @@
+"""`make up`: the whole platform on this machine, on the embedded AWS. Ctrl-C stops all of it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+
+from deploy.local.cluster import Cluster, Ports
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    ports = Ports(gateway=int(os.environ.get("PORT", 5000)))
+    cluster = Cluster(ports=ports, embedded_aws=not os.environ.get("AWS_ENDPOINT_URL"))
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        print("Starting LLM Tuner: embedded AWS, SageMaker emulator, auth, files, training, gateway ...",
+              flush=True)
+        cluster.start()
+        print(f"\nLLM Tuner is running at http://localhost:{ports.gateway}", flush=True)
+        print(f"Logs: {cluster.data_dir / 'logs'}/   Stop: Ctrl-C\n", flush=True)
+        while not stop.is_set():
+            for proc in cluster.processes:
+                if proc.popen and proc.popen.poll() is not None:
+                    print(f"{proc.name} exited with {proc.popen.returncode}; stopping. See its log.", flush=True)
+                    stop.set()
+            stop.wait(1)
+        return 0
+    except Exception as exc:
+        print(f"Could not start: {exc}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        print("Stopping ...", flush=True)
+        cluster.stop()
+        print("Stopped.", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""Every AWS resource LLM Tuner needs, described once, as data.
+
+`deploy.local.provision` applies this description to the embedded AWS (idempotently) and the deployment
+turns the same description into infrastructure as code. Nothing here calls AWS.
+Names are the defaults; services read theirs from the environment (e.g. DYNAMODB_USERS_TABLE).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+PREFIX = "llm-tuner"
+
+KeyType = Literal["S", "N", "B"]
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    type: KeyType = "S"
+
+
+@dataclass(frozen=True)
+class Index:
+    name: str
+    hash_key: Key
+    range_key: Key | None = None
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    owner: str
+    hash_key: Key
+    range_key: Key | None = None
+    indexes: tuple[Index, ...] = ()
+    ttl_attribute: str | None = None
+
+
+@dataclass(frozen=True)
+class Bucket:
+    name: str
+    versioning: bool = True
+    encryption: Literal["AES256", "aws:kms"] = "AES256"
+
+
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    owner: str  # the one producer that publishes to it
+
+
+@dataclass(frozen=True)
+class Queue:
+    name: str
+    owner: str  # the one consumer that reads it
+    visibility_timeout_s: int = 60
+    max_receives: int = 5  # then SQS (and our consumer) move a message to the DLQ
+    retention_s: int = 4 * 24 * 3600
+    dlq_retention_s: int = 14 * 24 * 3600
+
+    @property
+    def dlq_name(self) -> str:
+        return f"{self.name}-dlq"
+
+
+@dataclass(frozen=True)
+class Subscription:
+    topic: str
+    queue: str
+    event_types: tuple[str, ...]  # the filter policy on the `type` message attribute
+    raw_delivery: bool = True
+
+
+@dataclass(frozen=True)
+class EventRule:
+    name: str
+    description: str
+    pattern: dict[str, list[str]]
+    queue: str
+
+
+@dataclass(frozen=True)
+class Resources:
+    tables: tuple[Table, ...]
+    bucket: Bucket
+    topics: tuple[Topic, ...]
+    queues: tuple[Queue, ...]
+    subscriptions: tuple[Subscription, ...]
+    rules: tuple[EventRule, ...]
+    log_groups: tuple[str, ...] = field(default=("/aws/sagemaker/TrainingJobs",))
+
+    def table(self, name: str) -> Table:
+        return next(t for t in self.tables if t.name == name)
+
+    def queue(self, name: str) -> Queue:
+        return next(q for q in self.queues if q.name == name)
+
+
+USERS_TABLE = f"{PREFIX}-users"
+FILES_TABLE = f"{PREFIX}-files"
+JOBS_TABLE = f"{PREFIX}-training-jobs"
+JOB_EVENTS_TABLE = f"{PREFIX}-training-events"
+TRAINING_FILES_TABLE = f"{PREFIX}-training-files"
+FILES_INBOX_TABLE = f"{PREFIX}-files-inbox"
+TRAINING_INBOX_TABLE = f"{PREFIX}-training-inbox"
+
+AUTH_TOPIC = f"{PREFIX}-auth-events"
+FILES_TOPIC = f"{PREFIX}-files-events"
+TRAINING_TOPIC = f"{PREFIX}-training-events"
+
+FILES_QUEUE = f"{PREFIX}-files-worker"
+TRAINING_QUEUE = f"{PREFIX}-training-worker"
+
+BUCKET = f"{PREFIX}-local"
+
+SAGEMAKER_STATE_RULE = f"{PREFIX}-sagemaker-training-state"
+
+
+def describe(bucket_name: str = BUCKET) -> Resources:
+    message_id = Key("message_id")
+    return Resources(
+        tables=(
+            Table(USERS_TABLE, "auth", Key("id"), indexes=(Index("email-index", Key("email")),)),
+            Table(FILES_TABLE, "files", Key("file_id"), indexes=(Index("user-files-index", Key("user_id")),)),
+            Table(FILES_INBOX_TABLE, "files", message_id, ttl_attribute="expires_at"),
+            Table(JOBS_TABLE, "training", Key("job_id"),
+                  indexes=(Index("user-index", Key("user_id"), Key("created_at")),)),
+            Table(JOB_EVENTS_TABLE, "training", Key("job_id"), Key("event_id")),
+            Table(TRAINING_FILES_TABLE, "training", Key("file_id")),
+            Table(TRAINING_INBOX_TABLE, "training", message_id, ttl_attribute="expires_at"),
+        ),
+        bucket=Bucket(bucket_name),
+        topics=(Topic(AUTH_TOPIC, "auth"), Topic(FILES_TOPIC, "files"), Topic(TRAINING_TOPIC, "training")),
+        queues=(
+            Queue(FILES_QUEUE, "files", visibility_timeout_s=120),
+            # Launching waits on SageMaker's API; state changes are quick. Long handlers extend visibility.
+            Queue(TRAINING_QUEUE, "training", visibility_timeout_s=120),
+        ),
+        subscriptions=(
+            Subscription(FILES_TOPIC, FILES_QUEUE, ("file.uploaded",)),
+            # training keeps its own projection of the files its jobs use.
+            Subscription(FILES_TOPIC, TRAINING_QUEUE,
+                         ("file.uploaded", "file.validated", "file.rejected", "file.deleted")),
+        ),
+        rules=(
+            EventRule(
+                SAGEMAKER_STATE_RULE,
+                "SageMaker training job state changes, to the training service's queue",
+                {"source": ["aws.sagemaker"], "detail-type": ["SageMaker Training Job State Change"]},
+                TRAINING_QUEUE,
+            ),
+        ),
+    )

@@ -1,0 +1,29 @@
+"""bcrypt through the maintained `bcrypt` package; hashing runs off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+
+import bcrypt
+
+
+@functools.lru_cache(maxsize=4)
+def _dummy_hash(rounds: int) -> bytes:
+    return bcrypt.hashpw(b"not-a-real-password", bcrypt.gensalt(rounds))
+
+
+async def hash_password(password: str, rounds: int) -> str:
+    digest = await asyncio.to_thread(bcrypt.hashpw, password.encode(), bcrypt.gensalt(rounds))
+    return digest.decode()
+
+
+async def check_password(password: str, password_hash: str | None, rounds: int) -> bool:
+    """Always spends one bcrypt check, so an unknown email costs what a wrong password costs."""
+    target = password_hash.encode() if password_hash else _dummy_hash(rounds)
+    ok = await asyncio.to_thread(bcrypt.checkpw, password.encode(), target)
+    return ok and password_hash is not None
+
+
+def rounds_of(password_hash: str) -> int:
+    return int(password_hash.split("$")[2])

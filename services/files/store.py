@@ -1,0 +1,59 @@
+"""The files table (`llm-tuner-files`, GSI `user-files-index` on user_id)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.files.models import FileRecord
+
+
+class FilesStore:
+    def __init__(self, dynamodb: Any, table: str) -> None:
+        self._db = dynamodb
+        self._table = table
+
+    async def put(self, record: FileRecord) -> None:
+        item = {k: ({"N": str(v)} if isinstance(v, int) else {"S": str(v)})
+                for k, v in record.model_dump().items() if v is not None}
+        await self._db.put_item(TableName=self._table, Item=item,
+                                ConditionExpression="attribute_not_exists(file_id)")
+
+    async def get(self, file_id: str) -> FileRecord | None:
+        item = (await self._db.get_item(TableName=self._table, Key={"file_id": {"S": file_id}},
+                                        ConsistentRead=True)).get("Item")
+        return _record(item) if item else None
+
+    async def list_for_user(self, user_id: str) -> list[FileRecord]:
+        records: list[FileRecord] = []
+        kwargs: dict[str, Any] = {"TableName": self._table, "IndexName": "user-files-index",
+                                  "KeyConditionExpression": "user_id = :u",
+                                  "ExpressionAttributeValues": {":u": {"S": user_id}}}
+        while True:
+            page = await self._db.query(**kwargs)
+            records += [_record(i) for i in page.get("Items", [])]
+            if "LastEvaluatedKey" not in page:
+                return records
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    async def set_result(self, file_id: str, status: str, details: str | None, examples: int | None) -> bool:
+        """Record the validation outcome once; a repeated validation changes nothing."""
+        names = {"#s": "status"}
+        values: dict[str, Any] = {":s": {"S": status}, ":uploaded": {"S": "uploaded"}}
+        update = "SET #s = :s"
+        if details is not None:
+            update += ", status_details = :d"
+            values[":d"] = {"S": details}
+        if examples is not None:
+            update += ", examples = :n"
+            values[":n"] = {"N": str(examples)}
+        try:
+            await self._db.update_item(TableName=self._table, Key={"file_id": {"S": file_id}},
+                                       UpdateExpression=update, ConditionExpression="#s = :uploaded",
+                                       ExpressionAttributeNames=names, ExpressionAttributeValues=values)
+            return True
+        except self._db.exceptions.ConditionalCheckFailedException:
+            return False
+
+
+def _record(item: dict[str, Any]) -> FileRecord:
+    return FileRecord.model_validate({k: (v["N"] if "N" in v else v["S"]) for k, v in item.items()})

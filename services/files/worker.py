@@ -1,0 +1,18 @@
+"""files' message entry: validates uploaded objects."""
+
+from __future__ import annotations
+
+from services.files.bootstrap import build_deps
+from services.files.handlers import EVENT_HANDLERS
+from services.files.settings import Settings
+from shared.worker import run_worker
+
+
+def main() -> None:
+    settings = Settings()
+    run_worker("files", settings, settings.work_queue, settings.inbox_table,
+               lambda aws: build_deps(aws, settings), EVENT_HANDLERS)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""training's HTTP entry: the OpenAI-compatible fine-tuning jobs API and the catalog."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Query, Request
+
+from services.training import handlers
+from services.training.bootstrap import build_deps
+from services.training.models import CreateJob
+from services.training.settings import Settings
+from shared.aws import AwsClients
+from shared.logging import configure_logging
+from shared.tokens import JWKSVerifier, Principal, current_principal
+from shared.web import create_app
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    aws = AwsClients(settings)
+    app.state.deps = await build_deps(aws, settings)
+    app.state.verifier = JWKSVerifier(settings.auth_jwks_url, issuer=settings.jwt_issuer,
+                                      audience=settings.jwt_audience)
+    try:
+        yield
+    finally:
+        await app.state.verifier.aclose()
+        await aws.close()
+
+
+def build_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    configure_logging("training", settings.log_level)
+    app = create_app("training", lifespan=lifespan)
+    app.state.settings = settings
+
+    def deps(request: Request) -> handlers.Deps:
+        return request.app.state.deps  # type: ignore[no-any-return]
+
+    Deps = Annotated[handlers.Deps, Depends(deps)]
+    Caller = Annotated[Principal, Depends(current_principal)]
+
+    @app.post("/v1/fine_tuning/jobs")
+    async def create_job(body: CreateJob, caller: Caller, d: Deps) -> dict[str, Any]:
+        return (await handlers.create_job(body, caller.user_id, d)).openai()
+
+    @app.get("/v1/fine_tuning/jobs")
+    async def list_jobs(caller: Caller, d: Deps, after: str | None = None,
+                        limit: Annotated[int, Query(ge=1, le=100)] = 20) -> dict[str, Any]:
+        jobs, has_more = await handlers.list_jobs(caller.user_id, d, limit, after)
+        return {"object": "list", "data": [j.openai() for j in jobs], "has_more": has_more}
+
+    @app.get("/v1/fine_tuning/jobs/{job_id}")
+    async def retrieve_job(job_id: str, caller: Caller, d: Deps) -> dict[str, Any]:
+        return (await handlers.get_job(job_id, caller.user_id, d)).openai()
+
+    @app.get("/v1/fine_tuning/jobs/{job_id}/events")
+    async def list_events(job_id: str, caller: Caller, d: Deps, after: str | None = None,
+                          limit: Annotated[int, Query(ge=1, le=100)] = 20) -> dict[str, Any]:
+        job = await handlers.get_job(job_id, caller.user_id, d)
+        events, has_more = await d.jobs.list_events(job.job_id, limit, after)
+        return {"object": "list", "data": events, "has_more": has_more}
+
+    @app.get("/api/catalog")
+    async def catalog(_: Caller, d: Deps) -> dict[str, Any]:
+        return d.catalog.public()
+
+    return app
+
+
+def main() -> None:
+    import uvicorn
+
+    from shared.runner import serve_host, serve_port
+    uvicorn.run(build_app(), host=serve_host(), port=serve_port(5003), log_config=None)
+
+
+if __name__ == "__main__":
+    main()

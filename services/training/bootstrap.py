@@ -1,0 +1,24 @@
+"""Builds the training service's dependencies once, for the API and the worker alike."""
+
+from __future__ import annotations
+
+from services.training.catalog import Catalog
+from services.training.handlers import Deps, LaunchConfig
+from services.training.settings import Settings
+from services.training.store import JobsStore
+from shared.aws import AwsClients
+from shared.events import CommandQueue, Publisher
+
+
+async def build_deps(aws: AwsClients, settings: Settings) -> Deps:
+    return Deps(
+        jobs=JobsStore(await aws.get("dynamodb"), settings.jobs_table, settings.job_events_table,
+                       settings.files_projection_table),
+        catalog=Catalog.load(settings.catalog_file),
+        events=Publisher(await aws.get("sns"), await aws.topic_arn(settings.events_topic)),
+        commands=CommandQueue(await aws.get("sqs"), await aws.queue_url(settings.work_queue)),
+        sagemaker=await aws.get("sagemaker"),
+        launch=LaunchConfig(bucket=settings.bucket, role_arn=settings.sagemaker_execution_role_arn,
+                            image_uri=settings.trainer_image_uri, instance_type=settings.default_instance_type,
+                            max_runtime_s=settings.max_runtime_s),
+    )

@@ -1,0 +1,13 @@
+"""Events the training service publishes (to `llm-tuner-training-events`) and consumes.
+
+Published: `training.job.created`, `training.job.queued`, `training.job.running`, `training.job.succeeded`,
+`training.job.failed`, `training.job.cancelled`, each {job_id, user_id, status, ...}.
+Consumed (its work queue `llm-tuner-training-worker`):
+- `training.job.launch_requested` {job_id}: the command its own API enqueues;
+- `file.uploaded`, `file.validated`, `file.rejected`, `file.deleted`: kept as its own projection of files;
+- `sagemaker.training_job.state_changed`: SageMaker's state-change events, through EventBridge.
+"""
+
+LAUNCH_REQUESTED = "training.job.launch_requested"
+JOB_PREFIX = "training.job."
+FILE_EVENTS = ("file.uploaded", "file.validated", "file.rejected", "file.deleted")

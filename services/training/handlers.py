@@ -1,0 +1,296 @@
+"""What happens for each training command and event."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import string
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from botocore.exceptions import ClientError
+
+from services.training import events
+from services.training.catalog import BaseModelEntry, Catalog
+from services.training.models import TERMINAL, CreateJob, FileView, Hyperparameters, Job
+from services.training.store import JobsStore
+from shared.consumer import RetryLater
+from shared.errors import InvalidRequest, NotFound
+from shared.events import SAGEMAKER_STATE_CHANGE, Envelope, new_event
+
+log = logging.getLogger(__name__)
+_ALPHABET = string.ascii_letters + string.digits
+BASE_LEARNING_RATE = 2e-4
+FILE_WAIT_RETRIES = 20  # a launch waits this many retries (1 s, 2 s, 4 s ... 10 s) for its file's validation
+
+METRIC_DEFINITIONS = [
+    {"Name": "train_loss", "Regex": r'"train_loss": ([0-9.eE+-]+)'},
+    {"Name": "valid_loss", "Regex": r'"valid_loss": ([0-9.eE+-]+)'},
+    {"Name": "learning_rate", "Regex": r'"learning_rate": ([0-9.eE+-]+)'},
+    {"Name": "trained_tokens", "Regex": r'"trained_tokens": ([0-9]+)'},
+]
+
+
+class EventPublisher(Protocol):
+    async def publish(self, envelope: Envelope) -> None: ...
+
+
+class CommandSender(Protocol):
+    async def send(self, envelope: Envelope) -> None: ...
+
+
+@dataclass
+class LaunchConfig:
+    bucket: str
+    role_arn: str
+    image_uri: str
+    instance_type: str
+    max_runtime_s: int
+
+
+@dataclass
+class Deps:
+    jobs: JobsStore
+    catalog: Catalog
+    events: EventPublisher
+    commands: CommandSender
+    sagemaker: Any
+    launch: LaunchConfig
+
+
+def _id(prefix: str, n: int = 24) -> str:
+    return prefix + "".join(secrets.choice(_ALPHABET) for _ in range(n))
+
+
+def _event_id() -> str:
+    # Sortable by time, so a job's events list newest first with one query.
+    return f"ftevent-{time.time_ns() // 1000:016d}{secrets.token_hex(3)}"
+
+
+async def record_event(deps: Deps, job: Job, message: str, level: str = "info",
+                       data: dict[str, Any] | None = None, type_: str = "message") -> None:
+    await deps.jobs.add_event(job.job_id, {"id": _event_id(), "created_at": int(time.time()), "level": level,
+                                           "message": message, "type": type_, "data": data})
+
+
+async def _announce(deps: Deps, job: Job, status: str, **extra: Any) -> None:
+    data = {"job_id": job.job_id, "user_id": job.user_id, "status": status, "model": job.model, **extra}
+    await deps.events.publish(new_event(events.JOB_PREFIX + status, data, user_id=job.user_id))
+
+
+# ---- API commands -------------------------------------------------------------------------------------------
+
+async def create_job(cmd: CreateJob, user_id: str, deps: Deps) -> Job:
+    base = deps.catalog.model(cmd.model)
+    if base is None:
+        raise InvalidRequest(f"Model {cmd.model!r} is not available for fine-tuning. "
+                             "GET /api/catalog lists the base models.", param="model", code="model_not_available")
+    for param in ("training_file", "validation_file"):
+        file_id = getattr(cmd, param)
+        if file_id is None:
+            continue
+        view = await deps.jobs.get_file(file_id)
+        # Unknown (or not yet projected) files are checked again by the worker; a known bad one fails now.
+        if view is not None and view.user_id == user_id:
+            if view.purpose != "fine-tune":
+                raise InvalidRequest(f"File {file_id} has purpose {view.purpose!r}; it must be 'fine-tune'.",
+                                     param=param, code="invalid_file_purpose")
+            if view.status == "error":
+                raise InvalidRequest(f"File {file_id} failed validation: {view.error}", param=param,
+                                     code="invalid_training_file")
+            if view.status == "deleted":
+                raise InvalidRequest(f"File {file_id} was deleted.", param=param, code="invalid_training_file")
+    now = datetime.now(UTC)
+    requested = cmd.requested_hyperparameters()
+    job = Job(job_id=_id("ftjob-"), user_id=user_id, created_at=now.isoformat(timespec="microseconds"),
+              created_at_unix=int(now.timestamp()), model=base.id, training_file=cmd.training_file,
+              validation_file=cmd.validation_file, hyperparameters=requested.model_dump(), suffix=cmd.suffix,
+              seed=cmd.seed if cmd.seed is not None else secrets.randbelow(2**31),
+              metadata=cmd.metadata, instance_type=deps.launch.instance_type)
+    await deps.jobs.create(job)
+    await record_event(deps, job, f"Created fine-tuning job: {job.job_id}")
+    await deps.commands.send(new_event(events.LAUNCH_REQUESTED, {"job_id": job.job_id}, user_id=user_id))
+    await _announce(deps, job, "created")
+    return job
+
+
+async def get_job(job_id: str, user_id: str, deps: Deps) -> Job:
+    job = await deps.jobs.get(job_id) if job_id.startswith("ftjob-") else None
+    if job is None or job.user_id != user_id:  # another user's job does not exist for this caller
+        raise NotFound(f"No fine-tuning job found with id {job_id!r}.", param="fine_tuning_job_id")
+    return job
+
+
+async def list_jobs(user_id: str, deps: Deps, limit: int, after: str | None) -> tuple[list[Job], bool]:
+    after_job = await get_job(after, user_id, deps) if after else None
+    return await deps.jobs.list_for_user(user_id, limit, after_job)
+
+
+# ---- worker: files projection -------------------------------------------------------------------------------
+
+async def on_file_event(envelope: Envelope, deps: Deps) -> None:
+    d = envelope.data
+    status = {"file.uploaded": "uploaded", "file.validated": "processed", "file.rejected": "error",
+              "file.deleted": "deleted"}[envelope.type]
+    await deps.jobs.put_file(FileView(file_id=d["file_id"], user_id=d["user_id"], status=status,
+                                      purpose=d.get("purpose", ""), s3_uri=d.get("s3_uri", ""),
+                                      examples=d.get("examples"), error=d.get("error")))
+
+
+# ---- worker: launch ---------------------------------------------------------------------------------------
+
+def resolve_hyperparameters(requested: Hyperparameters, examples: int) -> dict[str, Any]:
+    """'auto' becomes a number: OpenAI's cookbook heuristic for epochs, a small batch, the base rate."""
+    if requested.n_epochs != "auto":
+        epochs = int(requested.n_epochs)
+    elif examples * 3 < 100:
+        epochs = min(25, 100 // max(examples, 1))
+    elif examples * 3 > 25000:
+        epochs = max(1, 25000 // examples)
+    else:
+        epochs = 3
+    batch = int(requested.batch_size) if requested.batch_size != "auto" else max(1, min(4, examples))
+    multiplier = float(requested.learning_rate_multiplier) if requested.learning_rate_multiplier != "auto" else 1.0
+    return {"n_epochs": epochs, "batch_size": batch, "learning_rate_multiplier": multiplier}
+
+
+async def _fail(deps: Deps, job: Job, code: str, message: str, param: str | None = None) -> None:
+    error = {"code": code, "message": message, "param": param}
+    if await deps.jobs.transition(job.job_id, "failed", ("validating_files", "queued", "running"),
+                                  error=error, finished_at=int(time.time())):
+        await record_event(deps, job, message, level="error", data={"error_code": code, "error_param": param})
+        await _announce(deps, job, "failed", error=error)
+
+
+async def launch_job(envelope: Envelope, deps: Deps) -> None:
+    job = await deps.jobs.get(str(envelope.data["job_id"]))
+    if job is None or job.status in TERMINAL or job.status == "running":
+        return  # nothing to do: a repeated command is harmless
+    if job.status == "validating_files":
+        view = await deps.jobs.get_file(job.training_file)
+        if view is None or view.user_id != job.user_id or view.status == "uploaded":
+            if envelope.retries < FILE_WAIT_RETRIES:
+                raise RetryLater(f"training file {job.training_file} not validated yet",
+                                 delay_s=min(10, 2 ** envelope.retries))
+        if view is None or view.user_id != job.user_id:
+            await _fail(deps, job, "invalid_training_file", f"Training file {job.training_file} was not found.",
+                        "training_file")
+            return
+        if view.status != "processed":
+            await _fail(deps, job, "invalid_training_file",
+                        f"The job failed due to an invalid training file. {view.error or 'File is not usable.'}",
+                        "training_file")
+            return
+        await record_event(deps, job, f"Validating training file: {job.training_file}")
+        resolved = resolve_hyperparameters(Hyperparameters.model_validate(job.hyperparameters), view.examples or 0)
+        if not await deps.jobs.transition(job.job_id, "queued", ("validating_files",), hyperparameters=resolved):
+            return
+        job.hyperparameters, job.status = resolved, "queued"
+        await record_event(deps, job, "Files validated, moving job to queued state")
+        await _announce(deps, job, "queued")
+        view_uri = view.s3_uri
+    else:  # queued: a previous delivery got this far; make sure SageMaker has the job
+        view_or_none = await deps.jobs.get_file(job.training_file)
+        view_uri = view_or_none.s3_uri if view_or_none else ""
+    base = deps.catalog.model(job.model)
+    assert base is not None
+    await _create_training_job(deps, job, base, view_uri)
+
+
+def training_job_request(job: Job, base: BaseModelEntry, train_uri: str, cfg: LaunchConfig) -> dict[str, Any]:
+    hp = job.hyperparameters
+    hyperparameters = {
+        "n_epochs": hp["n_epochs"], "batch_size": hp["batch_size"],
+        "learning_rate": BASE_LEARNING_RATE * float(hp["learning_rate_multiplier"]), "seed": job.seed,
+        "target_modules": base.lora_target_modules, "max_seq_length": base.context_length,
+    }
+    channels = [{"ChannelName": "train", "DataSource": {"S3DataSource": {
+        "S3DataType": "S3Prefix", "S3Uri": train_uri, "S3DataDistributionType": "FullyReplicated"}}}]
+    if base.artifact_prefix:
+        channels.append({"ChannelName": "model", "DataSource": {"S3DataSource": {
+            "S3DataType": "S3Prefix", "S3Uri": f"s3://{cfg.bucket}/{base.artifact_prefix}",
+            "S3DataDistributionType": "FullyReplicated"}}})
+    elif base.hf_repo:
+        hyperparameters["model_id"] = base.hf_repo
+    return {
+        "TrainingJobName": job.job_id,
+        "AlgorithmSpecification": {"TrainingImage": cfg.image_uri, "TrainingInputMode": "File",
+                                   "MetricDefinitions": METRIC_DEFINITIONS},
+        "RoleArn": cfg.role_arn,
+        "HyperParameters": {k: str(v) for k, v in hyperparameters.items()},
+        "InputDataConfig": channels,
+        "OutputDataConfig": {"S3OutputPath": f"s3://{cfg.bucket}/training-jobs/{job.user_id}/"},
+        "ResourceConfig": {"InstanceType": job.instance_type, "InstanceCount": 1, "VolumeSizeInGB": 30},
+        "StoppingCondition": {"MaxRuntimeInSeconds": cfg.max_runtime_s},
+        "Tags": [{"Key": "llm-tuner:user", "Value": job.user_id}, {"Key": "llm-tuner:job", "Value": job.job_id}],
+    }
+
+
+async def _create_training_job(deps: Deps, job: Job, base: BaseModelEntry, train_uri: str) -> None:
+    try:
+        await deps.sagemaker.create_training_job(**training_job_request(job, base, train_uri, deps.launch))
+    except ClientError as exc:
+        code = exc.response["Error"]["Code"]
+        if code == "ResourceInUse":
+            return  # the name is the job id: SageMaker already has it
+        if code in ("ValidationException", "ResourceLimitExceeded", "AccessDeniedException"):
+            await _fail(deps, job, "launch_failed", f"SageMaker refused the training job: "
+                        f"{exc.response['Error'].get('Message', code)}")
+            return
+        raise
+    await deps.jobs.set_fields(job.job_id, sagemaker_job_name=job.job_id)
+    log.info("training job launched", extra={"job_id": job.job_id})
+
+
+# ---- worker: SageMaker state changes --------------------------------------------------------------------
+
+def fine_tuned_model_name(job: Job) -> str:
+    return f"ft:{job.model}:{job.user_id}:{job.suffix or ''}:{job.job_id.removeprefix('ftjob-')[:8]}"
+
+
+def _final_metric(detail: dict[str, Any], name: str) -> float | None:
+    for metric in detail.get("FinalMetricDataList") or []:
+        if metric.get("MetricName") == name:
+            return float(metric["Value"])
+    return None
+
+
+async def on_sagemaker_state(envelope: Envelope, deps: Deps) -> None:
+    detail = envelope.data
+    job = await deps.jobs.get(str(detail.get("TrainingJobName", "")))
+    if job is None:
+        return  # not one of ours
+    status = detail.get("TrainingJobStatus")
+    now = int(time.time())
+    if status == "InProgress":
+        if await deps.jobs.transition(job.job_id, "running", ("queued",)):
+            await record_event(deps, job, "Fine-tuning job started")
+            await _announce(deps, job, "running")
+    elif status == "Completed":
+        artifact = (detail.get("ModelArtifacts") or {}).get("S3ModelArtifacts")
+        tokens = _final_metric(detail, "trained_tokens")
+        name = fine_tuned_model_name(job)
+        if await deps.jobs.transition(job.job_id, "succeeded", ("queued", "running"), finished_at=now,
+                                      fine_tuned_model=name, model_artifact=artifact,
+                                      trained_tokens=int(tokens) if tokens is not None else None):
+            await record_event(deps, job, f"New fine-tuned model created: {name}")
+            await record_event(deps, job, "The job has successfully completed")
+            await _announce(deps, job, "succeeded", fine_tuned_model=name, model_artifact=artifact)
+    elif status == "Failed":
+        await _fail(deps, job, "training_failed", str(detail.get("FailureReason") or "Training failed."))
+    elif status == "Stopped":
+        if detail.get("SecondaryStatus") == "MaxRuntimeExceeded":
+            await _fail(deps, job, "max_runtime_exceeded", "The job reached its maximum run time and was stopped.")
+        elif await deps.jobs.transition(job.job_id, "cancelled", ("validating_files", "queued", "running"),
+                                        finished_at=now):
+            await record_event(deps, job, "Fine-tuning job cancelled")
+            await _announce(deps, job, "cancelled")
+
+
+EVENT_HANDLERS = {
+    events.LAUNCH_REQUESTED: launch_job,
+    SAGEMAKER_STATE_CHANGE: on_sagemaker_state,
+    **{t: on_file_event for t in events.FILE_EVENTS},
+}

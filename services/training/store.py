@@ -1,0 +1,136 @@
+"""training's tables: jobs (GSI `user-index` on user_id + created_at), job events, its files projection.
+
+Job states move only by conditional writes naming the expected current states, so two workers can never
+both launch, finish or cancel the same job.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+from services.training.models import FileView, Job
+
+_ser, _de = TypeSerializer(), TypeDeserializer()
+_JSON_FIELDS = ("hyperparameters", "metadata", "error", "result_files")
+_STATUS_RANK = {"uploaded": 0, "processed": 1, "error": 1, "deleted": 2}
+
+
+def _to_item(values: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in values.items():
+        if value is None:
+            continue
+        out[key] = _ser.serialize(json.dumps(value) if key in _JSON_FIELDS else value)
+    return out
+
+
+def _from_item(item: dict[str, Any]) -> dict[str, Any]:
+    values = {k: _de.deserialize(v) for k, v in item.items()}
+    for key, value in values.items():
+        if key in _JSON_FIELDS and isinstance(value, str):
+            values[key] = json.loads(value)
+        elif hasattr(value, "as_integer_ratio") and not isinstance(value, (int, float)):
+            values[key] = int(value) if value == int(value) else float(value)
+    return values
+
+
+class JobsStore:
+    def __init__(self, dynamodb: Any, jobs_table: str, events_table: str, files_table: str) -> None:
+        self._db = dynamodb
+        self._jobs = jobs_table
+        self._events = events_table
+        self._files = files_table
+
+    async def create(self, job: Job) -> None:
+        await self._db.put_item(TableName=self._jobs, Item=_to_item(job.model_dump()),
+                                ConditionExpression="attribute_not_exists(job_id)")
+
+    async def get(self, job_id: str) -> Job | None:
+        item = (await self._db.get_item(TableName=self._jobs, Key={"job_id": {"S": job_id}},
+                                        ConsistentRead=True)).get("Item")
+        return Job.model_validate(_from_item(item)) if item else None
+
+    async def list_for_user(self, user_id: str, limit: int, after: Job | None) -> tuple[list[Job], bool]:
+        """Newest first, one GSI query with a page limit: the cost follows the page, not the table."""
+        kwargs: dict[str, Any] = {
+            "TableName": self._jobs, "IndexName": "user-index", "ScanIndexForward": False, "Limit": limit + 1,
+            "KeyConditionExpression": "user_id = :u", "ExpressionAttributeValues": {":u": {"S": user_id}}}
+        if after is not None:
+            kwargs["ExclusiveStartKey"] = {"job_id": {"S": after.job_id}, "user_id": {"S": after.user_id},
+                                           "created_at": {"S": after.created_at}}
+        items = (await self._db.query(**kwargs)).get("Items", [])
+        jobs = [Job.model_validate(_from_item(i)) for i in items]
+        return jobs[:limit], len(jobs) > limit
+
+    async def transition(self, job_id: str, to: str, expected: tuple[str, ...], **changes: Any) -> bool:
+        """Move a job to `to` if it is in one of `expected`; False when another writer got there first."""
+        values: dict[str, Any] = {":to": {"S": to}}
+        names = {"#s": "status"}
+        sets = ["#s = :to"]
+        for i, (key, value) in enumerate(changes.items()):
+            if value is None:
+                continue
+            names[f"#f{i}"] = key
+            values[f":v{i}"] = _ser.serialize(json.dumps(value) if key in _JSON_FIELDS else value)
+            sets.append(f"#f{i} = :v{i}")
+        conditions = []
+        for i, state in enumerate(expected):
+            values[f":e{i}"] = {"S": state}
+            conditions.append(f":e{i}")
+        try:
+            await self._db.update_item(
+                TableName=self._jobs, Key={"job_id": {"S": job_id}}, UpdateExpression="SET " + ", ".join(sets),
+                ConditionExpression=f"#s IN ({', '.join(conditions)})", ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values)
+            return True
+        except self._db.exceptions.ConditionalCheckFailedException:
+            return False
+
+    async def set_fields(self, job_id: str, **changes: Any) -> None:
+        names = {f"#f{i}": k for i, k in enumerate(changes)}
+        values = {f":v{i}": _ser.serialize(v) for i, v in enumerate(changes.values())}
+        await self._db.update_item(TableName=self._jobs, Key={"job_id": {"S": job_id}},
+                                   UpdateExpression="SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(changes))),
+                                   ExpressionAttributeNames=names, ExpressionAttributeValues=values)
+
+    async def add_event(self, job_id: str, event: dict[str, Any]) -> None:
+        item = _to_item({**event, "job_id": job_id, "event_id": event["id"]})
+        item.pop("data", None)
+        if event.get("data") is not None:
+            item["data"] = {"S": json.dumps(event["data"])}
+        await self._db.put_item(TableName=self._events, Item=item)
+
+    async def list_events(self, job_id: str, limit: int, after: str | None) -> tuple[list[dict[str, Any]], bool]:
+        kwargs: dict[str, Any] = {"TableName": self._events, "ScanIndexForward": False, "Limit": limit + 1,
+                                  "KeyConditionExpression": "job_id = :j",
+                                  "ExpressionAttributeValues": {":j": {"S": job_id}}}
+        if after:
+            kwargs["ExclusiveStartKey"] = {"job_id": {"S": job_id}, "event_id": {"S": after}}
+        items = (await self._db.query(**kwargs)).get("Items", [])
+        events = []
+        for item in items:
+            values = {k: _de.deserialize(v) for k, v in item.items()}
+            events.append({"id": values["event_id"], "object": "fine_tuning.job.event",
+                           "created_at": int(values["created_at"]), "level": values["level"],
+                           "message": values["message"], "type": values.get("type", "message"),
+                           "data": json.loads(values["data"]) if "data" in values else None})
+        return events[:limit], len(events) > limit
+
+    async def get_file(self, file_id: str) -> FileView | None:
+        item = (await self._db.get_item(TableName=self._files, Key={"file_id": {"S": file_id}},
+                                        ConsistentRead=True)).get("Item")
+        return FileView.model_validate(_from_item(item)) if item else None
+
+    async def put_file(self, view: FileView) -> None:
+        """Apply a file event to the projection unless a later state is already recorded."""
+        item = _to_item({**view.model_dump(), "rank": _STATUS_RANK[view.status]})
+        try:
+            await self._db.put_item(TableName=self._files, Item=item,
+                                    ConditionExpression="attribute_not_exists(file_id) OR #r <= :r",
+                                    ExpressionAttributeNames={"#r": "rank"},
+                                    ExpressionAttributeValues={":r": {"N": str(_STATUS_RANK[view.status])}})
+        except self._db.exceptions.ConditionalCheckFailedException:
+            pass

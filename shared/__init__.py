@@ -1,0 +1,1 @@
+"""The common library of LLM Tuner's services: what every service needs exactly once."""

@@ -1,0 +1,76 @@
+"""Fixtures shared by every layer: the embedded AWS (moto's server, over real HTTP) on a free port."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, deadline_s: float = 30, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{url}: process exited with {proc.returncode}")
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer within {deadline_s}s")
+
+
+@dataclass
+class AwsEndpoint:
+    url: str
+
+    def reset(self) -> None:
+        httpx.post(f"{self.url}/moto-api/reset", timeout=10).raise_for_status()
+
+
+AWS_TEST_ENV = {
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+}
+
+
+@pytest.fixture(scope="session")
+def aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AwsEndpoint]:
+    """moto's server on a free port; the process environment points every AWS client at it."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT)
+    saved = {k: os.environ.get(k) for k in [*AWS_TEST_ENV, "AWS_ENDPOINT_URL"]}
+    os.environ.update(AWS_TEST_ENV)
+    os.environ["AWS_ENDPOINT_URL"] = url
+    try:
+        wait_http(f"{url}/moto-api/", proc=proc)
+        yield AwsEndpoint(url)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
