@@ -11,11 +11,11 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import jwt
-from fastapi import Request
+from fastapi import Depends, Request
 from jwt import PyJWK
 
 from shared.errors import Unauthorized, Unavailable
@@ -110,3 +110,6 @@ async def current_principal(request: Request) -> Principal:
     principal = await verifier.verify(bearer_token(request))
     request.state.principal = principal
     return principal
+
+
+Caller = Annotated[Principal, Depends(current_principal)]

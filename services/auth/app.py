@@ -19,7 +19,7 @@ from shared.aws import AwsClients
 from shared.errors import NotFound
 from shared.events import Publisher
 from shared.logging import configure_logging
-from shared.tokens import JWKSVerifier, Principal, current_principal
+from shared.tokens import Caller, JWKSVerifier
 from shared.web import create_app
 
 
@@ -47,17 +47,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await aws.close()
 
 
+def _deps(request: Request) -> handlers.Deps:
+    return request.app.state.deps  # type: ignore[no-any-return]
+
+
+Deps = Annotated[handlers.Deps, Depends(_deps)]
+
+
 def build_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     configure_logging("auth", settings.log_level)
     app = create_app("auth", lifespan=lifespan)
     app.state.settings = settings
-
-    def deps(request: Request) -> handlers.Deps:
-        return request.app.state.deps  # type: ignore[no-any-return]
-
-    Deps = Annotated[handlers.Deps, Depends(deps)]
-    Caller = Annotated[Principal, Depends(current_principal)]
 
     @app.post("/auth/register", status_code=201)
     async def register(body: Registration, d: Deps) -> dict[str, Any]:

@@ -117,7 +117,7 @@ async def validate_uploaded(envelope: Envelope, deps: Deps) -> None:
     if record.purpose == "fine-tune":
         obj = await deps.s3.get_object(Bucket=deps.bucket, Key=record.s3_key)
         async with obj["Body"] as body:
-            async for line_no, raw in lines(body.content.iter_chunked(64 * 1024), deps.max_line_bytes):
+            async for line_no, raw in lines(body.iter_chunks(64 * 1024), deps.max_line_bytes):
                 if raw is None:
                     validator.too_long(line_no, deps.max_line_bytes)
                 else:

@@ -14,7 +14,7 @@ from services.training.models import CreateJob
 from services.training.settings import Settings
 from shared.aws import AwsClients
 from shared.logging import configure_logging
-from shared.tokens import JWKSVerifier, Principal, current_principal
+from shared.tokens import Caller, JWKSVerifier
 from shared.web import create_app
 
 
@@ -32,17 +32,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await aws.close()
 
 
+def _deps(request: Request) -> handlers.Deps:
+    return request.app.state.deps  # type: ignore[no-any-return]
+
+
+Deps = Annotated[handlers.Deps, Depends(_deps)]
+
+
 def build_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     configure_logging("training", settings.log_level)
     app = create_app("training", lifespan=lifespan)
     app.state.settings = settings
-
-    def deps(request: Request) -> handlers.Deps:
-        return request.app.state.deps  # type: ignore[no-any-return]
-
-    Deps = Annotated[handlers.Deps, Depends(deps)]
-    Caller = Annotated[Principal, Depends(current_principal)]
 
     @app.post("/v1/fine_tuning/jobs")
     async def create_job(body: CreateJob, caller: Caller, d: Deps) -> dict[str, Any]:

@@ -1,0 +1,68 @@
+"""Each service against the embedded AWS over real HTTP: the moto server, provisioned from the one
+resource description, and the service itself served by uvicorn on a free port."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from deploy import resources
+from deploy.local import provision
+from tests.conftest import AwsEndpoint
+from tests.servers import serve
+
+
+@pytest.fixture(scope="session")
+def provisioned(aws: AwsEndpoint) -> dict[str, Any]:
+    return provision.apply(resources.describe())
+
+
+@pytest.fixture(scope="session")
+def auth_url(provisioned: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from services.auth.app import build_app
+    from services.auth.settings import Settings
+
+    key_file: Path = tmp_path_factory.mktemp("auth") / "key.pem"
+    # 4 rounds keeps the suite fast; the default of 12 is checked in the unit tests.
+    settings = Settings(bcrypt_rounds=4, jwt_key_file=key_file)
+    with serve(build_app(settings)) as url:
+        os.environ["AUTH_JWKS_URL"] = f"{url}/.well-known/jwks.json"
+        yield url
+
+
+@pytest.fixture(scope="session")
+def files_url(auth_url: str) -> Iterator[str]:
+    from services.files.app import build_app
+    from services.files.settings import Settings
+
+    with serve(build_app(Settings())) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def training_url(auth_url: str) -> Iterator[str]:
+    from services.training.app import build_app
+    from services.training.settings import Settings
+
+    with serve(build_app(Settings())) as url:
+        yield url
+
+
+_counter = iter(range(1_000_000))
+
+
+def register(auth_url: str, email: str | None = None, password: str = "correct horse battery") -> dict[str, Any]:
+    email = email or f"user{next(_counter)}-{os.getpid()}@example.com"
+    response = httpx.post(f"{auth_url}/auth/register", json={"email": email, "password": password})
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def bearer(session: dict[str, Any]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {session['access_token']}"}
