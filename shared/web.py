@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.errors import install_error_handlers
+from shared.errors import error_response, install_error_handlers
 from shared.logging import new_request_id, request_id_var
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -36,16 +36,24 @@ class RequestContextMiddleware:
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = 500
+        started_response = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started_response
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started_response = message["status"], True
                 MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception("unhandled error", extra={"path": scope["path"]})
+            if started_response:
+                raise
+            response = error_response(500, "The server had an error while processing your request.",
+                                      "server_error")
+            await response(scope, receive, send_with_id)
         finally:
             if scope["path"] != "/healthz":
                 log.info("request", extra={"method": scope["method"], "path": scope["path"], "status": status,

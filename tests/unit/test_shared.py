@@ -1,0 +1,131 @@
+"""Pure parts of shared/: wire parsing, the retry plan, settings, the error envelope, JSON logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from pydantic import BaseModel, SecretStr
+
+from shared.consumer import plan_retry
+from shared.errors import NotFound
+from shared.events import SAGEMAKER_STATE_CHANGE, MalformedMessage, new_event, parse_wire
+from shared.logging import JsonFormatter, request_id_var
+from shared.settings import ServiceSettings, is_placeholder
+from shared.web import create_app
+
+
+def test_parse_wire_reads_a_direct_envelope_and_an_sns_notification() -> None:
+    event = new_event("file.uploaded", {"file_id": "file-1"}, user_id="u1", correlation_id="req_1")
+    direct = parse_wire(event.model_dump_json())
+    wrapped = parse_wire(json.dumps({"Type": "Notification", "Message": event.model_dump_json()}))
+    assert direct == wrapped == event
+
+
+def test_parse_wire_turns_a_sagemaker_eventbridge_event_into_an_envelope() -> None:
+    body = {"version": "0", "id": "abc", "detail-type": "SageMaker Training Job State Change",
+            "source": "aws.sagemaker", "time": "2026-11-26T07:00:00Z",
+            "detail": {"TrainingJobName": "ftjob-x", "TrainingJobStatus": "Completed"}}
+    envelope = parse_wire(json.dumps(body))
+    assert envelope.type == SAGEMAKER_STATE_CHANGE and envelope.id == "evb_abc"
+    assert envelope.data["TrainingJobStatus"] == "Completed"
+
+
+@pytest.mark.parametrize("raw", ["not json", "[1, 2]", json.dumps({"no": "type"}),
+                                 json.dumps({"source": "aws.ec2", "detail-type": "EC2 State", "detail": {}})])
+def test_parse_wire_rejects_what_it_cannot_read(raw: str) -> None:
+    with pytest.raises(MalformedMessage):
+        parse_wire(raw)
+
+
+def test_new_event_carries_the_request_id_as_correlation_id() -> None:
+    token = request_id_var.set("req_abc")
+    try:
+        assert new_event("x", {}).correlation_id == "req_abc"
+    finally:
+        request_id_var.reset(token)
+
+
+def test_retry_plan_backs_off_then_dead_letters() -> None:
+    assert [plan_retry(n, 5).delay_s for n in (1, 2, 3, 4)] == [2, 4, 8, 16]
+    assert plan_retry(5, 5).to_dlq and plan_retry(9, 5).to_dlq
+    assert plan_retry(1, 5, permanent=True).to_dlq
+    assert plan_retry(1, 5, requested_delay_s=10_000).delay_s == 300
+
+
+class _Secretive(ServiceSettings):
+    api_secret: SecretStr = SecretStr("")
+
+
+@pytest.mark.parametrize("value", ["", "your-jwt-secret", "changeme", "dev-secret", "your_client_secret"])
+def test_placeholder_secrets_are_refused_outside_development(value: str) -> None:
+    assert is_placeholder(value)
+    _Secretive(environment="development", api_secret=SecretStr(value))  # fine while developing
+    with pytest.raises(ValueError, match="API_SECRET"):
+        _Secretive(environment="production", api_secret=SecretStr(value))
+
+
+def test_a_real_secret_is_accepted_in_production() -> None:
+    settings = _Secretive(environment="production", api_secret=SecretStr("kV9#q2-8fJ3x!mP0zL7w"))
+    assert settings.api_secret.get_secret_value().startswith("kV9")
+
+
+class _Body(BaseModel):
+    n: int
+
+
+def _app() -> FastAPI:
+    app = create_app("test")
+
+    @app.post("/things")
+    async def things(body: _Body) -> dict[str, int]:
+        return {"n": body.n}
+
+    @app.get("/missing")
+    async def missing() -> None:
+        raise NotFound("No such thing.")
+
+    @app.get("/crash")
+    async def crash() -> None:
+        raise RuntimeError("bug")
+
+    return app
+
+
+@pytest.mark.parametrize(("method", "path", "kwargs", "status", "param"), [
+    ("get", "/nowhere", {}, 404, None),
+    ("get", "/missing", {}, 404, None),
+    ("post", "/things", {"content": b"{bad", "headers": {"content-type": "application/json"}}, 400, None),
+    ("post", "/things", {"json": {"n": "not a number"}}, 400, "n"),
+    ("post", "/things", {"json": {}}, 400, "n"),
+    ("get", "/crash", {}, 500, None),
+])
+def test_every_error_is_the_openai_envelope(method: str, path: str, kwargs: dict[str, object], status: int,
+                                           param: str | None) -> None:
+    client = TestClient(_app(), raise_server_exceptions=False)
+    response = getattr(client, method)(path, **kwargs)
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["param"] == param
+    assert response.headers["x-request-id"].startswith("req_")
+
+
+def test_request_id_is_taken_from_the_caller_and_echoed() -> None:
+    client = TestClient(_app())
+    assert client.get("/healthz", headers={"x-request-id": "abc-123"}).headers["x-request-id"] == "abc-123"
+    assert client.get("/healthz", headers={"x-request-id": "bad id\n"}).headers["x-request-id"] != "bad id\n"
+
+
+def test_json_logs_carry_the_request_id_and_extras() -> None:
+    record = logging.LogRecord("t", logging.INFO, __file__, 1, "hello %s", ("world",), None)
+    record.job_id = "ftjob-1"
+    token = request_id_var.set("req_9")
+    try:
+        line = json.loads(JsonFormatter("svc").format(record))
+    finally:
+        request_id_var.reset(token)
+    assert line["msg"] == "hello world" and line["request_id"] == "req_9" and line["job_id"] == "ftjob-1"
+    assert line["service"] == "svc" and line["level"] == "info"

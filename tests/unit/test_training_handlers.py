@@ -1,0 +1,203 @@
+"""training's handlers with fakes: the job state machine, idempotent launches, the file projection."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from services.training import handlers
+from services.training.catalog import Catalog
+from services.training.models import CreateJob, FileView, Hyperparameters, Job
+from services.training.settings import Settings
+from shared.consumer import RetryLater
+from shared.errors import InvalidRequest, NotFound
+from shared.events import SAGEMAKER_STATE_CHANGE, Envelope, MemoryCommandQueue, MemoryPublisher
+
+
+class FakeJobsStore:
+    """The JobsStore contract in memory, conditional transitions included."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, Job] = {}
+        self.events: dict[str, list[dict[str, Any]]] = {}
+        self.files: dict[str, FileView] = {}
+
+    async def create(self, job: Job) -> None:
+        assert job.job_id not in self.jobs
+        self.jobs[job.job_id] = job.model_copy(deep=True)
+
+    async def get(self, job_id: str) -> Job | None:
+        job = self.jobs.get(job_id)
+        return job.model_copy(deep=True) if job else None
+
+    async def list_for_user(self, user_id: str, limit: int, after: Job | None) -> tuple[list[Job], bool]:
+        mine = sorted((j for j in self.jobs.values() if j.user_id == user_id), key=lambda j: j.created_at,
+                      reverse=True)
+        if after:
+            mine = [j for j in mine if j.created_at < after.created_at]
+        return mine[:limit], len(mine) > limit
+
+    async def transition(self, job_id: str, to: str, expected: tuple[str, ...], **changes: Any) -> bool:
+        job = self.jobs[job_id]
+        if job.status not in expected:
+            return False
+        self.jobs[job_id] = job.model_copy(update={"status": to, **{k: v for k, v in changes.items() if v is not None}})
+        return True
+
+    async def set_fields(self, job_id: str, **changes: Any) -> None:
+        self.jobs[job_id] = self.jobs[job_id].model_copy(update=changes)
+
+    async def add_event(self, job_id: str, event: dict[str, Any]) -> None:
+        self.events.setdefault(job_id, []).append(event)
+
+    async def get_file(self, file_id: str) -> FileView | None:
+        return self.files.get(file_id)
+
+    async def put_file(self, view: FileView) -> None:
+        self.files[view.file_id] = view
+
+
+class FakeSageMaker:
+    def __init__(self) -> None:
+        self.created: list[dict[str, Any]] = []
+
+    async def create_training_job(self, **request: Any) -> dict[str, Any]:
+        if any(r["TrainingJobName"] == request["TrainingJobName"] for r in self.created):
+            raise ClientError({"Error": {"Code": "ResourceInUse", "Message": "exists"}}, "CreateTrainingJob")
+        self.created.append(request)
+        return {"TrainingJobArn": "arn:x"}
+
+
+@pytest.fixture
+def deps() -> handlers.Deps:
+    return handlers.Deps(jobs=FakeJobsStore(), catalog=Catalog.load(Settings().catalog_file),  # type: ignore[arg-type]
+                         events=MemoryPublisher(), commands=MemoryCommandQueue(), sagemaker=FakeSageMaker(),
+                         launch=handlers.LaunchConfig(bucket="b", role_arn="arn:role", image_uri="img",
+                                                      instance_type="ml.m5.large", max_runtime_s=3600))
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def _file(deps: handlers.Deps, status: str = "processed", user: str = "u1", file_id: str = "file-1") -> None:
+    run(deps.jobs.put_file(FileView(file_id=file_id, user_id=user, status=status,  # type: ignore[arg-type]
+                                    purpose="fine-tune", s3_uri=f"s3://b/files/{user}/{file_id}", examples=20,
+                                    error="Line 2 is not valid JSON" if status == "error" else None)))
+
+
+def _create(deps: handlers.Deps, **kw: Any) -> Job:
+    body = CreateJob(model="llm-tuner/tiny-chat", training_file="file-1", **kw)
+    return run(handlers.create_job(body, "u1", deps))  # type: ignore[no-any-return]
+
+
+def _launch(deps: handlers.Deps, job: Job, retries: int = 0) -> None:
+    envelope = Envelope(type="training.job.launch_requested", data={"job_id": job.job_id})
+    envelope._retries = retries
+    run(handlers.launch_job(envelope, deps))
+
+
+def _sagemaker(deps: handlers.Deps, job: Job, status: str, **detail: Any) -> None:
+    run(handlers.on_sagemaker_state(Envelope(type=SAGEMAKER_STATE_CHANGE, data={
+        "TrainingJobName": job.job_id, "TrainingJobStatus": status, **detail}), deps))
+
+
+def test_create_writes_the_job_and_enqueues_its_launch(deps: handlers.Deps) -> None:
+    job = _create(deps, suffix="demo", metadata={"team": "a"})
+    assert job.status == "validating_files" and job.job_id.startswith("ftjob-") and len(job.job_id) == 30
+    assert [c.data for c in deps.commands.sent] == [{"job_id": job.job_id}]  # type: ignore[attr-defined]
+    assert deps.events.types() == ["training.job.created"]  # type: ignore[attr-defined]
+    body = job.openai()
+    assert body["object"] == "fine_tuning.job" and body["error"] is None and body["result_files"] == []
+
+
+def test_create_refuses_an_unknown_model_and_a_rejected_file(deps: handlers.Deps) -> None:
+    with pytest.raises(InvalidRequest) as unknown:
+        run(handlers.create_job(CreateJob(model="gpt-9", training_file="file-1"), "u1", deps))
+    assert unknown.value.param == "model"
+    _file(deps, status="error")
+    with pytest.raises(InvalidRequest) as rejected:
+        _create(deps)
+    assert rejected.value.param == "training_file" and "Line 2" in rejected.value.message
+
+
+def test_launch_waits_for_the_file_then_queues_and_creates_the_training_job(deps: handlers.Deps) -> None:
+    job = _create(deps)
+    with pytest.raises(RetryLater):
+        _launch(deps, job)
+    _file(deps)
+    _launch(deps, job, retries=1)
+    stored = deps.jobs.jobs[job.job_id]  # type: ignore[attr-defined]
+    assert stored.status == "queued"
+    assert stored.hyperparameters == {"n_epochs": 5, "batch_size": 4, "learning_rate_multiplier": 1.0}
+    [request] = deps.sagemaker.created
+    assert request["TrainingJobName"] == job.job_id
+    assert request["HyperParameters"]["n_epochs"] == "5"
+    assert {c["ChannelName"] for c in request["InputDataConfig"]} == {"train", "model"}
+    assert all(isinstance(v, str) for v in request["HyperParameters"].values())
+
+
+def test_a_repeated_launch_is_harmless(deps: handlers.Deps) -> None:
+    _file(deps)
+    job = _create(deps)
+    _launch(deps, job)
+    _launch(deps, job)  # redelivered command: status is queued, SageMaker says ResourceInUse
+    assert len(deps.sagemaker.created) == 1
+    assert deps.events.types().count("training.job.queued") == 1  # type: ignore[attr-defined]
+
+
+def test_another_users_file_fails_the_job_once_the_wait_is_over(deps: handlers.Deps) -> None:
+    _file(deps, user="someone-else")
+    job = _create(deps)
+    with pytest.raises(RetryLater):
+        _launch(deps, job)
+    _launch(deps, job, retries=handlers.FILE_WAIT_RETRIES)
+    failed = deps.jobs.jobs[job.job_id]  # type: ignore[attr-defined]
+    assert failed.status == "failed" and failed.error["code"] == "invalid_training_file"
+    assert deps.sagemaker.created == []
+
+
+def test_sagemaker_events_drive_the_job_to_success(deps: handlers.Deps) -> None:
+    _file(deps)
+    job = _create(deps, suffix="mine")
+    _launch(deps, job)
+    _sagemaker(deps, job, "InProgress")
+    _sagemaker(deps, job, "Completed", ModelArtifacts={"S3ModelArtifacts": "s3://b/out/model.tar.gz"},
+               FinalMetricDataList=[{"MetricName": "trained_tokens", "Value": 1234.0}])
+    _sagemaker(deps, job, "InProgress")  # late and out of order: ignored
+    done = deps.jobs.jobs[job.job_id]  # type: ignore[attr-defined]
+    assert done.status == "succeeded" and done.model_artifact == "s3://b/out/model.tar.gz"
+    assert done.trained_tokens == 1234 and done.finished_at is not None
+    assert done.fine_tuned_model.startswith("ft:llm-tuner/tiny-chat:u1:mine:")
+    assert deps.events.types()[-2:] == ["training.job.running", "training.job.succeeded"]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("status", "secondary", "final", "code"), [
+    ("Failed", "Failed", "failed", "training_failed"),
+    ("Stopped", "Stopped", "cancelled", None),
+    ("Stopped", "MaxRuntimeExceeded", "failed", "max_runtime_exceeded"),
+])
+def test_sagemaker_endings_map_to_job_endings(deps: handlers.Deps, status: str, secondary: str, final: str,
+                                              code: str | None) -> None:
+    _file(deps)
+    job = _create(deps)
+    _launch(deps, job)
+    _sagemaker(deps, job, status, SecondaryStatus=secondary, FailureReason="AlgorithmError: out of memory")
+    ended = deps.jobs.jobs[job.job_id]  # type: ignore[attr-defined]
+    assert ended.status == final
+    assert (ended.error or {}).get("code") == code
+
+
+def test_users_only_see_their_own_jobs(deps: handlers.Deps) -> None:
+    job = _create(deps)
+    with pytest.raises(NotFound):
+        run(handlers.get_job(job.job_id, "u2", deps))
+    assert run(handlers.list_jobs("u2", deps, 20, None)) == ([], False)
+
+
+@pytest.mark.parametrize(("examples", "epochs"), [(5, 20), (20, 5), (100, 3), (20_000, 1)])
+def test_auto_epochs_follow_openais_heuristic(examples: int, epochs: int) -> None:
+    assert handlers.resolve_hyperparameters(Hyperparameters(), examples)["n_epochs"] == epochs
