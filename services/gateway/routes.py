@@ -17,17 +17,17 @@ class Route:
 
 ROUTES = (
     Route("/.well-known/jwks.json", "auth"),
-    Route("/auth/", "auth"),
+    Route("/auth", "auth"),
     Route("/v1/files", "files"),
-    Route("/v1/fine_tuning/", "training"),
+    Route("/v1/fine_tuning", "training"),
     Route("/api/catalog", "training"),
 )
 
 
 def upstream_for(path: str) -> str | None:
+    """The service for a path: a prefix matches itself and what lies below it, never a longer name."""
     for route in ROUTES:
-        if path == route.prefix.rstrip("/") or path.startswith(route.prefix if route.prefix.endswith("/")
-                                                                else (route.prefix, route.prefix + "/")):
+        if path == route.prefix or path.startswith(route.prefix + "/"):
             return route.service
     return None
 

@@ -1,0 +1,86 @@
+"""The gateway in front of the real services over HTTP: routing, 401 before proxying, streaming, request ids."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from services.gateway.app import build_app
+from services.gateway.settings import Settings
+from tests.integration.conftest import bearer, register
+from tests.servers import serve
+
+
+@pytest.fixture(scope="module")
+def gateway_url(auth_url: str, files_url: str, training_url: str) -> Iterator[str]:
+    settings = Settings(auth_url=auth_url, files_url=files_url, training_url=training_url,
+                        auth_jwks_url=f"{auth_url}/.well-known/jwks.json")
+    with serve(build_app(settings)) as url:
+        yield url
+
+
+def test_register_login_and_me_through_the_gateway(gateway_url: str) -> None:
+    session = register(gateway_url)
+    me = httpx.get(f"{gateway_url}/auth/me", headers=bearer(session))
+    assert me.status_code == 200 and me.json()["id"] == session["user"]["id"]
+
+
+def test_missing_or_bad_token_is_refused_before_proxying(gateway_url: str) -> None:
+    for headers in ({}, {"Authorization": "Bearer not.a.jwt"}, {"Authorization": "Basic abc"}):
+        response = httpx.get(f"{gateway_url}/v1/fine_tuning/jobs", headers=headers)
+        assert response.status_code == 401
+        assert response.json()["error"]["type"] == "authentication_error"
+        assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_unknown_routes_answer_404_with_the_envelope(gateway_url: str) -> None:
+    for path in ("/nope", "/v2/files", "/api/unknown", "/v1/filesystem"):
+        response = httpx.get(f"{gateway_url}{path}")
+        assert response.status_code == 404, path
+        assert response.json()["error"]["code"] == "not_found"
+
+
+def test_upload_streams_through_and_keeps_the_request_id(gateway_url: str) -> None:
+    session = register(gateway_url)
+    line = json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]})
+    content = ((line + "\n") * 20).encode()
+
+    def body() -> Iterator[bytes]:  # a streamed (chunked) request body
+        boundary = "x-boundary"
+        yield f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n'.encode()
+        yield (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="t.jsonl"\r\n'
+               "Content-Type: application/jsonl\r\n\r\n").encode()
+        for i in range(0, len(content), 97):
+            yield content[i:i + 97]
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    response = httpx.post(f"{gateway_url}/v1/files", content=body(),
+                          headers={**bearer(session), "content-type": "multipart/form-data; boundary=x-boundary",
+                                   "x-request-id": "req_gateway_test_1"})
+    assert response.status_code == 200, response.text
+    assert response.json()["bytes"] == len(content)
+    assert response.headers["x-request-id"] == "req_gateway_test_1"
+
+
+def test_catalog_lists_the_demo_model(gateway_url: str) -> None:
+    session = register(gateway_url)
+    catalog = httpx.get(f"{gateway_url}/api/catalog", headers=bearer(session)).json()
+    assert "llm-tuner/tiny-chat" in [m["id"] for m in catalog["models"]]
+    assert "ml.g5.large" not in [t["id"] for t in catalog["instance_types"]]
+
+
+def test_home_page_is_served(gateway_url: str) -> None:
+    response = httpx.get(gateway_url + "/")
+    assert response.status_code == 200 and "LLM Tuner" in response.text
+
+
+def test_an_unreachable_service_is_a_502_envelope(auth_url: str) -> None:
+    settings = Settings(auth_url=auth_url, files_url="http://127.0.0.1:9", training_url="http://127.0.0.1:9",
+                        auth_jwks_url=f"{auth_url}/.well-known/jwks.json")
+    with serve(build_app(settings)) as url:
+        session = register(url)
+        response = httpx.get(f"{url}/v1/files", headers=bearer(session))
+    assert response.status_code == 502 and response.json()["error"]["code"] == "upstream_unavailable"
