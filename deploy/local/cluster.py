@@ -158,7 +158,7 @@ class Cluster:
         servers = [
             self._spawn("sagemaker-emulator", [py, "-m", "deploy.local.sagemaker_emulator", "--port",
                                                str(p.emulator), "--workdir", str(self.data_dir / "sagemaker")],
-                        f"http://127.0.0.1:{p.emulator}/healthz"),
+                        f"http://127.0.0.1:{p.emulator}/health"),
             self._spawn("auth", [py, "-m", "services.auth.app"], f"http://127.0.0.1:{p.auth}/healthz", p.auth),
             self._spawn("files", [py, "-m", "services.files.app"], f"http://127.0.0.1:{p.files}/healthz", p.files),
             self._spawn("training", [py, "-m", "services.training.app"],

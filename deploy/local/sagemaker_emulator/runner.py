@@ -1,0 +1,345 @@
+"""Runs training jobs: a bounded pool of worker threads, one entry-point subprocess per job.
+
+A job that waits for a free slot stays InProgress/Starting. Each subprocess leads its own process group
+(the "container"): stopping signals the whole group, SIGTERM first and SIGKILL after the grace, and
+whatever is left of the group when the entry point exits is killed, as the end of a container would.
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import enum
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from . import storage
+from .container import HOST, ContainerPaths, environment, lay_out
+from .errors import ValidationError
+from .logstream import JobLog, stream_name
+from .metrics import MetricParser
+from .models import (
+    COMPLETED,
+    DOWNLOADING,
+    FAILED,
+    IN_PROGRESS,
+    MAX_RUNTIME_EXCEEDED,
+    STOPPED,
+    STOPPING,
+    TERMINAL_STATUSES,
+    TRAINING,
+    UPLOADING,
+    now,
+)
+from .settings import Settings
+from .store import JobStore
+
+log = logging.getLogger(__name__)
+
+MAX_FAILURE_REASON = 1024
+POLL_S = 0.2
+SHUTDOWN_REASON = "InternalServerError: the SageMaker emulator shut down while the job was running"
+
+
+class StopCause(enum.Enum):
+    USER = "StopTrainingJob"
+    MAX_RUNTIME = "MaxRuntimeInSeconds"
+    SHUTDOWN = "emulator shutdown"
+
+
+class JobSetupError(Exception):
+    """The job could not start (input download, configuration); SageMaker calls these ClientError."""
+
+
+@dataclass
+class Execution:
+    """What the runner knows of one job's run. `lock` orders stop requests against the run's own steps."""
+
+    name: str
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    started: bool = False
+    finished: bool = False
+    stop_cause: StopCause | None = None
+    process: subprocess.Popen[bytes] | None = None
+
+
+class JobRunner:
+    def __init__(self, settings: Settings, store: JobStore, s3: Any, logs: Any) -> None:
+        self._settings, self._store, self._s3, self._logs = settings, store, s3, logs
+        self._pool = ThreadPoolExecutor(max_workers=settings.max_jobs, thread_name_prefix="job")
+        self._executions: dict[str, Execution] = {}
+        self._futures: list[Future[None]] = []
+        self._lock = threading.Lock()
+
+    # --- what the API calls -------------------------------------------------------------------------
+
+    def submit(self, name: str) -> None:
+        execution = Execution(name)
+        with self._lock:
+            self._executions[name] = execution
+            self._futures = [f for f in self._futures if not f.done()]
+            self._futures.append(self._pool.submit(self._run, execution))
+
+    def stop(self, name: str) -> None:
+        """StopTrainingJob: Stopping now; the job's thread signals the process and ends it Stopped."""
+        with self._store.reading(name) as job:
+            status = job.status
+        execution = self._executions.get(name)
+        if status in TERMINAL_STATUSES or execution is None:
+            raise ValidationError(f"The request was rejected because the training job is in status {status}.")
+        with execution.lock:
+            if execution.finished or execution.stop_cause is not None:
+                return
+            execution.stop_cause = StopCause.USER
+            self._store.move_to(name, STOPPING, STOPPING, "Stopping the training job.")
+            if not execution.started:  # still waiting for a slot: nothing runs, nothing to wait for
+                execution.finished = True
+                self._store.move_to(name, STOPPED, STOPPED, "The training job was stopped before it started.")
+
+    def shutdown(self) -> None:
+        """Stop every job (the running ones get SIGTERM, then SIGKILL after the grace) and wait for them.
+        Jobs already being stopped keep going to Stopped; the others end Failed."""
+        with self._lock:
+            executions, futures = list(self._executions.values()), list(self._futures)
+        for execution in executions:
+            with execution.lock:
+                if execution.finished or execution.stop_cause is not None:
+                    continue
+                execution.stop_cause = StopCause.SHUTDOWN
+                if not execution.started:
+                    execution.finished = True
+                    self._store.move_to(execution.name, FAILED, FAILED, SHUTDOWN_REASON,
+                                        failure_reason=SHUTDOWN_REASON)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        wait(futures, timeout=max(self._settings.stop_grace_s, self._settings.shutdown_grace_s) + 10)
+        for execution in executions:  # a job thread that did not finish in time: nothing of ours outlives us
+            if execution.process is not None and not execution.finished:
+                _signal_group(execution.process, signal.SIGKILL)
+
+    # --- one job, on a worker thread ----------------------------------------------------------------
+
+    def _run(self, execution: Execution) -> None:
+        with execution.lock:
+            if execution.finished:
+                return
+            execution.started = True
+        try:
+            self._execute(execution)
+        except JobSetupError as exc:
+            reason = _clip(f"ClientError: {exc}")
+            self._finish(execution, FAILED, FAILED, reason, failure_reason=reason)
+        except Exception as exc:
+            log.exception("job crashed in the emulator", extra={"job": execution.name})
+            reason = _clip(f"InternalServerError: {exc}")
+            self._finish(execution, FAILED, FAILED, reason, failure_reason=reason)
+
+    def _execute(self, execution: Execution) -> None:
+        name = execution.name
+        with self._store.reading(name) as job:
+            request = copy.deepcopy(job.request)
+        job_dir = self._store.job_dir(name)
+        paths = lay_out(job_dir, request)
+        command = self._settings.entrypoint_for(request["AlgorithmSpecification"]["TrainingImage"])
+        if not command:
+            raise JobSetupError("no entry point is configured for this TrainingImage "
+                                "(SAGEMAKER_EMULATOR_ENTRYPOINT)")
+
+        self._advance(execution, DOWNLOADING, "Downloading input data", training_start_time=now())
+        self._download_inputs(request, paths)
+        checkpoints = self._checkpoint_sync(request, paths)
+
+        self._advance(execution, TRAINING, "Training image download completed. Training in progress.")
+        job_log = JobLog(self._logs, stream_name(name, HOST, time.time()), job_dir / f"{HOST}.log",
+                         self._settings.log_flush_s)
+        try:
+            with execution.lock:
+                if execution.stop_cause is None:
+                    execution.process = subprocess.Popen(
+                        command, cwd=job_dir, env=environment(name, request, paths), stdin=subprocess.DEVNULL,
+                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+            process = execution.process
+            exit_code, last_lines = (None, []) if process is None else self._supervise(
+                execution, process, request, job_log, checkpoints)
+        finally:
+            job_log.close()
+        if checkpoints is not None:
+            self._try(checkpoints.sync, "final checkpoint sync")
+        self._conclude(execution, request, paths, exit_code, last_lines)
+
+    def _supervise(self, execution: Execution, process: subprocess.Popen[bytes], request: dict[str, Any],
+                   job_log: JobLog, checkpoints: storage.DirectorySync | None) -> tuple[int, list[str]]:
+        """Pump the output, enforce MaxRuntime and stop requests, sync checkpoints; until the exit."""
+        metrics = MetricParser(request["AlgorithmSpecification"].get("MetricDefinitions") or [])
+        last_lines: collections.deque[str] = collections.deque(maxlen=5)
+        assert process.stdout is not None
+        pump = threading.Thread(target=self._pump, name=f"out-{execution.name}", daemon=True,
+                                args=(process.stdout, execution.name, job_log, metrics, last_lines))
+        pump.start()
+        started = time.monotonic()
+        deadline = started + request["StoppingCondition"]["MaxRuntimeInSeconds"]
+        next_sync = started + self._settings.checkpoint_sync_s
+        sigterm_at: float | None = None
+        while True:
+            try:
+                exit_code = process.wait(timeout=POLL_S)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            tick = time.monotonic()
+            if tick >= deadline:
+                with execution.lock:
+                    if execution.stop_cause is None:
+                        execution.stop_cause = StopCause.MAX_RUNTIME
+                        self._store.move_to(execution.name, STOPPING, STOPPING,
+                                            "Maximum runtime exceeded; stopping the training job.")
+            if execution.stop_cause is not None and sigterm_at is None:
+                log.info("stopping job", extra={"job": execution.name, "cause": execution.stop_cause.value})
+                _signal_group(process, signal.SIGTERM)
+                sigterm_at = tick
+            elif sigterm_at is not None and tick - sigterm_at >= self._grace_s(execution):
+                _signal_group(process, signal.SIGKILL)
+            if checkpoints is not None and tick >= next_sync:
+                self._try(checkpoints.sync, "checkpoint sync")
+                next_sync = tick + self._settings.checkpoint_sync_s
+        _signal_group(process, signal.SIGKILL)  # the container ends: whatever the entry point left goes too
+        pump.join(timeout=5)
+        return exit_code, list(last_lines)
+
+    def _grace_s(self, execution: Execution) -> float:
+        if execution.stop_cause is StopCause.SHUTDOWN:
+            return self._settings.shutdown_grace_s
+        return self._settings.stop_grace_s
+
+    def _pump(self, stream: IO[bytes], name: str, job_log: JobLog, metrics: MetricParser,
+              last_lines: collections.deque[str]) -> None:
+        for raw in stream:
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            job_log.write(line)
+            last_lines.append(line)
+            values = metrics.parse(line)
+            if values:
+                self._store.record_metrics(name, values)
+
+    def _conclude(self, execution: Execution, request: dict[str, Any], paths: ContainerPaths,
+                  exit_code: int | None, last_lines: list[str]) -> None:
+        cause = execution.stop_cause
+        if cause is StopCause.SHUTDOWN:
+            self._finish(execution, FAILED, FAILED, SHUTDOWN_REASON, failure_reason=SHUTDOWN_REASON)
+        elif cause is not None:  # a stopped job keeps what it saved in its grace period, as on SageMaker
+            artifacts = self._try(lambda: self._upload_artifacts(execution.name, request, paths),
+                                  "artifact upload")
+            secondary = MAX_RUNTIME_EXCEEDED if cause is StopCause.MAX_RUNTIME else STOPPED
+            self._finish(execution, STOPPED, secondary, f"Training job stopped ({cause.value}).",
+                         model_artifacts=artifacts)
+        elif exit_code == 0:
+            self._advance(execution, UPLOADING, "Uploading generated training model")
+            try:
+                artifacts = self._upload_artifacts(execution.name, request, paths)
+            except (BotoCoreError, ClientError, OSError) as exc:
+                raise JobSetupError(f"Could not upload the model artifacts: {exc}") from exc
+            self._finish(execution, COMPLETED, COMPLETED, "Training job completed", model_artifacts=artifacts)
+        else:
+            reason = _failure_reason(paths, exit_code, last_lines)
+            self._finish(execution, FAILED, FAILED, reason, failure_reason=reason)
+
+    # --- steps ---------------------------------------------------------------------------------------
+
+    def _download_inputs(self, request: dict[str, Any], paths: ContainerPaths) -> None:
+        for channel in request.get("InputDataConfig") or []:
+            source = channel["DataSource"]["S3DataSource"]
+            try:
+                count = storage.download_channel(self._s3, source["S3Uri"],
+                                                 source.get("S3DataType", "S3Prefix"),
+                                                 paths.channel(channel["ChannelName"]))
+            except (BotoCoreError, ClientError, OSError, ValueError) as exc:
+                raise JobSetupError(f"Data download failed for channel {channel['ChannelName']} "
+                                    f"({source['S3Uri']}): {exc}") from exc
+            log.info("channel downloaded", extra={"channel": channel["ChannelName"], "files": count})
+
+    def _checkpoint_sync(self, request: dict[str, Any],
+                         paths: ContainerPaths) -> storage.DirectorySync | None:
+        """Checkpoints an earlier (interrupted) run left come down first, so the algorithm can resume."""
+        config = request.get("CheckpointConfig")
+        if not config:
+            return None
+        try:
+            storage.download_prefix_if_any(self._s3, config["S3Uri"], paths.checkpoints)
+        except (BotoCoreError, ClientError, OSError, ValueError) as exc:
+            raise JobSetupError(f"Checkpoint download failed ({config['S3Uri']}): {exc}") from exc
+        kms = request["OutputDataConfig"].get("KmsKeyId")
+        sync = storage.DirectorySync(self._s3, paths.checkpoints, config["S3Uri"], storage.sse_args(kms))
+        sync.sync()  # the emulator's own view: everything present is already uploaded
+        return sync
+
+    def _upload_artifacts(self, name: str, request: dict[str, Any], paths: ContainerPaths) -> str:
+        output = request["OutputDataConfig"]
+        model_uri = storage.join_s3_uri(output["S3OutputPath"], name, "output", "model.tar.gz")
+        uploads = [(paths.model, "model.tar.gz", model_uri)]
+        if any(p.is_file() for p in paths.output_data.rglob("*")):
+            output_uri = storage.join_s3_uri(output["S3OutputPath"], name, "output", "output.tar.gz")
+            uploads.append((paths.output_data, "output.tar.gz", output_uri))
+        for source, archive_name, uri in uploads:
+            archive = paths.root.parent / archive_name
+            storage.tar_directory(source, archive)
+            storage.upload_file(self._s3, archive, uri, output.get("KmsKeyId"))
+        log.info("artifacts uploaded", extra={"job": name, "uri": model_uri})
+        return model_uri
+
+    # --- status --------------------------------------------------------------------------------------
+
+    def _advance(self, execution: Execution, secondary: str, message: str, **changes: Any) -> None:
+        """The next InProgress step, unless a stop was asked for meanwhile (Stopping is kept then)."""
+        with execution.lock:
+            if execution.stop_cause is None:
+                self._store.move_to(execution.name, IN_PROGRESS, secondary, message, **changes)
+            elif changes:
+                self._store.update(execution.name, **changes)
+
+    def _finish(self, execution: Execution, status: str, secondary: str, message: str,
+                **changes: Any) -> None:
+        with execution.lock:
+            execution.finished = True
+            self._store.move_to(execution.name, status, secondary, message, **changes)
+
+    @staticmethod
+    def _try(step: Any, what: str) -> Any:
+        try:
+            return step()
+        except (BotoCoreError, ClientError, OSError) as exc:
+            log.warning(f"{what} failed", extra={"error": str(exc)})
+            return None
+
+
+def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    try:
+        os.killpg(process.pid, sig)  # the entry point leads its own group (start_new_session)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _failure_reason(paths: ContainerPaths, exit_code: int | None, last_lines: list[str]) -> str:
+    """SageMaker's rule: the algorithm's own words from /opt/ml/output/failure, else what we saw."""
+    try:
+        text = paths.failure_file.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        text = ""
+    if not text:
+        how = (f"was killed by {signal.Signals(-exit_code).name}" if exit_code is not None and exit_code < 0
+               else f"exited with code {exit_code}")
+        text = f"ExecuteUserScriptError: the entry point {how}"
+        if last_lines:
+            text += f": {last_lines[-1]}"
+    return _clip(f"AlgorithmError: {text}")
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_FAILURE_REASON else text[: MAX_FAILURE_REASON - 3] + "..."

@@ -1,0 +1,62 @@
+"""The emulator's settings: `SAGEMAKER_EMULATOR_*` from the environment, overridable on the command line."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import NoDecode
+
+from shared.settings import ServiceSettings
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+DEFAULT_ENTRYPOINT = [sys.executable, str(REPO_ROOT / "trainer_image" / "finetune.py")]
+
+
+def _env(name: str) -> AliasChoices:
+    return AliasChoices(f"SAGEMAKER_EMULATOR_{name}", name.lower())
+
+
+class Settings(ServiceSettings):
+    host: str = Field("127.0.0.1", validation_alias=_env("HOST"))
+    port: int = Field(4567, validation_alias=_env("PORT"))
+    workdir: Path = Field(Path(".data/sagemaker"), validation_alias=_env("WORKDIR"))
+    max_jobs: int = Field(1, ge=1, validation_alias=_env("MAX_JOBS"))
+    # TrainingImage (a glob) -> command. JSON: {"image-glob": ["cmd", "arg"] | "cmd arg", ...}; a bare
+    # list or string applies to every image.
+    entrypoint: Annotated[dict[str, list[str]], NoDecode] = Field(
+        default_factory=lambda: {"*": DEFAULT_ENTRYPOINT}, validation_alias=_env("ENTRYPOINT"))
+    # SageMaker grants 120 s between SIGTERM and SIGKILL; locally that would only slow things down.
+    stop_grace_s: float = Field(10.0, gt=0, validation_alias=_env("STOP_GRACE_SECONDS"))
+    # When the emulator itself is told to stop, it must be done before a process manager loses patience.
+    shutdown_grace_s: float = Field(3.0, gt=0, validation_alias=_env("SHUTDOWN_GRACE_SECONDS"))
+    checkpoint_sync_s: float = Field(30.0, gt=0, validation_alias=_env("CHECKPOINT_SYNC_SECONDS"))
+    log_flush_s: float = Field(1.0, gt=0, validation_alias=_env("LOG_FLUSH_SECONDS"))
+    account_id: str = Field("123456789012", validation_alias=_env("ACCOUNT_ID"))
+    event_bus: str = Field("default", validation_alias=_env("EVENT_BUS"))
+
+    @field_validator("entrypoint", mode="before")
+    @classmethod
+    def _parse_entrypoint(cls, value: object) -> object:
+        if isinstance(value, str):
+            stripped = value.strip()
+            value = json.loads(stripped) if stripped[:1] in "[{" else stripped
+        if isinstance(value, (str, list)):
+            value = {"*": value}
+        if isinstance(value, dict):
+            return {image: shlex.split(cmd) if isinstance(cmd, str) else cmd for image, cmd in value.items()}
+        return value
+
+    def entrypoint_for(self, training_image: str) -> list[str] | None:
+        """The command for an image: an exact match first, then the first glob that matches."""
+        if training_image in self.entrypoint:
+            return self.entrypoint[training_image]
+        for pattern, command in self.entrypoint.items():
+            if fnmatch.fnmatchcase(training_image, pattern):
+                return command
+        return None
