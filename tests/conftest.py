@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,9 +53,56 @@ AWS_TEST_ENV = {
 }
 
 
+# The one switch: LLMT_TEST_AWS=localstack runs the same tests against LocalStack, started by
+# testcontainers, instead of moto's server. Without a Docker daemon those runs are skipped, saying why.
+BACKEND = os.environ.get("LLMT_TEST_AWS", "moto")
+LOCALSTACK_IMAGE = "localstack/localstack:4"
+
+
+def docker_unavailable_reason() -> str | None:
+    try:
+        import docker
+
+        docker.from_env(timeout=3).ping()
+        return None
+    except Exception as exc:
+        return f"LocalStack runs need a Docker daemon and none is reachable here ({type(exc).__name__})"
+
+
+@contextmanager
+def _env(values: dict[str, str]) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextmanager
+def localstack_endpoint() -> Iterator[AwsEndpoint]:
+    reason = docker_unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    from testcontainers.community.localstack import LocalStackContainer  # type: ignore[import-not-found]
+
+    with LocalStackContainer(image=LOCALSTACK_IMAGE, region_name="us-east-1") as container:
+        url = container.get_url()
+        with _env({**AWS_TEST_ENV, "AWS_ENDPOINT_URL": url}):
+            yield AwsEndpoint(url)
+
+
 @pytest.fixture(scope="session")
 def aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AwsEndpoint]:
-    """moto's server on a free port; the process environment points every AWS client at it."""
+    """The embedded AWS; the process environment points every AWS client at it."""
+    if BACKEND == "localstack":
+        with localstack_endpoint() as endpoint:
+            yield endpoint
+        return
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")

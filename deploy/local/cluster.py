@@ -29,6 +29,20 @@ DEMO_MODEL_PREFIX = "base-models/llm-tuner-tiny-chat/"
 log = logging.getLogger("cluster")
 
 
+def install_demo_model(data_dir: Path, bucket: str, env: dict[str, str] | None = None) -> None:
+    """Build the tiny demo base model locally (no download) once, and put it in the bucket, where the
+    catalog's `llm-tuner/tiny-chat` entry points the training job's `model` channel."""
+    model_dir = data_dir / "models" / "tiny-chat"
+    if not (model_dir / "config.json").exists():
+        # A subprocess keeps torch out of the launcher's memory.
+        subprocess.run([sys.executable, "-m", "trainer_image.demo_model", "--out", str(model_dir)],
+                       cwd=ROOT, env=env, check=True)
+    s3 = boto3.client("s3")
+    for path in sorted(model_dir.rglob("*")):
+        if path.is_file():
+            s3.upload_file(str(path), bucket, DEMO_MODEL_PREFIX + path.relative_to(model_dir).as_posix())
+
+
 @dataclass(frozen=True)
 class Ports:
     moto: int = 4566
@@ -193,17 +207,8 @@ class Cluster:
             return provision.apply(resources.describe(bucket))
 
     def install_demo_model(self) -> None:
-        """Build the tiny demo base model locally (no download) once, and put it in the bucket."""
-        model_dir = self.data_dir / "models" / "tiny-chat"
-        if not (model_dir / "config.json").exists():
-            subprocess.run([sys.executable, "-m", "trainer_image.demo_model", "--out", str(model_dir)],
-                           cwd=ROOT, env=self.env(), check=True)
         with self._with_env():
-            s3 = boto3.client("s3")
-            bucket = self.env().get("S3_BUCKET_NAME", resources.BUCKET)
-            for path in sorted(model_dir.rglob("*")):
-                if path.is_file():
-                    s3.upload_file(str(path), bucket, DEMO_MODEL_PREFIX + path.relative_to(model_dir).as_posix())
+            install_demo_model(self.data_dir, self.env().get("S3_BUCKET_NAME", resources.BUCKET), self.env())
 
     def stop(self, grace_s: float = 10) -> None:
         for proc in reversed(self.processes):

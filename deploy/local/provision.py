@@ -152,8 +152,20 @@ def apply(resources: Resources, region: str | None = None) -> dict[str, Any]:
 
 
 def main() -> None:
+    import argparse
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--demo-model", action="store_true", help="also build and upload the tiny demo model")
+    parser.add_argument("--data-dir", type=Path, default=Path(".data"))
+    args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    result = apply(describe(os.environ.get("S3_BUCKET_NAME", describe().bucket.name)))
+    bucket = os.environ.get("S3_BUCKET_NAME", describe().bucket.name)
+    result = apply(describe(bucket))
+    if args.demo_model:
+        from deploy.local.cluster import install_demo_model
+        install_demo_model(args.data_dir, bucket)
+        result["demo_model"] = "installed"
     print(json.dumps(result, indent=2))
 
 

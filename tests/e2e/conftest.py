@@ -1,0 +1,31 @@
+"""The whole cluster, as `make up` runs it, on free ports and a temporary data dir."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from deploy.local.cluster import Cluster, Ports
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    data_dir: Path = tmp_path_factory.mktemp("cluster")
+    cluster = Cluster(data_dir=data_dir, ports=Ports.free(), embedded_aws=True)
+    saved = dict(os.environ)
+    try:
+        cluster.start()
+        # The test process talks to the same embedded AWS to check what the services stored.
+        os.environ.update({k: v for k, v in cluster.env().items() if k.startswith("AWS_")})
+        yield cluster
+    except Exception:
+        for log in sorted((data_dir / "logs").glob("*.log")):
+            print(f"---- {log.name}\n{log.read_text()[-3000:]}")
+        raise
+    finally:
+        cluster.stop()
+        os.environ.clear()
+        os.environ.update(saved)
