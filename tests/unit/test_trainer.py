@@ -1,0 +1,381 @@
+"""The fine-tune container's entry point and the offline demo model, on a real tiny model (no mocks of torch).
+
+The subprocess runs follow the SageMaker training contract: environment variables pointing at temp
+folders, hyperparameters.json with string values, the base model given as the `model` channel.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tarfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from trainer_image import finetune
+from trainer_image.demo_model import build_demo_model, make_demo_dataset, write_jsonl
+
+FINETUNE_SCRIPT = Path(finetune.__file__)
+RUN_TIMEOUT_S = 120
+GENERATION_TAGS = re.compile(r"\{%-?\s*(end)?generation\s*-?%\}")
+METRICS_KEYS = ["step", "epoch", "train_loss", "learning_rate", "total_steps"]
+# 20 examples in batches of 4: 5 steps an epoch. A high learning rate so that the loss visibly falls.
+HYPERPARAMETERS = {"n_epochs": "10", "batch_size": "4", "learning_rate": "0.003", "seed": "7"}
+TOTAL_STEPS = 50
+
+
+@pytest.fixture(scope="module")
+def demo_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_demo_model(tmp_path_factory.mktemp("base") / "demo-model")
+
+
+@pytest.fixture
+def tokenizer(demo_model_dir: Path) -> Any:
+    return AutoTokenizer.from_pretrained(demo_model_dir)
+
+
+# ------------------------------------------------------------------------------------------ demo model
+
+
+def test_demo_model_reloads_with_auto_classes_and_rebuilds_identically(
+    demo_model_dir: Path, tmp_path: Path
+) -> None:
+    model = AutoModelForCausalLM.from_pretrained(demo_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(demo_model_dir)
+
+    assert model.config.hidden_size == 64 and model.config.num_hidden_layers == 2
+    assert model.config.vocab_size == len(tokenizer)
+    assert finetune.has_generation_tags(tokenizer)
+    assert tokenizer.eos_token == "<|end|>" and tokenizer.pad_token == "<|pad|>"
+
+    marker_mtime = (demo_model_dir / "demo_model.json").stat().st_mtime_ns
+    assert build_demo_model(demo_model_dir) == demo_model_dir  # complete: left as is
+    assert (demo_model_dir / "demo_model.json").stat().st_mtime_ns == marker_mtime
+
+    again = build_demo_model(tmp_path / "again")
+    for name in ("model.safetensors", "tokenizer.json", "config.json"):
+        assert (again / name).read_bytes() == (demo_model_dir / name).read_bytes(), name
+
+
+def test_demo_dataset_is_deterministic_chat_data() -> None:
+    examples = make_demo_dataset(20, seed=0)
+
+    assert examples == make_demo_dataset(20, seed=0)
+    assert examples != make_demo_dataset(20, seed=1)
+    assert len(examples) == 20
+    assert len({e["messages"][1]["content"] for e in examples}) == 20  # no repeats before the domain runs out
+    assert all([m["role"] for m in e["messages"]] == ["system", "user", "assistant"] for e in examples)
+
+
+# ---------------------------------------------------------------------------------------- loss mask
+
+
+def _masked_runs(tokenizer: Any, input_ids: list[int], mask: list[int]) -> list[str]:
+    """The decoded text of each contiguous run of masked tokens."""
+    runs: list[list[int]] = []
+    previous = 0
+    for token, keep in zip(input_ids, mask, strict=True):
+        if keep and not previous:
+            runs.append([])
+        if keep:
+            runs[-1].append(token)
+        previous = keep
+    return [tokenizer.decode(run) for run in runs]
+
+
+def _without_generation_tags(tokenizer: Any) -> Any:
+    tokenizer.chat_template = GENERATION_TAGS.sub("", tokenizer.chat_template)
+    assert not finetune.has_generation_tags(tokenizer)
+    return tokenizer
+
+
+CONVERSATION: list[dict[str, Any]] = [
+    {"role": "system", "content": "You are a guide to the animals of Zorbia."},
+    {"role": "user", "content": "What color is the glimp?"},
+    {"role": "assistant", "content": "The glimp is red."},
+    {"role": "user", "content": "Where does the zorv live?"},
+    {"role": "assistant", "content": "The zorv lives in the cave.", "weight": 0},
+    {"role": "tool", "content": "lookup: koro eats nuts"},
+    {"role": "assistant", "content": "The koro eats nuts."},
+]
+
+
+@pytest.mark.parametrize("use_generation_tags", [True, False], ids=["generation-tags", "prefix-fallback"])
+def test_assistant_mask_covers_exactly_the_weighted_assistant_replies(
+    tokenizer: Any, use_generation_tags: bool
+) -> None:
+    if not use_generation_tags:
+        tokenizer = _without_generation_tags(tokenizer)
+
+    input_ids, mask = finetune.assistant_token_mask(
+        tokenizer, CONVERSATION, use_generation_tags=use_generation_tags
+    )
+
+    # The reply and its end-of-turn token, nothing of the prompt; the weight-0 reply is left out.
+    assert _masked_runs(tokenizer, input_ids, mask) == [
+        "The glimp is red.<|end|>",
+        "The koro eats nuts.<|end|>",
+    ]
+
+
+def test_both_mask_methods_agree_on_every_demo_example(demo_model_dir: Path) -> None:
+    tagged = AutoTokenizer.from_pretrained(demo_model_dir)
+    untagged = _without_generation_tags(AutoTokenizer.from_pretrained(demo_model_dir))
+    unweighted = [{k: v for k, v in m.items() if k != "weight"} for m in CONVERSATION]
+
+    for messages in [e["messages"] for e in make_demo_dataset(20, seed=3)] + [unweighted]:
+        assert finetune.assistant_token_mask(tagged, messages, use_generation_tags=True) == (
+            finetune.assistant_token_mask(untagged, messages, use_generation_tags=False)
+        )
+
+
+def test_long_examples_are_truncated_and_those_left_without_a_reply_dropped(tokenizer: Any) -> None:
+    conversations = [
+        finetune.Conversation(e["messages"], f"t.jsonl:{i}") for i, e in enumerate(make_demo_dataset(4, 0))
+    ]
+    full = finetune.tokenize_conversations(tokenizer, conversations, 512, use_generation_tags=True)
+    prompt_length = min(
+        e.labels.index(next(t for t in e.labels if t != finetune.IGNORE_INDEX)) for e in full.examples
+    )
+
+    cut = finetune.tokenize_conversations(
+        tokenizer, conversations, prompt_length + 2, use_generation_tags=True
+    )
+    assert cut.truncated == 4
+    assert all(len(e.input_ids) <= prompt_length + 2 and e.loss_tokens > 0 for e in cut.examples)
+    assert cut.dropped + len(cut.examples) == 4
+
+    none_left = finetune.tokenize_conversations(tokenizer, conversations, 8, use_generation_tags=True)
+    assert none_left.dropped == 4 and not none_left.examples
+
+
+def test_a_model_channel_holding_a_model_tarball_is_unpacked(demo_model_dir: Path, tmp_path: Path) -> None:
+    channel = tmp_path / "channel"
+    channel.mkdir()
+    with tarfile.open(channel / "model.tar.gz", "w:gz") as archive:
+        archive.add(demo_model_dir, arcname=".")
+    paths = dataclasses.replace(finetune.Paths.from_env({}), model_channel=channel)
+
+    source = finetune.resolve_model_source(paths, finetune.Hyperparameters(), tmp_path / "scratch")
+
+    assert (Path(source) / "config.json").read_bytes() == (demo_model_dir / "config.json").read_bytes()
+
+
+# ----------------------------------------------------------------------------------- hyperparameters
+
+
+def test_hyperparameters_parse_sagemaker_strings_and_keep_defaults() -> None:
+    raw = {
+        "n_epochs": "5",
+        "learning_rate": '"1e-4"',
+        "target_modules": "q_proj, v_proj",
+        "sagemaker_region": '"x"',
+    }
+
+    hp, ignored = finetune.parse_hyperparameters(raw)
+
+    assert (hp.n_epochs, hp.learning_rate, hp.target_modules) == (5, 1e-4, ("q_proj", "v_proj"))
+    assert (hp.batch_size, hp.lora_r, hp.lora_alpha, hp.max_seq_length, hp.lr_scheduler) == (
+        4,
+        8,
+        16,
+        512,
+        "linear",
+    )
+    assert ignored == ["sagemaker_region"]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("n_epochs", "three"),
+        ("n_epochs", "0"),
+        ("batch_size", "2.5"),
+        ("learning_rate", "-1"),
+        ("learning_rate", "nan"),
+        ("lora_dropout", "1.5"),
+        ("warmup_ratio", "2"),
+        ("target_modules", "q_proj;v_proj"),
+        ("lr_scheduler", "sometimes"),
+    ],
+)
+def test_bad_hyperparameter_values_are_refused_by_name(name: str, value: str) -> None:
+    with pytest.raises(finetune.HyperparameterError, match=name):
+        finetune.parse_hyperparameters({name: value})
+
+
+# ------------------------------------------------------------------------ the SageMaker-contract runs
+
+
+def _sagemaker_job(
+    root: Path,
+    model_dir: Path,
+    train: list[dict[str, Any]],
+    validation: list[dict[str, Any]],
+    *,
+    model_channel: bool = True,
+) -> dict[str, str]:
+    """Lay out a job's folders under `root` and return the environment the container would see. The base
+    model comes as the `model` channel, or else through the `model_id` hyperparameter (a local path here)."""
+    hyperparameters = HYPERPARAMETERS if model_channel else {**HYPERPARAMETERS, "model_id": str(model_dir)}
+    (root / "config").mkdir(parents=True)
+    (root / "config" / "hyperparameters.json").write_text(json.dumps(hyperparameters))
+    write_jsonl(train, root / "train" / "part-0.jsonl")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SM_")}
+    env |= {
+        "HF_HUB_OFFLINE": "1",
+        "SM_INPUT_CONFIG_DIR": str(root / "config"),
+        "SM_CHANNEL_TRAIN": str(root / "train"),
+        "SM_MODEL_DIR": str(root / "model"),
+        "SM_OUTPUT_DIR": str(root / "output"),
+        "SM_OUTPUT_DATA_DIR": str(root / "output" / "data"),
+        "SM_CHECKPOINT_DIR": str(root / "checkpoints"),
+    }
+    if model_channel:
+        env["SM_CHANNEL_MODEL"] = str(model_dir)
+    if validation:
+        write_jsonl(validation, root / "validation" / "part-0.jsonl")
+        env["SM_CHANNEL_VALIDATION"] = str(root / "validation")
+    return env
+
+
+def _run(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(FINETUNE_SCRIPT), "train"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+    )
+
+
+def _metrics(stdout: str) -> list[dict[str, Any]]:
+    return [
+        json.loads(line.removeprefix("METRICS "))
+        for line in stdout.splitlines()
+        if line.startswith("METRICS ")
+    ]
+
+
+@pytest.fixture(scope="module")
+def full_run(
+    demo_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    root = tmp_path_factory.mktemp("job")
+    env = _sagemaker_job(root, demo_model_dir, make_demo_dataset(20, seed=0), make_demo_dataset(8, seed=1))
+    return root, _run(env)
+
+
+@pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")  # peft on transformers 5
+def test_full_run_trains_reports_metrics_and_publishes_the_adapter(
+    full_run: tuple[Path, subprocess.CompletedProcess[str]], demo_model_dir: Path
+) -> None:
+    root, result = full_run
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not (root / "output" / "failure").exists()
+
+    metrics = _metrics(result.stdout)
+    assert [m["step"] for m in metrics] == list(range(1, TOTAL_STEPS + 1))
+    for record in metrics:
+        expected = [*METRICS_KEYS, "valid_loss"] if record["step"] % 5 == 0 else METRICS_KEYS
+        assert list(record) == expected and record["total_steps"] == TOTAL_STEPS
+    # What SageMaker's MetricDefinitions regexes rely on: the exact spacing of json.dumps.
+    assert re.search(r'"train_loss": ([0-9.eE+-]+)', result.stdout)
+    losses = [m["train_loss"] for m in metrics]
+    assert losses[-1] < losses[0] / 2
+    valid = [m["valid_loss"] for m in metrics if "valid_loss" in m]
+    assert len(valid) == 10 and valid[-1] < valid[0]
+
+    model_dir = root / "model"
+    for name in (
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "tokenizer.json",
+        "training_summary.json",
+    ):
+        assert (model_dir / name).is_file(), name
+    summary = json.loads((model_dir / "training_summary.json").read_text())
+    assert summary["status"] == "completed" and summary["steps"] == TOTAL_STEPS and summary["examples"] == 20
+    assert summary["hyperparameters"]["n_epochs"] == 10 and summary["final_train_loss"] == losses[-1]
+    assert summary["trained_tokens"] == 10 * summary["tokens_per_epoch"] > 0
+    assert summary["mask_method"] == "generation_tags" and summary["duration_s"] > 0
+    assert len((root / "output" / "data" / "metrics.jsonl").read_text().splitlines()) == TOTAL_STEPS
+
+    from peft import PeftModel
+
+    base = AutoModelForCausalLM.from_pretrained(demo_model_dir)
+    tuned = PeftModel.from_pretrained(base, model_dir)
+    assert tuned.peft_config["default"].base_model_name_or_path == str(demo_model_dir)
+
+
+def test_sigterm_stops_without_publishing_and_a_restart_resumes_exactly(
+    full_run: tuple[Path, subprocess.CompletedProcess[str]], demo_model_dir: Path, tmp_path: Path
+) -> None:
+    reference = {m["step"]: m for m in _metrics(full_run[1].stdout)}
+    # The reference run's job, but the base model named by `model_id` (the Hub path, given a local folder).
+    env = _sagemaker_job(
+        tmp_path,
+        demo_model_dir,
+        make_demo_dataset(20, seed=0),
+        make_demo_dataset(8, seed=1),
+        model_channel=False,
+    )
+
+    process = subprocess.Popen(
+        [sys.executable, str(FINETUNE_SCRIPT), "train"], env=env, stdout=subprocess.PIPE, text=True
+    )
+    watchdog = threading.Timer(
+        RUN_TIMEOUT_S, process.kill
+    )  # a hung run fails the test instead of blocking it
+    watchdog.start()
+    try:
+        assert process.stdout is not None
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith("METRICS "):
+                process.send_signal(signal.SIGTERM)
+                break
+        lines += process.stdout.readlines()
+        returncode = process.wait()
+    finally:
+        watchdog.cancel()
+
+    assert returncode == finetune.EXIT_STOPPED
+    stopped_at = _metrics("".join(lines))[-1]["step"]
+    assert stopped_at < TOTAL_STEPS
+    assert "SIGTERM" in (tmp_path / "output" / "failure").read_text()
+    assert not (tmp_path / "model" / "adapter_model.safetensors").exists()
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == [f"checkpoint-{stopped_at:08d}"]
+
+    resumed = _run(env)
+
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert not (tmp_path / "output" / "failure").exists()
+    metrics = _metrics(resumed.stdout)
+    assert [m["step"] for m in metrics] == list(range(stopped_at + 1, TOTAL_STEPS + 1))
+    assert metrics == [reference[m["step"]] for m in metrics]  # same losses as the run never interrupted
+    summary = json.loads((tmp_path / "model" / "training_summary.json").read_text())
+    assert summary["steps"] == TOTAL_STEPS
+    assert (summary["base_model"], summary["base_model_source"]) == (str(demo_model_dir), "model_id")
+
+
+def test_invalid_data_fails_with_the_reason_in_the_failure_file(demo_model_dir: Path, tmp_path: Path) -> None:
+    no_reply = {"messages": [{"role": "user", "content": "What color is the glimp?"}]}
+    env = _sagemaker_job(tmp_path, demo_model_dir, [*make_demo_dataset(2, seed=0), no_reply], [])
+
+    result = _run(env)
+
+    assert result.returncode == 1
+    reason = (tmp_path / "output" / "failure").read_text()
+    assert "part-0.jsonl:3" in reason and "no assistant message" in reason
+    assert not (tmp_path / "model").exists()
