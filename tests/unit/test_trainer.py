@@ -27,7 +27,7 @@ from trainer_image.demo_model import build_demo_model, make_demo_dataset, write_
 FINETUNE_SCRIPT = Path(finetune.__file__)
 RUN_TIMEOUT_S = 120
 GENERATION_TAGS = re.compile(r"\{%-?\s*(end)?generation\s*-?%\}")
-METRICS_KEYS = ["step", "epoch", "train_loss", "learning_rate", "total_steps"]
+METRICS_KEYS = ["step", "epoch", "train_loss", "learning_rate", "total_steps", "trained_tokens"]
 # 20 examples in batches of 4: 5 steps an epoch. A high learning rate so that the loss visibly falls.
 HYPERPARAMETERS = {"n_epochs": "10", "batch_size": "4", "learning_rate": "0.003", "seed": "7"}
 TOTAL_STEPS = 50
