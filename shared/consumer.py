@@ -32,7 +32,7 @@ def _retry_attempt(message: dict[str, Any]) -> int:
         return 0
 
 
-class RetryLater(Exception):  # noqa: N818 - it is a signal, not an error
+class RetryLater(Exception):
     """A handler is not ready to handle this message yet (e.g. a projection has not caught up)."""
 
     def __init__(self, reason: str, delay_s: int | None = None) -> None:

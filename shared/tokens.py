@@ -27,7 +27,7 @@ ALGORITHMS = ["RS256", "ES256", "EdDSA"]
 class Principal:
     user_id: str
     email: str | None
-    token_type: str = "access"
+    token_type: str = "access"  # noqa: S105 - a token kind, not a secret
 
 
 class JWKSVerifier:

@@ -32,7 +32,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         incoming = Headers(scope=scope).get(REQUEST_ID_HEADER)
-        request_id = incoming if _valid_request_id(incoming) else new_request_id()
+        request_id = incoming if incoming and _valid_request_id(incoming) else new_request_id()
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = 500

@@ -129,7 +129,7 @@ class Cluster:
         proc = Process(name, argv, health_url, log_file=(logs / f"{name}.log").open("ab"))
         proc.popen = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=proc.log_file, stderr=subprocess.STDOUT,
                                       stdin=subprocess.DEVNULL, start_new_session=True,
-                                      preexec_fn=_die_with_parent)  # noqa: PLW1509
+                                      preexec_fn=_die_with_parent)
         self.processes.append(proc)
         return proc
 

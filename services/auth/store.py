@@ -64,5 +64,6 @@ class UsersStore:
 
 def _user(item: dict[str, Any]) -> StoredUser:
     return StoredUser(id=item["id"]["S"], email=item["email"]["S"], name=item.get("name", {}).get("S"),
-                      created_at=int(item["created_at"]["N"]), providers=sorted(item.get("providers", {}).get("SS", [])),
+                      created_at=int(item["created_at"]["N"]),
+                      providers=sorted(item.get("providers", {}).get("SS", [])),
                       password_hash=item.get("password_hash", {}).get("S"))
