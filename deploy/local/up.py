@@ -13,6 +13,8 @@ from deploy.local.cluster import Cluster, Ports
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for noisy in ("botocore", "httpx", "urllib3"):  # request-level chatter; the services log to .data/logs/
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     ports = Ports(gateway=int(os.environ.get("PORT", 5000)))
     cluster = Cluster(ports=ports, embedded_aws=not os.environ.get("AWS_ENDPOINT_URL"))
     stop = threading.Event()
