@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.aws import AwsClients
 from shared.errors import error_response, install_error_handlers
-from shared.logging import new_request_id, request_id_var
+from shared.logging import configure_logging, new_request_id, request_id_var
+from shared.settings import ServiceSettings
+from shared.tokens import JWKSVerifier
 
 REQUEST_ID_HEADER = "x-request-id"
 log = logging.getLogger("http")
@@ -71,3 +76,38 @@ def create_app(service: str, lifespan: Any = None, **kwargs: Any) -> FastAPI:
         return {"status": "ok", "service": service}
 
     return app
+
+
+DepsBuilder = Callable[[AwsClients, Any], Awaitable[Any]]
+VerifierFactory = Callable[[Any, Any], JWKSVerifier]
+
+
+def _jwks_verifier(settings: ServiceSettings, _deps: Any) -> JWKSVerifier:
+    return JWKSVerifier(settings.auth_jwks_url, issuer=settings.jwt_issuer, audience=settings.jwt_audience)
+
+
+def create_service_app(service: str, settings: ServiceSettings, build_deps: DepsBuilder,
+                       make_verifier: VerifierFactory = _jwks_verifier, **kwargs: Any) -> FastAPI:
+    """A service's app: AWS clients and its handlers' dependencies built once in the lifespan, a token
+    verifier on `app.state`, JSON logs, the error envelope, `/healthz`."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        aws = AwsClients(settings)
+        app.state.deps = await build_deps(aws, settings)
+        app.state.verifier = make_verifier(settings, app.state.deps)
+        try:
+            yield
+        finally:
+            await app.state.verifier.aclose()
+            await aws.close()
+
+    configure_logging(service, settings.log_level)
+    app = create_app(service, lifespan=lifespan, **kwargs)
+    app.state.settings = settings
+    return app
+
+
+def app_deps(request: Request) -> Any:
+    """FastAPI dependency: the handlers' dependencies the lifespan built."""
+    return request.app.state.deps

@@ -2,63 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 
 from services.auth import handlers
-from services.auth.keys import Signer
+from services.auth.bootstrap import build_deps, own_key_verifier
 from services.auth.models import Credentials, Registration
-from services.auth.passwords import _dummy_hash
 from services.auth.settings import Settings
-from services.auth.store import UsersStore
-from shared.aws import AwsClients
 from shared.errors import NotFound
-from shared.events import Publisher
-from shared.logging import configure_logging
-from shared.tokens import Caller, JWKSVerifier
-from shared.web import create_app
+from shared.tokens import Caller
+from shared.web import app_deps, create_service_app
 
-
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings: Settings = app.state.settings
-    aws = AwsClients(settings)
-    signer = Signer.from_settings(settings)
-    app.state.signer = signer
-    app.state.deps = handlers.Deps(
-        users=UsersStore(await aws.get("dynamodb"), settings.users_table), signer=signer,
-        events=Publisher(await aws.get("sns"), await aws.topic_arn(settings.events_topic)),
-        bcrypt_rounds=settings.bcrypt_rounds)
-
-    async def own_jwks() -> dict[str, Any]:
-        return signer.jwks()
-
-    app.state.verifier = JWKSVerifier(settings.auth_jwks_url, issuer=settings.jwt_issuer,
-                                      audience=settings.jwt_audience, fetch=own_jwks)
-    _dummy_hash(settings.bcrypt_rounds)  # so the first unknown-email login costs what the others do
-    try:
-        yield
-    finally:
-        await app.state.verifier.aclose()
-        await aws.close()
-
-
-def _deps(request: Request) -> handlers.Deps:
-    return request.app.state.deps  # type: ignore[no-any-return]
-
-
-Deps = Annotated[handlers.Deps, Depends(_deps)]
+Deps = Annotated[handlers.Deps, Depends(app_deps)]
 
 
 def build_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()
-    configure_logging("auth", settings.log_level)
-    app = create_app("auth", lifespan=lifespan)
-    app.state.settings = settings
+    app = create_service_app("auth", settings or Settings(), build_deps, own_key_verifier)
 
     @app.post("/auth/register", status_code=201)
     async def register(body: Registration, d: Deps) -> dict[str, Any]:
@@ -76,8 +37,8 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         return user.public()
 
     @app.get("/.well-known/jwks.json")
-    async def jwks(request: Request) -> JSONResponse:
-        return JSONResponse(request.app.state.signer.jwks(), headers={"Cache-Control": "public, max-age=300"})
+    async def jwks(d: Deps) -> JSONResponse:
+        return JSONResponse(d.signer.jwks(), headers={"Cache-Control": "public, max-age=300"})
 
     return app
 

@@ -27,3 +27,8 @@ async def check_password(password: str, password_hash: str | None, rounds: int) 
 
 def rounds_of(password_hash: str) -> int:
     return int(password_hash.split("$")[2])
+
+
+def warm_up(rounds: int) -> None:
+    """Compute the dummy hash at start, so the first unknown-email login costs what the others do."""
+    _dummy_hash(rounds)

@@ -2,48 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query
 
 from services.training import handlers
 from services.training.bootstrap import build_deps
 from services.training.models import CreateJob
 from services.training.settings import Settings
-from shared.aws import AwsClients
-from shared.logging import configure_logging
-from shared.tokens import Caller, JWKSVerifier
-from shared.web import create_app
+from shared.tokens import Caller
+from shared.web import app_deps, create_service_app
 
-
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings: Settings = app.state.settings
-    aws = AwsClients(settings)
-    app.state.deps = await build_deps(aws, settings)
-    app.state.verifier = JWKSVerifier(settings.auth_jwks_url, issuer=settings.jwt_issuer,
-                                      audience=settings.jwt_audience)
-    try:
-        yield
-    finally:
-        await app.state.verifier.aclose()
-        await aws.close()
-
-
-def _deps(request: Request) -> handlers.Deps:
-    return request.app.state.deps  # type: ignore[no-any-return]
-
-
-Deps = Annotated[handlers.Deps, Depends(_deps)]
+Deps = Annotated[handlers.Deps, Depends(app_deps)]
 
 
 def build_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()
-    configure_logging("training", settings.log_level)
-    app = create_app("training", lifespan=lifespan)
-    app.state.settings = settings
+    app = create_service_app("training", settings or Settings(), build_deps)
 
     @app.post("/v1/fine_tuning/jobs")
     async def create_job(body: CreateJob, caller: Caller, d: Deps) -> dict[str, Any]:
