@@ -16,7 +16,7 @@ from typing import Any
 
 from shared.events import Envelope, MalformedMessage, parse_wire
 from shared.inbox import Claim, Inbox
-from shared.logging import request_id_var
+from shared.logging import bound_request_id
 
 log = logging.getLogger(__name__)
 
@@ -136,11 +136,8 @@ class Consumer:
             await self._dead_letter(message, reason=str(exc))
             return
         envelope._retries = _retry_attempt(message)
-        token = request_id_var.set(envelope.correlation_id)
-        try:
+        with bound_request_id(envelope.correlation_id):
             await self._process_envelope(message, envelope, receipt, receive_count)
-        finally:
-            request_id_var.reset(token)
 
     async def _process_envelope(self, message: dict[str, Any], envelope: Envelope, receipt: str,
                                 receive_count: int) -> None:

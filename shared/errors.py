@@ -87,8 +87,13 @@ _STATUS_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403:
                  429: "rate_limit_error"}
 
 
+_UNION_BRANCHES = {"int", "float", "str", "bool", "list", "dict"}
+
+
 def _validation_param(loc: tuple[Any, ...]) -> str | None:
+    """The field a client got wrong, as a dotted path; pydantic's union-branch tags are not fields."""
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header", "cookie")]
+    parts = [p for p in parts if p not in _UNION_BRANCHES and "[" not in p]
     return ".".join(parts) or None
 
 

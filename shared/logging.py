@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import json
 import logging
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
@@ -21,6 +23,16 @@ def new_request_id() -> str:
 
 def current_request_id() -> str | None:
     return request_id_var.get()
+
+
+@contextlib.contextmanager
+def bound_request_id(request_id: str | None) -> Iterator[None]:
+    """Carry a request id into work it caused later (a message handled, a state change observed)."""
+    token = request_id_var.set(request_id)
+    try:
+        yield
+    finally:
+        request_id_var.reset(token)
 
 
 class JsonFormatter(logging.Formatter):

@@ -19,6 +19,7 @@ from services.training.store import JobsStore
 from shared.consumer import RetryLater
 from shared.errors import InvalidRequest, NotFound
 from shared.events import SAGEMAKER_STATE_CHANGE, Envelope, new_event
+from shared.logging import bound_request_id, current_request_id
 
 log = logging.getLogger(__name__)
 _ALPHABET = string.ascii_letters + string.digits
@@ -108,7 +109,8 @@ async def create_job(cmd: CreateJob, user_id: str, deps: Deps) -> Job:
               created_at_unix=int(now.timestamp()), model=base.id, training_file=cmd.training_file,
               validation_file=cmd.validation_file, hyperparameters=requested.model_dump(), suffix=cmd.suffix,
               seed=cmd.seed if cmd.seed is not None else secrets.randbelow(2**31),
-              metadata=cmd.metadata, instance_type=deps.launch.instance_type)
+              metadata=cmd.metadata, instance_type=deps.launch.instance_type,
+              correlation_id=current_request_id())
     await deps.jobs.create(job)
     await record_event(deps, job, f"Created fine-tuning job: {job.job_id}")
     await deps.commands.send(new_event(events.LAUNCH_REQUESTED, {"job_id": job.job_id}, user_id=user_id))
@@ -258,10 +260,14 @@ def _final_metric(detail: dict[str, Any], name: str) -> float | None:
 
 
 async def on_sagemaker_state(envelope: Envelope, deps: Deps) -> None:
-    detail = envelope.data
-    job = await deps.jobs.get(str(detail.get("TrainingJobName", "")))
+    job = await deps.jobs.get(str(envelope.data.get("TrainingJobName", "")))
     if job is None:
         return  # not one of ours
+    with bound_request_id(job.correlation_id):
+        await _apply_sagemaker_state(job, envelope.data, deps)
+
+
+async def _apply_sagemaker_state(job: Job, detail: dict[str, Any], deps: Deps) -> None:
     status = detail.get("TrainingJobStatus")
     now = int(time.time())
     if status == "InProgress":

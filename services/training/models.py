@@ -67,6 +67,7 @@ class Job(BaseModel):
     instance_type: str
     model_artifact: str | None = None
     sagemaker_job_name: str | None = None
+    correlation_id: str | None = None  # the creating request's id, carried into SageMaker's later events
 
     def openai(self) -> dict[str, Any]:
         """The FineTuningJob object the openai SDK expects, every required key present."""

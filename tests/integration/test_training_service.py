@@ -1,0 +1,202 @@
+"""training against the embedded AWS over HTTP: the jobs API, its worker on the real queue, the files
+projection fed through SNS, and SageMaker played by the local emulator running a fake, fast entry point
+(the real trainer runs in the e2e test)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+
+from deploy import resources
+from deploy.local.cluster import DEMO_MODEL_PREFIX
+from services.training.bootstrap import build_deps
+from services.training.handlers import EVENT_HANDLERS
+from services.training.settings import Settings
+from shared.aws import AwsClients
+from shared.events import new_event
+from shared.worker import build_consumer, dispatcher
+from tests.conftest import ROOT, free_port, wait_http
+from tests.integration.conftest import bearer, register
+from tests.integration.events_tap import Tap
+
+FAKE_TRAINER = r'''
+import json, os, sys
+from pathlib import Path
+train = Path(os.environ["SM_CHANNEL_TRAIN"])
+text = "".join(p.read_text() for p in sorted(train.rglob("*")) if p.is_file())
+if "PLEASE FAIL" in text:
+    Path(os.environ["SM_OUTPUT_DIR"], "failure").write_text("ValueError: the data asked to fail")
+    sys.exit(1)
+Path(os.environ["SM_MODEL_DIR"], "adapter_config.json").write_text("{}")
+print("METRICS " + json.dumps({"step": 1, "train_loss": 1.25, "trained_tokens": 321}), flush=True)
+'''
+
+
+@pytest.fixture(scope="module")
+def emulator(aws: Any, provisioned: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    work = tmp_path_factory.mktemp("emulator")
+    # The catalog's demo model is a `model` channel; the fake trainer never reads it, but it must exist.
+    boto3.client("s3").put_object(Bucket=resources.BUCKET, Key=f"{DEMO_MODEL_PREFIX}config.json", Body=b"{}")
+    script = work / "fake_trainer.py"
+    script.write_text(FAKE_TRAINER)
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT),
+           "SAGEMAKER_EMULATOR_ENTRYPOINT": json.dumps([sys.executable, str(script)])}
+    proc = subprocess.Popen([sys.executable, "-m", "deploy.local.sagemaker_emulator", "--port", str(port),
+                             "--workdir", str(work / "jobs")], env=env, cwd=ROOT,
+                            stdout=(work / "emulator.log").open("wb"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    saved = os.environ.get("AWS_ENDPOINT_URL_SAGEMAKER")
+    os.environ["AWS_ENDPOINT_URL_SAGEMAKER"] = url
+    try:
+        wait_http(f"{url}/health", proc=proc)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        if saved is None:
+            os.environ.pop("AWS_ENDPOINT_URL_SAGEMAKER", None)
+        else:
+            os.environ["AWS_ENDPOINT_URL_SAGEMAKER"] = saved
+
+
+@pytest.fixture(scope="module")
+def api(emulator: str, training_url: str) -> str:
+    return training_url
+
+
+async def _drain_worker(until: Any, deadline_s: float = 30) -> None:
+    """Run training's worker on its real queue until `until()` holds."""
+    settings = Settings()
+    aws = AwsClients(settings)
+    try:
+        deps = await build_deps(aws, settings)
+        consumer = await build_consumer(aws, settings.work_queue, settings.inbox_table,
+                                        dispatcher(EVENT_HANDLERS, deps))
+        deadline = time.monotonic() + deadline_s
+        while True:
+            await consumer.run_until_idle()
+            if until():
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError("worker did not reach the expected state")
+    finally:
+        await aws.close()
+
+
+def _announce_file(provisioned: dict[str, Any], user_id: str, content: str, status: str = "validated") -> str:
+    """Put a file where files would, and publish its events through the real topic."""
+    file_id = f"file-{os.urandom(12).hex()}"
+    key = f"files/{user_id}/{file_id}"
+    boto3.client("s3").put_object(Bucket=resources.BUCKET, Key=key, Body=content.encode())
+    data = {"file_id": file_id, "user_id": user_id, "purpose": "fine-tune", "filename": "t.jsonl",
+            "bytes": len(content), "s3_uri": f"s3://{resources.BUCKET}/{key}", "examples": 20}
+    if status == "rejected":
+        data["error"] = "Invalid file format. Line 3 is not valid JSON."
+    sns = boto3.client("sns")
+    for type_ in ("file.uploaded", f"file.{status}"):
+        envelope = new_event(type_, data, user_id=user_id)
+        sns.publish(TopicArn=provisioned["topics"][resources.FILES_TOPIC], Message=envelope.model_dump_json(),
+                    MessageAttributes={"type": {"DataType": "String", "StringValue": type_}})
+    return file_id
+
+
+def _job(api: str, session: dict[str, Any], job_id: str) -> dict[str, Any]:
+    body: dict[str, Any] = httpx.get(f"{api}/v1/fine_tuning/jobs/{job_id}", headers=bearer(session)).json()
+    return body
+
+
+def test_job_goes_from_create_to_succeeded(api: str, auth_url: str, provisioned: dict[str, Any]) -> None:
+    tap = Tap(provisioned["topics"][resources.TRAINING_TOPIC])
+    session = register(auth_url)
+    file_id = _announce_file(provisioned, session["user"]["id"], '{"messages": []}\n')
+    created = httpx.post(f"{api}/v1/fine_tuning/jobs", headers=bearer(session),
+                         json={"model": "llm-tuner/tiny-chat", "training_file": file_id, "suffix": "it",
+                               "hyperparameters": {"n_epochs": 2}})
+    assert created.status_code == 200, created.text
+    job_id = created.json()["id"]
+    asyncio.run(_drain_worker(lambda: _job(api, session, job_id)["status"] in ("succeeded", "failed")))
+    job = _job(api, session, job_id)
+    assert job["status"] == "succeeded", job["error"]
+    assert job["trained_tokens"] == 321 and job["hyperparameters"]["n_epochs"] == 2
+    assert job["model_artifact"].endswith(f"/{job_id}/output/model.tar.gz")
+    described = boto3.client("sagemaker").describe_training_job(TrainingJobName=job_id)
+    assert described["HyperParameters"]["n_epochs"] == "2"
+    assert {t["ChannelName"] for t in described["InputDataConfig"]} == {"train", "model"}
+    statuses = []
+    for status in ("created", "queued", "running", "succeeded"):
+        event = tap.wait_for(lambda e, s=status: e["type"] == f"training.job.{s}" and e["data"]["job_id"] == job_id)
+        statuses.append(event["data"]["status"])
+        # Every message the create request caused carries its request id, SageMaker's events included.
+        assert event["correlation_id"] == created.headers["x-request-id"]
+    assert statuses == ["created", "queued", "running", "succeeded"]
+
+
+def test_training_failure_reaches_the_job(api: str, auth_url: str, provisioned: dict[str, Any]) -> None:
+    session = register(auth_url)
+    file_id = _announce_file(provisioned, session["user"]["id"], "PLEASE FAIL\n")
+    job_id = httpx.post(f"{api}/v1/fine_tuning/jobs", headers=bearer(session),
+                        json={"model": "llm-tuner/tiny-chat", "training_file": file_id}).json()["id"]
+    asyncio.run(_drain_worker(lambda: _job(api, session, job_id)["status"] in ("succeeded", "failed")))
+    job = _job(api, session, job_id)
+    assert job["status"] == "failed" and job["error"]["code"] == "training_failed"
+    assert "the data asked to fail" in job["error"]["message"]
+
+
+def test_a_rejected_file_is_refused_at_create(api: str, auth_url: str, provisioned: dict[str, Any]) -> None:
+    session = register(auth_url)
+    file_id = _announce_file(provisioned, session["user"]["id"], "x\n", status="rejected")
+    asyncio.run(_drain_worker(lambda: True))  # the projection takes the file's events in
+    response = httpx.post(f"{api}/v1/fine_tuning/jobs", headers=bearer(session),
+                          json={"model": "llm-tuner/tiny-chat", "training_file": file_id})
+    assert response.status_code == 400 and response.json()["error"]["param"] == "training_file"
+    assert "Line 3" in response.json()["error"]["message"]
+
+
+def test_list_is_newest_first_paged_and_private(api: str, auth_url: str, provisioned: dict[str, Any]) -> None:
+    alice, bob = register(auth_url), register(auth_url)
+    file_id = _announce_file(provisioned, alice["user"]["id"], "{}\n")
+    ids = [httpx.post(f"{api}/v1/fine_tuning/jobs", headers=bearer(alice),
+                      json={"model": "llm-tuner/tiny-chat", "training_file": file_id}).json()["id"] for _ in range(3)]
+    first = httpx.get(f"{api}/v1/fine_tuning/jobs?limit=2", headers=bearer(alice)).json()
+    assert [j["id"] for j in first["data"]] == ids[::-1][:2] and first["has_more"] is True
+    rest = httpx.get(f"{api}/v1/fine_tuning/jobs?limit=2&after={ids[1]}", headers=bearer(alice)).json()
+    assert [j["id"] for j in rest["data"]] == [ids[0]] and rest["has_more"] is False
+    assert httpx.get(f"{api}/v1/fine_tuning/jobs", headers=bearer(bob)).json()["data"] == []
+    assert httpx.get(f"{api}/v1/fine_tuning/jobs/{ids[0]}", headers=bearer(bob)).status_code == 404
+    assert httpx.get(f"{api}/v1/fine_tuning/jobs/{ids[0]}/events", headers=bearer(bob)).status_code == 404
+    asyncio.run(_drain_worker(lambda: all(_job(api, alice, i)["status"] != "validating_files" for i in ids)))
+
+
+@pytest.mark.parametrize(("body", "param"), [
+    ({"training_file": "file-x"}, "model"),
+    ({"model": "llm-tuner/tiny-chat"}, "training_file"),
+    ({"model": "nope", "training_file": "file-x"}, "model"),
+    ({"model": "llm-tuner/tiny-chat", "training_file": "file-x", "hyperparameters": {"n_epochs": "lots"}},
+     "hyperparameters.n_epochs"),
+    ({"model": "llm-tuner/tiny-chat", "training_file": "file-x", "suffix": ""}, "suffix"),
+    ({"model": "llm-tuner/tiny-chat", "training_file": "file-x", "seed": -1}, "seed"),
+    ({"model": "llm-tuner/tiny-chat", "training_file": "file-x", "surprise": 1}, "surprise"),
+])
+def test_bad_job_requests_name_the_field(api: str, auth_url: str, body: dict[str, Any], param: str) -> None:
+    response = httpx.post(f"{api}/v1/fine_tuning/jobs", headers=bearer(register(auth_url)), json=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == param
+
+
+def test_unknown_job_ids_and_bad_paging(api: str, auth_url: str) -> None:
+    session = register(auth_url)
+    assert httpx.get(f"{api}/v1/fine_tuning/jobs/ftjob-nope", headers=bearer(session)).status_code == 404
+    assert httpx.get(f"{api}/v1/fine_tuning/jobs/whatever", headers=bearer(session)).status_code == 404
+    assert httpx.get(f"{api}/v1/fine_tuning/jobs?limit=0", headers=bearer(session)).status_code == 400
+    assert httpx.get(f"{api}/v1/fine_tuning/jobs?after=ftjob-nope", headers=bearer(session)).status_code == 404
