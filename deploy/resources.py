@@ -74,6 +74,18 @@ class Subscription:
 
 
 @dataclass(frozen=True)
+class ReplicaSubscription:
+    """Each replica of `owner` creates its own queue (`queue_prefix` + replica id) at start, subscribed to
+    `topic` for `event_types`, and deletes it at stop: events every replica must see (revocations, live
+    updates). The deployment grants the owner the right to manage queues with that prefix."""
+
+    topic: str
+    owner: str
+    queue_prefix: str
+    event_types: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class EventRule:
     name: str
     description: str
@@ -89,6 +101,7 @@ class Resources:
     queues: tuple[Queue, ...]
     subscriptions: tuple[Subscription, ...]
     rules: tuple[EventRule, ...]
+    replica_subscriptions: tuple[ReplicaSubscription, ...] = ()
     log_groups: tuple[str, ...] = field(default=("/aws/sagemaker/TrainingJobs",))
 
     def table(self, name: str) -> Table:
@@ -99,6 +112,10 @@ class Resources:
 
 
 USERS_TABLE = f"{PREFIX}-users"
+SESSIONS_TABLE = f"{PREFIX}-auth-sessions"
+API_KEYS_TABLE = f"{PREFIX}-auth-api-keys"
+RATE_LIMITS_TABLE = f"{PREFIX}-auth-rate-limits"
+OAUTH_STATES_TABLE = f"{PREFIX}-auth-oauth-states"
 FILES_TABLE = f"{PREFIX}-files"
 JOBS_TABLE = f"{PREFIX}-training-jobs"
 JOB_EVENTS_TABLE = f"{PREFIX}-training-events"
@@ -112,6 +129,10 @@ TRAINING_TOPIC = f"{PREFIX}-training-events"
 
 FILES_QUEUE = f"{PREFIX}-files-worker"
 TRAINING_QUEUE = f"{PREFIX}-training-worker"
+GATEWAY_REPLICA_QUEUE_PREFIX = f"{PREFIX}-gateway-replica-"
+
+# What every gateway replica must hear at once: a revoked key or session stops working everywhere.
+GATEWAY_AUTH_EVENTS = ("apikey.revoked", "session.revoked", "user.deleted")
 
 BUCKET = f"{PREFIX}-local"
 
@@ -123,12 +144,18 @@ def describe(bucket_name: str = BUCKET) -> Resources:
     return Resources(
         tables=(
             Table(USERS_TABLE, "auth", Key("id"), indexes=(Index("email-index", Key("email")),)),
+            Table(SESSIONS_TABLE, "auth", Key("session_id"), indexes=(Index("user-index", Key("user_id")),),
+                  ttl_attribute="expires_at"),
+            Table(API_KEYS_TABLE, "auth", Key("key_id"),
+                  indexes=(Index("user-index", Key("user_id"), Key("created_at", "N")),)),
+            Table(RATE_LIMITS_TABLE, "auth", Key("bucket"), ttl_attribute="expires_at"),
+            Table(OAUTH_STATES_TABLE, "auth", Key("state"), ttl_attribute="expires_at"),
             Table(FILES_TABLE, "files", Key("file_id"), indexes=(Index("user-files-index", Key("user_id")),)),
             Table(FILES_INBOX_TABLE, "files", message_id, ttl_attribute="expires_at"),
             Table(JOBS_TABLE, "training", Key("job_id"),
                   indexes=(Index("user-index", Key("user_id"), Key("created_at")),)),
             Table(JOB_EVENTS_TABLE, "training", Key("job_id"), Key("event_id")),
-            Table(TRAINING_FILES_TABLE, "training", Key("file_id")),
+            Table(TRAINING_FILES_TABLE, "training", Key("file_id"), indexes=(Index("user-index", Key("user_id")),)),
             Table(TRAINING_INBOX_TABLE, "training", message_id, ttl_attribute="expires_at"),
         ),
         bucket=Bucket(bucket_name),
@@ -140,6 +167,9 @@ def describe(bucket_name: str = BUCKET) -> Resources:
         ),
         subscriptions=(
             Subscription(FILES_TOPIC, FILES_QUEUE, ("file.uploaded",)),
+            # A deleted account's data goes with it, in every service that holds some.
+            Subscription(AUTH_TOPIC, FILES_QUEUE, ("user.deleted",)),
+            Subscription(AUTH_TOPIC, TRAINING_QUEUE, ("user.deleted",)),
             # training keeps its own projection of the files its jobs use.
             Subscription(FILES_TOPIC, TRAINING_QUEUE,
                          ("file.uploaded", "file.validated", "file.rejected", "file.deleted")),
@@ -151,5 +181,8 @@ def describe(bucket_name: str = BUCKET) -> Resources:
                 {"source": ["aws.sagemaker"], "detail-type": ["SageMaker Training Job State Change"]},
                 TRAINING_QUEUE,
             ),
+        ),
+        replica_subscriptions=(
+            ReplicaSubscription(AUTH_TOPIC, "gateway", GATEWAY_REPLICA_QUEUE_PREFIX, GATEWAY_AUTH_EVENTS),
         ),
     )

@@ -27,14 +27,21 @@ ALGORITHMS = ["RS256", "ES256", "EdDSA"]
 class Principal:
     user_id: str
     email: str | None
-    token_type: str = "access"  # noqa: S105 - a token kind, not a secret
+    session_id: str | None = None  # a signed-in person's session
+    api_key_id: str | None = None  # a program's API key (exchanged by the gateway)
+    expires_at: int = 0
+
+
+RevocationCheck = Callable[[Principal], Awaitable[bool]]
 
 
 class JWKSVerifier:
     def __init__(self, jwks_url: str, *, issuer: str, audience: str, ttl_s: float = 300,
                  min_refresh_s: float = 5, http: httpx.AsyncClient | None = None,
-                 fetch: Callable[[], Awaitable[dict[str, Any]]] | None = None) -> None:
+                 fetch: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+                 revoked: RevocationCheck | None = None) -> None:
         self._url = jwks_url
+        self._revoked = revoked
         self._fetch = fetch or self._fetch_http
         self._issuer = issuer
         self._audience = audience
@@ -90,7 +97,11 @@ class JWKSVerifier:
             raise Unauthorized("Invalid access token.") from exc
         if claims.get("typ", "access") != "access":
             raise Unauthorized("Not an access token.")
-        return Principal(user_id=str(claims["sub"]), email=claims.get("email"))
+        principal = Principal(user_id=str(claims["sub"]), email=claims.get("email"), session_id=claims.get("sid"),
+                              api_key_id=claims.get("akid"), expires_at=int(claims["exp"]))
+        if self._revoked is not None and await self._revoked(principal):
+            raise Unauthorized("This session was signed out or its key revoked.", code="token_revoked")
+        return principal
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -1,40 +1,119 @@
-"""auth's HTTP entry: users, passwords, access tokens and the JWKS every service verifies them with."""
+"""auth's HTTP entry: accounts, sessions, API keys, and the JWKS every service verifies tokens with."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
 from services.auth import handlers
 from services.auth.bootstrap import build_deps, own_key_verifier
-from services.auth.models import Credentials, Registration
+from services.auth.cookies import clear_session_cookies, require_csrf, set_session_cookies
+from services.auth.models import Credentials, DeleteAccount, Registration
 from services.auth.settings import Settings
-from shared.errors import NotFound
-from shared.tokens import Caller
+from services.auth.web import client_ip
+from shared.errors import Unauthorized
+from shared.tokens import Caller, Principal
 from shared.web import app_deps, create_service_app
 
 Deps = Annotated[handlers.Deps, Depends(app_deps)]
 
 
+class NewApiKey(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+
+
+class KeyExchange(BaseModel):
+    key: str = Field(min_length=1, max_length=200)
+
+
+def _session_response(grant: handlers.SessionGrant, settings: Settings, status: int = 200) -> JSONResponse:
+    response = JSONResponse(grant.body, status_code=status)
+    set_session_cookies(response, grant, settings)
+    return response
+
+
+async def _optional_principal(request: Request) -> Principal | None:
+    if not request.headers.get("authorization"):
+        return None
+    try:
+        from shared.tokens import current_principal
+        return await current_principal(request)
+    except Unauthorized:
+        return None
+
+
 def build_app(settings: Settings | None = None) -> FastAPI:
-    app = create_service_app("auth", settings or Settings(), build_deps, own_key_verifier)
+    settings = settings or Settings()
+    app = create_service_app("auth", settings, build_deps, own_key_verifier)
 
     @app.post("/auth/register", status_code=201)
-    async def register(body: Registration, d: Deps) -> dict[str, Any]:
-        return await handlers.register(body, d)
+    async def register(body: Registration, request: Request, d: Deps) -> JSONResponse:
+        grant = await handlers.register(body, client_ip(request, settings), d)
+        return _session_response(grant, settings, status=201)
 
     @app.post("/auth/login")
-    async def login(body: Credentials, d: Deps) -> dict[str, Any]:
-        return await handlers.login(body, d)
+    async def login(body: Credentials, request: Request, d: Deps) -> JSONResponse:
+        return _session_response(await handlers.login(body, client_ip(request, settings), d), settings)
+
+    @app.post("/auth/refresh")
+    async def refresh(request: Request, d: Deps) -> JSONResponse:
+        require_csrf(request, settings)
+        token = request.cookies.get(settings.refresh_cookie)
+        try:
+            grant = await handlers.refresh(token, client_ip(request, settings), d)
+        except Unauthorized as exc:
+            response = JSONResponse({"error": {"message": exc.message, "type": exc.error_type, "param": None,
+                                               "code": exc.code}}, status_code=401)
+            clear_session_cookies(response, settings)
+            return response
+        return _session_response(grant, settings)
+
+    @app.post("/auth/logout", status_code=204)
+    async def logout(request: Request, d: Deps) -> Response:
+        token = request.cookies.get(settings.refresh_cookie)
+        if token:
+            require_csrf(request, settings)
+        await handlers.logout(token, await _optional_principal(request), d)
+        response = Response(status_code=204)
+        clear_session_cookies(response, settings)
+        return response
 
     @app.get("/auth/me")
     async def me(caller: Caller, d: Deps) -> dict[str, Any]:
-        user = await d.users.get(caller.user_id)
-        if user is None:
-            raise NotFound("User not found.")
-        return user.public()
+        return await handlers.me(caller, d)
+
+    @app.delete("/auth/me", status_code=204)
+    async def delete_me(caller: Caller, d: Deps, body: DeleteAccount | None = None) -> Response:
+        await handlers.delete_account(caller, body.password if body else None, d)
+        response = Response(status_code=204)
+        clear_session_cookies(response, settings)
+        return response
+
+    @app.post("/auth/api-keys", status_code=201)
+    async def create_api_key(body: NewApiKey, caller: Caller, d: Deps) -> dict[str, Any]:
+        return await handlers.create_api_key(caller, body.name, d)
+
+    @app.get("/auth/api-keys")
+    async def list_api_keys(caller: Caller, d: Deps) -> dict[str, Any]:
+        return {"object": "list", "data": await handlers.list_api_keys(caller, d), "has_more": False}
+
+    @app.delete("/auth/api-keys/{key_id}")
+    async def revoke_api_key(key_id: str, caller: Caller, d: Deps) -> dict[str, Any]:
+        await handlers.revoke_api_key(caller, key_id, d)
+        return {"id": key_id, "object": "api_key", "deleted": True}
+
+    # Internal: the gateway's calls. The gateway never routes /internal, so only the private network reaches it.
+    @app.post("/internal/api-keys/exchange")
+    async def exchange_api_key(body: KeyExchange, d: Deps) -> dict[str, Any]:
+        return await handlers.exchange_api_key(body.key, d)
+
+    @app.get("/internal/revocations")
+    async def revocations(since: int, d: Deps) -> dict[str, Any]:
+        sessions = await d.sessions.revoked_since(since)
+        return {"sessions": [{"session_id": s.session_id, "user_id": s.user_id} for s in sessions]}
 
     @app.get("/.well-known/jwks.json")
     async def jwks(d: Deps) -> JSONResponse:

@@ -4,29 +4,38 @@ from __future__ import annotations
 
 from typing import Any
 
+from services.auth import handlers
+from services.auth.apikeys import ApiKeysStore
 from services.auth.handlers import Deps
 from services.auth.keys import Signer
 from services.auth.passwords import warm_up
+from services.auth.ratelimit import RateLimiter
+from services.auth.sessions import SessionsStore
 from services.auth.settings import Settings
 from services.auth.store import UsersStore
 from shared.aws import AwsClients
 from shared.events import Publisher
-from shared.tokens import JWKSVerifier
+from shared.tokens import JWKSVerifier, Principal
 
 
 async def build_deps(aws: AwsClients, settings: Settings) -> Deps:
     warm_up(settings.bcrypt_rounds)
-    return Deps(users=UsersStore(await aws.get("dynamodb"), settings.users_table),
-                signer=Signer.from_settings(settings),
+    db = await aws.get("dynamodb")
+    return Deps(users=UsersStore(db, settings.users_table), sessions=SessionsStore(db, settings.sessions_table),
+                api_keys=ApiKeysStore(db, settings.api_keys_table),
+                limiter=RateLimiter(db, settings.rate_limits_table), signer=Signer.from_settings(settings),
                 events=Publisher(await aws.get("sns"), await aws.topic_arn(settings.events_topic)),
-                bcrypt_rounds=settings.bcrypt_rounds)
+                settings=settings)
 
 
 def own_key_verifier(settings: Settings, deps: Deps) -> JWKSVerifier:
-    """auth verifies its own tokens with the key it holds, not over HTTP to itself."""
+    """auth verifies its own tokens with the key it holds, and checks the session is still live."""
 
     async def own_jwks() -> dict[str, Any]:
         return deps.signer.jwks()
 
+    async def revoked(principal: Principal) -> bool:
+        return await handlers.session_is_revoked(principal, deps)
+
     return JWKSVerifier(settings.auth_jwks_url, issuer=settings.jwt_issuer, audience=settings.jwt_audience,
-                        fetch=own_jwks)
+                        fetch=own_jwks, revoked=revoked)

@@ -45,3 +45,8 @@ class User(BaseModel):
 
 class StoredUser(User):
     password_hash: str | None = None
+    google_sub: str | None = None
+
+
+class DeleteAccount(BaseModel):
+    password: str | None = Field(default=None, max_length=1024)

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from deploy import resources
 from shared.settings import ServiceSettings
@@ -10,12 +11,53 @@ from shared.settings import ServiceSettings
 
 class Settings(ServiceSettings):
     users_table: str = Field(resources.USERS_TABLE, alias="DYNAMODB_USERS_TABLE")
+    sessions_table: str = Field(resources.SESSIONS_TABLE, alias="DYNAMODB_SESSIONS_TABLE")
+    api_keys_table: str = Field(resources.API_KEYS_TABLE, alias="DYNAMODB_API_KEYS_TABLE")
+    rate_limits_table: str = Field(resources.RATE_LIMITS_TABLE, alias="DYNAMODB_RATE_LIMITS_TABLE")
+    oauth_states_table: str = Field(resources.OAUTH_STATES_TABLE, alias="DYNAMODB_OAUTH_STATES_TABLE")
     events_topic: str = Field(resources.AUTH_TOPIC, alias="AUTH_EVENTS_TOPIC")
     bcrypt_rounds: int = Field(12, ge=4, le=16)
-    access_token_ttl_s: int = 15 * 60
-    # Production: the PEM of the RSA signing key, from the secret store. Development: a key is generated
-    # on first start and kept in `jwt_key_file` (git-ignored), so tokens survive a restart.
+
+    # Tokens. Production: the PEM of the RSA signing key from the secret store, and during a rotation the
+    # previous key's PEM too (its public half stays in the JWKS until tokens it signed have expired).
+    # Development: a key is generated on first start and kept in `jwt_key_file` (git-ignored).
+    access_token_ttl_s: int = Field(15 * 60, ge=60, le=24 * 3600)
     jwt_private_key: SecretStr | None = None
+    jwt_previous_private_key: SecretStr | None = None
     jwt_key_file: Path = Path(".data/auth/jwt-signing-key.pem")
 
+    # Sessions: a refresh token rotates on every use; a session ends when unused for `idle` or after
+    # `absolute`, whichever comes first.
+    session_idle_timeout_s: int = Field(7 * 24 * 3600, ge=60)
+    session_absolute_timeout_s: int = Field(30 * 24 * 3600, ge=60)
+    refresh_cookie: str = "llmt_refresh"
+    csrf_cookie: str = "llmt_csrf"
+
+    # The public address people reach us at (the Google callback is `{base_url}/auth/google/callback`).
+    # Behind a trusted proxy, X-Forwarded-Proto/Host (and -For, for client addresses) are believed.
+    base_url: str = "http://localhost:5000"
+    trusted_proxies: list[IPv4Network | IPv6Network] = Field(
+        default_factory=lambda: [ip_network("127.0.0.0/8"), ip_network("::1/128")])
+
+    # Rate limits: (attempts, window seconds), shared by every replica through DynamoDB.
+    register_limit_per_ip: tuple[int, int] = (10, 600)
+    login_limit_per_ip: tuple[int, int] = (30, 300)
+    login_failures_per_account: tuple[int, int] = (5, 900)  # then the account is locked for the window
+    refresh_limit_per_ip: tuple[int, int] = (120, 60)
+    google_limit_per_ip: tuple[int, int] = (30, 60)
+
+    # Google sign-in: off unless a client id is set.
+    google_client_id: str | None = None
+    google_client_secret: SecretStr | None = None
+    google_discovery_url: str = "https://accounts.google.com/.well-known/openid-configuration"
+
     model_config = ServiceSettings.model_config | {"populate_by_name": True}
+
+    @field_validator("base_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @property
+    def cookie_secure(self) -> bool:
+        return not self.is_development or self.base_url.startswith("https://")

@@ -28,8 +28,10 @@ def auth_url(provisioned: dict[str, Any], tmp_path_factory: pytest.TempPathFacto
     from services.auth.settings import Settings
 
     key_file: Path = tmp_path_factory.mktemp("auth") / "key.pem"
-    # 4 rounds keeps the suite fast; the default of 12 is checked in the unit tests.
-    settings = Settings(bcrypt_rounds=4, jwt_key_file=key_file)
+    # 4 rounds keeps the suite fast (the default of 12 is checked in the unit tests); generous limits
+    # because every test signs up from 127.0.0.1 (the limits have their own tests).
+    settings = Settings(bcrypt_rounds=4, jwt_key_file=key_file, register_limit_per_ip=(100_000, 600),
+                        login_limit_per_ip=(100_000, 300), refresh_limit_per_ip=(100_000, 60))
     with serve(build_app(settings)) as url:
         os.environ["AUTH_JWKS_URL"] = f"{url}/.well-known/jwks.json"
         yield url

@@ -1,0 +1,169 @@
+"""Sessions and their refresh tokens.
+
+A session is a family of refresh tokens. Each use rotates the token (a conditional write on the current
+token's hash); the old hash is kept, and presenting one again means the token was stolen or replayed:
+the whole family is revoked. Only hashes are stored. A session ends when unused for the idle timeout,
+after the absolute timeout, at logout, or when its account goes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import string
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from shared.errors import Unauthorized
+
+_ALPHABET = string.ascii_letters + string.digits
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def new_session_id() -> str:
+    return "ses_" + "".join(secrets.choice(_ALPHABET) for _ in range(24))
+
+
+def make_refresh_token(session_id: str) -> tuple[str, str]:
+    """A new refresh token for the session, and the hash that is stored."""
+    secret = secrets.token_urlsafe(32)
+    return f"rt_{session_id}.{secret}", _hash(secret)
+
+
+def parse_refresh_token(token: str) -> tuple[str, str]:
+    """(session id, hash of the secret); a malformed token is simply invalid."""
+    if not token.startswith("rt_ses_") or "." not in token:
+        raise SessionInvalid()
+    session_id, _, secret = token[3:].partition(".")
+    if len(session_id) != 28 or not secret:
+        raise SessionInvalid()
+    return session_id, _hash(secret)
+
+
+class SessionInvalid(Unauthorized):
+    def __init__(self, message: str = "Your session is not valid. Sign in again.", code: str = "session_invalid"):
+        super().__init__(message, code=code, headers={})
+
+
+@dataclass
+class Session:
+    session_id: str
+    user_id: str
+    provider: str
+    created_at: int
+    last_used_at: int
+    absolute_expires_at: int
+    revoked_at: int | None = None
+
+
+class RefreshReuse(Exception):
+    """A rotated refresh token came back: the family is compromised."""
+
+    def __init__(self, session: Session) -> None:
+        super().__init__(session.session_id)
+        self.session = session
+
+
+class SessionsStore:
+    def __init__(self, dynamodb: Any, table: str) -> None:
+        self._db = dynamodb
+        self._table = table
+
+    async def create(self, session: Session, token_hash: str, ttl_s: int) -> None:
+        await self._db.put_item(TableName=self._table, ConditionExpression="attribute_not_exists(session_id)", Item={
+            "session_id": {"S": session.session_id}, "user_id": {"S": session.user_id},
+            "provider": {"S": session.provider}, "created_at": {"N": str(session.created_at)},
+            "last_used_at": {"N": str(session.last_used_at)},
+            "absolute_expires_at": {"N": str(session.absolute_expires_at)}, "current_hash": {"S": token_hash},
+            "expires_at": {"N": str(session.absolute_expires_at + ttl_s)}})
+
+    async def get(self, session_id: str) -> tuple[Session, dict[str, Any]] | None:
+        item = (await self._db.get_item(TableName=self._table, Key={"session_id": {"S": session_id}},
+                                        ConsistentRead=True)).get("Item")
+        return (_session(item), item) if item else None
+
+    async def rotate(self, session_id: str, old_hash: str, new_hash: str, *, now: int, idle_s: int) -> Session:
+        """Swap the current token for a new one, or say why not (invalid, expired, revoked, reused)."""
+        try:
+            result = await self._db.update_item(
+                TableName=self._table, Key={"session_id": {"S": session_id}},
+                UpdateExpression="SET current_hash = :new, last_used_at = :now ADD previous_hashes :old",
+                ConditionExpression=("current_hash = :oldh AND attribute_not_exists(revoked_at) "
+                                     "AND last_used_at >= :idle AND absolute_expires_at > :now"),
+                ExpressionAttributeValues={":new": {"S": new_hash}, ":now": {"N": str(now)},
+                                           ":old": {"SS": [old_hash]}, ":oldh": {"S": old_hash},
+                                           ":idle": {"N": str(now - idle_s)}},
+                ReturnValues="ALL_NEW")
+            return _session(result["Attributes"])
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+        found = await self.get(session_id)
+        if found is None:
+            raise SessionInvalid()
+        session, item = found
+        if any(hmac.compare_digest(old_hash, h) for h in item.get("previous_hashes", {}).get("SS", [])):
+            raise RefreshReuse(session)
+        if not hmac.compare_digest(item["current_hash"]["S"], old_hash):
+            raise SessionInvalid()
+        if session.revoked_at is not None:
+            raise SessionInvalid("Your session was signed out. Sign in again.", "session_revoked")
+        raise SessionInvalid("Your session has expired. Sign in again.", "session_expired")
+
+    async def revoke(self, session_id: str, reason: str, now: int) -> bool:
+        """True when this call revoked it (so the revocation is announced once)."""
+        try:
+            await self._db.update_item(
+                TableName=self._table, Key={"session_id": {"S": session_id}},
+                UpdateExpression="SET revoked_at = :now, revoke_reason = :r",
+                ConditionExpression="attribute_exists(session_id) AND attribute_not_exists(revoked_at)",
+                ExpressionAttributeValues={":now": {"N": str(now)}, ":r": {"S": reason}})
+            return True
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+
+    async def for_user(self, user_id: str) -> list[Session]:
+        sessions: list[Session] = []
+        kwargs: dict[str, Any] = {"TableName": self._table, "IndexName": "user-index",
+                                  "KeyConditionExpression": "user_id = :u",
+                                  "ExpressionAttributeValues": {":u": {"S": user_id}}}
+        while True:
+            page = await self._db.query(**kwargs)
+            sessions += [_session(i) for i in page.get("Items", [])]
+            if "LastEvaluatedKey" not in page:
+                return sessions
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    async def revoked_since(self, since: int) -> list[Session]:
+        """Sessions revoked after `since` (a gateway replica's start-up catch-up). Scans: the table holds
+        live sessions only (TTL), and this runs once per replica start."""
+        sessions: list[Session] = []
+        kwargs: dict[str, Any] = {"TableName": self._table, "FilterExpression": "revoked_at >= :s",
+                                  "ExpressionAttributeValues": {":s": {"N": str(since)}}}
+        while True:
+            page = await self._db.scan(**kwargs)
+            sessions += [_session(i) for i in page.get("Items", [])]
+            if "LastEvaluatedKey" not in page:
+                return sessions
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def _session(item: dict[str, Any]) -> Session:
+    return Session(session_id=item["session_id"]["S"], user_id=item["user_id"]["S"],
+                   provider=item.get("provider", {}).get("S", "password"),
+                   created_at=int(item["created_at"]["N"]), last_used_at=int(item["last_used_at"]["N"]),
+                   absolute_expires_at=int(item["absolute_expires_at"]["N"]),
+                   revoked_at=int(item["revoked_at"]["N"]) if "revoked_at" in item else None)
+
+
+def now() -> int:
+    return int(time.time())
