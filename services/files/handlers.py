@@ -19,6 +19,7 @@ from services.files.upload import S3StreamWriter, stream_multipart_to
 from services.files.validation import ChatValidator, lines
 from shared.errors import InvalidRequest, NotFound
 from shared.events import Envelope, new_event
+from shared.s3 import delete_object_versions
 
 log = logging.getLogger(__name__)
 _ALPHABET = string.ascii_letters + string.digits
@@ -138,4 +139,16 @@ async def validate_uploaded(envelope: Envelope, deps: Deps) -> None:
     log.info("file validated", extra={"file_id": file_id, "status": status, "examples": validator.examples})
 
 
-EVENT_HANDLERS = {events.FILE_UPLOADED: validate_uploaded}
+async def delete_user_data(envelope: Envelope, deps: Deps) -> None:
+    """A deleted account's files go with it: every object version, every record (idempotent)."""
+    user_id = str(envelope.data["user_id"])
+    for record in await deps.files.list_for_user(user_id):
+        await delete_object_versions(deps.s3, deps.bucket, record.s3_key)
+        await deps.files.delete(record.file_id)
+        await deps.events.publish(new_event(events.FILE_DELETED, {**_event_data(record, deps.bucket),
+                                                                  "reason": "user_deleted"}, user_id=user_id))
+    await delete_object_versions(deps.s3, deps.bucket, f"files/{user_id}/")  # uploads that never got a record
+    log.info("user's files removed", extra={"user_id": user_id})
+
+
+EVENT_HANDLERS = {events.FILE_UPLOADED: validate_uploaded, events.USER_DELETED: delete_user_data}

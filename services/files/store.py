@@ -35,6 +35,9 @@ class FilesStore:
                 return records
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
+    async def delete(self, file_id: str) -> None:
+        await self._db.delete_item(TableName=self._table, Key={"file_id": {"S": file_id}})
+
     async def set_result(self, file_id: str, status: str, details: str | None, examples: int | None) -> bool:
         """Record the validation outcome once; a repeated validation changes nothing."""
         names = {"#s": "status"}
@@ -57,3 +60,4 @@ class FilesStore:
 
 def _record(item: dict[str, Any]) -> FileRecord:
     return FileRecord.model_validate({k: (v["N"] if "N" in v else v["S"]) for k, v in item.items()})
+

@@ -18,6 +18,7 @@ async def build_deps(aws: AwsClients, settings: Settings) -> Deps:
         events=Publisher(await aws.get("sns"), await aws.topic_arn(settings.events_topic)),
         commands=CommandQueue(await aws.get("sqs"), await aws.queue_url(settings.work_queue)),
         sagemaker=await aws.get("sagemaker"),
+        s3=await aws.get("s3"),
         launch=LaunchConfig(bucket=settings.bucket, role_arn=settings.sagemaker_execution_role_arn,
                             image_uri=settings.trainer_image_uri, instance_type=settings.default_instance_type,
                             max_runtime_s=settings.max_runtime_s),

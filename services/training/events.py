@@ -5,9 +5,11 @@ Published: `training.job.created`, `training.job.queued`, `training.job.running`
 Consumed (its work queue `llm-tuner-training-worker`):
 - `training.job.launch_requested` {job_id}: the command its own API enqueues;
 - `file.uploaded`, `file.validated`, `file.rejected`, `file.deleted`: kept as its own projection of files;
-- `sagemaker.training_job.state_changed`: SageMaker's state-change events, through EventBridge.
+- `sagemaker.training_job.state_changed`: SageMaker's state-change events, through EventBridge;
+- `user.deleted` (auth's): stop that user's running jobs and remove its jobs, events, projection, artifacts.
 """
 
 LAUNCH_REQUESTED = "training.job.launch_requested"
+USER_DELETED = "user.deleted"
 JOB_PREFIX = "training.job."
 FILE_EVENTS = ("file.uploaded", "file.validated", "file.rejected", "file.deleted")

@@ -20,6 +20,7 @@ from shared.consumer import RetryLater
 from shared.errors import InvalidRequest, NotFound
 from shared.events import SAGEMAKER_STATE_CHANGE, Envelope, new_event
 from shared.logging import bound_request_id, current_request_id
+from shared.s3 import delete_object_versions
 
 log = logging.getLogger(__name__)
 _ALPHABET = string.ascii_letters + string.digits
@@ -59,6 +60,7 @@ class Deps:
     commands: CommandSender
     sagemaker: Any
     launch: LaunchConfig
+    s3: Any = None
 
 
 def _id(prefix: str, n: int = 24) -> str:
@@ -295,7 +297,23 @@ async def _apply_sagemaker_state(job: Job, detail: dict[str, Any], deps: Deps) -
             await _announce(deps, job, "cancelled")
 
 
+async def delete_user_data(envelope: Envelope, deps: Deps) -> None:
+    """A deleted account's jobs go with it: running ones are stopped, records, events and artifacts removed."""
+    user_id = str(envelope.data["user_id"])
+    for job in await deps.jobs.all_for_user(user_id):
+        if job.status in ("queued", "running"):
+            try:
+                await deps.sagemaker.stop_training_job(TrainingJobName=job.job_id)
+            except ClientError as exc:  # not launched yet, or already over: nothing to stop
+                log.info("stop on user deletion refused", extra={"job_id": job.job_id, "error": str(exc)})
+        await deps.jobs.delete_job(job.job_id)
+    await deps.jobs.delete_files_of(user_id)
+    await delete_object_versions(deps.s3, deps.launch.bucket, f"training-jobs/{user_id}/")
+    log.info("user's training data removed", extra={"user_id": user_id})
+
+
 EVENT_HANDLERS = {
+    events.USER_DELETED: delete_user_data,
     events.LAUNCH_REQUESTED: launch_job,
     SAGEMAKER_STATE_CHANGE: on_sagemaker_state,
     **{t: on_file_event for t in events.FILE_EVENTS},

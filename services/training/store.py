@@ -119,6 +119,44 @@ class JobsStore:
                            "data": json.loads(values["data"]) if "data" in values else None})
         return events[:limit], len(events) > limit
 
+    async def all_for_user(self, user_id: str) -> list[Job]:
+        jobs: list[Job] = []
+        after: Job | None = None
+        while True:
+            page, more = await self.list_for_user(user_id, 100, after)
+            jobs += page
+            if not more:
+                return jobs
+            after = page[-1]
+
+    async def delete_job(self, job_id: str) -> None:
+        """The job and its events."""
+        kwargs: dict[str, Any] = {"TableName": self._events, "KeyConditionExpression": "job_id = :j",
+                                  "ProjectionExpression": "job_id, event_id",
+                                  "ExpressionAttributeValues": {":j": {"S": job_id}}}
+        while True:
+            page = await self._db.query(**kwargs)
+            keys = page.get("Items", [])
+            for i in range(0, len(keys), 25):
+                await self._db.batch_write_item(RequestItems={self._events: [
+                    {"DeleteRequest": {"Key": key}} for key in keys[i:i + 25]]})
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        await self._db.delete_item(TableName=self._jobs, Key={"job_id": {"S": job_id}})
+
+    async def delete_files_of(self, user_id: str) -> None:
+        kwargs: dict[str, Any] = {"TableName": self._files, "IndexName": "user-index",
+                                  "KeyConditionExpression": "user_id = :u",
+                                  "ExpressionAttributeValues": {":u": {"S": user_id}}}
+        while True:
+            page = await self._db.query(**kwargs)
+            for item in page.get("Items", []):
+                await self._db.delete_item(TableName=self._files, Key={"file_id": item["file_id"]})
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
     async def get_file(self, file_id: str) -> FileView | None:
         item = (await self._db.get_item(TableName=self._files, Key={"file_id": {"S": file_id}},
                                         ConsistentRead=True)).get("Item")
