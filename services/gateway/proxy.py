@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.cookiejar
 import logging
 
 import httpx
@@ -18,8 +19,17 @@ HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy
                         "trailer", "transfer-encoding", "upgrade", "host"})
 
 
-def _forward_headers(request: Request) -> list[tuple[str, str]]:
-    headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP | {"x-request-id"}]
+def refuse_all_cookies() -> http.cookiejar.CookieJar:
+    """For the upstream client: a proxy's client must not keep cookies. httpx's default jar would store a
+    Set-Cookie from one person's response (auth's refresh cookie) and send it with everybody's requests."""
+    return http.cookiejar.CookieJar(policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+
+
+def _forward_headers(request: Request, authorization: str | None = None) -> list[tuple[str, str]]:
+    replaced = {"x-request-id"} | ({"authorization"} if authorization is not None else set())
+    headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP | replaced]
+    if authorization is not None:
+        headers.append(("authorization", authorization))
     client = request.client.host if request.client else ""
     prior = request.headers.get("x-forwarded-for")
     headers += [("x-request-id", current_request_id() or ""),
@@ -29,9 +39,11 @@ def _forward_headers(request: Request) -> list[tuple[str, str]]:
     return headers
 
 
-async def forward(client: httpx.AsyncClient, base_url: str, request: Request) -> Response:
+async def forward(client: httpx.AsyncClient, base_url: str, request: Request, *,
+                  authorization: str | None = None) -> Response:
+    """`authorization` replaces the client's header (an API key traded for an access token)."""
     url = httpx.URL(base_url + request.url.path, query=request.url.query.encode())
-    upstream_request = client.build_request(request.method, url, headers=_forward_headers(request),
+    upstream_request = client.build_request(request.method, url, headers=_forward_headers(request, authorization),
                                             content=request.stream())
     try:
         upstream = await client.send(upstream_request, stream=True)
@@ -42,9 +54,10 @@ async def forward(client: httpx.AsyncClient, base_url: str, request: Request) ->
         log.warning("upstream unavailable", extra={"upstream": base_url, "error": repr(exc)})
         return error_response(502, "The upstream service is unavailable; try again shortly.", "server_error",
                               code="upstream_unavailable")
-    headers = {k: v for k, v in upstream.headers.items()
-               if k.lower() not in HOP_BY_HOP | {"content-length", "x-request-id"}}
-    if "content-length" in upstream.headers:
-        headers["content-length"] = upstream.headers["content-length"]
-    return StreamingResponse(upstream.aiter_raw(), status_code=upstream.status_code, headers=headers,
-                             background=BackgroundTask(upstream.aclose))
+    response = StreamingResponse(upstream.aiter_raw(), status_code=upstream.status_code,
+                                 background=BackgroundTask(upstream.aclose))
+    # Raw pairs, not a dict: a response may carry several headers of one name (Set-Cookie above all).
+    response.raw_headers = [
+        (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in upstream.headers.multi_items()
+        if k.lower() not in HOP_BY_HOP | {"x-request-id"}]
+    return response

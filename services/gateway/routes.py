@@ -6,7 +6,11 @@ from dataclasses import dataclass
 
 from services.gateway.settings import Settings
 
-PUBLIC = frozenset({("POST", "/auth/register"), ("POST", "/auth/login"), ("GET", "/.well-known/jwks.json")})
+# Routes a person reaches before having (or while renewing) an access token; auth guards them itself
+# (rate limits, the refresh cookie and its CSRF token, the OAuth state).
+PUBLIC = frozenset({("POST", "/auth/register"), ("POST", "/auth/login"), ("POST", "/auth/refresh"),
+                    ("POST", "/auth/logout"), ("GET", "/auth/providers"), ("GET", "/.well-known/jwks.json")})
+PUBLIC_PREFIXES = ("/auth/google/",)
 
 
 @dataclass(frozen=True)
@@ -24,10 +28,24 @@ ROUTES = (
 )
 
 
+# Services' private endpoints (auth's key exchange and revocation list): never reachable from outside.
+INTERNAL_PREFIX = "/internal"
+# Where a program's API key stands in for an access token; signing in and managing keys need a person.
+API_KEY_PREFIXES = ("/v1", "/api")
+
+
+def _under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix + "/")
+
+
 def upstream_for(path: str) -> str | None:
-    """The service for a path: a prefix matches itself and what lies below it, never a longer name."""
+    """The service for a path: a prefix matches itself and what lies below it, never a longer name.
+    A path with `.` or `..` segments has none: the upstream URL would resolve them (`/auth/../internal`)."""
+    segments = path.split("/")
+    if "." in segments or ".." in segments or _under(path, INTERNAL_PREFIX):
+        return None
     for route in ROUTES:
-        if path == route.prefix or path.startswith(route.prefix + "/"):
+        if _under(path, route.prefix):
             return route.service
     return None
 
@@ -37,4 +55,8 @@ def base_urls(settings: Settings) -> dict[str, str]:
 
 
 def is_public(method: str, path: str) -> bool:
-    return (method, path) in PUBLIC
+    return (method, path) in PUBLIC or (method == "GET" and path.startswith(PUBLIC_PREFIXES))
+
+
+def accepts_api_keys(path: str) -> bool:
+    return any(_under(path, prefix) for prefix in API_KEY_PREFIXES)

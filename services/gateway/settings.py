@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from pydantic import Field
+
+from deploy import resources
 from shared.settings import ServiceSettings
 
 
@@ -11,3 +14,25 @@ class Settings(ServiceSettings):
     # Uploads and downloads stream through; a read may wait on a slow client or a big object.
     upstream_read_timeout_s: float = 300.0
     max_upstream_connections: int = 200
+
+    # Revocations: each replica hears auth's events on a queue of its own, and at start asks auth for the
+    # sessions revoked within the lifetime of an access token (the same ACCESS_TOKEN_TTL_S auth signs with).
+    auth_events_topic: str = Field(resources.AUTH_TOPIC, alias="AUTH_EVENTS_TOPIC")
+    replica_queue_prefix: str = Field(resources.GATEWAY_REPLICA_QUEUE_PREFIX, alias="GATEWAY_REPLICA_QUEUE_PREFIX")
+    replica_poll_s: int = Field(2, ge=1, le=20)
+    access_token_ttl_s: int = Field(15 * 60, ge=60, le=24 * 3600)
+    # How long the start waits for the catch-up (auth may still be starting) before serving; the catch-up
+    # goes on in the background for up to `revocation_catch_up_give_up_s`.
+    revocation_catch_up_wait_s: float = 10.0
+    revocation_catch_up_give_up_s: float = 300.0
+
+    # API keys: a key's exchanged access token is reused until shortly before it expires and for at most
+    # `max_age`, so a program's requests do not each cost a call to auth.
+    api_key_cache_max_age_s: float = Field(60.0, gt=0)
+    api_key_cache_expiry_margin_s: float = Field(30.0, ge=0)
+    api_key_cache_size: int = Field(10_000, ge=1)
+    # A key auth refused is refused again without asking for this long (a client retrying a bad key).
+    api_key_negative_ttl_s: float = Field(5.0, ge=0)
+    auth_internal_timeout_s: float = 5.0
+
+    model_config = ServiceSettings.model_config | {"populate_by_name": True}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import http.client
 import json
+import uuid
 from collections.abc import Iterator
 
 import httpx
@@ -84,3 +86,42 @@ def test_an_unreachable_service_is_a_502_envelope(auth_url: str) -> None:
         session = register(url)
         response = httpx.get(f"{url}/v1/files", headers=bearer(session))
     assert response.status_code == 502 and response.json()["error"]["code"] == "upstream_unavailable"
+
+
+def test_internal_routes_are_never_proxied(gateway_url: str) -> None:
+    session = register(gateway_url)
+    response = httpx.get(f"{gateway_url}/internal/revocations", params={"since": 0}, headers=bearer(session))
+    assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+    # Sent as is (httpx would resolve the dots itself): the upstream URL must not resolve them either.
+    host, port = gateway_url.removeprefix("http://").split(":")
+    for path in ("/auth/../internal/revocations?since=0", "/auth/%2e%2e/internal/revocations?since=0"):
+        connection = http.client.HTTPConnection(host, int(port), timeout=10)
+        connection.request("GET", path, headers=bearer(session))
+        raw = connection.getresponse()
+        assert raw.status == 404, path
+        assert json.loads(raw.read())["error"]["code"] == "not_found"
+        connection.close()
+
+
+def test_the_gateway_keeps_no_cookie_of_one_client_for_another(gateway_url: str) -> None:
+    first = httpx.post(f"{gateway_url}/auth/register",
+                       json={"email": f"cookie-{uuid.uuid4().hex[:8]}@example.com", "password": "a long password"})
+    assert first.status_code == 201 and first.cookies  # the refresh cookie went to that client only
+    second = register(gateway_url)
+    # Signing out with a token and no cookie needs no CSRF token; someone else's cookie would demand one.
+    response = httpx.post(f"{gateway_url}/auth/logout", headers=bearer(second))
+    assert response.status_code == 204, response.text
+
+
+def test_a_browser_session_renews_and_ends_through_the_gateway(gateway_url: str) -> None:
+    with httpx.Client(base_url=gateway_url) as browser:
+        signed_up = browser.post("/auth/register", json={"email": f"gw-{uuid.uuid4().hex[:8]}@example.com",
+                                                         "password": "a long password"})
+        assert signed_up.status_code == 201
+        csrf = browser.cookies.get("llmt_csrf")
+        renewed = browser.post("/auth/refresh", headers={"x-csrf-token": csrf})
+        assert renewed.status_code == 200, renewed.text
+        assert len(renewed.headers.get_list("set-cookie")) == 2  # both cookies pass through, not merged
+        csrf = browser.cookies.get("llmt_csrf")  # a new session grant brings a new CSRF token
+        assert browser.post("/auth/logout", headers={"x-csrf-token": csrf}).status_code == 204
+        assert browser.post("/auth/refresh", headers={"x-csrf-token": csrf}).status_code == 401

@@ -1,0 +1,56 @@
+"""Builds the gateway's dependencies once, and the revocation feed each replica runs while it serves."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import httpx
+
+from deploy.resources import GATEWAY_AUTH_EVENTS
+from services.gateway.apikeys import ApiKeyCache
+from services.gateway.auth_client import AuthClient
+from services.gateway.handlers import EVENT_HANDLERS, Deps, catch_up
+from services.gateway.revocations import RevocationSet
+from services.gateway.settings import Settings
+from shared.aws import AwsClients
+from shared.replica import ReplicaQueue
+from shared.worker import dispatcher
+
+log = logging.getLogger(__name__)
+
+
+def build_deps(settings: Settings, http: httpx.AsyncClient) -> Deps:
+    revocations = RevocationSet()
+    auth = AuthClient(http, settings.auth_url, settings.auth_internal_timeout_s)
+    api_keys = ApiKeyCache(
+        auth.exchange_api_key, max_age_s=settings.api_key_cache_max_age_s,
+        expiry_margin_s=settings.api_key_cache_expiry_margin_s, max_entries=settings.api_key_cache_size,
+        negative_ttl_s=settings.api_key_negative_ttl_s,
+        refuse=lambda exchanged: revocations.denies(user_id=exchanged.user_id, api_key_id=exchanged.key_id))
+    return Deps(revocations=revocations, api_keys=api_keys, auth=auth,
+                access_token_ttl_s=settings.access_token_ttl_s)
+
+
+@contextlib.asynccontextmanager
+async def revocation_feed(aws: AwsClients, settings: Settings, deps: Deps) -> AsyncIterator[ReplicaQueue]:
+    """This replica's queue on auth's events, then the catch-up on what happened before it existed (in
+    that order, so that nothing falls between the two). The start waits for the catch-up a little, never
+    fails over it: a replica that cannot reach auth yet serves, and keeps trying in the background."""
+    queue = ReplicaQueue(aws, topic=settings.auth_events_topic, queue_prefix=settings.replica_queue_prefix,
+                         event_types=GATEWAY_AUTH_EVENTS, handle=dispatcher(EVENT_HANDLERS, deps),
+                         wait_time_s=settings.replica_poll_s, retention_s=settings.access_token_ttl_s)
+    async with queue:
+        catching_up = asyncio.create_task(catch_up(deps, give_up_s=settings.revocation_catch_up_give_up_s),
+                                          name="revocations-catch-up")
+        done, _ = await asyncio.wait({catching_up}, timeout=settings.revocation_catch_up_wait_s)
+        if not done:
+            log.warning("serving before the catch-up on revoked sessions finished; it goes on in the background")
+        try:
+            yield queue
+        finally:
+            catching_up.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await catching_up
