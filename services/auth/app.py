@@ -8,7 +8,7 @@ from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from services.auth import handlers
+from services.auth import google, handlers
 from services.auth.bootstrap import build_deps, own_key_verifier
 from services.auth.cookies import clear_session_cookies, require_csrf, set_session_cookies
 from services.auth.models import Credentials, DeleteAccount, Registration
@@ -48,6 +48,7 @@ async def _optional_principal(request: Request) -> Principal | None:
 def build_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     app = create_service_app("auth", settings, build_deps, own_key_verifier)
+    app.include_router(google.build_router(settings))
 
     @app.post("/auth/register", status_code=201)
     async def register(body: Registration, request: Request, d: Deps) -> JSONResponse:

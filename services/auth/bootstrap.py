@@ -8,6 +8,7 @@ from services.auth import handlers
 from services.auth.apikeys import ApiKeysStore
 from services.auth.handlers import Deps
 from services.auth.keys import Signer
+from services.auth.oauth_states import OAuthStatesStore
 from services.auth.passwords import warm_up
 from services.auth.ratelimit import RateLimiter
 from services.auth.sessions import SessionsStore
@@ -25,7 +26,7 @@ async def build_deps(aws: AwsClients, settings: Settings) -> Deps:
                 api_keys=ApiKeysStore(db, settings.api_keys_table),
                 limiter=RateLimiter(db, settings.rate_limits_table), signer=Signer.from_settings(settings),
                 events=Publisher(await aws.get("sns"), await aws.topic_arn(settings.events_topic)),
-                settings=settings)
+                settings=settings, oauth_states=OAuthStatesStore(db, settings.oauth_states_table))
 
 
 def own_key_verifier(settings: Settings, deps: Deps) -> JWKSVerifier:

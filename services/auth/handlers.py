@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from services.auth.apikeys import PREFIX_CHARS, ApiKey, ApiKeysStore, new_key
 from services.auth.keys import Signer
 from services.auth.models import MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS, Credentials, Registration, StoredUser
+from services.auth.oauth_states import OAuthStatesStore
 from services.auth.passwords import check_password, hash_password, rounds_of
 from services.auth.ratelimit import RateLimiter
 from services.auth.sessions import (
@@ -45,6 +46,7 @@ class Deps:
     signer: Signer
     events: EventPublisher
     settings: Settings
+    oauth_states: OAuthStatesStore
 
     @property
     def bcrypt_rounds(self) -> int:
@@ -87,6 +89,8 @@ async def refresh(refresh_token: str | None, client_ip: str, deps: Deps) -> Sess
     if not refresh_token:
         raise SessionInvalid("No session to refresh. Sign in again.", "session_missing")
     session_id, old_hash = parse_refresh_token(refresh_token)
+    per_session, session_window = deps.settings.refresh_limit_per_session
+    await deps.limiter.hit(f"refresh:session:{session_id}", per_session, session_window)
     new_token, new_hash = make_refresh_token(session_id)
     try:
         session = await deps.sessions.rotate(session_id, old_hash, new_hash, now=now(),
@@ -183,6 +187,22 @@ async def login(cmd: Credentials, client_ip: str, deps: Deps) -> SessionGrant:
 
 
 # ---- the account ------------------------------------------------------------------------------------------
+
+async def secure_after_verified_link(deps: Deps, user: StoredUser) -> None:
+    """Google vouched for this email; we never verified the password account's. Whoever registered it may
+    not own the address (pre-account hijacking): so its password, sessions and API keys end here, and the
+    owner signs in with Google from now on."""
+    at = now()
+    await deps.users.clear_password(user.id)
+    for session in await deps.sessions.for_user(user.id):
+        await revoke_session(deps, session, "verified_identity_linked")
+    for key in await deps.api_keys.for_user(user.id):
+        if await deps.api_keys.revoke(key.key_id, user.id, at):
+            await deps.events.publish(new_event("apikey.revoked", {"key_id": key.key_id, "user_id": user.id},
+                                                user_id=user.id))
+    log.warning("verified Google identity linked to a password account: password, sessions and keys ended",
+                extra={"user_id": user.id})
+
 
 async def me(principal: Principal, deps: Deps) -> dict[str, Any]:
     user = await deps.users.get(principal.user_id)

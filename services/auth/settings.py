@@ -44,6 +44,7 @@ class Settings(ServiceSettings):
     login_limit_per_ip: tuple[int, int] = (30, 300)
     login_failures_per_account: tuple[int, int] = (5, 900)  # then the account is locked for the window
     refresh_limit_per_ip: tuple[int, int] = (120, 60)
+    refresh_limit_per_session: tuple[int, int] = (30, 60)  # the "account" of a refresh is its session
     google_limit_per_ip: tuple[int, int] = (30, 60)
 
     # Google sign-in: off unless a client id is set.

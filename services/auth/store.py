@@ -93,6 +93,11 @@ class UsersStore:
                                    UpdateExpression="SET password_hash = :h",
                                    ExpressionAttributeValues={":h": {"S": password_hash}})
 
+    async def clear_password(self, user_id: str) -> None:
+        await self._db.update_item(TableName=self._table, Key={"id": {"S": user_id}},
+                                   UpdateExpression="REMOVE password_hash DELETE providers :p",
+                                   ExpressionAttributeValues={":p": {"SS": ["password"]}})
+
     async def delete(self, user: StoredUser) -> None:
         writes = [{"Delete": {"TableName": self._table, "Key": {"id": {"S": user.id}}}},
                   self._delete_guard("email", user.email)]
