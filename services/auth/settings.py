@@ -3,7 +3,7 @@ from __future__ import annotations
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from deploy import resources
 from shared.settings import ServiceSettings
@@ -58,6 +58,12 @@ class Settings(ServiceSettings):
     @classmethod
     def _no_trailing_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _google_needs_its_secret(self) -> Settings:
+        if self.google_client_id and self.google_client_secret is None and not self.is_development:
+            raise ValueError("GOOGLE_CLIENT_SECRET must be set when GOOGLE_CLIENT_ID is")
+        return self
 
     @property
     def cookie_secure(self) -> bool:

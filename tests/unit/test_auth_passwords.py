@@ -32,3 +32,14 @@ def test_an_unknown_email_costs_one_bcrypt_check_like_a_wrong_password(monkeypat
     assert asyncio.run(passwords.check_password("a wrong one", None, 4)) is False
     assert asyncio.run(passwords.check_password("the real one", stored, 4)) is True
     assert calls == [4, 4, 4]  # the unknown email was checked against a dummy hash of the same cost
+
+
+def test_production_settings_refuse_missing_or_placeholder_secrets() -> None:
+    from pydantic import SecretStr, ValidationError
+
+    with pytest.raises(ValidationError, match="GOOGLE_CLIENT_SECRET"):
+        Settings(environment="production", google_client_id="123.apps.googleusercontent.com",
+                 jwt_private_key=SecretStr("-----BEGIN PRIVATE KEY-----real"))
+    with pytest.raises(ValidationError, match="GOOGLE_CLIENT_SECRET"):
+        Settings(environment="production", google_client_id="123.apps.googleusercontent.com",
+                 google_client_secret=SecretStr("your-google-client-secret"))
