@@ -115,3 +115,25 @@ def test_another_user_sees_none_of_it(cluster: Cluster) -> None:
     assert bad_model.value.param == "model"
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=f"{cluster.gateway_url}/v1", api_key="sk-wrong", max_retries=0).files.list()
+
+
+def test_a_program_uses_an_api_key_until_it_is_revoked(cluster: Cluster) -> None:
+    token = _sign_up(cluster.gateway_url)
+    headers = {"Authorization": f"Bearer {token}"}
+    created = httpx.post(f"{cluster.gateway_url}/auth/api-keys", json={"name": "ci"}, headers=headers)
+    assert created.status_code == 201 and created.json()["key"].startswith("sk-")
+    program = openai.OpenAI(base_url=f"{cluster.gateway_url}/v1", api_key=created.json()["key"], max_retries=0)
+    uploaded = program.files.create(file=("k.jsonl", b'{"messages": [{"role": "user", "content": "q"}, '
+                                                     b'{"role": "assistant", "content": "a"}]}\n'),
+                                    purpose="fine-tune")
+    assert [f.id for f in program.files.list().data] == [uploaded.id]
+    revoked = httpx.delete(f"{cluster.gateway_url}/auth/api-keys/{created.json()['id']}", headers=headers)
+    assert revoked.status_code == 200
+    deadline = time.monotonic() + 15
+    while True:  # revocation reaches the gateway through its own queue within seconds
+        try:
+            program.files.list()
+        except openai.AuthenticationError:
+            break
+        assert time.monotonic() < deadline, "a revoked key still works"
+        time.sleep(0.2)
