@@ -35,6 +35,7 @@ typecheck: $(VENV)/.dev
 test: $(VENV)/.dev lint typecheck
 	$(PY) -m pytest -q -ra
 
+# bench.run installs dynalite (npm) into .data/bench-node/ on first use, when node and npm are there.
 bench: $(VENV)/.dev
 	$(PY) -m bench.run
 

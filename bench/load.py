@@ -55,7 +55,10 @@ async def compare_rps(urls: Mapping[str, str], headers: Mapping[str, str], *, co
 
 def interleaved_latencies(probes: Mapping[str, Callable[[], object]], *, samples: int,
                           warmup: int) -> dict[str, list[float]]:
-    """Seconds per call of each probe, called in turn so that drift falls on all of them alike."""
+    """Seconds per call of each probe, called in turn so that drift falls on all of them alike. The order stays
+    the same (A B C, A B C): then each probe always follows the same one, as in a ring, which treats probes of
+    the same shape alike; flipping it (C B A) would leave one probe after a pause and another straight after
+    its own server's last call."""
     for probe in probes.values():
         for _ in range(warmup):
             probe()

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from itertools import islice
+from itertools import cycle, islice
 from typing import Any
 
 from services.training.models import Job
@@ -40,6 +40,14 @@ def other_users_jobs(count: int, users: int = 1000, seed: int = 7) -> Iterator[d
     for _ in range(count):
         yield job_item(f"user-bench-other-{rng.randrange(users)}",
                        _EPOCH + timedelta(seconds=rng.randrange(365 * 24 * 3600)))
+
+
+def rewrites(items: list[dict[str, Any]], count: int) -> Iterator[dict[str, Any]]:
+    """`count` puts of `items` over and over: as many writes as a large table's, into a table that stays
+    the size of `items`. Any BATCH in a row are distinct, as BatchWriteItem needs, when there are that many."""
+    if len(items) < BATCH:
+        raise ValueError(f"rewrites need at least {BATCH} distinct items, got {len(items)}")
+    return islice(cycle(items), count)
 
 
 def _batches(items: Iterator[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
