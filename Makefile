@@ -38,6 +38,7 @@ test: $(VENV)/.dev lint typecheck
 # bench.run installs dynalite (npm) into .data/bench-node/ on first use, when node and npm are there.
 bench: $(VENV)/.dev
 	$(PY) -m bench.run
+	$(PY) -m bench.auth
 
 provision: $(VENV)/.runtime
 	$(PY) -m deploy.local.provision
