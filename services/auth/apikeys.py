@@ -15,6 +15,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from shared.dynamo import items_of_user
+
 _ALPHABET = string.ascii_letters + string.digits
 KEY_ID_CHARS = 16
 SECRET_CHARS = 32
@@ -81,16 +83,9 @@ class ApiKeysStore:
         return found[0]
 
     async def for_user(self, user_id: str) -> list[ApiKey]:
-        keys: list[ApiKey] = []
-        kwargs: dict[str, Any] = {"TableName": self._table, "IndexName": "user-index", "ScanIndexForward": False,
-                                  "KeyConditionExpression": "user_id = :u",
-                                  "ExpressionAttributeValues": {":u": {"S": user_id}}}
-        while True:
-            page = await self._db.query(**kwargs)
-            keys += [_key(i) for i in page.get("Items", [])]
-            if "LastEvaluatedKey" not in page:
-                return keys
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        """Newest first."""
+        return [_key(i) for i in await items_of_user(self._db, self._table, "user-index", user_id,
+                                                     ScanIndexForward=False)]
 
     async def touch(self, key_id: str, now: int, every_s: int = 60) -> None:
         """Record use, at most once a minute (a busy key must not become a write per request)."""

@@ -18,6 +18,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from shared.dynamo import all_items, items_of_user
 from shared.errors import Unauthorized
 
 _ALPHABET = string.ascii_letters + string.digits
@@ -132,29 +133,14 @@ class SessionsStore:
             raise
 
     async def for_user(self, user_id: str) -> list[Session]:
-        sessions: list[Session] = []
-        kwargs: dict[str, Any] = {"TableName": self._table, "IndexName": "user-index",
-                                  "KeyConditionExpression": "user_id = :u",
-                                  "ExpressionAttributeValues": {":u": {"S": user_id}}}
-        while True:
-            page = await self._db.query(**kwargs)
-            sessions += [_session(i) for i in page.get("Items", [])]
-            if "LastEvaluatedKey" not in page:
-                return sessions
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return [_session(i) for i in await items_of_user(self._db, self._table, "user-index", user_id)]
 
     async def revoked_since(self, since: int) -> list[Session]:
         """Sessions revoked after `since` (a gateway replica's start-up catch-up). Scans: the table holds
         live sessions only (TTL), and this runs once per replica start."""
-        sessions: list[Session] = []
-        kwargs: dict[str, Any] = {"TableName": self._table, "FilterExpression": "revoked_at >= :s",
-                                  "ExpressionAttributeValues": {":s": {"N": str(since)}}}
-        while True:
-            page = await self._db.scan(**kwargs)
-            sessions += [_session(i) for i in page.get("Items", [])]
-            if "LastEvaluatedKey" not in page:
-                return sessions
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return [_session(i) async for i in all_items(self._db, "scan", TableName=self._table,
+                                                     FilterExpression="revoked_at >= :s",
+                                                     ExpressionAttributeValues={":s": {"N": str(since)}})]
 
 
 def _session(item: dict[str, Any]) -> Session:

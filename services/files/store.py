@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from services.files.models import FileRecord
+from shared.dynamo import items_of_user
 
 
 class FilesStore:
@@ -24,16 +25,7 @@ class FilesStore:
         return _record(item) if item else None
 
     async def list_for_user(self, user_id: str) -> list[FileRecord]:
-        records: list[FileRecord] = []
-        kwargs: dict[str, Any] = {"TableName": self._table, "IndexName": "user-files-index",
-                                  "KeyConditionExpression": "user_id = :u",
-                                  "ExpressionAttributeValues": {":u": {"S": user_id}}}
-        while True:
-            page = await self._db.query(**kwargs)
-            records += [_record(i) for i in page.get("Items", [])]
-            if "LastEvaluatedKey" not in page:
-                return records
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return [_record(i) for i in await items_of_user(self._db, self._table, "user-files-index", user_id)]
 
     async def delete(self, file_id: str) -> None:
         await self._db.delete_item(TableName=self._table, Key={"file_id": {"S": file_id}})

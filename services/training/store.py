@@ -12,6 +12,7 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from services.training.models import FileView, Job
+from shared.dynamo import items_of_user
 
 _ser, _de = TypeSerializer(), TypeDeserializer()
 _JSON_FIELDS = ("hyperparameters", "metadata", "error", "result_files")
@@ -146,16 +147,8 @@ class JobsStore:
         await self._db.delete_item(TableName=self._jobs, Key={"job_id": {"S": job_id}})
 
     async def delete_files_of(self, user_id: str) -> None:
-        kwargs: dict[str, Any] = {"TableName": self._files, "IndexName": "user-index",
-                                  "KeyConditionExpression": "user_id = :u",
-                                  "ExpressionAttributeValues": {":u": {"S": user_id}}}
-        while True:
-            page = await self._db.query(**kwargs)
-            for item in page.get("Items", []):
-                await self._db.delete_item(TableName=self._files, Key={"file_id": item["file_id"]})
-            if "LastEvaluatedKey" not in page:
-                return
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        for item in await items_of_user(self._db, self._files, "user-index", user_id):
+            await self._db.delete_item(TableName=self._files, Key={"file_id": item["file_id"]})
 
     async def get_file(self, file_id: str) -> FileView | None:
         item = (await self._db.get_item(TableName=self._files, Key={"file_id": {"S": file_id}},

@@ -17,6 +17,7 @@ from deploy import resources
 from services.auth.app import build_app
 from services.auth.settings import Settings
 from tests.integration.conftest import bearer, register
+from tests.integration.workers import drain
 from tests.servers import serve
 
 PASSWORD = "a long enough password"
@@ -211,18 +212,4 @@ def test_a_deleted_users_files_and_jobs_are_removed(auth_url: str, files_url: st
 
 
 async def _drain_training_queue() -> None:
-    from services.training.bootstrap import build_deps
-    from services.training.handlers import EVENT_HANDLERS
-    from services.training.settings import Settings as TrainingSettings
-    from shared.aws import AwsClients
-    from shared.worker import build_consumer, dispatcher
-
-    settings = TrainingSettings()
-    aws = AwsClients(settings)
-    try:
-        deps = await build_deps(aws, settings)
-        consumer = await build_consumer(aws, settings.work_queue, settings.inbox_table,
-                                        dispatcher(EVENT_HANDLERS, deps))
-        await consumer.run_until_idle(idle_polls=2)
-    finally:
-        await aws.close()
+    await drain("training", idle_polls=2)

@@ -11,13 +11,9 @@ import httpx
 import pytest
 
 from deploy import resources
-from services.files.bootstrap import build_deps
-from services.files.handlers import EVENT_HANDLERS
-from services.files.settings import Settings
-from shared.aws import AwsClients
-from shared.worker import build_consumer, dispatcher
 from tests.integration.conftest import bearer, register
 from tests.integration.events_tap import Tap
+from tests.integration.workers import drain
 
 GOOD = "\n".join(json.dumps({"messages": [{"role": "user", "content": f"q{i}"},
                                           {"role": "assistant", "content": f"a{i}"}]}) for i in range(12))
@@ -30,15 +26,7 @@ BAD = "\n".join([
 
 
 async def _drain_files_queue() -> None:
-    settings = Settings()
-    aws = AwsClients(settings)
-    try:
-        deps = await build_deps(aws, settings)
-        consumer = await build_consumer(aws, settings.work_queue, settings.inbox_table,
-                                        dispatcher(EVENT_HANDLERS, deps))
-        await consumer.run_until_idle()
-    finally:
-        await aws.close()
+    await drain("files")
 
 
 def upload(files_url: str, session: dict[str, Any], content: bytes, name: str = "train.jsonl",

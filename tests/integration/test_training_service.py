@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,15 +18,11 @@ import pytest
 
 from deploy import resources
 from deploy.local.cluster import DEMO_MODEL_PREFIX
-from services.training.bootstrap import build_deps
-from services.training.handlers import EVENT_HANDLERS
-from services.training.settings import Settings
-from shared.aws import AwsClients
 from shared.events import new_event
-from shared.worker import build_consumer, dispatcher
 from tests.conftest import ROOT, free_port, wait_http
 from tests.integration.conftest import bearer, register
 from tests.integration.events_tap import Tap
+from tests.integration.workers import drain
 
 FAKE_TRAINER = r'''
 import json, os, sys
@@ -76,22 +71,7 @@ def api(emulator: str, training_url: str) -> str:
 
 
 async def _drain_worker(until: Any, deadline_s: float = 30) -> None:
-    """Run training's worker on its real queue until `until()` holds."""
-    settings = Settings()
-    aws = AwsClients(settings)
-    try:
-        deps = await build_deps(aws, settings)
-        consumer = await build_consumer(aws, settings.work_queue, settings.inbox_table,
-                                        dispatcher(EVENT_HANDLERS, deps))
-        deadline = time.monotonic() + deadline_s
-        while True:
-            await consumer.run_until_idle()
-            if until():
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError("worker did not reach the expected state")
-    finally:
-        await aws.close()
+    await drain("training", until, deadline_s)
 
 
 def _announce_file(provisioned: dict[str, Any], user_id: str, content: str, status: str = "validated") -> str:
