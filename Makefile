@@ -30,7 +30,7 @@ lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
 
 typecheck: $(VENV)/.dev
-	$(VENV)/bin/mypy shared services deploy trainer_image
+	$(VENV)/bin/mypy shared services deploy trainer_image bench
 
 test: $(VENV)/.dev lint typecheck
 	$(PY) -m pytest -q -ra
@@ -39,6 +39,7 @@ test: $(VENV)/.dev lint typecheck
 bench: $(VENV)/.dev
 	$(PY) -m bench.run
 	$(PY) -m bench.auth
+	$(PY) -m bench.files
 
 provision: $(VENV)/.runtime
 	$(PY) -m deploy.local.provision
