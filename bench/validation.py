@@ -1,4 +1,6 @@
-"""The files worker's validation, run over a local file: the same code the worker runs over an S3 stream."""
+"""The files worker's validation, run over a local file: the same code the worker runs over an S3 stream
+(format detection, checks, normalisation to the internal form, the report), the normalised lines counted
+instead of uploaded."""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from services.files.validation import ChatValidator, lines
+from services.files.formats import Limits, validate_stream
 
 CHUNK = 64 * 1024
 
@@ -19,12 +21,14 @@ async def _chunks(path: Path) -> AsyncIterator[bytes]:
 
 def validate_local_file(path: Path, max_line_bytes: int = 4 * 1024 * 1024) -> int:
     async def run() -> int:
-        validator = ChatValidator()
-        async for line_no, raw in lines(_chunks(path), max_line_bytes):
-            if raw is None:
-                validator.too_long(line_no, max_line_bytes)
-            else:
-                validator.feed(line_no, raw)
-        return validator.examples
+        written = 0
+
+        async def sink(line: bytes) -> None:
+            nonlocal written
+            written += len(line)
+
+        report = await validate_stream(_chunks(path), filename=path.name, requested_format=None,
+                                       limits=Limits(max_line_bytes=max_line_bytes), sink=sink)
+        return report.examples
 
     return asyncio.run(run())

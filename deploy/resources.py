@@ -43,6 +43,10 @@ class Bucket:
     name: str
     versioning: bool = True
     encryption: Literal["AES256", "aws:kms"] = "AES256"
+    # Browsers PUT upload parts straight to presigned URLs: the web app's origins, and the ETag they must read.
+    cors_origins: tuple[str, ...] = ("http://localhost:5000",)
+    # Parts of direct uploads nobody completed or aborted are stored (and billed) until S3 drops them.
+    abort_incomplete_uploads_days: int = 2
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,7 @@ JOBS_TABLE = f"{PREFIX}-training-jobs"
 JOB_EVENTS_TABLE = f"{PREFIX}-training-events"
 TRAINING_FILES_TABLE = f"{PREFIX}-training-files"
 FILES_INBOX_TABLE = f"{PREFIX}-files-inbox"
+FILES_USAGE_TABLE = f"{PREFIX}-files-usage"
 TRAINING_INBOX_TABLE = f"{PREFIX}-training-inbox"
 
 AUTH_TOPIC = f"{PREFIX}-auth-events"
@@ -152,6 +157,7 @@ def describe(bucket_name: str = BUCKET) -> Resources:
             Table(OAUTH_STATES_TABLE, "auth", Key("state"), ttl_attribute="expires_at"),
             Table(FILES_TABLE, "files", Key("file_id"), indexes=(Index("user-files-index", Key("user_id")),)),
             Table(FILES_INBOX_TABLE, "files", message_id, ttl_attribute="expires_at"),
+            Table(FILES_USAGE_TABLE, "files", Key("user_id")),  # bytes stored per user, for the quota
             Table(JOBS_TABLE, "training", Key("job_id"),
                   indexes=(Index("user-index", Key("user_id"), Key("created_at")),)),
             Table(JOB_EVENTS_TABLE, "training", Key("job_id"), Key("event_id")),
@@ -169,6 +175,8 @@ def describe(bucket_name: str = BUCKET) -> Resources:
             Subscription(FILES_TOPIC, FILES_QUEUE, ("file.uploaded",)),
             # A deleted account's data goes with it, in every service that holds some.
             Subscription(AUTH_TOPIC, FILES_QUEUE, ("user.deleted",)),
+            # A succeeded job's results CSV becomes a file (purpose fine-tune-results).
+            Subscription(TRAINING_TOPIC, FILES_QUEUE, ("training.job.succeeded",)),
             Subscription(AUTH_TOPIC, TRAINING_QUEUE, ("user.deleted",)),
             # training keeps its own projection of the files its jobs use.
             Subscription(FILES_TOPIC, TRAINING_QUEUE,

@@ -17,9 +17,12 @@ Contract (SageMaker training container; every path may be overridden by its envi
   SM_OUTPUT_DATA_DIR    /opt/ml/output/data       metrics.jsonl and a copy of training_summary.json
   SM_OUTPUT_DIR         /opt/ml/output            `failure`: the reason, when the run fails or is stopped
 
-Data: one JSON object per line, {"messages": [{"role": "system|user|assistant|tool", "content": "...",
-"weight": 0|1}, ...]}. Loss is taken on assistant tokens only; `"weight": 0` leaves an assistant message
-out of the loss.
+Data: one JSON object per line, in the platform's internal example form (what the files service normalises
+every upload to), or OpenAI's chat line (the same as the first without "type"):
+  {"type": "chat", "messages": [{"role": "system|user|assistant|tool", "content": "...", "weight": 0|1}, ...]}
+      loss on assistant tokens only; `"weight": 0` leaves an assistant message out of the loss
+  {"type": "text", "text": "..."}    continued pre-training: loss on every token (an end-of-text token added)
+  {"type": "preference", ...}        needs DPO, which this trainer does not do: the run fails saying so
 
 Stdout carries one line per logged step, JSON after a fixed prefix (SageMaker MetricDefinitions parse it):
   METRICS {"step": 3, "epoch": 0.5, "train_loss": 2.3104, "learning_rate": 0.0002, "total_steps": 20}
@@ -328,6 +331,18 @@ class Conversation:
     source: str  # "file.jsonl:line", for error messages
 
 
+@dataclass(frozen=True)
+class TextDocument:
+    """Plain text for continued pre-training: every token is a target."""
+
+    text: str
+    source: str
+
+
+Example = Conversation | TextDocument
+PREFERENCE_UNSUPPORTED = "preference data needs DPO, not supported by this trainer yet"
+
+
 def _jsonl_files(channel: Path, channel_name: str) -> list[Path]:
     if not channel.is_dir():
         raise DataError(f"{channel_name} channel {channel} does not exist or is not a directory")
@@ -372,13 +387,31 @@ def _conversation_problem(record: Any) -> str | None:
     return None
 
 
-def load_conversations(channel: Path, channel_name: str) -> list[Conversation]:
-    """Every conversation of the channel, or a DataError naming the first problems by file and line."""
-    conversations: list[Conversation] = []
+def _example(record: Any, source: str) -> Example | str:
+    """The example a line holds, or what is wrong with it."""
+    kind = record.get("type", "chat") if isinstance(record, dict) else None
+    if kind == "text":
+        text = record.get("text")
+        if not isinstance(text, str) or not text.strip():
+            return "text must be a non-empty string"
+        return TextDocument(text, source)
+    if kind == "preference":
+        raise DataError(f"{source}: {PREFERENCE_UNSUPPORTED}")
+    if kind not in ("chat", None):
+        return f"unknown example type {str(kind)[:40]!r}; expected chat or text"
+    problem = _conversation_problem(record)
+    return problem if problem else Conversation(record["messages"], source)
+
+
+def load_conversations(channel: Path, channel_name: str) -> list[Example]:
+    """Every example of the channel, or a DataError naming the first problems by file and line."""
+    conversations: list[Example] = []
     problems: list[str] = []
     for path in _jsonl_files(channel, channel_name):
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            # Lines end at "\n" only: splitlines() would also cut at U+2028 or U+0085, which JSON strings
+            # may hold as they are.
+            lines = path.read_text(encoding="utf-8").split("\n")
         except (OSError, UnicodeDecodeError) as exc:
             raise DataError(f"cannot read {path}: {exc}") from exc
         for number, line in enumerate(lines, start=1):
@@ -390,11 +423,11 @@ def load_conversations(channel: Path, channel_name: str) -> list[Conversation]:
             except json.JSONDecodeError as exc:
                 problems.append(f"{source}: invalid JSON ({exc.msg})")
                 continue
-            problem = _conversation_problem(record)
-            if problem:
-                problems.append(f"{source}: {problem}")
+            example = _example(record, source)
+            if isinstance(example, str):
+                problems.append(f"{source}: {example}")
             else:
-                conversations.append(Conversation(record["messages"], source))
+                conversations.append(example)
     if problems:
         shown = "; ".join(problems[:5])
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
@@ -501,15 +534,26 @@ def assistant_token_mask(
     return input_ids, mask
 
 
+def text_tokens(tokenizer: Any, text: str) -> tuple[list[int], list[int]]:
+    """Token ids of a plain-text example, closed by the end-of-text token, every one of them a target."""
+    input_ids = list(tokenizer(text, add_special_tokens=True)["input_ids"])
+    if tokenizer.eos_token_id is not None:
+        input_ids.append(tokenizer.eos_token_id)
+    return input_ids, [1] * len(input_ids)
+
+
 def tokenize_conversations(
-    tokenizer: Any, conversations: Sequence[Conversation], max_seq_length: int, *, use_generation_tags: bool
+    tokenizer: Any, conversations: Sequence[Example], max_seq_length: int, *, use_generation_tags: bool
 ) -> TokenizedSet:
     result = TokenizedSet(examples=[])
     for conversation in conversations:
         try:
-            input_ids, mask = assistant_token_mask(
-                tokenizer, conversation.messages, use_generation_tags=use_generation_tags
-            )
+            if isinstance(conversation, TextDocument):
+                input_ids, mask = text_tokens(tokenizer, conversation.text)
+            else:
+                input_ids, mask = assistant_token_mask(
+                    tokenizer, conversation.messages, use_generation_tags=use_generation_tags
+                )
         except DataError as exc:
             raise DataError(f"{conversation.source}: {exc}") from exc
         except Exception as exc:  # the chat template may raise on a message layout it does not support

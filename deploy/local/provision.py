@@ -64,7 +64,8 @@ def ensure_table(db: Any, table: Table) -> None:
             "Enabled": True, "AttributeName": table.ttl_attribute})
 
 
-def ensure_bucket(s3: Any, name: str, region: str, versioning: bool, encryption: str) -> None:
+def ensure_bucket(s3: Any, name: str, region: str, versioning: bool, encryption: str,
+                  cors_origins: tuple[str, ...] = (), abort_incomplete_uploads_days: int = 0) -> None:
     try:
         s3.head_bucket(Bucket=name)
     except ClientError:
@@ -80,6 +81,14 @@ def ensure_bucket(s3: Any, name: str, region: str, versioning: bool, encryption:
     s3.put_public_access_block(Bucket=name, PublicAccessBlockConfiguration={
         "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True,
         "RestrictPublicBuckets": True})
+    if cors_origins:
+        s3.put_bucket_cors(Bucket=name, CORSConfiguration={"CORSRules": [{
+            "AllowedOrigins": list(cors_origins), "AllowedMethods": ["PUT"], "AllowedHeaders": ["*"],
+            "ExposeHeaders": ["ETag"], "MaxAgeSeconds": 3600}]})
+    if abort_incomplete_uploads_days:
+        s3.put_bucket_lifecycle_configuration(Bucket=name, LifecycleConfiguration={"Rules": [{
+            "ID": "abort-incomplete-multipart-uploads", "Status": "Enabled", "Filter": {"Prefix": ""},
+            "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": abort_incomplete_uploads_days}}]})
 
 
 def ensure_queue(sqs: Any, queue: Queue) -> tuple[str, str]:
@@ -117,7 +126,8 @@ def apply(resources: Resources, region: str | None = None) -> dict[str, Any]:
     for table in resources.tables:
         ensure_table(c["dynamodb"], table)
     b = resources.bucket
-    ensure_bucket(c["s3"], b.name, region, b.versioning, b.encryption)
+    ensure_bucket(c["s3"], b.name, region, b.versioning, b.encryption, b.cors_origins,
+                  b.abort_incomplete_uploads_days)
     topic_arns = {t.name: c["sns"].create_topic(Name=t.name)["TopicArn"] for t in resources.topics}
     queues = {q.name: ensure_queue(c["sqs"], q) for q in resources.queues}
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request
+from fastapi.responses import StreamingResponse
 
-from services.files import handlers
+from services.files import handlers, reports, uploads
 from services.files.bootstrap import build_deps
+from services.files.names import content_disposition
 from services.files.settings import Settings
+from shared.s3 import iter_body
 from shared.tokens import Caller
 from shared.web import app_deps, create_service_app
 
@@ -36,6 +39,32 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     async def retrieve_file(file_id: str, caller: Caller, d: Deps) -> dict[str, Any]:
         return (await handlers.get_file(file_id, caller.user_id, d)).openai()
 
+    @app.delete("/v1/files/{file_id}")
+    async def delete_file(file_id: str, caller: Caller, d: Deps) -> dict[str, Any]:
+        return await handlers.delete_file(file_id, caller.user_id, d)
+
+    @app.get("/v1/files/{file_id}/content")
+    async def file_content(file_id: str, caller: Caller, d: Deps) -> StreamingResponse:
+        record, obj = await handlers.open_content(file_id, caller.user_id, d)
+        return StreamingResponse(iter_body(obj["Body"]), media_type="application/octet-stream", headers={
+            "Content-Length": str(obj["ContentLength"]), "Content-Disposition": content_disposition(record.filename),
+            "X-Content-Type-Options": "nosniff"})
+
+    # Direct uploads: big files go from the browser to S3 over presigned part URLs.
+    @app.post("/api/uploads")
+    async def create_upload(body: uploads.CreateUpload, caller: Caller, d: Deps) -> dict[str, Any]:
+        return await uploads.create_upload(body, caller.user_id, d)
+
+    @app.post("/api/uploads/{file_id}/complete")
+    async def complete_upload(file_id: str, body: uploads.CompleteUpload, caller: Caller,
+                              d: Deps) -> dict[str, Any]:
+        return await uploads.complete_upload(file_id, body, caller.user_id, d)
+
+    @app.delete("/api/uploads/{file_id}")
+    async def abort_upload(file_id: str, caller: Caller, d: Deps) -> dict[str, Any]:
+        return await uploads.abort_upload(file_id, caller.user_id, d)
+
+    app.include_router(reports.router)  # GET /api/files/{id}/report and /preview
     return app
 
 

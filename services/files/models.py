@@ -6,7 +6,8 @@ from pydantic import BaseModel
 
 Purpose = Literal["fine-tune", "fine-tune-results", "assistants", "batch", "vision", "user_data", "evals"]
 UPLOADABLE_PURPOSES = ("fine-tune", "assistants", "batch", "vision", "user_data", "evals")
-Status = Literal["uploaded", "processed", "error"]
+# `uploading`: a direct upload not yet completed; such a file is not part of the /v1 API until it is.
+Status = Literal["uploading", "uploaded", "processed", "error"]
 
 
 class FileRecord(BaseModel):
@@ -20,6 +21,17 @@ class FileRecord(BaseModel):
     status_details: str | None = None
     s3_key: str
     examples: int | None = None
+    upload_id: str | None = None  # the S3 multipart upload of a direct upload, while `uploading`
+    upload_expires_at: int | None = None  # then it is aborted and its quota released
+    # Validation (fine-tune files): the requested format until then, the format read after; the report's summary.
+    format: str | None = None
+    layout: str | None = None
+    example_type: str | None = None  # chat, text or preference: what the trainer gets
+    normalized_key: str | None = None  # the normalised examples, the trainer's input
+    report_key: str | None = None
+    error_count: int | None = None
+    warning_count: int | None = None
+    estimated_tokens: int | None = None
 
     def openai(self) -> dict[str, Any]:
         """The FileObject the openai SDK expects, every key present."""

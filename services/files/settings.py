@@ -14,7 +14,16 @@ class Settings(ServiceSettings):
     work_queue: str = Field(resources.FILES_QUEUE, alias="FILES_WORK_QUEUE")
     max_file_bytes: int = 512 * 1024 * 1024  # OpenAI's per-file limit for the files API
     upload_part_bytes: int = 8 * 1024 * 1024  # memory held per upload: one part
+    # Uploads and storage (issue #4): direct browser-to-S3 uploads, the per-user quota, encryption at rest.
+    usage_table: str = Field(resources.FILES_USAGE_TABLE, alias="DYNAMODB_FILES_USAGE_TABLE")
+    user_quota_bytes: int = 10 * 1024**3  # USER_QUOTA_BYTES: everything one user may store
+    max_direct_upload_bytes: int = 8 * 1024**3  # MAX_DIRECT_UPLOAD_BYTES: OpenAI's Uploads API limit
+    upload_url_ttl_s: int = 6 * 3600  # presigned part URLs; an upload not completed by then is swept
+    s3_kms_key_id: str | None = None  # S3_KMS_KEY_ID: SSE-KMS with this key, else SSE-S3
     # Validation: lines longer than this are an error rather than a memory hazard.
     max_line_bytes: int = 4 * 1024 * 1024
+    # Examples estimated longer than this many tokens are reported as likely to be truncated.
+    validation_context_tokens: int = 4096
+    text_chunk_chars: int = 2000  # plain text becomes training chunks of about this many characters
 
     model_config = ServiceSettings.model_config | {"populate_by_name": True}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from services.files.models import FileRecord
@@ -30,11 +31,30 @@ class FilesStore:
     async def delete(self, file_id: str) -> None:
         await self._db.delete_item(TableName=self._table, Key={"file_id": {"S": file_id}})
 
-    async def set_result(self, file_id: str, status: str, details: str | None, examples: int | None) -> bool:
-        """Record the validation outcome once; a repeated validation changes nothing."""
+    async def complete_upload(self, file_id: str) -> bool:
+        """A direct upload's bytes are all in: `uploading` becomes `uploaded` (once; False if it was not
+        `uploading` any more: completed or aborted meanwhile)."""
+        try:
+            await self._db.update_item(
+                TableName=self._table, Key={"file_id": {"S": file_id}},
+                UpdateExpression="SET #s = :uploaded REMOVE upload_id, upload_expires_at",
+                ConditionExpression="#s = :uploading", ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":uploaded": {"S": "uploaded"}, ":uploading": {"S": "uploading"}})
+            return True
+        except self._db.exceptions.ConditionalCheckFailedException:
+            return False
+
+    async def set_result(self, file_id: str, status: str, details: str | None, examples: int | None,
+                         summary: Mapping[str, str | int] | None = None) -> bool:
+        """Record the validation outcome once (with the report's summary fields); a repeated validation
+        changes nothing."""
         names = {"#s": "status"}
         values: dict[str, Any] = {":s": {"S": status}, ":uploaded": {"S": "uploaded"}}
         update = "SET #s = :s"
+        for i, (field, value) in enumerate((summary or {}).items()):
+            names[f"#f{i}"] = field
+            values[f":f{i}"] = {"N": str(value)} if isinstance(value, int) else {"S": str(value)}
+            update += f", #f{i} = :f{i}"
         if details is not None:
             update += ", status_details = :d"
             values[":d"] = {"S": details}

@@ -3,6 +3,7 @@ multipart upload one part at a time, so memory stays at one part whatever the si
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,10 +16,17 @@ MAX_FIELD_BYTES = 4096
 
 
 class S3StreamWriter:
-    def __init__(self, s3: Any, bucket: str, key: str, *, part_bytes: int, max_bytes: int) -> None:
+    """`before_write(total)` runs before the bytes that bring the file to `total` are kept (the quota
+    reservation); raising there, like passing `max_bytes`, stops the upload: the caller then calls `abort`."""
+
+    def __init__(self, s3: Any, bucket: str, key: str, *, part_bytes: int, max_bytes: int,
+                 sse: dict[str, str] | None = None,
+                 before_write: Callable[[int], Awaitable[None]] | None = None) -> None:
         self._s3, self._bucket, self._key = s3, bucket, key
         self._part_bytes = max(part_bytes, 5 * 1024 * 1024)  # S3's minimum for all parts but the last
         self._max_bytes = max_bytes
+        self._sse = sse or {"ServerSideEncryption": "AES256"}
+        self._before_write = before_write
         self._buffer = bytearray()
         self._upload_id: str | None = None
         self._parts: list[dict[str, Any]] = []
@@ -29,6 +37,8 @@ class S3StreamWriter:
         if self.size > self._max_bytes:
             raise PayloadTooLarge(f"File is larger than the {self._max_bytes} byte limit.", param="file",
                                   code="file_too_large")
+        if self._before_write is not None:
+            await self._before_write(self.size)
         self._buffer += data
         while len(self._buffer) >= self._part_bytes:
             chunk = bytes(self._buffer[: self._part_bytes])
@@ -37,8 +47,7 @@ class S3StreamWriter:
 
     async def _upload_part(self, chunk: bytes) -> None:
         if self._upload_id is None:
-            created = await self._s3.create_multipart_upload(Bucket=self._bucket, Key=self._key,
-                                                             ServerSideEncryption="AES256")
+            created = await self._s3.create_multipart_upload(Bucket=self._bucket, Key=self._key, **self._sse)
             self._upload_id = created["UploadId"]
         number = len(self._parts) + 1
         result = await self._s3.upload_part(Bucket=self._bucket, Key=self._key, UploadId=self._upload_id,
@@ -47,8 +56,7 @@ class S3StreamWriter:
 
     async def finish(self) -> None:
         if self._upload_id is None:  # small file: one PUT
-            await self._s3.put_object(Bucket=self._bucket, Key=self._key, Body=bytes(self._buffer),
-                                      ServerSideEncryption="AES256")
+            await self._s3.put_object(Bucket=self._bucket, Key=self._key, Body=bytes(self._buffer), **self._sse)
             return
         if self._buffer:
             await self._upload_part(bytes(self._buffer))
@@ -57,8 +65,11 @@ class S3StreamWriter:
                                                  MultipartUpload={"Parts": self._parts})
 
     async def abort(self) -> None:
+        """Nothing of the upload stays: the unfinished multipart upload and its parts are dropped."""
         if self._upload_id is not None:
             await self._s3.abort_multipart_upload(Bucket=self._bucket, Key=self._key, UploadId=self._upload_id)
+            self._upload_id = None
+        self._buffer.clear()
 
 
 @dataclass
@@ -98,13 +109,15 @@ async def stream_multipart_to(request: Request, file_field: str, writer: S3Strea
         state["header_value"] += data[start:end]
 
     def on_header_end() -> None:
-        state["part"].headers[state["header_field"].decode("latin-1").lower()] = state["header_value"].decode()
+        # latin-1 keeps the raw bytes (as parse_options_header expects): a UTF-8 filename is decoded below, once.
+        state["part"].headers[state["header_field"].decode("latin-1").lower()] = state["header_value"].decode(
+            "latin-1")
         state["header_field"], state["header_value"] = b"", b""
 
     def on_headers_finished() -> None:
         part: _Part = state["part"]
         _, disposition = parse_options_header(part.headers.get("content-disposition", ""))
-        part.name = disposition.get(b"name", b"").decode()
+        part.name = disposition.get(b"name", b"").decode(errors="replace")
         raw_filename = disposition.get(b"filename")
         part.filename = raw_filename.decode(errors="replace") if raw_filename is not None else None
         if part.name == file_field:

@@ -21,5 +21,5 @@ async def build_deps(aws: AwsClients, settings: Settings) -> Deps:
         s3=await aws.get("s3"),
         launch=LaunchConfig(bucket=settings.bucket, role_arn=settings.sagemaker_execution_role_arn,
                             image_uri=settings.trainer_image_uri, instance_type=settings.default_instance_type,
-                            max_runtime_s=settings.max_runtime_s),
+                            max_runtime_s=settings.max_runtime_s, kms_key_id=settings.s3_kms_key_id),
     )

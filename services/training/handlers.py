@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
 
-from services.training import events
+from services.training import events, results
 from services.training.catalog import BaseModelEntry, Catalog
 from services.training.models import TERMINAL, CreateJob, FileView, Hyperparameters, Job
 from services.training.store import JobsStore
@@ -50,6 +50,7 @@ class LaunchConfig:
     image_uri: str
     instance_type: str
     max_runtime_s: int
+    kms_key_id: str | None = None  # S3_KMS_KEY_ID: SSE-KMS for what training writes, else SSE-S3
 
 
 @dataclass
@@ -140,7 +141,8 @@ async def on_file_event(envelope: Envelope, deps: Deps) -> None:
               "file.deleted": "deleted"}[envelope.type]
     await deps.jobs.put_file(FileView(file_id=d["file_id"], user_id=d["user_id"], status=status,
                                       purpose=d.get("purpose", ""), s3_uri=d.get("s3_uri", ""),
-                                      examples=d.get("examples"), error=d.get("error")))
+                                      examples=d.get("examples"), error=d.get("error"),
+                                      normalized_uri=d.get("normalized_uri"), example_type=d.get("example_type")))
 
 
 # ---- worker: launch ---------------------------------------------------------------------------------------
@@ -187,6 +189,11 @@ async def launch_job(envelope: Envelope, deps: Deps) -> None:
                         f"The job failed due to an invalid training file. {view.error or 'File is not usable.'}",
                         "training_file")
             return
+        if view.example_type == "preference":
+            await _fail(deps, job, "invalid_training_file", "The job failed due to an invalid training file. It "
+                        "holds preference pairs, which need DPO training; this trainer does supervised fine-tuning "
+                        "only.", "training_file")
+            return
         await record_event(deps, job, f"Validating training file: {job.training_file}")
         resolved = resolve_hyperparameters(Hyperparameters.model_validate(job.hyperparameters), view.examples or 0)
         if not await deps.jobs.transition(job.job_id, "queued", ("validating_files",), hyperparameters=resolved):
@@ -194,10 +201,10 @@ async def launch_job(envelope: Envelope, deps: Deps) -> None:
         job.hyperparameters, job.status = resolved, "queued"
         await record_event(deps, job, "Files validated, moving job to queued state")
         await _announce(deps, job, "queued")
-        view_uri = view.s3_uri
+        view_uri = view.train_uri
     else:  # queued: a previous delivery got this far; make sure SageMaker has the job
         view_or_none = await deps.jobs.get_file(job.training_file)
-        view_uri = view_or_none.s3_uri if view_or_none else ""
+        view_uri = view_or_none.train_uri if view_or_none else ""
     base = deps.catalog.model(job.model)
     assert base is not None
     await _create_training_job(deps, job, base, view_uri)
@@ -225,7 +232,8 @@ def training_job_request(job: Job, base: BaseModelEntry, train_uri: str, cfg: La
         "RoleArn": cfg.role_arn,
         "HyperParameters": {k: str(v) for k, v in hyperparameters.items()},
         "InputDataConfig": channels,
-        "OutputDataConfig": {"S3OutputPath": f"s3://{cfg.bucket}/training-jobs/{job.user_id}/"},
+        "OutputDataConfig": {"S3OutputPath": f"s3://{cfg.bucket}/training-jobs/{job.user_id}/",
+                             **({"KmsKeyId": cfg.kms_key_id} if cfg.kms_key_id else {})},
         "ResourceConfig": {"InstanceType": job.instance_type, "InstanceCount": 1, "VolumeSizeInGB": 30},
         "StoppingCondition": {"MaxRuntimeInSeconds": cfg.max_runtime_s},
         "Tags": [{"Key": "llm-tuner:user", "Value": job.user_id}, {"Key": "llm-tuner:job", "Value": job.job_id}],
@@ -280,12 +288,19 @@ async def _apply_sagemaker_state(job: Job, detail: dict[str, Any], deps: Deps) -
         artifact = (detail.get("ModelArtifacts") or {}).get("S3ModelArtifacts")
         tokens = _final_metric(detail, "trained_tokens")
         name = fine_tuned_model_name(job)
+        if job.status in TERMINAL:
+            return  # a repeated Completed: the results were written the first time
+        # Written before the job says succeeded, so the job never names a results file that does not exist.
+        result_file = await results.write_results(deps.s3, deps.launch.bucket, job.user_id, job.job_id, artifact,
+                                                  deps.launch.kms_key_id)
         if await deps.jobs.transition(job.job_id, "succeeded", ("queued", "running"), finished_at=now,
                                       fine_tuned_model=name, model_artifact=artifact,
-                                      trained_tokens=int(tokens) if tokens is not None else None):
+                                      trained_tokens=int(tokens) if tokens is not None else None,
+                                      result_files=[result_file["file_id"]]):
             await record_event(deps, job, f"New fine-tuned model created: {name}")
             await record_event(deps, job, "The job has successfully completed")
-            await _announce(deps, job, "succeeded", fine_tuned_model=name, model_artifact=artifact)
+            await _announce(deps, job, "succeeded", fine_tuned_model=name, model_artifact=artifact,
+                            result_file=result_file)
     elif status == "Failed":
         await _fail(deps, job, "training_failed", str(detail.get("FailureReason") or "Training failed."))
     elif status == "Stopped":

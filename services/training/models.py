@@ -96,3 +96,12 @@ class FileView(BaseModel):
     s3_uri: str
     examples: int | None = None
     error: str | None = None
+    # Set once files has validated a fine-tune file: its examples in the one internal form the trainer reads.
+    normalized_uri: str | None = None
+    example_type: str | None = None  # chat, text or preference
+
+    @property
+    def train_uri(self) -> str:
+        """What the `train` channel reads: the normalised examples (files validated before they existed have
+        none: their original chat JSONL, which the trainer reads too)."""
+        return self.normalized_uri or self.s3_uri

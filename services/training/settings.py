@@ -23,6 +23,7 @@ class Settings(ServiceSettings):
     trainer_image_uri: str = "llm-tuner/trainer:local"
     default_instance_type: str = "ml.m5.large"
     max_runtime_s: int = 24 * 3600
+    s3_kms_key_id: str | None = None  # S3_KMS_KEY_ID: SSE-KMS for results and SageMaker's output, else SSE-S3
     catalog_file: Path = HERE / "catalog.json"
 
     model_config = ServiceSettings.model_config | {"populate_by_name": True}

@@ -38,13 +38,19 @@ def test_provisioning_is_idempotent_and_complete(provisioned: dict[str, Any]) ->
 
     sns = boto3.client("sns")
     policies = {}
-    for topic_arn in provisioned["topics"].values():
+    for topic, topic_arn in provisioned["topics"].items():
         for sub in sns.list_subscriptions_by_topic(TopicArn=topic_arn)["Subscriptions"]:
             attributes = sns.get_subscription_attributes(SubscriptionArn=sub["SubscriptionArn"])["Attributes"]
             if "FilterPolicy" in attributes:
-                policies[sub["Endpoint"].rsplit(":", 1)[1]] = json.loads(attributes["FilterPolicy"])["type"]
-    assert policies[resources.FILES_QUEUE] == ["file.uploaded"]
-    assert "file.validated" in policies[resources.TRAINING_QUEUE]
+                queue = sub["Endpoint"].rsplit(":", 1)[1]
+                policies[topic, queue] = json.loads(attributes["FilterPolicy"])["type"]
+    assert policies[resources.FILES_TOPIC, resources.FILES_QUEUE] == ["file.uploaded"]
+    assert policies[resources.TRAINING_TOPIC, resources.FILES_QUEUE] == ["training.job.succeeded"]
+    assert "file.validated" in policies[resources.FILES_TOPIC, resources.TRAINING_QUEUE]
+    cors = s3.get_bucket_cors(Bucket=spec.bucket.name)["CORSRules"][0]
+    assert cors["AllowedMethods"] == ["PUT"] and cors["ExposeHeaders"] == ["ETag"]
+    lifecycle = s3.get_bucket_lifecycle_configuration(Bucket=spec.bucket.name)["Rules"][0]
+    assert lifecycle["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] == 2
 
     targets = boto3.client("events").list_targets_by_rule(Rule=resources.SAGEMAKER_STATE_RULE)["Targets"]
     assert [t["Arn"].rsplit(":", 1)[1] for t in targets] == [resources.TRAINING_QUEUE]

@@ -33,7 +33,12 @@ if "PLEASE FAIL" in text:
     Path(os.environ["SM_OUTPUT_DIR"], "failure").write_text("ValueError: the data asked to fail")
     sys.exit(1)
 Path(os.environ["SM_MODEL_DIR"], "adapter_config.json").write_text("{}")
-print("METRICS " + json.dumps({"step": 1, "train_loss": 1.25, "trained_tokens": 321}), flush=True)
+records = [{"step": 1, "train_loss": 1.5, "trained_tokens": 160},
+           {"step": 2, "train_loss": 1.25, "valid_loss": 1.75, "trained_tokens": 321}]
+with Path(os.environ["SM_OUTPUT_DATA_DIR"], "metrics.jsonl").open("w") as sink:
+    for record in records:
+        print("METRICS " + json.dumps(record), flush=True)
+        sink.write(json.dumps(record) + "\n")
 '''
 
 
@@ -110,6 +115,11 @@ def test_job_goes_from_create_to_succeeded(api: str, auth_url: str, provisioned:
     assert job["status"] == "succeeded", job["error"]
     assert job["trained_tokens"] == 321 and job["hyperparameters"]["n_epochs"] == 2
     assert job["model_artifact"].endswith(f"/{job_id}/output/model.tar.gz")
+    # The results CSV, from the metrics.jsonl SageMaker packed into output.tar.gz, under the user's files.
+    [result_id] = job["result_files"]
+    csv = boto3.client("s3").get_object(Bucket=resources.BUCKET, Key=f"files/{session['user']['id']}/{result_id}")
+    assert csv["Body"].read().decode().splitlines() == [
+        "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy", "1,1.5,,,", "2,1.25,,1.75,"]
     described = boto3.client("sagemaker").describe_training_job(TrainingJobName=job_id)
     assert described["HyperParameters"]["n_epochs"] == "2"
     assert {t["ChannelName"] for t in described["InputDataConfig"]} == {"train", "model"}
@@ -120,6 +130,8 @@ def test_job_goes_from_create_to_succeeded(api: str, auth_url: str, provisioned:
         # Every message the create request caused carries its request id, SageMaker's events included.
         assert event["correlation_id"] == created.headers["x-request-id"]
     assert statuses == ["created", "queued", "running", "succeeded"]
+    succeeded = tap.wait_for(lambda e: e["type"] == "training.job.succeeded" and e["data"]["job_id"] == job_id)
+    assert succeeded["data"]["result_file"]["file_id"] == result_id
 
 
 def test_training_failure_reaches_the_job(api: str, auth_url: str, provisioned: dict[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""The chat JSONL validator and the bounded line splitter it is fed by."""
+"""Chat JSONL validation (through the formats pipeline) and the bounded line splitter it is fed by."""
 
 from __future__ import annotations
 
@@ -6,8 +6,11 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 
+from services.files.formats import Limits, Report, validate_stream
+from services.files.formats.readers import lines
 from services.files.handlers import clean_filename, object_key
-from services.files.validation import MAX_LISTED_ERRORS, ChatValidator, lines
+
+MAX_LISTED_ERRORS = Limits().max_listed_errors
 
 
 async def _chunks(data: bytes, size: int) -> AsyncIterator[bytes]:
@@ -36,35 +39,39 @@ def _example(*messages: tuple[str, str]) -> bytes:
     return json.dumps({"messages": [{"role": r, "content": c} for r, c in messages]}).encode()
 
 
+def _validate(*lines_: bytes, file_format: str | None = None) -> Report:
+    return asyncio.run(validate_stream(_chunks(b"\n".join(lines_), 64 * 1024), filename="train.jsonl",
+                                       requested_format=file_format, limits=Limits()))
+
+
 def test_validator_counts_good_examples_and_names_each_bad_line() -> None:
-    v = ChatValidator()
-    v.feed(1, _example(("system", "s"), ("user", "q"), ("assistant", "a")))
-    v.feed(2, b"{oops")
-    v.feed(3, _example(("user", "q")))
-    v.feed(4, _example(("robot", "q"), ("assistant", "a")))
-    v.feed(5, _example(("user", ""), ("assistant", "a")))
-    v.feed(6, b"\xff\xfe")
-    v.feed(7, b"[]")
-    v.feed(8, json.dumps({"messages": [{"role": "user", "content": "q", "extra": 1},
-                                       {"role": "assistant", "content": "a"}]}).encode())
-    assert v.examples == 1 and not v.ok
-    assert [(e.line, e.code) for e in v.errors] == [
+    report = _validate(
+        _example(("system", "s"), ("user", "q"), ("assistant", "a")),
+        b"{oops",
+        _example(("user", "q")),
+        _example(("robot", "q"), ("assistant", "a")),
+        _example(("user", ""), ("assistant", "a")),
+        b"\xff\xfe",
+        b"[]",
+        json.dumps({"messages": [{"role": "user", "content": "q", "extra": 1},
+                                 {"role": "assistant", "content": "a"}]}).encode())
+    assert report.examples == 1 and not report.ok
+    # `[]` was `not_an_object` before the formats pipeline; it is a `wrong_type` now.
+    assert [(e["line"], e["code"]) for e in report.errors] == [
         (2, "invalid_json"), (3, "missing_assistant"), (4, "unknown_role"), (5, "empty_content"),
-        (6, "invalid_utf8"), (7, "not_an_object"), (8, "unknown_key")]
-    assert v.summary() is not None and v.summary().startswith("Invalid file format. Line 2")  # type: ignore[union-attr]
+        (6, "invalid_utf8"), (7, "wrong_type"), (8, "unknown_key")]
+    assert (report.status_details() or "").startswith("Invalid file format. Line 2")
 
 
 def test_errors_beyond_the_first_hundred_are_counted_not_listed() -> None:
-    v = ChatValidator()
-    for i in range(250):
-        v.feed(i + 1, b"nope")
-    assert len(v.errors) == MAX_LISTED_ERRORS and v.error_counts["invalid_json"] == 250
+    # Lines of "nope" read as plain text unless the format is given.
+    report = _validate(*[b"nope"] * 250, file_format="jsonl")
+    assert len(report.errors) == MAX_LISTED_ERRORS and report.body["error_counts"]["invalid_json"] == 250
 
 
 def test_an_empty_file_is_not_ok() -> None:
-    v = ChatValidator()
-    v.feed(1, b"   ")
-    assert not v.ok and v.summary() == "The file has no training examples."
+    report = _validate(b"   ")
+    assert not report.ok and [e["code"] for e in report.errors] == ["empty_file"]
 
 
 def test_filenames_never_reach_object_keys() -> None:

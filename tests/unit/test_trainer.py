@@ -158,6 +158,44 @@ def test_long_examples_are_truncated_and_those_left_without_a_reply_dropped(toke
     assert none_left.dropped == 4 and not none_left.examples
 
 
+def test_the_channel_reads_the_internal_example_form_and_openai_chat_lines(tmp_path: Path) -> None:
+    chat = [{"role": "user", "content": "What color is the glimp?"}, {"role": "assistant", "content": "Red."}]
+    text = "The glimp.\u2028A line separator, raw in JSON."  # a line break to splitlines(), not to JSON Lines
+    write_jsonl([{"type": "chat", "messages": chat}, {"messages": chat}, {"type": "text", "text": text}],
+                tmp_path / "train" / "part-0.jsonl")
+
+    examples = finetune.load_conversations(tmp_path / "train", "train")
+
+    assert examples == [finetune.Conversation(chat, "part-0.jsonl:1"), finetune.Conversation(chat, "part-0.jsonl:2"),
+                        finetune.TextDocument(text, "part-0.jsonl:3")]
+
+
+def test_preference_examples_fail_clearly(tmp_path: Path) -> None:
+    pair = {"type": "preference", "messages": [{"role": "user", "content": "Hi"}],
+            "chosen": {"role": "assistant", "content": "Hello!"}, "rejected": {"role": "assistant", "content": "No."}}
+    write_jsonl([pair], tmp_path / "train" / "part-0.jsonl")
+
+    with pytest.raises(finetune.DataError, match=r"part-0\.jsonl:1: preference data needs DPO"):
+        finetune.load_conversations(tmp_path / "train", "train")
+
+
+def test_text_examples_take_loss_on_every_token_and_end_with_eos(tokenizer: Any) -> None:
+    text = finetune.TextDocument("The glimp is red. The zorv lives in the cave.", "t.jsonl:1")
+    chat = finetune.Conversation(CONVERSATION[:3], "t.jsonl:2")
+
+    tokenized = finetune.tokenize_conversations(tokenizer, [text, chat], 512, use_generation_tags=True)
+
+    [as_text, as_chat] = tokenized.examples
+    assert as_text.input_ids[-1] == tokenizer.eos_token_id
+    assert tokenizer.decode(as_text.input_ids[:-1]) == text.text
+    # Every token is a target except the first (nothing predicts it).
+    assert as_text.labels == [finetune.IGNORE_INDEX, *as_text.input_ids[1:]]
+    assert as_chat.loss_tokens < len(as_chat.input_ids)  # chat keeps its assistant-only loss
+
+    short = finetune.tokenize_conversations(tokenizer, [text], 5, use_generation_tags=True)
+    assert short.truncated == 1 and len(short.examples[0].input_ids) == 5
+
+
 def test_a_model_channel_holding_a_model_tarball_is_unpacked(demo_model_dir: Path, tmp_path: Path) -> None:
     channel = tmp_path / "channel"
     channel.mkdir()

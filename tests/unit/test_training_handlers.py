@@ -71,10 +71,27 @@ class FakeSageMaker:
         return {"TrainingJobArn": "arn:x"}
 
 
+class FakeS3:
+    """Objects in memory; a missing key answers as S3 does."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str], bytes] = {}
+
+    async def put_object(self, Bucket: str, Key: str, Body: bytes, **_: Any) -> dict[str, Any]:
+        self.objects[Bucket, Key] = Body
+        return {}
+
+    async def get_object(self, Bucket: str, Key: str) -> dict[str, Any]:
+        if (Bucket, Key) not in self.objects:
+            raise ClientError({"Error": {"Code": "NoSuchKey", "Message": "no such key"}}, "GetObject")
+        raise NotImplementedError("the unit tests never read back an archive")
+
+
 @pytest.fixture
 def deps() -> handlers.Deps:
     return handlers.Deps(jobs=FakeJobsStore(), catalog=Catalog.load(Settings().catalog_file),  # type: ignore[arg-type]
                          events=MemoryPublisher(), commands=MemoryCommandQueue(), sagemaker=FakeSageMaker(),
+                         s3=FakeS3(),
                          launch=handlers.LaunchConfig(bucket="b", role_arn="arn:role", image_uri="img",
                                                       instance_type="ml.m5.large", max_runtime_s=3600))
 
@@ -160,6 +177,30 @@ def test_another_users_file_fails_the_job_once_the_wait_is_over(deps: handlers.D
     assert deps.sagemaker.created == []
 
 
+def _validated(deps: handlers.Deps, example_type: str) -> None:
+    run(handlers.on_file_event(Envelope(type="file.validated", data={
+        "file_id": "file-1", "user_id": "u1", "purpose": "fine-tune", "s3_uri": "s3://b/files/u1/file-1",
+        "status": "processed", "examples": 20, "normalized_uri": "s3://b/normalized/u1/file-1.jsonl",
+        "example_type": example_type}), deps))
+
+
+def test_the_train_channel_reads_the_normalised_examples(deps: handlers.Deps) -> None:
+    _validated(deps, "chat")
+    _launch(deps, _create(deps))
+    [request] = deps.sagemaker.created
+    [train] = [c for c in request["InputDataConfig"] if c["ChannelName"] == "train"]
+    assert train["DataSource"]["S3DataSource"]["S3Uri"] == "s3://b/normalized/u1/file-1.jsonl"
+
+
+def test_preference_data_fails_the_job_before_sagemaker(deps: handlers.Deps) -> None:
+    _validated(deps, "preference")
+    job = _create(deps)
+    _launch(deps, job)
+    failed = deps.jobs.jobs[job.job_id]  # type: ignore[attr-defined]
+    assert failed.status == "failed" and failed.error["code"] == "invalid_training_file"
+    assert "DPO" in failed.error["message"] and deps.sagemaker.created == []
+
+
 def test_sagemaker_events_drive_the_job_to_success(deps: handlers.Deps) -> None:
     _file(deps)
     job = _create(deps, suffix="mine")
@@ -173,6 +214,15 @@ def test_sagemaker_events_drive_the_job_to_success(deps: handlers.Deps) -> None:
     assert done.trained_tokens == 1234 and done.finished_at is not None
     assert done.fine_tuned_model.startswith("ft:llm-tuner/tiny-chat:u1:mine:")
     assert deps.events.types()[-2:] == ["training.job.running", "training.job.succeeded"]  # type: ignore[attr-defined]
+    # The results file: written under the user's files before the job names it, announced with the job.
+    [file_id] = done.result_files
+    result = deps.events.published[-1].data["result_file"]  # type: ignore[attr-defined]
+    assert result == {"file_id": file_id, "s3_key": f"files/u1/{file_id}", "bytes": result["bytes"],
+                      "filename": "step_metrics.csv"}
+    csv = deps.s3.objects["b", f"files/u1/{file_id}"]
+    assert csv == b"step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy\n"  # no output archive
+    _sagemaker(deps, job, "Completed", ModelArtifacts={"S3ModelArtifacts": "s3://b/out/model.tar.gz"})
+    assert deps.events.types().count("training.job.succeeded") == 1  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(("status", "secondary", "final", "code"), [

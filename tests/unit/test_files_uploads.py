@@ -1,0 +1,161 @@
+"""Pure pieces of uploads and storage: filenames and Content-Disposition, quota arithmetic and reservations,
+the part plan of direct uploads, the objects a file owns, encryption arguments."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from services.files.handlers import stored_keys
+from services.files.models import FileRecord
+from services.files.names import clean_filename, content_disposition
+from services.files.quota import QuotaExceeded, Reservation, reservation_step, usage_ceiling
+from services.files.uploads import MAX_PARTS, MiB, part_plan
+from shared.s3 import sse_args
+
+
+@pytest.mark.parametrize(("sent", "shown"), [
+    ("train.jsonl", "train.jsonl"),
+    ("../../etc/passwd", "passwd"),
+    ("C:\\Users\\me\\data.jsonl", "data.jsonl"),
+    ("tab\there\x00\x1b[31m.jsonl", "tabhere[31m.jsonl"),
+    ("right\u202eto-left.jsonl", "rightto-left.jsonl"),
+    ("  spaced  ", "spaced"),
+    ("cafe\u0301.jsonl", "caf\u00e9.jsonl"),  # NFC
+    ("", "upload"), (None, "upload"), ("..", "upload"), ("dir/", "upload"), ("\x00\x01", "upload"),
+    ("x" * 1000 + ".jsonl", "x" * 249 + ".jsonl"),
+    ("x" * 1000, "x" * 255),
+    ("x" * 300 + "." + "y" * 40, ("x" * 300 + "." + "y" * 40)[:255]),  # no real extension to keep
+])
+def test_clean_filename(sent: str | None, shown: str) -> None:
+    assert clean_filename(sent) == shown
+    assert len(clean_filename(sent)) <= 255
+
+
+@pytest.mark.parametrize(("name", "header"), [
+    ("train.jsonl", 'attachment; filename="train.jsonl"'),
+    ('say "hi".txt', "attachment; filename=\"say _hi_.txt\"; filename*=UTF-8''say%20%22hi%22.txt"),
+    ("back\\slash", 'attachment; filename="slash"'),  # a path separator: the last segment
+    ("100%.csv", "attachment; filename=\"100_.csv\"; filename*=UTF-8''100%25.csv"),
+    ("données.csv", "attachment; filename=\"donn_es.csv\"; filename*=UTF-8''donn%C3%A9es.csv"),
+    ("日本.txt", "attachment; filename=\"__.txt\"; filename*=UTF-8''%E6%97%A5%E6%9C%AC.txt"),
+    ("a\r\nSet-Cookie: x=1", 'attachment; filename="aSet-Cookie: x=1"'),  # no header injection
+])
+def test_content_disposition_is_rfc_6266_safe(name: str, header: str) -> None:
+    value = content_disposition(name)
+    assert value == header
+    value.encode("latin-1")  # a valid header value: never raises
+    assert "\r" not in value and "\n" not in value
+
+
+def test_usage_ceiling() -> None:
+    assert usage_ceiling(100, 30) == 70
+    assert usage_ceiling(100, 100) == 0
+    assert usage_ceiling(100, 0) == 100
+    assert usage_ceiling(100, 101) is None  # larger than the whole quota: never fits
+    assert usage_ceiling(100, -1) is None
+
+
+@pytest.mark.parametrize(("reserved", "needed", "step", "ceiling", "more"), [
+    (0, 10, 8, 100, 10),    # more than a step is needed: exactly that
+    (0, 1, 8, 100, 8),      # a whole step at a time
+    (8, 8, 8, 100, 0),      # covered
+    (8, 9, 8, 100, 8),
+    (96, 97, 8, 100, 4),    # never beyond the file limit
+    (96, 100, 8, 100, 4),
+])
+def test_reservation_step(reserved: int, needed: int, step: int, ceiling: int, more: int) -> None:
+    assert reservation_step(reserved, needed, step, ceiling) == more
+
+
+class FakeUsage:
+    def __init__(self, used: int = 0) -> None:
+        self.used = used
+        self.calls: list[int] = []
+
+    async def reserve(self, user_id: str, n: int, quota: int) -> None:
+        self.calls.append(n)
+        if usage_ceiling(quota, n) is None or self.used > quota - n:
+            raise QuotaExceeded(quota)
+        self.used += n
+
+    async def release(self, user_id: str, n: int) -> None:
+        self.used -= n
+
+
+def _reservation(usage: FakeUsage, quota: int = 100, step: int = 8, on_full: Any = None) -> Reservation:
+    return Reservation(usage, "u", quota, step=step, ceiling=1000, on_full=on_full)  # type: ignore[arg-type]
+
+
+def test_a_reservation_grows_by_steps_then_settles_to_the_file() -> None:
+    usage = FakeUsage()
+    r = _reservation(usage)
+
+    async def scenario() -> None:
+        for total in (1, 5, 8, 9, 20):
+            await r.cover(total)
+        await r.settle(20)
+
+    asyncio.run(scenario())
+    assert usage.calls == [8, 8, 8] and usage.used == 20 and r.reserved == 20
+
+
+def test_near_the_quota_a_reservation_falls_back_to_what_the_write_needs() -> None:
+    usage = FakeUsage(used=95)
+    r = _reservation(usage)
+    asyncio.run(r.cover(3))  # a whole step (8) does not fit, 3 does
+    assert usage.used == 98 and r.reserved == 3
+    with pytest.raises(QuotaExceeded):
+        asyncio.run(r.cover(6))
+    asyncio.run(r.cancel())
+    assert usage.used == 95 and r.reserved == 0
+
+
+def test_a_full_quota_tries_to_free_space_once() -> None:
+    usage = FakeUsage(used=100)
+    freed: list[int] = []
+
+    async def sweep() -> bool:
+        freed.append(1)
+        usage.used = 50
+        return True
+
+    r = _reservation(usage, on_full=sweep)
+    asyncio.run(r.cover(40))
+    assert usage.used == 90 and freed == [1]
+    usage.used = 100
+    with pytest.raises(QuotaExceeded):
+        asyncio.run(r.cover(60))
+    assert freed == [1]  # not again
+
+
+@pytest.mark.parametrize("total", [1, 8 * MiB - 1, 8 * MiB, 8 * MiB + 1, 9 * MiB, 512 * MiB, 80 * 1024 * MiB,
+                                   80 * 1024 * MiB + 1, 5 * 1024**4])
+def test_part_plan(total: int) -> None:
+    plan = part_plan(total)
+    sizes = plan.sizes(total)
+    assert plan.part_bytes >= 8 * MiB and plan.part_bytes % MiB == 0
+    assert plan.count == len(sizes) <= MAX_PARTS
+    assert sum(sizes) == total and all(0 < s <= plan.part_bytes for s in sizes)
+    assert all(s == plan.part_bytes for s in sizes[:-1])  # S3: every part but the last is full size
+
+
+def test_part_plan_grows_parts_only_past_ten_thousand() -> None:
+    assert part_plan(9 * MiB).part_bytes == 8 * MiB
+    assert part_plan(80 * 1024 * MiB).part_bytes == 9 * MiB  # 80 GiB / 10,000 parts rounds up to 9 MiB
+
+
+def test_a_file_owns_its_object_and_what_validation_derived() -> None:
+    record = FileRecord(file_id="file-1", user_id="u", filename="f", purpose="fine-tune", bytes=1, created_at=0,
+                        s3_key="files/u/file-1", report_key="reports/u/file-1.json",
+                        normalized_key="elsewhere/u/file-1.jsonl")
+    assert stored_keys(record) == ["files/u/file-1", "normalized/u/file-1.jsonl", "reports/u/file-1.json",
+                                   "elsewhere/u/file-1.jsonl"]
+
+
+def test_sse_args() -> None:
+    assert sse_args(None) == {"ServerSideEncryption": "AES256"}
+    assert sse_args("") == {"ServerSideEncryption": "AES256"}
+    assert sse_args("alias/llm-tuner") == {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": "alias/llm-tuner"}
