@@ -127,6 +127,7 @@ TRAINING_FILES_TABLE = f"{PREFIX}-training-files"
 FILES_INBOX_TABLE = f"{PREFIX}-files-inbox"
 FILES_USAGE_TABLE = f"{PREFIX}-files-usage"
 TRAINING_INBOX_TABLE = f"{PREFIX}-training-inbox"
+TRAINING_THROUGHPUT_TABLE = f"{PREFIX}-training-throughput"
 
 AUTH_TOPIC = f"{PREFIX}-auth-events"
 FILES_TOPIC = f"{PREFIX}-files-events"
@@ -163,6 +164,8 @@ def describe(bucket_name: str = BUCKET) -> Resources:
             Table(JOB_EVENTS_TABLE, "training", Key("job_id"), Key("event_id")),
             Table(TRAINING_FILES_TABLE, "training", Key("file_id"), indexes=(Index("user-index", Key("user_id")),)),
             Table(TRAINING_INBOX_TABLE, "training", message_id, ttl_attribute="expires_at"),
+            # Measured seconds and tokens per (model, instance type): what estimates learn from.
+            Table(TRAINING_THROUGHPUT_TABLE, "training", Key("model_instance")),
         ),
         bucket=Bucket(bucket_name),
         topics=(Topic(AUTH_TOPIC, "auth"), Topic(FILES_TOPIC, "files"), Topic(TRAINING_TOPIC, "training")),

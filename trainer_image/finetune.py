@@ -8,6 +8,8 @@ Contract (SageMaker training container; every path may be overridden by its envi
   SM_INPUT_CONFIG_DIR   /opt/ml/input/config      hyperparameters.json: every value a string
   SM_CHANNEL_TRAIN      /opt/ml/input/data/train  one or more JSONL files (any name), read in sorted order
   SM_CHANNEL_VALIDATION (optional)                 same format; its loss is evaluated after every epoch
+                                                   (none: hyperparameter validation_split holds out that
+                                                   share of the train examples instead, chosen by the seed)
   SM_CHANNEL_MODEL      (optional)                 a base model + tokenizer saved with save_pretrained;
                                                    when present it is used instead of `model_id`
   SM_CHECKPOINT_DIR     /opt/ml/checkpoints       checkpoints at each epoch end and on SIGTERM; a run
@@ -164,6 +166,7 @@ class Hyperparameters:
     warmup_ratio: float = 0.0
     weight_decay: float = 0.0
     lr_scheduler: str = "linear"
+    validation_split: float = 0.0
     # Names the caller set explicitly (the rest are defaults); not a hyperparameter itself.
     given: frozenset[str] = field(default=frozenset(), compare=False)
 
@@ -281,6 +284,7 @@ def parse_hyperparameters(raw: Mapping[str, Any]) -> tuple[Hyperparameters, list
         warmup_ratio=_parse_float("warmup_ratio", get("warmup_ratio"), minimum=0.0, maximum=1.0),
         weight_decay=_parse_float("weight_decay", get("weight_decay"), minimum=0.0),
         lr_scheduler=lr_scheduler,
+        validation_split=_parse_float("validation_split", get("validation_split"), minimum=0.0, maximum=0.5),
         given=frozenset(given),
     )
     return hp, ignored
@@ -612,6 +616,16 @@ def pack(examples: Sequence[TokenizedExample], device: torch.device) -> PackedBa
         tokens=len(input_ids),
         loss_tokens=sum(e.loss_tokens for e in examples),
     )
+
+
+def split_validation(examples: Sequence[Example], share: float, seed: int) -> tuple[list[Example], list[Example]]:
+    """(train, held out): floor(share x n) examples picked by the seed, both keeping the file's order."""
+    held = math.floor(len(examples) * share)
+    if held <= 0:
+        return list(examples), []
+    picked = set(random.Random(seed).sample(range(len(examples)), held))  # noqa: S311 - sampling, not security
+    return ([e for i, e in enumerate(examples) if i not in picked],
+            [e for i, e in enumerate(examples) if i in picked])
 
 
 def epoch_order(n_examples: int, seed: int, epoch: int) -> list[int]:
@@ -992,6 +1006,15 @@ def train(paths: Paths, overrides: Mapping[str, str], stop: StopSignal) -> dict[
     validation_conversations = (
         load_conversations(paths.validation_channel, "validation") if paths.validation_channel else []
     )
+    if hp.validation_split > 0:
+        if validation_conversations:
+            log.warning("validation_split ignored: the validation channel is the validation set")
+        else:
+            train_conversations, validation_conversations = split_validation(
+                train_conversations, hp.validation_split, hp.seed
+            )
+            log.info("validation_split %g: %d examples held out", hp.validation_split,
+                     len(validation_conversations))
     with tempfile.TemporaryDirectory(prefix="finetune-") as scratch:
         source = resolve_model_source(paths, hp, Path(scratch))
         device, dtype = pick_device()

@@ -246,6 +246,7 @@ async def validate_uploaded(envelope: Envelope, deps: Deps) -> None:
         return
     data |= {"status": status, "examples": report.examples, "format": report.body["format"],
              "example_type": report.body["example_type"],
+             "estimated_tokens": report.body["statistics"]["estimated_tokens"],
              "normalized_uri": f"s3://{deps.bucket}/{result.normalized_key}" if result.normalized_key else None,
              "report_uri": f"s3://{deps.bucket}/{result.report_key}"}
     if not report.ok:

@@ -25,6 +25,8 @@ ROUTES = (
     Route("/v1/files", "files"),
     Route("/v1/fine_tuning", "training"),
     Route("/api/catalog", "training"),
+    Route("/api/estimates", "training"),
+    Route("/api/jobs", "training"),
     Route("/api/uploads", "files"),
     Route("/api/files", "files"),
 )

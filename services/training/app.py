@@ -6,9 +6,9 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query
 
-from services.training import handlers
+from services.training import artifacts, cancel, handlers
 from services.training.bootstrap import build_deps
-from services.training.models import CreateJob
+from services.training.models import CreateJob, EstimateRequest
 from services.training.settings import Settings
 from shared.tokens import Caller
 from shared.web import app_deps, create_service_app
@@ -21,6 +21,8 @@ def build_app(settings: Settings | None = None) -> FastAPI:
 
     @app.post("/v1/fine_tuning/jobs")
     async def create_job(body: CreateJob, caller: Caller, d: Deps) -> dict[str, Any]:
+        if body.dry_run:  # the estimate, and nothing created
+            return await handlers.dry_run_job(body, caller.user_id, d)
         return (await handlers.create_job(body, caller.user_id, d)).openai()
 
     @app.get("/v1/fine_tuning/jobs")
@@ -39,6 +41,24 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         job = await handlers.get_job(job_id, caller.user_id, d)
         events, has_more = await d.jobs.list_events(job.job_id, limit, after)
         return {"object": "list", "data": events, "has_more": has_more}
+
+    @app.post("/v1/fine_tuning/jobs/{job_id}/cancel")
+    async def cancel_job(job_id: str, caller: Caller, d: Deps) -> dict[str, Any]:
+        return (await cancel.cancel_job(job_id, caller.user_id, d)).openai()
+
+    @app.get("/v1/fine_tuning/jobs/{job_id}/checkpoints")
+    async def list_checkpoints(job_id: str, caller: Caller, d: Deps, after: str | None = None,
+                               limit: Annotated[int, Query(ge=1, le=100)] = 10) -> dict[str, Any]:
+        job = await handlers.get_job(job_id, caller.user_id, d)
+        return await artifacts.list_checkpoints(job, d, limit, after)
+
+    @app.get("/api/jobs/{job_id}/artifacts")
+    async def job_artifacts(job_id: str, caller: Caller, d: Deps) -> dict[str, Any]:
+        return await artifacts.artifact_links(await handlers.get_job(job_id, caller.user_id, d), d)
+
+    @app.post("/api/estimates")
+    async def estimate(body: EstimateRequest, caller: Caller, d: Deps) -> dict[str, Any]:
+        return await handlers.estimate_job(body, caller.user_id, d)
 
     @app.get("/api/catalog")
     async def catalog(_: Caller, d: Deps) -> dict[str, Any]:

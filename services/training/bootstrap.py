@@ -6,6 +6,7 @@ from services.training.catalog import Catalog
 from services.training.handlers import Deps, LaunchConfig
 from services.training.settings import Settings
 from services.training.store import JobsStore
+from services.training.throughput import ThroughputStore
 from shared.aws import AwsClients
 from shared.events import CommandQueue, Publisher
 
@@ -19,6 +20,7 @@ async def build_deps(aws: AwsClients, settings: Settings) -> Deps:
         commands=CommandQueue(await aws.get("sqs"), await aws.queue_url(settings.work_queue)),
         sagemaker=await aws.get("sagemaker"),
         s3=await aws.get("s3"),
+        throughput=ThroughputStore(await aws.get("dynamodb"), settings.throughput_table),
         launch=LaunchConfig(bucket=settings.bucket, role_arn=settings.sagemaker_execution_role_arn,
                             image_uri=settings.trainer_image_uri, instance_type=settings.default_instance_type,
                             max_runtime_s=settings.max_runtime_s, kms_key_id=settings.s3_kms_key_id),

@@ -31,6 +31,13 @@ class InstanceType(BaseModel):
     memory_gib: float
     price_per_hour: float
     needs_quota_increase: bool
+    bf16: bool = True  # V100s (p3) have no bfloat16: the fit rule counts fp32 weights there
+
+
+class Throughput(BaseModel):
+    model: str
+    instance_type: str
+    tokens_per_second: float
 
 
 class Catalog(BaseModel):
@@ -40,6 +47,12 @@ class Catalog(BaseModel):
     models: list[BaseModelEntry]
     instance_types: list[InstanceType]
     not_offered: list[dict[str, str]] = []
+    spot_discount: float = 0.7  # planning figure for managed spot against on-demand
+    spot_note: str = ""
+    startup_overhead_s: int = 240  # provisioning, image and data download: billed, not training
+    default_tokens_per_second: float = 250  # conservative, for a model and instance with no figure
+    throughput_note: str = ""
+    throughput: list[Throughput] = []
 
     @classmethod
     def load(cls, path: Path) -> Catalog:
@@ -48,5 +61,18 @@ class Catalog(BaseModel):
     def model(self, model_id: str) -> BaseModelEntry | None:
         return next((m for m in self.models if m.id == model_id), None)
 
+    def instance(self, instance_id: str) -> InstanceType | None:
+        return next((i for i in self.instance_types if i.id == instance_id), None)
+
+    def tokens_per_second(self, model_id: str, instance_id: str) -> float | None:
+        return next((t.tokens_per_second for t in self.throughput
+                     if t.model == model_id and t.instance_type == instance_id), None)
+
     def public(self) -> dict[str, Any]:
-        return self.model_dump()
+        from services.training.fit import fitting_instances, memory_needed_gib
+
+        body = self.model_dump()
+        for entry, model in zip(body["models"], self.models, strict=True):
+            entry["memory_needed_gib"] = round(memory_needed_gib(model), 1)
+            entry["fits_instance_types"] = [i.id for i in fitting_instances(self, model)]
+        return body

@@ -12,9 +12,10 @@ from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
 
-from services.training import events, results
+from services.training import estimates, events, results
+from services.training import hyperparameters as hparams
 from services.training.catalog import BaseModelEntry, Catalog
-from services.training.models import TERMINAL, CreateJob, FileView, Hyperparameters, Job
+from services.training.models import TERMINAL, CreateJob, EstimateRequest, FileView, Hyperparameters, Job
 from services.training.store import JobsStore
 from shared.consumer import RetryLater
 from shared.errors import InvalidRequest, NotFound
@@ -24,7 +25,7 @@ from shared.s3 import delete_object_versions
 
 log = logging.getLogger(__name__)
 _ALPHABET = string.ascii_letters + string.digits
-BASE_LEARNING_RATE = 2e-4
+BASE_LEARNING_RATE = hparams.BASE_LEARNING_RATE
 FILE_WAIT_RETRIES = 20  # a launch waits this many retries (1 s, 2 s, 4 s ... 10 s) for its file's validation
 
 METRIC_DEFINITIONS = [
@@ -62,6 +63,7 @@ class Deps:
     sagemaker: Any
     launch: LaunchConfig
     s3: Any = None
+    throughput: Any = None  # throughput.ThroughputStore: measured speed per (model, instance type), for estimates
 
 
 def _id(prefix: str, n: int = 24) -> str:
@@ -86,11 +88,60 @@ async def _announce(deps: Deps, job: Job, status: str, **extra: Any) -> None:
 
 # ---- API commands -------------------------------------------------------------------------------------------
 
-async def create_job(cmd: CreateJob, user_id: str, deps: Deps) -> Job:
-    base = deps.catalog.model(cmd.model)
+def _base_model(deps: Deps, model: str) -> BaseModelEntry:
+    base = deps.catalog.model(model)
     if base is None:
-        raise InvalidRequest(f"Model {cmd.model!r} is not available for fine-tuning. "
+        raise InvalidRequest(f"Model {model!r} is not available for fine-tuning. "
                              "GET /api/catalog lists the base models.", param="model", code="model_not_available")
+    return base
+
+
+async def _estimate(deps: Deps, user_id: str, base: BaseModelEntry, requested: Hyperparameters,
+                    instance_type: str | None, spot: bool, training_file: str, seed: int | None = None,
+                    ) -> dict[str, Any]:
+    """The estimate for a validated training file of this caller's (a 400 naming training_file otherwise)."""
+    instance = estimates.choose_instance(deps.catalog, base, instance_type)
+    hparams.check(requested, base)
+    view = await deps.jobs.get_file(training_file)
+    if view is None or view.user_id != user_id or view.status == "deleted":
+        raise InvalidRequest(f"Training file {training_file} was not found.", param="training_file",
+                             code="invalid_training_file")
+    if view.status != "processed":
+        detail = "is still being validated" if view.status == "uploaded" else f"failed validation: {view.error}"
+        raise InvalidRequest(f"Training file {training_file} {detail}; estimates need its statistics.",
+                             param="training_file", code="file_not_ready" if view.status == "uploaded"
+                             else "invalid_training_file")
+    examples = view.examples or 0
+    resolved = hparams.resolve(requested, examples, base, seed if seed is not None else 0)
+    tps, overhead, source = await estimates.tokens_per_second(deps.catalog, base, instance, deps.throughput)
+    return estimates.estimate(catalog=deps.catalog, base=base, instance=instance, hyperparameters=resolved,
+                              examples=examples, file_tokens=view.estimated_tokens, tokens_per_s=tps,
+                              overhead_s=overhead, source=source, spot=spot)
+
+
+async def estimate_job(cmd: EstimateRequest, user_id: str, deps: Deps) -> dict[str, Any]:
+    base = _base_model(deps, cmd.model)
+    return await _estimate(deps, user_id, base, cmd.requested_hyperparameters(), cmd.instance_type, cmd.spot,
+                           cmd.training_file)
+
+
+async def dry_run_job(cmd: CreateJob, user_id: str, deps: Deps) -> dict[str, Any]:
+    """`dry_run: true`: the estimate and the stopping condition a real create would use; no job is made."""
+    base = _base_model(deps, cmd.model)
+    body = await _estimate(deps, user_id, base, cmd.requested_hyperparameters(), cmd.instance_type, cmd.spot,
+                           cmd.training_file, cmd.seed)
+    instance = estimates.choose_instance(deps.catalog, base, cmd.instance_type)
+    stop = estimates.budget_stopping_condition(cmd.max_cost_usd, instance, cmd.spot, deps.launch.max_runtime_s)
+    return {**body, "dry_run": True, "max_cost_usd": cmd.max_cost_usd, "stopping_condition": stop,
+            "within_budget": cmd.max_cost_usd is None or body["estimated_cost_usd"] <= cmd.max_cost_usd}
+
+
+async def create_job(cmd: CreateJob, user_id: str, deps: Deps) -> Job:
+    base = _base_model(deps, cmd.model)
+    instance = estimates.choose_instance(deps.catalog, base, cmd.instance_type)
+    requested = cmd.requested_hyperparameters()
+    hparams.check(requested, base, cmd.validation_file)
+    estimates.budget_stopping_condition(cmd.max_cost_usd, instance, cmd.spot, deps.launch.max_runtime_s)
     for param in ("training_file", "validation_file"):
         file_id = getattr(cmd, param)
         if file_id is None:
@@ -107,12 +158,13 @@ async def create_job(cmd: CreateJob, user_id: str, deps: Deps) -> Job:
             if view.status == "deleted":
                 raise InvalidRequest(f"File {file_id} was deleted.", param=param, code="invalid_training_file")
     now = datetime.now(UTC)
-    requested = cmd.requested_hyperparameters()
+    seed = cmd.seed if cmd.seed is not None else (
+        int(requested.seed) if requested.seed != "auto" else secrets.randbelow(2**31))
     job = Job(job_id=_id("ftjob-"), user_id=user_id, created_at=now.isoformat(timespec="microseconds"),
               created_at_unix=int(now.timestamp()), model=base.id, training_file=cmd.training_file,
               validation_file=cmd.validation_file, hyperparameters=requested.model_dump(), suffix=cmd.suffix,
-              seed=cmd.seed if cmd.seed is not None else secrets.randbelow(2**31),
-              metadata=cmd.metadata, instance_type=deps.launch.instance_type,
+              seed=seed, metadata=cmd.metadata, instance_type=instance.id, spot=cmd.spot,
+              max_cost_usd=cmd.max_cost_usd,
               correlation_id=current_request_id())
     await deps.jobs.create(job)
     await record_event(deps, job, f"Created fine-tuning job: {job.job_id}")
@@ -142,24 +194,16 @@ async def on_file_event(envelope: Envelope, deps: Deps) -> None:
     await deps.jobs.put_file(FileView(file_id=d["file_id"], user_id=d["user_id"], status=status,
                                       purpose=d.get("purpose", ""), s3_uri=d.get("s3_uri", ""),
                                       examples=d.get("examples"), error=d.get("error"),
-                                      normalized_uri=d.get("normalized_uri"), example_type=d.get("example_type")))
+                                      normalized_uri=d.get("normalized_uri"), example_type=d.get("example_type"),
+                                      estimated_tokens=d.get("estimated_tokens")))
 
 
 # ---- worker: launch ---------------------------------------------------------------------------------------
 
-def resolve_hyperparameters(requested: Hyperparameters, examples: int) -> dict[str, Any]:
-    """'auto' becomes a number: OpenAI's cookbook heuristic for epochs, a small batch, the base rate."""
-    if requested.n_epochs != "auto":
-        epochs = int(requested.n_epochs)
-    elif examples * 3 < 100:
-        epochs = min(25, 100 // max(examples, 1))
-    elif examples * 3 > 25000:
-        epochs = max(1, 25000 // examples)
-    else:
-        epochs = 3
-    batch = int(requested.batch_size) if requested.batch_size != "auto" else max(1, min(4, examples))
-    multiplier = float(requested.learning_rate_multiplier) if requested.learning_rate_multiplier != "auto" else 1.0
-    return {"n_epochs": epochs, "batch_size": batch, "learning_rate_multiplier": multiplier}
+def resolve_hyperparameters(requested: Hyperparameters, examples: int, base: BaseModelEntry | None = None,
+                            seed: int | None = None) -> dict[str, Any]:
+    """'auto' becomes a value: OpenAI's cookbook heuristic for epochs, a small batch, the trainer's defaults."""
+    return hparams.resolve(requested, examples, base, seed)
 
 
 async def _fail(deps: Deps, job: Job, code: str, message: str, param: str | None = None) -> None:
@@ -194,8 +238,12 @@ async def launch_job(envelope: Envelope, deps: Deps) -> None:
                         "holds preference pairs, which need DPO training; this trainer does supervised fine-tuning "
                         "only.", "training_file")
             return
+        validation_ok, validation_uri = await _validation_uri(deps, job, envelope)
+        if not validation_ok:
+            return
         await record_event(deps, job, f"Validating training file: {job.training_file}")
-        resolved = resolve_hyperparameters(Hyperparameters.model_validate(job.hyperparameters), view.examples or 0)
+        resolved = resolve_hyperparameters(Hyperparameters.model_validate(job.hyperparameters), view.examples or 0,
+                                           deps.catalog.model(job.model), job.seed)
         if not await deps.jobs.transition(job.job_id, "queued", ("validating_files",), hyperparameters=resolved):
             return
         job.hyperparameters, job.status = resolved, "queued"
@@ -205,20 +253,48 @@ async def launch_job(envelope: Envelope, deps: Deps) -> None:
     else:  # queued: a previous delivery got this far; make sure SageMaker has the job
         view_or_none = await deps.jobs.get_file(job.training_file)
         view_uri = view_or_none.train_uri if view_or_none else ""
+        validation_view = await deps.jobs.get_file(job.validation_file) if job.validation_file else None
+        validation_uri = validation_view.train_uri if validation_view else None
     base = deps.catalog.model(job.model)
     assert base is not None
-    await _create_training_job(deps, job, base, view_uri)
+    await _create_training_job(deps, job, base, view_uri, validation_uri)
 
 
-def training_job_request(job: Job, base: BaseModelEntry, train_uri: str, cfg: LaunchConfig) -> dict[str, Any]:
-    hp = job.hyperparameters
-    hyperparameters = {
-        "n_epochs": hp["n_epochs"], "batch_size": hp["batch_size"],
-        "learning_rate": BASE_LEARNING_RATE * float(hp["learning_rate_multiplier"]), "seed": job.seed,
-        "target_modules": base.lora_target_modules, "max_seq_length": base.context_length,
-    }
+async def _validation_uri(deps: Deps, job: Job, envelope: Envelope) -> tuple[bool, str | None]:
+    """(usable, its examples' URI): no validation file is usable; one still validating waits like the training
+    file; an unusable one fails the job naming validation_file."""
+    if not job.validation_file:
+        return True, None
+    view = await deps.jobs.get_file(job.validation_file)
+    if view is None or view.user_id != job.user_id or view.status == "uploaded":
+        if envelope.retries < FILE_WAIT_RETRIES:
+            raise RetryLater(f"validation file {job.validation_file} not validated yet",
+                             delay_s=min(10, 2 ** envelope.retries))
+    if view is None or view.user_id != job.user_id:
+        await _fail(deps, job, "invalid_validation_file", f"Validation file {job.validation_file} was not found.",
+                    "validation_file")
+        return False, None
+    if view.status != "processed" or view.example_type == "preference":
+        reason = view.error or ("It holds preference pairs." if view.example_type == "preference"
+                                else "File is not usable.")
+        await _fail(deps, job, "invalid_validation_file",
+                    f"The job failed due to an invalid validation file. {reason}", "validation_file")
+        return False, None
+    return True, view.train_uri
+
+
+def checkpoint_uri(bucket: str, user_id: str, job_id: str) -> str:
+    return f"s3://{bucket}/training-jobs/{user_id}/{job_id}/checkpoints/"
+
+
+def training_job_request(job: Job, base: BaseModelEntry, train_uri: str, cfg: LaunchConfig,
+                         catalog: Catalog | None = None, validation_uri: str | None = None) -> dict[str, Any]:
+    hyperparameters = hparams.sagemaker_hyperparameters(job.hyperparameters, base, job.seed)
     channels = [{"ChannelName": "train", "DataSource": {"S3DataSource": {
         "S3DataType": "S3Prefix", "S3Uri": train_uri, "S3DataDistributionType": "FullyReplicated"}}}]
+    if validation_uri:  # the trainer evaluates it after every epoch (valid_loss)
+        channels.append({"ChannelName": "validation", "DataSource": {"S3DataSource": {
+            "S3DataType": "S3Prefix", "S3Uri": validation_uri, "S3DataDistributionType": "FullyReplicated"}}})
     if base.artifact_prefix:
         channels.append({"ChannelName": "model", "DataSource": {"S3DataSource": {
             "S3DataType": "S3Prefix", "S3Uri": f"s3://{cfg.bucket}/{base.artifact_prefix}",
@@ -230,19 +306,34 @@ def training_job_request(job: Job, base: BaseModelEntry, train_uri: str, cfg: La
         "AlgorithmSpecification": {"TrainingImage": cfg.image_uri, "TrainingInputMode": "File",
                                    "MetricDefinitions": METRIC_DEFINITIONS},
         "RoleArn": cfg.role_arn,
-        "HyperParameters": {k: str(v) for k, v in hyperparameters.items()},
+        "HyperParameters": hyperparameters,
         "InputDataConfig": channels,
         "OutputDataConfig": {"S3OutputPath": f"s3://{cfg.bucket}/training-jobs/{job.user_id}/",
                              **({"KmsKeyId": cfg.kms_key_id} if cfg.kms_key_id else {})},
         "ResourceConfig": {"InstanceType": job.instance_type, "InstanceCount": 1, "VolumeSizeInGB": 30},
-        "StoppingCondition": {"MaxRuntimeInSeconds": cfg.max_runtime_s},
+        "StoppingCondition": _stopping_condition(job, cfg, catalog),
+        **({"EnableManagedSpotTraining": True} if job.spot else {}),
+        # The trainer's SM_CHECKPOINT_DIR, synced here: GET .../checkpoints lists it.
+        "CheckpointConfig": {"S3Uri": checkpoint_uri(cfg.bucket, job.user_id, job.job_id)},
         "Tags": [{"Key": "llm-tuner:user", "Value": job.user_id}, {"Key": "llm-tuner:job", "Value": job.job_id}],
     }
 
 
-async def _create_training_job(deps: Deps, job: Job, base: BaseModelEntry, train_uri: str) -> None:
+def _stopping_condition(job: Job, cfg: LaunchConfig, catalog: Catalog | None) -> dict[str, int]:
+    instance = catalog.instance(job.instance_type) if catalog else None
+    if instance is None:  # a type the catalog no longer lists: no budget arithmetic possible, the plain cap
+        condition = {"MaxRuntimeInSeconds": cfg.max_runtime_s}
+        if job.spot:
+            condition["MaxWaitTimeInSeconds"] = cfg.max_runtime_s
+        return condition
+    return estimates.budget_stopping_condition(job.max_cost_usd, instance, job.spot, cfg.max_runtime_s)
+
+
+async def _create_training_job(deps: Deps, job: Job, base: BaseModelEntry, train_uri: str,
+                               validation_uri: str | None = None) -> None:
     try:
-        await deps.sagemaker.create_training_job(**training_job_request(job, base, train_uri, deps.launch))
+        await deps.sagemaker.create_training_job(**training_job_request(job, base, train_uri, deps.launch,
+                                                                        deps.catalog, validation_uri))
     except ClientError as exc:
         code = exc.response["Error"]["Code"]
         if code == "ResourceInUse":
@@ -254,6 +345,21 @@ async def _create_training_job(deps: Deps, job: Job, base: BaseModelEntry, train
         raise
     await deps.jobs.set_fields(job.job_id, sagemaker_job_name=job.job_id)
     log.info("training job launched", extra={"job_id": job.job_id})
+    current = await deps.jobs.get(job.job_id)
+    if current is not None and current.status == "cancelled":  # cancelled while this launch was in flight
+        await stop_quietly(deps, job.job_id)
+
+
+async def stop_quietly(deps: Deps, job_id: str) -> bool:
+    """StopTrainingJob; False when SageMaker has no such job or it is already over (ValidationException)."""
+    try:
+        await deps.sagemaker.stop_training_job(TrainingJobName=job_id)
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "ValidationException":
+            raise
+        log.info("stop refused", extra={"job_id": job_id, "error": str(exc)})
+        return False
+    return True
 
 
 # ---- worker: SageMaker state changes --------------------------------------------------------------------
@@ -301,6 +407,7 @@ async def _apply_sagemaker_state(job: Job, detail: dict[str, Any], deps: Deps) -
             await record_event(deps, job, "The job has successfully completed")
             await _announce(deps, job, "succeeded", fine_tuned_model=name, model_artifact=artifact,
                             result_file=result_file)
+            await _record_throughput(deps, job, detail, tokens)
     elif status == "Failed":
         await _fail(deps, job, "training_failed", str(detail.get("FailureReason") or "Training failed."))
     elif status == "Stopped":
@@ -310,6 +417,17 @@ async def _apply_sagemaker_state(job: Job, detail: dict[str, Any], deps: Deps) -
                                         finished_at=now):
             await record_event(deps, job, "Fine-tuning job cancelled")
             await _announce(deps, job, "cancelled")
+
+
+async def _record_throughput(deps: Deps, job: Job, detail: dict[str, Any], tokens: float | None) -> None:
+    """A finished job's measured seconds per token feed the next estimates for its model and instance type."""
+    seconds = detail.get("TrainingTimeInSeconds")
+    if deps.throughput is None or not seconds or not tokens:
+        return
+    try:
+        await deps.throughput.record(job.model, job.instance_type, float(seconds), int(tokens))
+    except ClientError as exc:  # an estimate input, never worth failing the job's completion over
+        log.warning("throughput not recorded", extra={"job_id": job.job_id, "error": str(exc)})
 
 
 async def delete_user_data(envelope: Envelope, deps: Deps) -> None:

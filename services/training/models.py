@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 JobStatus = Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
@@ -10,11 +10,33 @@ TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 Auto = Literal["auto"]
 
 
+Scheduler = Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                    "inverse_sqrt"]  # the trainer's SUPPORTED_SCHEDULERS
+ModuleName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$", max_length=128)]
+
+
 class Hyperparameters(BaseModel):
+    """OpenAI's three, plus the LoRA trainer's own; each "auto" until the launch resolves it (bounds: issue #5).
+    `max_seq_length`'s upper bound is the model's context length, checked at creation."""
+
     model_config = ConfigDict(extra="forbid")
-    n_epochs: Auto | int = Field(default="auto")
-    batch_size: Auto | int = Field(default="auto")
-    learning_rate_multiplier: Auto | float = Field(default="auto")
+    n_epochs: Auto | Annotated[int, Field(ge=1, le=50)] = "auto"
+    batch_size: Auto | Annotated[int, Field(ge=1, le=256)] = "auto"
+    learning_rate_multiplier: Auto | Annotated[float, Field(gt=0, le=10)] = "auto"
+    learning_rate: Auto | Annotated[float, Field(gt=0, le=1)] = "auto"  # beyond OpenAI: wins over the multiplier
+    lora_r: Auto | Annotated[int, Field(ge=1, le=256)] = "auto"
+    lora_alpha: Auto | Annotated[int, Field(ge=1, le=1024)] = "auto"
+    lora_dropout: Auto | Annotated[float, Field(ge=0, le=0.5)] = "auto"
+    target_modules: Literal["auto", "all-linear"] | Annotated[list[ModuleName], Field(min_length=1, max_length=64)] \
+        = "auto"
+    max_seq_length: Auto | Annotated[int, Field(ge=16)] = "auto"
+    warmup_ratio: Auto | Annotated[float, Field(ge=0, le=0.5)] = "auto"
+    weight_decay: Auto | Annotated[float, Field(ge=0, le=1)] = "auto"
+    gradient_accumulation_steps: Auto | Annotated[int, Field(ge=1, le=64)] = "auto"
+    lr_scheduler: Auto | Scheduler = "auto"
+    seed: Auto | Annotated[int, Field(ge=0, le=2147483647)] = "auto"
+    packing: Auto | bool = "auto"
+    validation_split: Auto | Annotated[float, Field(ge=0, le=0.5)] = "auto"
 
 
 class SupervisedMethod(BaseModel):
@@ -37,8 +59,40 @@ class CreateJob(BaseModel):
     method: Method | None = None
     suffix: str | None = Field(default=None, min_length=1, max_length=64)
     seed: int | None = Field(default=None, ge=0, le=2147483647)
-    metadata: dict[str, str] | None = None
+    metadata: dict[str, Annotated[str, Field(max_length=512)]] | None = None
     integrations: list[Any] | None = None
+    # Beyond OpenAI's body: where and how it runs, what it may cost, and "tell me first".
+    instance_type: str | None = Field(default=None, min_length=1, max_length=64)
+    spot: bool = False
+    max_cost_usd: float | None = Field(default=None, gt=0, le=100000)
+    dry_run: bool = False
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_bounds(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is not None:
+            if len(value) > 16:
+                raise ValueError("metadata may hold at most 16 pairs")
+            if any(len(k) > 64 for k in value):
+                raise ValueError("metadata keys may be at most 64 characters")
+        return value
+
+    def requested_hyperparameters(self) -> Hyperparameters:
+        if self.method and self.method.supervised:
+            return self.method.supervised.hyperparameters
+        return self.hyperparameters or Hyperparameters()
+
+
+class EstimateRequest(BaseModel):
+    """`POST /api/estimates`: what a job would cost, from its training file's validation statistics."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(min_length=1, max_length=256)
+    training_file: str = Field(min_length=1, max_length=64)
+    hyperparameters: Hyperparameters | None = None
+    method: Method | None = None
+    instance_type: str | None = Field(default=None, min_length=1, max_length=64)
+    spot: bool = False
 
     def requested_hyperparameters(self) -> Hyperparameters:
         if self.method and self.method.supervised:
@@ -65,9 +119,12 @@ class Job(BaseModel):
     trained_tokens: int | None = None
     result_files: list[str] = []
     instance_type: str
+    spot: bool = False
+    max_cost_usd: float | None = None
     model_artifact: str | None = None
     sagemaker_job_name: str | None = None
     correlation_id: str | None = None  # the creating request's id, carried into SageMaker's later events
+    cancel_requested_at: int | None = None  # a running job asked to stop; `cancelled` once SageMaker says Stopped
 
     def openai(self) -> dict[str, Any]:
         """The FineTuningJob object the openai SDK expects, every required key present."""
@@ -83,6 +140,8 @@ class Job(BaseModel):
             "user_provided_suffix": self.suffix,
             # Beyond OpenAI's object: where the result is.
             "instance_type": self.instance_type, "model_artifact": self.model_artifact,
+            "spot": self.spot, "max_cost_usd": self.max_cost_usd,
+            "cancel_requested_at": self.cancel_requested_at,
         }
 
 
@@ -99,6 +158,7 @@ class FileView(BaseModel):
     # Set once files has validated a fine-tune file: its examples in the one internal form the trainer reads.
     normalized_uri: str | None = None
     example_type: str | None = None  # chat, text or preference
+    estimated_tokens: int | None = None  # from the validation report: what estimates count
 
     @property
     def train_uri(self) -> str:

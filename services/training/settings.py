@@ -15,6 +15,7 @@ class Settings(ServiceSettings):
     job_events_table: str = Field(resources.JOB_EVENTS_TABLE, alias="DYNAMODB_JOB_EVENTS_TABLE")
     files_projection_table: str = Field(resources.TRAINING_FILES_TABLE, alias="DYNAMODB_TRAINING_FILES_TABLE")
     inbox_table: str = Field(resources.TRAINING_INBOX_TABLE, alias="TRAINING_INBOX_TABLE")
+    throughput_table: str = Field(resources.TRAINING_THROUGHPUT_TABLE, alias="DYNAMODB_TRAINING_THROUGHPUT_TABLE")
     events_topic: str = Field(resources.TRAINING_TOPIC, alias="TRAINING_EVENTS_TOPIC")
     work_queue: str = Field(resources.TRAINING_QUEUE, alias="TRAINING_WORK_QUEUE")
     bucket: str = Field(resources.BUCKET, alias="S3_BUCKET_NAME")

@@ -244,11 +244,22 @@ def test_hyperparameters_parse_sagemaker_strings_and_keep_defaults() -> None:
         ("warmup_ratio", "2"),
         ("target_modules", "q_proj;v_proj"),
         ("lr_scheduler", "sometimes"),
+        ("validation_split", "0.6"),
     ],
 )
 def test_bad_hyperparameter_values_are_refused_by_name(name: str, value: str) -> None:
     with pytest.raises(finetune.HyperparameterError, match=name):
         finetune.parse_hyperparameters({name: value})
+
+
+def test_validation_split_holds_out_a_seeded_share_in_order() -> None:
+    examples: list[Any] = [f"e{i}" for i in range(10)]
+    train, held = finetune.split_validation(examples, 0.25, seed=3)
+    assert len(held) == 2 and len(train) == 8 and sorted(train + held) == sorted(examples)
+    assert train == [e for e in examples if e in train] and held == [e for e in examples if e in held]
+    assert finetune.split_validation(examples, 0.25, seed=3) == (train, held)
+    assert finetune.split_validation(examples, 0.05, seed=3) == (examples, [])  # floor(0.5) holds none
+    assert finetune.parse_hyperparameters({"validation_split": "0.2"})[0].validation_split == 0.2
 
 
 # ------------------------------------------------------------------------ the SageMaker-contract runs
@@ -353,6 +364,21 @@ def test_full_run_trains_reports_metrics_and_publishes_the_adapter(
     base = AutoModelForCausalLM.from_pretrained(demo_model_dir)
     tuned = PeftModel.from_pretrained(base, model_dir)
     assert tuned.peft_config["default"].base_model_name_or_path == str(demo_model_dir)
+
+
+def test_validation_split_without_a_channel_evaluates_the_held_out_share(
+    demo_model_dir: Path, tmp_path: Path
+) -> None:
+    env = _sagemaker_job(tmp_path, demo_model_dir, make_demo_dataset(20, seed=0), [])
+    config = tmp_path / "config" / "hyperparameters.json"
+    config.write_text(json.dumps({**HYPERPARAMETERS, "n_epochs": "1", "validation_split": "0.25"}))
+    result = _run(env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    metrics = _metrics(result.stdout)
+    assert [m["step"] for m in metrics] == [1, 2, 3, 4]  # ceil(15 / 4)
+    assert "valid_loss" in metrics[-1]
+    summary = json.loads((tmp_path / "model" / "training_summary.json").read_text())
+    assert (summary["examples"], summary["validation_examples"]) == (15, 5)
 
 
 def test_sigterm_stops_without_publishing_and_a_restart_resumes_exactly(

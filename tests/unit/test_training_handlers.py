@@ -63,12 +63,20 @@ class FakeJobsStore:
 class FakeSageMaker:
     def __init__(self) -> None:
         self.created: list[dict[str, Any]] = []
+        self.stopped: list[str] = []
+        self.over: set[str] = set()  # jobs SageMaker has already finished
 
     async def create_training_job(self, **request: Any) -> dict[str, Any]:
         if any(r["TrainingJobName"] == request["TrainingJobName"] for r in self.created):
             raise ClientError({"Error": {"Code": "ResourceInUse", "Message": "exists"}}, "CreateTrainingJob")
         self.created.append(request)
         return {"TrainingJobArn": "arn:x"}
+
+    async def stop_training_job(self, TrainingJobName: str) -> dict[str, Any]:
+        if TrainingJobName not in {r["TrainingJobName"] for r in self.created} or TrainingJobName in self.over:
+            raise ClientError({"Error": {"Code": "ValidationException", "Message": "not found"}}, "StopTrainingJob")
+        self.stopped.append(TrainingJobName)
+        return {}
 
 
 class FakeS3:
@@ -149,7 +157,9 @@ def test_launch_waits_for_the_file_then_queues_and_creates_the_training_job(deps
     _launch(deps, job, retries=1)
     stored = deps.jobs.jobs[job.job_id]  # type: ignore[attr-defined]
     assert stored.status == "queued"
-    assert stored.hyperparameters == {"n_epochs": 5, "batch_size": 4, "learning_rate_multiplier": 1.0}
+    assert {k: stored.hyperparameters[k] for k in ("n_epochs", "batch_size", "learning_rate_multiplier")} == {
+        "n_epochs": 5, "batch_size": 4, "learning_rate_multiplier": 1.0}
+    assert "auto" not in stored.hyperparameters.values()  # every field resolved (issue #5)
     [request] = deps.sagemaker.created
     assert request["TrainingJobName"] == job.job_id
     assert request["HyperParameters"]["n_epochs"] == "5"
@@ -251,3 +261,93 @@ def test_users_only_see_their_own_jobs(deps: handlers.Deps) -> None:
 @pytest.mark.parametrize(("examples", "epochs"), [(5, 20), (20, 5), (100, 3), (20_000, 1)])
 def test_auto_epochs_follow_openais_heuristic(examples: int, epochs: int) -> None:
     assert handlers.resolve_hyperparameters(Hyperparameters(), examples)["n_epochs"] == epochs
+
+
+# ---- cancel ---------------------------------------------------------------------------------------------
+
+def _cancel(deps: handlers.Deps, job: Job, user: str = "u1") -> Job:
+    from services.training.cancel import cancel_job
+    return run(cancel_job(job.job_id, user, deps))  # type: ignore[no-any-return]
+
+
+def _messages(deps: handlers.Deps, job: Job) -> list[str]:
+    return [e["message"] for e in deps.jobs.events[job.job_id]]  # type: ignore[attr-defined]
+
+
+def test_cancel_before_sagemaker_has_it_is_immediate(deps: handlers.Deps) -> None:
+    job = _create(deps)  # validating_files, never launched
+    cancelled = _cancel(deps, job)
+    assert cancelled.status == "cancelled" and cancelled.finished_at is not None
+    assert deps.sagemaker.stopped == []  # type: ignore[attr-defined]
+    assert _messages(deps, job)[-2:] == ["Job cancellation requested", "Fine-tuning job cancelled"]
+    _file(deps)
+    _launch(deps, job)  # the launch that was queued finds it cancelled: nothing reaches SageMaker
+    assert deps.sagemaker.created == []  # type: ignore[attr-defined]
+    assert deps.events.types().count("training.job.cancelled") == 1  # type: ignore[attr-defined]
+
+
+def test_cancel_of_a_queued_job_stops_sagemakers_copy(deps: handlers.Deps) -> None:
+    _file(deps)
+    job = _create(deps)
+    _launch(deps, job)
+    assert _cancel(deps, job).status == "cancelled"
+    assert deps.sagemaker.stopped == [job.job_id]  # type: ignore[attr-defined]
+    _sagemaker(deps, job, "InProgress")  # late events change nothing, and announce nothing twice
+    _sagemaker(deps, job, "Stopped", SecondaryStatus="Stopped")
+    assert deps.jobs.jobs[job.job_id].status == "cancelled"  # type: ignore[attr-defined]
+    assert deps.events.types().count("training.job.cancelled") == 1  # type: ignore[attr-defined]
+    assert _messages(deps, job).count("Fine-tuning job cancelled") == 1
+
+
+def test_a_launch_that_lands_after_the_cancel_stops_its_training_job(deps: handlers.Deps) -> None:
+    _file(deps)
+    job = _create(deps)
+    _launch(deps, job)
+    deps.sagemaker.created.clear()  # type: ignore[attr-defined]
+    run(deps.jobs.transition(job.job_id, "cancelled", ("queued",)))  # the cancel won the race
+    launched = deps.jobs.jobs[job.job_id]  # type: ignore[attr-defined]
+    run(handlers._create_training_job(deps, launched, deps.catalog.model(job.model), "s3://b/t"))  # type: ignore[arg-type]
+    assert deps.sagemaker.stopped == [job.job_id]  # type: ignore[attr-defined]
+
+
+def test_cancel_of_a_running_job_waits_for_stopped(deps: handlers.Deps) -> None:
+    _file(deps)
+    job = _create(deps)
+    _launch(deps, job)
+    _sagemaker(deps, job, "InProgress")
+    answered = _cancel(deps, job)
+    assert answered.status == "running" and answered.cancel_requested_at is not None
+    assert answered.openai()["cancel_requested_at"] == answered.cancel_requested_at
+    assert _cancel(deps, job).status == "running"  # asked twice: one stop, one event
+    assert deps.sagemaker.stopped == [job.job_id]  # type: ignore[attr-defined]
+    assert "training.job.cancelled" not in deps.events.types()  # type: ignore[attr-defined]
+    _sagemaker(deps, job, "Stopped", SecondaryStatus="Stopped")
+    ended = deps.jobs.jobs[job.job_id]  # type: ignore[attr-defined]
+    assert ended.status == "cancelled" and ended.finished_at is not None
+    assert _messages(deps, job).count("Job cancellation requested") == 1
+    assert _messages(deps, job)[-1] == "Fine-tuning job cancelled"
+    assert deps.events.types().count("training.job.cancelled") == 1  # type: ignore[attr-defined]
+
+
+def test_finished_jobs_cannot_be_cancelled(deps: handlers.Deps) -> None:
+    _file(deps)
+    job = _create(deps)
+    _launch(deps, job)
+    _sagemaker(deps, job, "Failed", FailureReason="boom")
+    with pytest.raises(InvalidRequest) as refused:
+        _cancel(deps, job)
+    assert refused.value.code == "job_already_finished"
+    with pytest.raises(NotFound):
+        _cancel(deps, job, user="u2")
+
+
+def test_a_running_job_sagemaker_already_finished_is_refused(deps: handlers.Deps) -> None:
+    _file(deps)
+    job = _create(deps)
+    _launch(deps, job)
+    _sagemaker(deps, job, "InProgress")
+    deps.sagemaker.over.add(job.job_id)  # type: ignore[attr-defined]
+    with pytest.raises(InvalidRequest) as refused:
+        _cancel(deps, job)
+    assert refused.value.code == "job_already_finished"
+    assert deps.jobs.jobs[job.job_id].cancel_requested_at is None  # type: ignore[attr-defined]

@@ -1,0 +1,112 @@
+"""What a job leaves in S3, for its owner: its checkpoints (OpenAI's `FineTuningJobCheckpoint` list) and short-lived
+download links to its adapter and results CSV.
+
+Checkpoints are what the trainer saved to SM_CHECKPOINT_DIR as `checkpoint-{step}/`, which SageMaker (and the
+local emulator) syncs to the job's CheckpointConfig.S3Uri, `training-jobs/{user}/{job}/checkpoints/`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import string
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from services.training import results
+from services.training.handlers import Deps, fine_tuned_model_name
+from services.training.models import Job
+from shared.errors import NotFound
+
+LINK_TTL_S = 15 * 60
+_ALPHABET = string.ascii_letters + string.digits
+_CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)/")
+_METRIC_KEYS = ("step", "train_loss", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy",
+                "full_valid_loss", "full_valid_mean_token_accuracy")
+
+
+def checkpoint_prefix(job: Job) -> str:
+    return f"training-jobs/{job.user_id}/{job.job_id}/checkpoints/"
+
+
+def checkpoint_id(job_id: str, step: int) -> str:
+    digest = hashlib.sha256(f"ckpt:{job_id}:{step}".encode()).digest()
+    return "ftckpt_" + "".join(_ALPHABET[b % len(_ALPHABET)] for b in digest[:24])
+
+
+@dataclass
+class _Found:
+    step: int
+    modified: int
+
+
+async def _checkpoint_dirs(deps: Deps, job: Job) -> list[_Found]:
+    prefix = checkpoint_prefix(job)
+    found: dict[int, int] = {}
+    paginator = deps.s3.get_paginator("list_objects_v2")
+    async for page in paginator.paginate(Bucket=deps.launch.bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            match = _CHECKPOINT_DIR.match(obj["Key"][len(prefix):])
+            if match:
+                step = int(match.group(1))
+                found[step] = max(found.get(step, 0), int(obj["LastModified"].timestamp()))
+    return [_Found(step, modified) for step, modified in sorted(found.items(), reverse=True)]
+
+
+def _metrics(records: list[dict[str, Any]], step: int) -> dict[str, float]:
+    record = next((r for r in reversed(records) if r.get("step") == step), {"step": step})
+    if "train_mean_token_accuracy" not in record and "train_accuracy" in record:
+        record = {**record, "train_mean_token_accuracy": record["train_accuracy"]}
+    return {k: float(record[k]) for k in _METRIC_KEYS if isinstance(record.get(k), (int, float))}
+
+
+async def list_checkpoints(job: Job, deps: Deps, limit: int, after: str | None) -> dict[str, Any]:
+    """`SyncCursorPage[FineTuningJobCheckpoint]`, newest (highest step) first; `after` is a checkpoint id."""
+    found = await _checkpoint_dirs(deps, job)
+    ids = [checkpoint_id(job.job_id, f.step) for f in found]
+    start = 0
+    if after:
+        if after not in ids:
+            raise NotFound(f"No checkpoint found with id {after!r}.", param="after")
+        start = ids.index(after) + 1
+    page = found[start:start + limit]
+    records = await results.load_metrics(deps.s3, job.model_artifact) if page and job.model_artifact else []
+    model = job.fine_tuned_model or fine_tuned_model_name(job)
+    data = [{"id": checkpoint_id(job.job_id, f.step), "object": "fine_tuning.job.checkpoint",
+             "created_at": f.modified, "fine_tuned_model_checkpoint": f"{model}:ckpt-step-{f.step}",
+             "fine_tuning_job_id": job.job_id, "step_number": f.step, "metrics": _metrics(records, f.step)}
+            for f in page]
+    return {"object": "list", "data": data, "has_more": start + limit < len(found),
+            "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None}
+
+
+async def _link(deps: Deps, bucket: str, key: str, name: str, kind: str, expires_at: int) -> dict[str, Any] | None:
+    try:
+        head = await deps.s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return None
+        raise
+    url = await deps.s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key},
+                                               ExpiresIn=LINK_TTL_S)
+    return {"name": name, "kind": kind, "url": url, "bytes": int(head["ContentLength"]), "expires_at": expires_at}
+
+
+async def artifact_links(job: Job, deps: Deps) -> dict[str, Any]:
+    """Presigned GET links (15 minutes) to the adapter and the results CSV, each only when it exists."""
+    expires_at = int(time.time()) + LINK_TTL_S
+    data: list[dict[str, Any]] = []
+    if job.model_artifact and job.model_artifact.startswith("s3://"):
+        bucket, _, key = job.model_artifact.removeprefix("s3://").partition("/")
+        link = await _link(deps, bucket, key, "model.tar.gz", "adapter", expires_at)
+        if link:
+            data.append(link)
+    for file_id in job.result_files:
+        key = f"files/{job.user_id}/{file_id}"
+        link = await _link(deps, deps.launch.bucket, key, results.RESULTS_FILENAME, "results", expires_at)
+        if link:
+            data.append(link)
+    return {"object": "list", "data": data}
