@@ -40,6 +40,7 @@ bench: $(VENV)/.dev
 	$(PY) -m bench.run
 	$(PY) -m bench.auth
 	$(PY) -m bench.files
+	$(PY) -m bench.trainer
 
 provision: $(VENV)/.runtime
 	$(PY) -m deploy.local.provision

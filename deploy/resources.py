@@ -159,8 +159,11 @@ def describe(bucket_name: str = BUCKET) -> Resources:
             Table(FILES_TABLE, "files", Key("file_id"), indexes=(Index("user-files-index", Key("user_id")),)),
             Table(FILES_INBOX_TABLE, "files", message_id, ttl_attribute="expires_at"),
             Table(FILES_USAGE_TABLE, "files", Key("user_id")),  # bytes stored per user, for the quota
+            # status-index is sparse: only unfinished jobs carry `active_status` (their status), so the
+            # reconciler finds queued and running jobs by a Query whose cost follows their number.
             Table(JOBS_TABLE, "training", Key("job_id"),
-                  indexes=(Index("user-index", Key("user_id"), Key("created_at")),)),
+                  indexes=(Index("user-index", Key("user_id"), Key("created_at")),
+                           Index("status-index", Key("active_status"), Key("created_at")))),
             Table(JOB_EVENTS_TABLE, "training", Key("job_id"), Key("event_id")),
             Table(TRAINING_FILES_TABLE, "training", Key("file_id"), indexes=(Index("user-index", Key("user_id")),)),
             Table(TRAINING_INBOX_TABLE, "training", message_id, ttl_attribute="expires_at"),

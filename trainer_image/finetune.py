@@ -15,8 +15,11 @@ Contract (SageMaker training container; every path may be overridden by its envi
   SM_CHECKPOINT_DIR     /opt/ml/checkpoints       checkpoints at each epoch end and on SIGTERM; a run
                                                    restarted on the same data resumes from the newest
   SM_MODEL_DIR          /opt/ml/model             on success: the LoRA adapter, the tokenizer and
-                                                   training_summary.json (nothing is written there otherwise)
-  SM_OUTPUT_DATA_DIR    /opt/ml/output/data       metrics.jsonl and a copy of training_summary.json
+                                                   training_summary.json (nothing is written there otherwise);
+                                                   with merge_adapter=true also merged/: base + adapter merged
+  SM_OUTPUT_DATA_DIR    /opt/ml/output/data       metrics.jsonl, results.csv (step, train_loss, train_accuracy,
+                                                   valid_loss, valid_mean_token_accuracy) and a copy of
+                                                   training_summary.json
   SM_OUTPUT_DIR         /opt/ml/output            `failure`: the reason, when the run fails or is stopped
 
 Data: one JSON object per line, in the platform's internal example form (what the files service normalises
@@ -27,8 +30,12 @@ every upload to), or OpenAI's chat line (the same as the first without "type"):
   {"type": "preference", ...}        needs DPO, which this trainer does not do: the run fails saying so
 
 Stdout carries one line per logged step, JSON after a fixed prefix (SageMaker MetricDefinitions parse it):
-  METRICS {"step": 3, "epoch": 0.5, "train_loss": 2.3104, "learning_rate": 0.0002, "total_steps": 20}
-with "valid_loss" added on the step that ends an epoch when a validation channel exists.
+  METRICS {"step": 3, "epoch": 0.5, "train_loss": 2.3104, "train_accuracy": 0.41, "learning_rate": 0.0002, ...}
+with "valid_loss" and "valid_mean_token_accuracy" added on the step that ends an epoch when there is
+validation data. A tokenizer without a chat template gets a ChatML fallback template.
+
+GPU: bf16 (where supported) and SDPA attention. Options: gradient_checkpointing=true, load_in_4bit=true (QLoRA:
+needs CUDA and bitsandbytes, imported only then; the run fails saying so when either is missing).
 
 Exit status: 0 success, 1 failure (reason in `failure`), 143 stopped by SIGTERM/SIGINT (checkpoint kept,
 no model published).
@@ -37,6 +44,7 @@ no model published).
 from __future__ import annotations
 
 import contextlib
+import csv
 import dataclasses
 import hashlib
 import json
@@ -81,6 +89,7 @@ SUPPORTED_SCHEDULERS = (
 GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
 MODULE_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 DEFAULT_MODEL_ID = "Qwen/Qwen2.5-0.5B-Instruct"
+MERGED_DIR = "merged"
 
 
 # --------------------------------------------------------------------------------------------- errors
@@ -167,6 +176,9 @@ class Hyperparameters:
     weight_decay: float = 0.0
     lr_scheduler: str = "linear"
     validation_split: float = 0.0
+    gradient_checkpointing: bool = False
+    load_in_4bit: bool = False  # QLoRA: needs CUDA and bitsandbytes
+    merge_adapter: bool = False  # also save the base model with the adapter merged in, under merged/
     # Names the caller set explicitly (the rest are defaults); not a hyperparameter itself.
     given: frozenset[str] = field(default=frozenset(), compare=False)
 
@@ -221,6 +233,17 @@ def _parse_float(
         bounds = low if maximum is None else f"{low} and <= {maximum:g}"
         raise HyperparameterError(f"hyperparameter {name} must be {bounds}, got {value!r}")
     return number
+
+
+def _parse_bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no", ""):
+        return False
+    raise HyperparameterError(f"hyperparameter {name} must be true or false, got {value!r}")
 
 
 def _parse_target_modules(value: Any) -> str | tuple[str, ...]:
@@ -285,8 +308,16 @@ def parse_hyperparameters(raw: Mapping[str, Any]) -> tuple[Hyperparameters, list
         weight_decay=_parse_float("weight_decay", get("weight_decay"), minimum=0.0),
         lr_scheduler=lr_scheduler,
         validation_split=_parse_float("validation_split", get("validation_split"), minimum=0.0, maximum=0.5),
+        gradient_checkpointing=_parse_bool("gradient_checkpointing", get("gradient_checkpointing")),
+        load_in_4bit=_parse_bool("load_in_4bit", get("load_in_4bit")),
+        merge_adapter=_parse_bool("merge_adapter", get("merge_adapter")),
         given=frozenset(given),
     )
+    if hp.load_in_4bit and hp.merge_adapter:
+        raise HyperparameterError(
+            "merge_adapter cannot be combined with load_in_4bit (merging into 4-bit weights loses precision); "
+            "merge the published adapter into the full-precision base model instead"
+        )
     return hp, ignored
 
 
@@ -649,29 +680,39 @@ def steps_per_epoch(n_examples: int, hp: Hyperparameters) -> int:
     return math.ceil(math.ceil(n_examples / hp.batch_size) / hp.gradient_accumulation_steps)
 
 
-def loss_sum(model: Any, batch: PackedBatch) -> torch.Tensor:
-    """Summed cross-entropy over the batch's loss tokens (normalised by the caller, across accumulation)."""
+def loss_and_correct(model: Any, batch: PackedBatch) -> tuple[torch.Tensor, int]:
+    """Summed cross-entropy over the batch's loss tokens (normalised by the caller, across accumulation) and
+    how many of those tokens the model predicts exactly (argmax), for token accuracy."""
     logits = model(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False).logits
-    return F.cross_entropy(
-        logits[:, :-1, :].float().reshape(-1, logits.shape[-1]),
-        batch.labels[:, 1:].reshape(-1),
-        ignore_index=IGNORE_INDEX,
-        reduction="sum",
-    )
+    flat_logits = logits[:, :-1, :].reshape(-1, logits.shape[-1])
+    targets = batch.labels[:, 1:].reshape(-1)
+    loss = F.cross_entropy(flat_logits.float(), targets, ignore_index=IGNORE_INDEX, reduction="sum")
+    with torch.no_grad():
+        keep = targets != IGNORE_INDEX
+        correct = int((flat_logits.argmax(dim=-1)[keep] == targets[keep]).sum().item())
+    return loss, correct
+
+
+def loss_sum(model: Any, batch: PackedBatch) -> torch.Tensor:
+    """Summed cross-entropy over the batch's loss tokens."""
+    return loss_and_correct(model, batch)[0]
 
 
 @torch.no_grad()
 def evaluate(
     model: Any, examples: Sequence[TokenizedExample], batch_size: int, device: torch.device
-) -> float:
+) -> tuple[float, float]:
+    """(mean loss, token accuracy) over the loss tokens of `examples`."""
     model.eval()
-    total, tokens = 0.0, 0
+    total, correct, tokens = 0.0, 0, 0
     for start in range(0, len(examples), batch_size):
         batch = pack(examples[start : start + batch_size], device)
-        total += loss_sum(model, batch).item()
+        loss, hits = loss_and_correct(model, batch)
+        total += loss.item()
+        correct += hits
         tokens += batch.loss_tokens
     model.train()
-    return total / tokens
+    return total / tokens, correct / tokens
 
 
 # ------------------------------------------------------------------------------------------- signals
@@ -714,6 +755,7 @@ class Progress:
     trained_tokens: int = 0
     last_train_loss: float | None = None
     last_valid_loss: float | None = None
+    last_valid_accuracy: float | None = None
 
 
 def save_checkpoint(
@@ -780,6 +822,49 @@ def load_checkpoint(
 # ------------------------------------------------------------------------------------------- model
 
 
+HF_TOKEN_SECRET_PARAM = "hf_token_secret"  # noqa: S105 - the hyperparameter's name, not a secret
+
+
+def fetch_hf_token(secret_id: str | None, client: Any = None) -> str | None:
+    """The Hugging Face token for gated models, read from AWS Secrets Manager at start: only the secret's
+    name or ARN travels with the job (hyperparameter `hf_token_secret`), never the token. The secret holds
+    the token itself or JSON with "HF_TOKEN" (or "token")."""
+    if not secret_id:
+        return None
+    try:
+        if client is None:
+            import boto3  # only jobs that need a token need boto3
+
+            # An ARN names its region; else the job's own (SageMaker sets AWS_REGION in the container).
+            region = secret_id.split(":")[3] if secret_id.startswith("arn:") else os.environ.get("AWS_REGION")
+            client = boto3.client("secretsmanager", **({"region_name": region} if region else {}))
+        response = client.get_secret_value(SecretId=secret_id)
+    except Exception as exc:
+        raise ModelLoadError(
+            f"cannot read the Hugging Face token from Secrets Manager secret {secret_id}: {exc}"
+        ) from exc
+    text = (response.get("SecretString") or response.get("SecretBinary", b"").decode("utf-8", "replace")).strip()
+    token: Any = text
+    if text.startswith("{"):
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError:
+            values = {}
+        if not isinstance(values, dict):
+            values = {}
+        token = values.get("HF_TOKEN") or values.get("hf_token") or values.get("token")
+    if not isinstance(token, str) or not token.strip():
+        raise ModelLoadError(f"Secrets Manager secret {secret_id} holds no Hugging Face token")
+    return token.strip()
+
+
+def use_hf_token(token: str | None) -> None:
+    """The Hub client reads HF_TOKEN at each download: set in this process only, never in the job's config."""
+    if token:
+        os.environ["HF_TOKEN"] = token
+        log.info("Hugging Face token read from Secrets Manager")
+
+
 def resolve_model_source(paths: Paths, hp: Hyperparameters, scratch: Path) -> str:
     """The folder or Hub id to load the base model from: the model channel when there is one."""
     channel = paths.model_channel
@@ -810,6 +895,22 @@ def pick_device() -> tuple[torch.device, torch.dtype]:
     return torch.device("cpu"), torch.float32
 
 
+# Used when the base model's tokenizer has none (a base, not instruct, model): ChatML turns, with the
+# assistant's reply and its end marker inside {% generation %} so the loss mask comes from the template; no
+# separator after the end marker, so the prefix-rendering method finds the same spans.
+FALLBACK_CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
+    "{%- if message['role'] == 'assistant' -%}"
+    "{%- generation -%}{{- message['content'] + '<|im_end|>' -}}{%- endgeneration -%}"
+    "{%- else -%}"
+    "{{- message['content'] + '<|im_end|>' -}}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
+)
+
+
 def load_tokenizer(source: str) -> Any:
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
@@ -818,19 +919,53 @@ def load_tokenizer(source: str) -> Any:
     if not getattr(tokenizer, "is_fast", False):
         raise ModelLoadError(f"the tokenizer of {source} is not a fast tokenizer; token offsets are needed")
     if not tokenizer.chat_template:
-        raise ModelLoadError(
-            f"the tokenizer of {source} has no chat template; use an instruct/chat base model"
-        )
+        log.warning("the tokenizer of %s has no chat template; using a ChatML fallback template", source)
+        tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
     return tokenizer
 
 
-def load_model(source: str, hp: Hyperparameters, device: torch.device, dtype: torch.dtype) -> Any:
+def _quantization_config(device: torch.device, dtype: torch.dtype) -> Any:
+    """QLoRA's 4-bit NF4 config; bitsandbytes is imported only here, when load_in_4bit asks for it."""
+    if device.type != "cuda":
+        raise HyperparameterError("load_in_4bit (QLoRA) needs a CUDA GPU; none is available")
     try:
-        model: Any = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise HyperparameterError(
+            "load_in_4bit (QLoRA) needs the bitsandbytes package, which is not installed in this image"
+        ) from None
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype
+    )
+
+
+def load_model(source: str, hp: Hyperparameters, device: torch.device, dtype: torch.dtype) -> Any:
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if device.type == "cuda":
+        kwargs["attn_implementation"] = "sdpa"  # flash/memory-efficient kernels; packed rows via position ids
+    if hp.load_in_4bit:
+        kwargs["quantization_config"] = _quantization_config(device, dtype)
+        kwargs["device_map"] = {"": device.index or 0}
+    try:
+        model: Any = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except Exception as exc:
         raise ModelLoadError(f"cannot load the base model {source}: {exc}") from exc
     model.config.use_cache = False  # packed rows rely on position ids, which the cache path ignores
-    model.to(device)
+    if hp.load_in_4bit:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=hp.gradient_checkpointing)
+    else:
+        model.to(device)
+        if hp.gradient_checkpointing:
+            # transformers 5 renamed it activation_checkpointing_enable; the old name warns.
+            if hasattr(model, "activation_checkpointing_enable"):
+                model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.enable_input_require_grads()  # the frozen embeddings' output must carry grad for LoRA
     # Seeded right before the adapter is created: that is what makes LoRA's initial weights reproducible.
     set_seed(hp.seed)
     target = hp.target_modules if isinstance(hp.target_modules, str) else list(hp.target_modules)
@@ -851,11 +986,23 @@ def load_model(source: str, hp: Hyperparameters, device: torch.device, dtype: to
 # --------------------------------------------------------------------------------------------- loop
 
 
+RESULTS_CSV = "results.csv"
+RESULTS_COLUMNS = ("step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy")
+
+
 def emit_metrics(record: dict[str, Any], sink: Path) -> None:
+    """A METRICS line on stdout, a line of metrics.jsonl and a row of results.csv (beside it)."""
     line = json.dumps(record)
     print(METRICS_PREFIX + line, flush=True)
     with sink.open("a", encoding="utf-8") as out:
         out.write(line + "\n")
+    results = sink.parent / RESULTS_CSV
+    new = not results.exists()
+    with results.open("a", encoding="utf-8", newline="") as out:
+        writer = csv.writer(out)
+        if new:
+            writer.writerow(RESULTS_COLUMNS)
+        writer.writerow(["" if record.get(name) is None else record[name] for name in RESULTS_COLUMNS])
 
 
 @dataclass
@@ -905,16 +1052,19 @@ class TrainingRun:
             log.info("resuming from the checkpoint at step %d/%d", progress.step, total_steps)
 
         self.model.train()
-        window_loss, window_tokens = 0.0, 0
+        window_loss, window_tokens, window_correct = 0.0, 0, 0
         self.stop.deferred = True
         for step, epoch, micro_batches in self.iterate(total_steps, per_epoch, progress.step):
             learning_rate = scheduler.get_last_lr()[0]
-            step_loss, step_loss_tokens, step_tokens = self._optimizer_step(micro_batches, step, optimizer)
+            step_loss, step_loss_tokens, step_tokens, step_correct = self._optimizer_step(
+                micro_batches, step, optimizer
+            )
             scheduler.step()
             progress.step = step
             progress.trained_tokens += step_tokens
             window_loss += step_loss
             window_tokens += step_loss_tokens
+            window_correct += step_correct
 
             epoch_done = step % per_epoch == 0
             evaluated = epoch_done and bool(self.validation)
@@ -924,15 +1074,17 @@ class TrainingRun:
                     "step": step,
                     "epoch": round(step / per_epoch, 4),
                     "train_loss": progress.last_train_loss,
+                    "train_accuracy": round(window_correct / window_tokens, 4),
                     "learning_rate": float(f"{learning_rate:.6g}"),
                     "total_steps": total_steps,
                     "trained_tokens": progress.trained_tokens,
                 }
                 if evaluated:
-                    valid_loss = evaluate(self.model, self.validation, hp.batch_size, self.device)
+                    valid_loss, valid_accuracy = evaluate(self.model, self.validation, hp.batch_size, self.device)
                     progress.last_valid_loss = record["valid_loss"] = round(valid_loss, 4)
+                    progress.last_valid_accuracy = record["valid_mean_token_accuracy"] = round(valid_accuracy, 4)
                 emit_metrics(record, metrics_sink)
-                window_loss, window_tokens = 0.0, 0
+                window_loss, window_tokens, window_correct = 0.0, 0, 0
             if epoch_done:
                 log.info("epoch %d/%d done at step %d", epoch + 1, hp.n_epochs, step)
             if self.stop.received:
@@ -952,23 +1104,24 @@ class TrainingRun:
 
     def _optimizer_step(
         self, micro_batches: list[list[TokenizedExample]], step: int, optimizer: torch.optim.Optimizer
-    ) -> tuple[float, int, int]:
+    ) -> tuple[float, int, int, int]:
         """Forward and backward over the micro-batches, then one update. Returns the summed loss, the
-        number of loss tokens and the number of tokens. The loss is normalised over the whole step, so
-        gradient accumulation gives the same update as one large batch."""
+        number of loss tokens, the number of tokens and the number of loss tokens predicted exactly. The loss
+        is normalised over the whole step, so gradient accumulation gives the same update as one large batch."""
         batches = [pack(examples, self.device) for examples in micro_batches]
         loss_tokens = sum(b.loss_tokens for b in batches)
-        total = 0.0
+        total, correct = 0.0, 0
         for batch in batches:
-            loss = loss_sum(self.model, batch)
+            loss, hits = loss_and_correct(self.model, batch)
             (loss / loss_tokens).backward()
             total += loss.item()
+            correct += hits
         if not math.isfinite(total):
             raise TrainingError(f"the training loss became {total} at step {step}; lower the learning rate")
         torch.nn.utils.clip_grad_norm_(self._trainable(), MAX_GRAD_NORM)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return total, loss_tokens, sum(b.tokens for b in batches)
+        return total, loss_tokens, sum(b.tokens for b in batches), correct
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -997,7 +1150,10 @@ def _log_data(name: str, tokenized: TokenizedSet, hp: Hyperparameters) -> None:
 
 def train(paths: Paths, overrides: Mapping[str, str], stop: StopSignal) -> dict[str, Any]:
     started = time.monotonic()
-    hp, ignored = parse_hyperparameters({**read_hyperparameters_file(paths.input_config_dir), **overrides})
+    raw_hyperparameters = {**read_hyperparameters_file(paths.input_config_dir), **overrides}
+    hp, ignored = parse_hyperparameters(raw_hyperparameters)
+    ignored = [name for name in ignored if name != HF_TOKEN_SECRET_PARAM]
+    use_hf_token(fetch_hf_token(str(_unquote(raw_hyperparameters.get(HF_TOKEN_SECRET_PARAM) or "")) or None))
     if ignored:
         log.warning("ignoring unknown hyperparameters: %s", ", ".join(ignored))
     log.info("hyperparameters: %s", json.dumps(hp.as_dict()))
@@ -1060,6 +1216,13 @@ def train(paths: Paths, overrides: Mapping[str, str], stop: StopSignal) -> dict[
     paths.model_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(paths.model_dir)
     tokenizer.save_pretrained(paths.model_dir)
+    if hp.merge_adapter:
+        merged_dir = paths.model_dir / MERGED_DIR
+        merged = model.merge_and_unload()
+        merged.config.use_cache = True
+        merged.save_pretrained(merged_dir)
+        tokenizer.save_pretrained(merged_dir)
+        log.info("merged model saved to %s", merged_dir)
     summary = {
         "status": "completed",
         "base_model": base_model,
@@ -1077,6 +1240,8 @@ def train(paths: Paths, overrides: Mapping[str, str], stop: StopSignal) -> dict[
         "epochs": hp.n_epochs,
         "final_train_loss": progress.last_train_loss,
         "final_valid_loss": progress.last_valid_loss,
+        "final_valid_mean_token_accuracy": progress.last_valid_accuracy,
+        "merged_model": MERGED_DIR if hp.merge_adapter else None,
         "mask_method": mask_method,
         "device": device.type,
         "dtype": str(dtype).removeprefix("torch."),

@@ -181,7 +181,9 @@ class Cluster:
                         p.gateway),
         ]
         workers = [self._spawn("files-worker", [py, "-m", "services.files.worker"], None),
-                   self._spawn("training-worker", [py, "-m", "services.training.worker"], None)]
+                   self._spawn("training-worker", [py, "-m", "services.training.worker"], None),
+                   # Describes unfinished jobs and reads their metrics every TRAINING_RECONCILE_INTERVAL_S.
+                   self._spawn("training-reconciler", [py, "-m", "services.training.reconciler"], None)]
         self._wait_healthy(servers)
         time.sleep(0.5)  # a worker that cannot start fails at once; catch it here rather than later
         for worker in workers:

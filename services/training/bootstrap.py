@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from services.training.catalog import Catalog
 from services.training.handlers import Deps, LaunchConfig
+from services.training.quotas import QuotaChecker
 from services.training.settings import Settings
 from services.training.store import JobsStore
 from services.training.throughput import ThroughputStore
@@ -23,5 +24,8 @@ async def build_deps(aws: AwsClients, settings: Settings) -> Deps:
         throughput=ThroughputStore(await aws.get("dynamodb"), settings.throughput_table),
         launch=LaunchConfig(bucket=settings.bucket, role_arn=settings.sagemaker_execution_role_arn,
                             image_uri=settings.trainer_image_uri, instance_type=settings.default_instance_type,
-                            max_runtime_s=settings.max_runtime_s, kms_key_id=settings.s3_kms_key_id),
+                            max_runtime_s=settings.max_runtime_s, kms_key_id=settings.s3_kms_key_id,
+                            launch_mode=settings.launch_mode, region=settings.aws_default_region,
+                            hf_token_secret_id=settings.hf_token_secret_id),
+        quotas=QuotaChecker(await aws.get("service-quotas")) if settings.check_quotas else None,
     )

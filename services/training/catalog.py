@@ -40,6 +40,23 @@ class Throughput(BaseModel):
     tokens_per_second: float
 
 
+class FrameworkImages(BaseModel):
+    """Script mode's framework images (LAUNCH_MODE=script): the DLC URIs the sagemaker SDK's
+    `image_uris.retrieve` builds, as `{account}.dkr.ecr.{region}.amazonaws.com/{repository:tag}`."""
+
+    as_of: str
+    note: str = ""
+    gpu: str  # repository:tag of the GPU image
+    cpu: str  # repository:tag of the CPU image
+    accounts: dict[str, str]  # region -> the account that hosts the DLC repositories there
+
+    def uri(self, region: str, gpu: bool) -> str | None:
+        account = self.accounts.get(region)
+        if account is None:
+            return None
+        return f"{account}.dkr.ecr.{region}.amazonaws.com/{self.gpu if gpu else self.cpu}"
+
+
 class Catalog(BaseModel):
     as_of: str
     currency: str
@@ -53,6 +70,7 @@ class Catalog(BaseModel):
     default_tokens_per_second: float = 250  # conservative, for a model and instance with no figure
     throughput_note: str = ""
     throughput: list[Throughput] = []
+    framework_images: FrameworkImages | None = None
 
     @classmethod
     def load(cls, path: Path) -> Catalog:

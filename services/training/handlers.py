@@ -6,7 +6,7 @@ import logging
 import secrets
 import string
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -15,6 +15,7 @@ from botocore.exceptions import ClientError
 from services.training import estimates, events, results
 from services.training import hyperparameters as hparams
 from services.training.catalog import BaseModelEntry, Catalog
+from services.training.launch import LaunchRefused, SourceBundle, prepare_request
 from services.training.models import TERMINAL, CreateJob, EstimateRequest, FileView, Hyperparameters, Job
 from services.training.store import JobsStore
 from shared.consumer import RetryLater
@@ -52,6 +53,9 @@ class LaunchConfig:
     instance_type: str
     max_runtime_s: int
     kms_key_id: str | None = None  # S3_KMS_KEY_ID: SSE-KMS for what training writes, else SSE-S3
+    launch_mode: str = "image"  # LAUNCH_MODE: image (image_uri) or script (framework image + our source)
+    region: str = "us-east-1"  # script mode's framework image and sagemaker_region
+    hf_token_secret_id: str | None = None  # HF_TOKEN_SECRET_ID: the secret the trainer reads for gated models
 
 
 @dataclass
@@ -64,6 +68,8 @@ class Deps:
     launch: LaunchConfig
     s3: Any = None
     throughput: Any = None  # throughput.ThroughputStore: measured speed per (model, instance type), for estimates
+    quotas: Any = None  # quotas.QuotaChecker: GPU launches check the training quota first; None skips the check
+    sources: SourceBundle = field(default_factory=SourceBundle)  # script mode's sourcedir.tar.gz
 
 
 def _id(prefix: str, n: int = 24) -> str:
@@ -332,8 +338,13 @@ def _stopping_condition(job: Job, cfg: LaunchConfig, catalog: Catalog | None) ->
 async def _create_training_job(deps: Deps, job: Job, base: BaseModelEntry, train_uri: str,
                                validation_uri: str | None = None) -> None:
     try:
-        await deps.sagemaker.create_training_job(**training_job_request(job, base, train_uri, deps.launch,
-                                                                        deps.catalog, validation_uri))
+        request = await prepare_request(deps, job, base, training_job_request(
+            job, base, train_uri, deps.launch, deps.catalog, validation_uri))
+    except LaunchRefused as exc:
+        await _fail(deps, job, exc.code, str(exc))
+        return
+    try:
+        await deps.sagemaker.create_training_job(**request)
     except ClientError as exc:
         code = exc.response["Error"]["Code"]
         if code == "ResourceInUse":
@@ -380,7 +391,28 @@ async def on_sagemaker_state(envelope: Envelope, deps: Deps) -> None:
     if job is None:
         return  # not one of ours
     with bound_request_id(job.correlation_id):
+        await _record_secondary_status(deps, job, envelope.data)
         await _apply_sagemaker_state(job, envelope.data, deps)
+
+
+async def _record_secondary_status(deps: Deps, job: Job, detail: dict[str, Any]) -> None:
+    """SageMaker's SecondaryStatus (Starting, Downloading, Training, Uploading...) on the job; a change is an event."""
+    secondary = detail.get("SecondaryStatus")
+    if not secondary or secondary == job.secondary_status:
+        return
+    modified = detail.get("LastModifiedTime")  # epoch ms in events (and in the reconciler's details)
+    at_ms = int(modified) if isinstance(modified, (int, float)) and not isinstance(modified, bool) else None
+    if await deps.jobs.set_secondary_status(job.job_id, str(secondary), at_ms):
+        job.secondary_status = str(secondary)
+        message = _secondary_message(detail, str(secondary))
+        await record_event(deps, job, message, data={"secondary_status": secondary})
+
+
+def _secondary_message(detail: dict[str, Any], secondary: str) -> str:
+    for transition in reversed(detail.get("SecondaryStatusTransitions") or []):
+        if transition.get("Status") == secondary and transition.get("StatusMessage"):
+            return f"{secondary}: {transition['StatusMessage']}"
+    return f"Training job status: {secondary}"
 
 
 async def _apply_sagemaker_state(job: Job, detail: dict[str, Any], deps: Deps) -> None:

@@ -125,6 +125,13 @@ class Job(BaseModel):
     sagemaker_job_name: str | None = None
     correlation_id: str | None = None  # the creating request's id, carried into SageMaker's later events
     cancel_requested_at: int | None = None  # a running job asked to stop; `cancelled` once SageMaker says Stopped
+    # Progress (services/training/reconciler.py, metrics.py): SageMaker's SecondaryStatus, the last metrics step
+    # seen in the job's log stream and the log timestamp (ms) to read on from, the estimated finish (unix).
+    secondary_status: str | None = None
+    estimated_finish: int | None = None
+    metrics_step: int | None = None
+    metrics_log_ts: int | None = None
+    relaunch_requested_at: int | None = None  # the reconciler re-enqueued a stuck launch then
 
     def openai(self) -> dict[str, Any]:
         """The FineTuningJob object the openai SDK expects, every required key present."""
@@ -136,12 +143,13 @@ class Job(BaseModel):
             "method": {"type": "supervised", "supervised": {"hyperparameters": self.hyperparameters}},
             "result_files": self.result_files, "trained_tokens": self.trained_tokens,
             "training_file": self.training_file, "validation_file": self.validation_file, "seed": self.seed,
-            "estimated_finish": None, "integrations": [], "metadata": self.metadata,
+            "estimated_finish": None if self.status in TERMINAL else self.estimated_finish,
+            "integrations": [], "metadata": self.metadata,
             "user_provided_suffix": self.suffix,
             # Beyond OpenAI's object: where the result is.
             "instance_type": self.instance_type, "model_artifact": self.model_artifact,
             "spot": self.spot, "max_cost_usd": self.max_cost_usd,
-            "cancel_requested_at": self.cancel_requested_at,
+            "cancel_requested_at": self.cancel_requested_at, "secondary_status": self.secondary_status,
         }
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -26,5 +27,18 @@ class Settings(ServiceSettings):
     max_runtime_s: int = 24 * 3600
     s3_kms_key_id: str | None = None  # S3_KMS_KEY_ID: SSE-KMS for results and SageMaker's output, else SSE-S3
     catalog_file: Path = HERE / "catalog.json"
+    # LAUNCH_MODE: image runs TRAINER_IMAGE_URI; script runs the catalog's framework image (framework_images) on
+    # trainer_image/finetune.py, uploaded as sourcedir.tar.gz (services/training/launch.py).
+    launch_mode: Literal["image", "script"] = "image"
+    # HF_TOKEN_SECRET_ID: the Secrets Manager secret (name or ARN) holding a Hugging Face token, for gated
+    # models; only the id reaches the job (the execution role needs secretsmanager:GetSecretValue on it).
+    hf_token_secret_id: str | None = None
+    # Service Quotas before GPU launches (quotas.py); off where the deployment has no such endpoint at all.
+    check_quotas: bool = True
+    # The reconciler (services/training/reconciler.py): how often it polls SageMaker and the log streams, and
+    # how long a job may wait in validating_files/queued with no SageMaker job before its launch is re-sent.
+    reconcile_interval_s: float = Field(30.0, gt=0, alias="TRAINING_RECONCILE_INTERVAL_S")
+    reconcile_stuck_launch_s: float = Field(600.0, ge=0, alias="TRAINING_RECONCILE_STUCK_LAUNCH_S")
+    metrics_log_group: str = "/aws/sagemaker/TrainingJobs"
 
     model_config = ServiceSettings.model_config | {"populate_by_name": True}

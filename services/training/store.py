@@ -1,5 +1,9 @@
 """training's tables: jobs (GSI `user-index` on user_id + created_at), job events, its files projection.
 
+The jobs table's sparse GSI `status-index` (hash `active_status`, range `created_at`) holds only the jobs
+that are not over: `active_status` is the job's status while it is validating_files, queued or running, and is
+removed by the transition that ends it. The reconciler queries it per active status instead of scanning.
+
 Job states move only by conditional writes naming the expected current states, so two workers can never
 both launch, finish or cancel the same job.
 """
@@ -12,11 +16,13 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from services.training.models import FileView, Job
-from shared.dynamo import items_of_user
+from shared.dynamo import all_items, items_of_user
 
 _ser, _de = TypeSerializer(), TypeDeserializer()
 _JSON_FIELDS = ("hyperparameters", "metadata", "error", "result_files")
 _STATUS_RANK = {"uploaded": 0, "processed": 1, "error": 1, "deleted": 2}
+ACTIVE_STATUSES = ("validating_files", "queued", "running")
+ACTIVE_ATTRIBUTE = "active_status"  # the sparse `status-index` GSI's hash key: present only while active
 
 
 def _to_item(values: dict[str, Any]) -> dict[str, Any]:
@@ -46,8 +52,10 @@ class JobsStore:
         self._files = files_table
 
     async def create(self, job: Job) -> None:
-        await self._db.put_item(TableName=self._jobs, Item=_to_item(job.model_dump()),
-                                ConditionExpression="attribute_not_exists(job_id)")
+        item = _to_item(job.model_dump())
+        if job.status in ACTIVE_STATUSES:
+            item[ACTIVE_ATTRIBUTE] = {"S": job.status}
+        await self._db.put_item(TableName=self._jobs, Item=item, ConditionExpression="attribute_not_exists(job_id)")
 
     async def get(self, job_id: str) -> Job | None:
         item = (await self._db.get_item(TableName=self._jobs, Key={"job_id": {"S": job_id}},
@@ -77,13 +85,19 @@ class JobsStore:
             names[f"#f{i}"] = key
             values[f":v{i}"] = _ser.serialize(json.dumps(value) if key in _JSON_FIELDS else value)
             sets.append(f"#f{i} = :v{i}")
+        names["#active"] = ACTIVE_ATTRIBUTE  # the sparse status-index follows the status, or drops the job
+        if to in ACTIVE_STATUSES:
+            sets.append("#active = :to")
+            update = "SET " + ", ".join(sets)
+        else:
+            update = "SET " + ", ".join(sets) + " REMOVE #active"
         conditions = []
         for i, state in enumerate(expected):
             values[f":e{i}"] = {"S": state}
             conditions.append(f":e{i}")
         try:
             await self._db.update_item(
-                TableName=self._jobs, Key={"job_id": {"S": job_id}}, UpdateExpression="SET " + ", ".join(sets),
+                TableName=self._jobs, Key={"job_id": {"S": job_id}}, UpdateExpression=update,
                 ConditionExpression=f"#s IN ({', '.join(conditions)})", ExpressionAttributeNames=names,
                 ExpressionAttributeValues=values)
             return True
@@ -97,9 +111,54 @@ class JobsStore:
                                    UpdateExpression="SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(changes))),
                                    ExpressionAttributeNames=names, ExpressionAttributeValues=values)
 
+    async def active_jobs(self, status: str, page_size: int = 100) -> list[Job]:
+        """Jobs in one active status, oldest first, through the sparse `status-index`: the cost follows the
+        number of unfinished jobs, never the table."""
+        jobs: list[Job] = []
+        async for item in all_items(self._db, TableName=self._jobs, IndexName="status-index", Limit=page_size,
+                                    KeyConditionExpression="#a = :s", ExpressionAttributeNames={"#a": ACTIVE_ATTRIBUTE},
+                                    ExpressionAttributeValues={":s": {"S": status}}):
+            jobs.append(Job.model_validate(_from_item(item)))
+        return jobs
+
+    async def set_secondary_status(self, job_id: str, value: str, at_ms: int | None = None) -> bool:
+        """Record SageMaker's SecondaryStatus as of `at_ms` (its LastModifiedTime); False when it was already that,
+        or a later one is recorded (events arrive out of order): only a change is an event, and never backwards."""
+        names = {"#ss": "secondary_status"}
+        values: dict[str, Any] = {":v": {"S": value}}
+        update, condition = "SET #ss = :v", "attribute_exists(job_id) AND (attribute_not_exists(#ss) OR #ss <> :v)"
+        if at_ms is not None:
+            names["#at"] = "secondary_status_at"
+            values[":t"] = {"N": str(at_ms)}
+            update += ", #at = :t"
+            condition += " AND (attribute_not_exists(#at) OR #at < :t)"
+        try:
+            await self._db.update_item(
+                TableName=self._jobs, Key={"job_id": {"S": job_id}}, UpdateExpression=update,
+                ConditionExpression=condition, ExpressionAttributeNames=names, ExpressionAttributeValues=values)
+            return True
+        except self._db.exceptions.ConditionalCheckFailedException:
+            return False
+
+    async def advance_metrics(self, job_id: str, step: int, log_ts: int, **changes: Any) -> bool:
+        """Move the job's metrics cursor forward to `step`; False when another poller already got there."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        names = {"#st": "metrics_step", "#ts": "metrics_log_ts", **{f"#f{i}": k for i, k in enumerate(changes)}}
+        values = {":st": {"N": str(step)}, ":ts": {"N": str(log_ts)},
+                  **{f":v{i}": _ser.serialize(v) for i, v in enumerate(changes.values())}}
+        sets = ["#st = :st", "#ts = :ts", *(f"#f{i} = :v{i}" for i in range(len(changes)))]
+        try:
+            await self._db.update_item(
+                TableName=self._jobs, Key={"job_id": {"S": job_id}}, UpdateExpression="SET " + ", ".join(sets),
+                ConditionExpression="attribute_exists(job_id) AND (attribute_not_exists(#st) OR #st < :st)",
+                ExpressionAttributeNames=names, ExpressionAttributeValues=values)
+            return True
+        except self._db.exceptions.ConditionalCheckFailedException:
+            return False
+
     async def add_event(self, job_id: str, event: dict[str, Any]) -> None:
-        item = _to_item({**event, "job_id": job_id, "event_id": event["id"]})
-        item.pop("data", None)
+        # `data` is stored as JSON text (floats included, which DynamoDB's number type would refuse).
+        item = _to_item({**{k: v for k, v in event.items() if k != "data"}, "job_id": job_id, "event_id": event["id"]})
         if event.get("data") is not None:
             item["data"] = {"S": json.dumps(event["data"])}
         await self._db.put_item(TableName=self._events, Item=item)

@@ -21,7 +21,8 @@ def test_provisioning_is_idempotent_and_complete(provisioned: dict[str, Any]) ->
                for t in spec.tables}
     assert indexes[resources.USERS_TABLE] == {"email-index": ["email"]}
     assert indexes[resources.FILES_TABLE] == {"user-files-index": ["user_id"]}
-    assert indexes[resources.JOBS_TABLE] == {"user-index": ["user_id", "created_at"]}
+    assert indexes[resources.JOBS_TABLE] == {"user-index": ["user_id", "created_at"],
+                                             "status-index": ["active_status", "created_at"]}
 
     s3 = boto3.client("s3")
     assert s3.get_bucket_versioning(Bucket=spec.bucket.name)["Status"] == "Enabled"

@@ -316,6 +316,78 @@ def test_state_changes_reach_sqs_through_an_eventbridge_rule(completed_job: dict
     assert detail["FinalMetricDataList"][0]["MetricName"] == "train:loss"
 
 
+# --- script mode ------------------------------------------------------------------------------------------
+
+FRAMEWORK_IMAGE = ("763104351884.dkr.ecr.us-east-1.amazonaws.com/huggingface-pytorch-training:"
+                   "2.3.0-transformers4.48.0-gpu-py311-cu121-ubuntu20.04")
+FRAMEWORK_ALGORITHM = {"TrainingImage": FRAMEWORK_IMAGE, "TrainingInputMode": "File"}
+FAKE_SCRIPT = r'''
+import json, os, sys
+from pathlib import Path
+import helper  # a module of the same bundle: the code dir is the working directory and on sys.path
+Path(os.environ["SM_MODEL_DIR"], "script.json").write_text(json.dumps({
+    "argv": sys.argv[1:], "cwd": os.getcwd(), "helper": helper.VALUE,
+    "entry_point": os.environ["SM_USER_ENTRY_POINT"], "module_dir": os.environ["SM_MODULE_DIR"],
+    "user_args": json.loads(os.environ["SM_USER_ARGS"]),
+    "hyperparameters": json.loads(Path(os.environ["SM_INPUT_CONFIG_DIR"], "hyperparameters.json").read_text()),
+}))
+print("METRICS " + json.dumps({"step": 1, "train_loss": 0.5}))
+'''
+
+
+def upload_bundle(bucket: str, files: dict[str, str]) -> str:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w:gz") as tar:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    key = f"code/{uuid.uuid4().hex}/sourcedir.tar.gz"
+    boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=raw.getvalue())
+    return f"s3://{bucket}/{key}"
+
+
+def test_script_mode_runs_the_program_from_the_submitted_tarball(sm: Any, bucket: str) -> None:
+    # GIVEN a framework image the emulator has no entry point for, and the code in an S3 tarball
+    submit = upload_bundle(bucket, {"finetune.py": FAKE_SCRIPT, "helper.py": "VALUE = 'from the bundle'\n"})
+    name = unique("script")
+    hyperparameters = {"sagemaker_program": '"finetune.py"', "sagemaker_submit_directory": json.dumps(submit),
+                       "sagemaker_region": '"us-east-1"', "n_epochs": "2", "model_id": "org/model"}
+    sm.create_training_job(**job_request(name, bucket, HyperParameters=hyperparameters, AlgorithmSpecification={
+        **FRAMEWORK_ALGORITHM, "MetricDefinitions": [LOSS_METRIC]}))
+    # THEN the program runs in /opt/ml/code with the toolkit's arguments, under the same contract
+    job = wait_status(sm, name)
+    assert job["TrainingJobStatus"] == "Completed", job.get("FailureReason")
+    seen = json.loads(model_files(job)["script.json"])
+    assert seen["argv"] == seen["user_args"] == ["--model_id", "org/model", "--n_epochs", "2"]
+    assert seen["cwd"].endswith(f"/{name}/opt_ml/code") and seen["helper"] == "from the bundle"
+    assert (seen["entry_point"], seen["module_dir"]) == ("finetune.py", submit)
+    assert seen["hyperparameters"] == hyperparameters  # hyperparameters.json as sent, sagemaker_* included
+    assert [(m["MetricName"], m["Value"]) for m in job["FinalMetricDataList"]] == [("train:loss", 0.5)]
+
+
+def test_script_mode_with_a_missing_tarball_or_program_fails_the_job(sm: Any, bucket: str) -> None:
+    missing, wrong = unique("nocode"), unique("noprogram")
+    submit = upload_bundle(bucket, {"other.py": "print('hi')\n"})
+    for name, directory in ((missing, f"s3://{bucket}/code/none/sourcedir.tar.gz"), (wrong, submit)):
+        sm.create_training_job(**job_request(name, bucket, HyperParameters={
+            "sagemaker_program": '"finetune.py"', "sagemaker_submit_directory": json.dumps(directory)},
+            AlgorithmSpecification=FRAMEWORK_ALGORITHM))
+    assert "download or unpack the training code" in wait_status(sm, missing)["FailureReason"]
+    assert "finetune.py is not in" in wait_status(sm, wrong)["FailureReason"]
+
+
+def test_a_framework_image_without_script_hyperparameters_is_refused(sm: Any, bucket: str) -> None:
+    error = error_of(lambda: sm.create_training_job(**job_request(
+        unique("noscript"), bucket, AlgorithmSpecification=FRAMEWORK_ALGORITHM)))
+    assert error["Code"] == "ValidationException" and "sagemaker_submit_directory" in error["Message"]
+    error = error_of(lambda: sm.create_training_job(**job_request(
+        unique("badprogram"), bucket, AlgorithmSpecification=FRAMEWORK_ALGORITHM,
+        HyperParameters={"sagemaker_program": "../x.py", "sagemaker_submit_directory": f"s3://{bucket}/c.tgz"})))
+    assert error["Code"] == "ValidationException" and "sagemaker_program" in error["Message"]
+
+
 # --- jobs that do not succeed ----------------------------------------------------------------------------
 
 def test_failing_entry_point_fails_with_the_reason_it_wrote(sm: Any, bucket: str) -> None:

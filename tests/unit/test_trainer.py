@@ -6,6 +6,7 @@ folders, hyperparameters.json with string values, the base model given as the `m
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import os
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from trainer_image import finetune
@@ -27,7 +29,8 @@ from trainer_image.demo_model import build_demo_model, make_demo_dataset, write_
 FINETUNE_SCRIPT = Path(finetune.__file__)
 RUN_TIMEOUT_S = 120
 GENERATION_TAGS = re.compile(r"\{%-?\s*(end)?generation\s*-?%\}")
-METRICS_KEYS = ["step", "epoch", "train_loss", "learning_rate", "total_steps", "trained_tokens"]
+METRICS_KEYS = ["step", "epoch", "train_loss", "train_accuracy", "learning_rate", "total_steps", "trained_tokens"]
+VALID_KEYS = ["valid_loss", "valid_mean_token_accuracy"]
 # 20 examples in batches of 4: 5 steps an epoch. A high learning rate so that the loss visibly falls.
 HYPERPARAMETERS = {"n_epochs": "10", "batch_size": "4", "learning_rate": "0.003", "seed": "7"}
 TOTAL_STEPS = 50
@@ -321,6 +324,8 @@ def full_run(
 ) -> tuple[Path, subprocess.CompletedProcess[str]]:
     root = tmp_path_factory.mktemp("job")
     env = _sagemaker_job(root, demo_model_dir, make_demo_dataset(20, seed=0), make_demo_dataset(8, seed=1))
+    config = root / "config" / "hyperparameters.json"
+    config.write_text(json.dumps({**HYPERPARAMETERS, "merge_adapter": "true"}))
     return root, _run(env)
 
 
@@ -335,7 +340,7 @@ def test_full_run_trains_reports_metrics_and_publishes_the_adapter(
     metrics = _metrics(result.stdout)
     assert [m["step"] for m in metrics] == list(range(1, TOTAL_STEPS + 1))
     for record in metrics:
-        expected = [*METRICS_KEYS, "valid_loss"] if record["step"] % 5 == 0 else METRICS_KEYS
+        expected = [*METRICS_KEYS, *VALID_KEYS] if record["step"] % 5 == 0 else METRICS_KEYS
         assert list(record) == expected and record["total_steps"] == TOTAL_STEPS
     # What SageMaker's MetricDefinitions regexes rely on: the exact spacing of json.dumps.
     assert re.search(r'"train_loss": ([0-9.eE+-]+)', result.stdout)
@@ -343,6 +348,15 @@ def test_full_run_trains_reports_metrics_and_publishes_the_adapter(
     assert losses[-1] < losses[0] / 2
     valid = [m["valid_loss"] for m in metrics if "valid_loss" in m]
     assert len(valid) == 10 and valid[-1] < valid[0]
+    accuracy = [m["valid_mean_token_accuracy"] for m in metrics if "valid_loss" in m]
+    assert all(0 <= a <= 1 for a in accuracy) and accuracy[-1] > accuracy[0]
+    assert metrics[-1]["train_accuracy"] > metrics[0]["train_accuracy"]
+
+    with (root / "output" / "data" / "results.csv").open(newline="") as rows:
+        results = list(csv.DictReader(rows))
+    assert list(results[0]) == ["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"]
+    assert [int(r["step"]) for r in results] == list(range(1, TOTAL_STEPS + 1))
+    assert float(results[-1]["valid_mean_token_accuracy"]) == accuracy[-1] and results[0]["valid_loss"] == ""
 
     model_dir = root / "model"
     for name in (
@@ -357,6 +371,7 @@ def test_full_run_trains_reports_metrics_and_publishes_the_adapter(
     assert summary["hyperparameters"]["n_epochs"] == 10 and summary["final_train_loss"] == losses[-1]
     assert summary["trained_tokens"] == 10 * summary["tokens_per_epoch"] > 0
     assert summary["mask_method"] == "generation_tags" and summary["duration_s"] > 0
+    assert summary["final_valid_mean_token_accuracy"] == accuracy[-1] and summary["merged_model"] == "merged"
     assert len((root / "output" / "data" / "metrics.jsonl").read_text().splitlines()) == TOTAL_STEPS
 
     from peft import PeftModel
@@ -364,6 +379,14 @@ def test_full_run_trains_reports_metrics_and_publishes_the_adapter(
     base = AutoModelForCausalLM.from_pretrained(demo_model_dir)
     tuned = PeftModel.from_pretrained(base, model_dir)
     assert tuned.peft_config["default"].base_model_name_or_path == str(demo_model_dir)
+
+    # merge_adapter: a plain model beside the adapter, computing what base + adapter computes.
+    merged = AutoModelForCausalLM.from_pretrained(model_dir / "merged")
+    assert (model_dir / "merged" / "tokenizer.json").is_file()
+    ids = torch.tensor([AutoTokenizer.from_pretrained(model_dir / "merged")("a glimp is")["input_ids"]])
+    tuned.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(merged(ids).logits, tuned(ids).logits, atol=1e-4, rtol=1e-4)
 
 
 def test_validation_split_without_a_channel_evaluates_the_held_out_share(
@@ -443,3 +466,92 @@ def test_invalid_data_fails_with_the_reason_in_the_failure_file(demo_model_dir: 
     reason = (tmp_path / "output" / "failure").read_text()
     assert "part-0.jsonl:3" in reason and "no assistant message" in reason
     assert not (tmp_path / "model").exists()
+
+
+# ------------------------------------------------------------------- packing, template, options, seed
+
+
+def _demo_examples(tokenizer: Any, n: int) -> list[finetune.TokenizedExample]:
+    conversations = [finetune.Conversation(e["messages"], f"demo:{i}") for i, e in enumerate(make_demo_dataset(n, 0))]
+    return finetune.tokenize_conversations(tokenizer, conversations, 256, use_generation_tags=True).examples
+
+
+def _only(example: finetune.TokenizedExample, keep: bool) -> finetune.TokenizedExample:
+    labels = example.labels if keep else [finetune.IGNORE_INDEX] * len(example.labels)
+    return finetune.TokenizedExample(example.input_ids, labels)
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])  # sdpa: what finetune.py asks for on a GPU
+def test_packed_examples_do_not_attend_to_each_other(demo_model_dir: Path, tokenizer: Any, attention: str) -> None:
+    model = AutoModelForCausalLM.from_pretrained(demo_model_dir, attn_implementation=attention).eval()
+    assert model.config._attn_implementation == attention
+    examples = _demo_examples(tokenizer, 4)
+    cpu = torch.device("cpu")
+    with torch.no_grad():
+        for i, example in enumerate(examples):
+            alone = finetune.loss_sum(model, finetune.pack([example], cpu)).item()
+            packed_rows = [_only(e, keep=j == i) for j, e in enumerate(examples)]
+            packed = finetune.pack(packed_rows, cpu)
+            assert packed.loss_tokens == example.loss_tokens
+            in_pack = finetune.loss_sum(model, packed).item()
+            assert in_pack == pytest.approx(alone, rel=1e-4), i
+            if i > 0:  # the control: one sequence of positions lets the example see the others, and it shows
+                leaky = dataclasses.replace(packed, position_ids=torch.arange(packed.tokens).unsqueeze(0))
+                assert finetune.loss_sum(model, leaky).item() != pytest.approx(alone, rel=1e-2)
+
+
+def test_a_tokenizer_without_a_chat_template_gets_the_fallback(demo_model_dir: Path, tmp_path: Path) -> None:
+    plain = AutoTokenizer.from_pretrained(demo_model_dir)
+    plain.chat_template = None
+    plain.save_pretrained(tmp_path)
+    (tmp_path / "chat_template.jinja").unlink(missing_ok=True)
+
+    tokenizer = finetune.load_tokenizer(str(tmp_path))
+    assert tokenizer.chat_template == finetune.FALLBACK_CHAT_TEMPLATE and finetune.has_generation_tags(tokenizer)
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello there"}]
+    input_ids, mask = finetune.assistant_token_mask(tokenizer, messages, use_generation_tags=True)
+    assert tokenizer.decode([t for t, m in zip(input_ids, mask, strict=True) if m]) == "hello there<|im_end|>"
+    # The prefix-rendering method finds the same tokens with this template.
+    assert finetune.assistant_token_mask(tokenizer, messages, use_generation_tags=False) == (input_ids, mask)
+
+
+def test_load_in_4bit_fails_clearly_without_cuda_and_never_imports_bitsandbytes(demo_model_dir: Path) -> None:
+    hp, _ = finetune.parse_hyperparameters({"load_in_4bit": "true", "gradient_checkpointing": "True"})
+    assert hp.load_in_4bit and hp.gradient_checkpointing and not hp.merge_adapter
+    with pytest.raises(finetune.HyperparameterError, match=r"load_in_4bit.*CUDA"):
+        finetune.load_model(str(demo_model_dir), hp, torch.device("cpu"), torch.float32)
+    assert "bitsandbytes" not in sys.modules
+    with pytest.raises(finetune.HyperparameterError, match="merge_adapter cannot be combined"):
+        finetune.parse_hyperparameters({"load_in_4bit": "true", "merge_adapter": "true"})
+    with pytest.raises(finetune.HyperparameterError, match="merge_adapter must be true or false"):
+        finetune.parse_hyperparameters({"merge_adapter": "maybe"})
+
+
+@pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")  # peft on transformers 5
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(demo_model_dir: Path, tokenizer: Any) -> None:
+    batch = finetune.pack(_demo_examples(tokenizer, 4), torch.device("cpu"))
+    results = []
+    for checkpointing in ("false", "true"):
+        hp, _ = finetune.parse_hyperparameters({"gradient_checkpointing": checkpointing, "lora_dropout": "0"})
+        model = finetune.load_model(str(demo_model_dir), hp, torch.device("cpu"), torch.float32)
+        assert model.base_model.model.is_activation_checkpointing == (checkpointing == "true")
+        loss = finetune.loss_sum(model, batch)
+        loss.backward()
+        grads = [p.grad.clone() for p in model.parameters() if p.requires_grad]
+        assert any(g.abs().sum() > 0 for g in grads)
+        results.append((loss.item(), grads))
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
+    for a, b in zip(results[0][1], results[1][1], strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")  # peft on transformers 5
+def test_two_runs_with_the_same_seed_report_the_same_losses(demo_model_dir: Path, tmp_path: Path) -> None:
+    losses = []
+    for name in ("first", "second"):
+        env = _sagemaker_job(tmp_path / name, demo_model_dir, make_demo_dataset(12, seed=0), make_demo_dataset(4, 1))
+        paths = finetune.Paths.from_env(env)
+        finetune.train(paths, {"n_epochs": "2", "lora_dropout": "0.1"}, finetune.StopSignal())
+        metrics = [json.loads(line) for line in (paths.output_data_dir / "metrics.jsonl").read_text().splitlines()]
+        losses.append([(m["train_loss"], m.get("valid_loss")) for m in metrics])
+    assert len(losses[0]) == 6 and losses[0] == losses[1]

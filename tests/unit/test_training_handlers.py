@@ -24,6 +24,7 @@ class FakeJobsStore:
         self.jobs: dict[str, Job] = {}
         self.events: dict[str, list[dict[str, Any]]] = {}
         self.files: dict[str, FileView] = {}
+        self.secondary_at: dict[str, int] = {}
 
     async def create(self, job: Job) -> None:
         assert job.job_id not in self.jobs
@@ -49,6 +50,16 @@ class FakeJobsStore:
 
     async def set_fields(self, job_id: str, **changes: Any) -> None:
         self.jobs[job_id] = self.jobs[job_id].model_copy(update=changes)
+
+    async def set_secondary_status(self, job_id: str, value: str, at_ms: int | None = None) -> bool:
+        if job_id not in self.jobs or self.jobs[job_id].secondary_status == value:
+            return False
+        if at_ms is not None and at_ms <= self.secondary_at.get(job_id, -1):
+            return False
+        if at_ms is not None:
+            self.secondary_at[job_id] = at_ms
+        await self.set_fields(job_id, secondary_status=value)
+        return True
 
     async def add_event(self, job_id: str, event: dict[str, Any]) -> None:
         self.events.setdefault(job_id, []).append(event)

@@ -44,6 +44,10 @@ class ContainerPaths:
         return self.root / "checkpoints"
 
     @property
+    def code(self) -> Path:  # /opt/ml/code: script mode's sourcedir.tar.gz, unpacked
+        return self.root / "code"
+
+    @property
     def failure_file(self) -> Path:
         return self.output / "failure"
 
@@ -107,8 +111,46 @@ def environment(job_name: str, request: dict[str, Any], paths: ContainerPaths) -
     })
     env.update({f"SM_CHANNEL_{name.upper()}": str(paths.channel(name)) for name in channels})
     env.update({f"SM_HP_{key.upper()}": value for key, value in hyperparameters.items()})
+    script = ScriptMode.of(hyperparameters)
+    if script is not None:
+        env.update({"SM_MODULE_DIR": script.submit_directory, "SM_USER_ENTRY_POINT": script.program,
+                    "SM_MODULE_NAME": script.module_name, "SM_USER_ARGS": json.dumps(user_args(hyperparameters)),
+                    "SM_LOG_LEVEL": str(_decoded(hyperparameters.get("sagemaker_container_log_level", "20")))})
     env.update(request.get("Environment") or {})
     return env
+
+
+@dataclass(frozen=True)
+class ScriptMode:
+    """SageMaker script mode (what the framework images' training toolkit does): the hyperparameters
+    `sagemaker_submit_directory` (an S3 tarball) and `sagemaker_program` (a script in it) replace the image's
+    own entry point. The sagemaker SDK JSON-quotes both values; bare strings work too."""
+
+    submit_directory: str
+    program: str
+
+    @classmethod
+    def of(cls, hyperparameters: dict[str, str]) -> ScriptMode | None:
+        if "sagemaker_submit_directory" not in hyperparameters:
+            return None
+        return cls(str(_decoded(hyperparameters["sagemaker_submit_directory"])),
+                   str(_decoded(hyperparameters.get("sagemaker_program", ""))))
+
+    @property
+    def module_name(self) -> str:
+        return self.program.removesuffix(".py")
+
+
+def user_args(hyperparameters: dict[str, str]) -> list[str]:
+    """`--name value` for every hyperparameter but the toolkit's own `sagemaker_*`, in name order, each value
+    decoded as SM_HPS has it (the toolkit's rule: strings as they are, lists and maps as JSON)."""
+    args: list[str] = []
+    for key in sorted(hyperparameters):
+        if key.startswith("sagemaker_"):
+            continue
+        value = _decoded(hyperparameters[key])
+        args += [f"--{key}", json.dumps(value) if isinstance(value, (dict, list)) else str(value)]
+    return args
 
 
 def _decoded(value: str) -> Any:

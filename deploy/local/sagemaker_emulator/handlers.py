@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .container import ScriptMode
 from .errors import JobNotFound, ValidationError
 from .models import IN_PROGRESS, STARTING, TrainingJob, now
 from .runner import JobRunner
@@ -41,9 +42,10 @@ Handler = Callable[[dict[str, Any], Deps], dict[str, Any]]
 def create_training_job(params: dict[str, Any], deps: Deps) -> dict[str, Any]:
     request = validate_create_training_job(params)
     image = request["AlgorithmSpecification"]["TrainingImage"]
-    if deps.settings.entrypoint_for(image) is None:
+    if deps.settings.entrypoint_for(image) is None and ScriptMode.of(request["HyperParameters"]) is None:
         raise ValidationError(f"No entry point is configured for TrainingImage {image!r}; map it in "
-                              "SAGEMAKER_EMULATOR_ENTRYPOINT")
+                              "SAGEMAKER_EMULATOR_ENTRYPOINT, or run a script: "
+                              "hyperparameters sagemaker_submit_directory and sagemaker_program")
     name = params["TrainingJobName"]
     created = now()
     job = TrainingJob(name=name, arn=deps.arn(name), request=request, creation_time=created,

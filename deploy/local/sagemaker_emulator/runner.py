@@ -14,6 +14,8 @@ import logging
 import os
 import signal
 import subprocess
+import sys
+import tarfile
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -23,7 +25,7 @@ from typing import IO, Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from . import storage
-from .container import HOST, ContainerPaths, environment, lay_out
+from .container import HOST, ContainerPaths, ScriptMode, environment, lay_out, user_args
 from .errors import ValidationError
 from .logstream import JobLog, stream_name
 from .metrics import MetricParser
@@ -148,13 +150,21 @@ class JobRunner:
             request = copy.deepcopy(job.request)
         job_dir = self._store.job_dir(name)
         paths = lay_out(job_dir, request)
+        script = ScriptMode.of(request.get("HyperParameters") or {})
         command = self._settings.entrypoint_for(request["AlgorithmSpecification"]["TrainingImage"])
-        if not command:
+        cwd = job_dir
+        if script is None and not command:
             raise JobSetupError("no entry point is configured for this TrainingImage "
                                 "(SAGEMAKER_EMULATOR_ENTRYPOINT)")
 
         self._advance(execution, DOWNLOADING, "Downloading input data", training_start_time=now())
         self._download_inputs(request, paths)
+        if script is not None:  # script mode: the job's own code, run by this Python, not the image's entry point
+            self._download_code(script, paths)
+            command = [sys.executable, str(paths.code / script.program),
+                       *user_args(request.get("HyperParameters") or {})]
+            cwd = paths.code
+        assert command
         checkpoints = self._checkpoint_sync(request, paths)
 
         self._advance(execution, TRAINING, "Training image download completed. Training in progress.")
@@ -164,7 +174,7 @@ class JobRunner:
             with execution.lock:
                 if execution.stop_cause is None:
                     execution.process = subprocess.Popen(
-                        command, cwd=job_dir, env=environment(name, request, paths), stdin=subprocess.DEVNULL,
+                        command, cwd=cwd, env=environment(name, request, paths), stdin=subprocess.DEVNULL,
                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
             process = execution.process
             exit_code, last_lines = (None, []) if process is None else self._supervise(
@@ -264,6 +274,22 @@ class JobRunner:
                 raise JobSetupError(f"Data download failed for channel {channel['ChannelName']} "
                                     f"({source['S3Uri']}): {exc}") from exc
             log.info("channel downloaded", extra={"channel": channel["ChannelName"], "files": count})
+
+    def _download_code(self, script: ScriptMode, paths: ContainerPaths) -> None:
+        """sourcedir.tar.gz into /opt/ml/code, as the training toolkit unpacks it (the toolkit would also
+        pip-install its requirements.txt; the emulator runs the program with its own Python as it is)."""
+        archive = paths.root.parent / "sourcedir.tar.gz"
+        try:
+            bucket, key = storage.split_s3_uri(script.submit_directory)
+            self._s3.download_file(bucket, key, str(archive))
+            paths.code.mkdir(parents=True, exist_ok=True)
+            with tarfile.open(archive) as tar:
+                tar.extractall(paths.code, filter="data")
+        except (BotoCoreError, ClientError, OSError, tarfile.TarError) as exc:
+            raise JobSetupError(f"Failed to download or unpack the training code "
+                                f"({script.submit_directory}): {exc}") from exc
+        if not (paths.code / script.program).is_file():
+            raise JobSetupError(f"sagemaker_program {script.program} is not in {script.submit_directory}")
 
     def _checkpoint_sync(self, request: dict[str, Any],
                          paths: ContainerPaths) -> storage.DirectorySync | None:

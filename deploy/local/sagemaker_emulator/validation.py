@@ -7,8 +7,10 @@ import copy
 import re
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import PurePosixPath
 from typing import Any
 
+from .container import ScriptMode
 from .errors import ValidationError
 from .models import ECHOED_FIELDS, JOB_STATUSES
 
@@ -69,6 +71,8 @@ def validate_create_training_job(params: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(value, str):
             raise _constraint(value, f"hyperParameters.{key}", "Member must be a string")
 
+    _check_script_mode(params.get("HyperParameters") or {})
+
     request = {key: copy.deepcopy(params[key]) for key in ECHOED_FIELDS if key in params}
     request["AlgorithmSpecification"].setdefault("TrainingInputMode", "File")
     stopping = request.setdefault("StoppingCondition", {})
@@ -120,6 +124,18 @@ def _check_channels(channels: list[dict[str, Any]]) -> None:
                 f"this emulator (supported: {', '.join(SUPPORTED_S3_DATA_TYPES)})")
         if channel.get("InputMode", "File") != "File" or channel.get("CompressionType", "None") != "None":
             raise ValidationError(f"{at}: this emulator supports File input mode without compression only")
+
+
+def _check_script_mode(hyperparameters: dict[str, Any]) -> None:
+    """Script mode's two hyperparameters: an s3:// tarball and a Python script inside it."""
+    script = ScriptMode.of(hyperparameters)
+    if script is None:
+        return
+    check_s3_uri(script.submit_directory, "hyperParameters.sagemaker_submit_directory")
+    program = PurePosixPath(script.program)
+    if not script.program or program.is_absolute() or ".." in program.parts or program.suffix != ".py":
+        raise ValidationError("hyperParameters.sagemaker_program: this emulator runs a Python script (*.py) "
+                              f"inside sagemaker_submit_directory, not {script.program!r}")
 
 
 def _check_resources(resources: dict[str, Any]) -> None:

@@ -1,0 +1,172 @@
+"""training's reconciler: `python -m services.training.reconciler` (the local cluster runs it as
+"training-reconciler"). Every `reconcile_interval_s` it looks at the platform's unfinished jobs so nothing
+depends on one message arriving:
+
+- a job SageMaker knows (validating_files, queued or running here): DescribeTrainingJob, and the answer goes
+  through the same handler as SageMaker's state-change events (`handlers.on_sagemaker_state`), so a lost or
+  late event never strands a job; its new `METRICS` log lines become metrics events (services/training/metrics);
+- a job in validating_files or queued that SageMaker does not know, older than `reconcile_stuck_launch_s` (and
+  not re-sent within that time): its launch command is sent again, for a lost or dead-lettered command.
+
+The unfinished jobs come from the jobs table's sparse `status-index` GSI (only unfinished jobs carry its key),
+one Query per active status, never a Scan. Safe to run in several replicas at once, and to repeat: every state
+change is a conditional write naming the expected states, the launch's training job name is the job id (a second
+CreateTrainingJob is refused as ResourceInUse), metrics move a cursor forward conditionally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from services.training import events, metrics
+from services.training.bootstrap import build_deps
+from services.training.handlers import Deps, on_sagemaker_state
+from services.training.models import Job
+from services.training.settings import Settings
+from services.training.store import ACTIVE_STATUSES
+from shared.aws import AwsClients
+from shared.events import SAGEMAKER_STATE_CHANGE, new_event
+from shared.logging import bound_request_id, configure_logging
+
+log = logging.getLogger(__name__)
+
+
+def _json_ready(value: Any) -> Any:
+    """Describe's datetimes as EventBridge's epoch milliseconds, so the detail looks like an event's."""
+    if isinstance(value, datetime):
+        return int(value.timestamp() * 1000)
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items() if k != "ResponseMetadata"}
+    if isinstance(value, list):
+        return [_json_ready(v) for v in value]
+    return value
+
+
+def detail_from_describe(described: dict[str, Any]) -> dict[str, Any]:
+    """A "SageMaker Training Job State Change" detail built from DescribeTrainingJob's answer."""
+    detail: dict[str, Any] = _json_ready(described)
+    return detail
+
+
+def _seconds(value: Any) -> float | None:
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, (int, float)):
+        return float(value) / 1000 if value > 1e11 else float(value)  # epoch ms or s
+    return None
+
+
+@dataclass
+class RunReport:
+    checked: int = 0
+    fed: list[str] = field(default_factory=list)  # jobs whose Describe went through the state handler
+    relaunched: list[str] = field(default_factory=list)
+    metrics_steps: int = 0
+
+
+class Reconciler:
+    def __init__(self, deps: Deps, logs: Any, settings: Settings) -> None:
+        self.deps, self.logs, self.settings = deps, logs, settings
+        self._stopping = asyncio.Event()
+
+    async def run_once(self, now: float | None = None) -> RunReport:
+        report = RunReport()
+        for status in ACTIVE_STATUSES:
+            for job in await self.deps.jobs.active_jobs(status):
+                report.checked += 1
+                try:
+                    with bound_request_id(job.correlation_id):
+                        await self._reconcile(job, report, time.time() if now is None else now)
+                except Exception:  # one job's trouble is that job's: the others are still looked at
+                    log.exception("reconciling a job failed", extra={"job_id": job.job_id})
+        if report.fed or report.relaunched or report.metrics_steps:
+            log.info("reconciled", extra={"checked": report.checked, "fed": len(report.fed),
+                                          "relaunched": report.relaunched, "metrics_steps": report.metrics_steps})
+        return report
+
+    async def _reconcile(self, job: Job, report: RunReport, now: float) -> None:
+        described = await self._describe(job.job_id)
+        if described is None:
+            if job.status in ("validating_files", "queued"):
+                await self._relaunch_if_stuck(job, report, now)
+            return
+        detail = detail_from_describe(described)
+        if described.get("TrainingJobStatus") != "InProgress" or job.status == "running":
+            # Lines logged before the end are read before the end is applied: the job's last steps are kept.
+            report.metrics_steps += await metrics.poll(self.deps, self.logs, self.settings.metrics_log_group, job,
+                                                       _seconds(described.get("TrainingStartTime")), now)
+        await on_sagemaker_state(new_event(SAGEMAKER_STATE_CHANGE, detail, correlation_id=job.correlation_id),
+                                 self.deps)
+        report.fed.append(job.job_id)
+
+    async def _describe(self, name: str) -> dict[str, Any] | None:
+        try:
+            described: dict[str, Any] = await self.deps.sagemaker.describe_training_job(TrainingJobName=name)
+            return described
+        except ClientError as exc:
+            error = exc.response["Error"]
+            if error["Code"] in ("ValidationException", "ResourceNotFound") and \
+                    "not found" in str(error.get("Message", "")).lower():
+                return None
+            raise
+
+    async def _relaunch_if_stuck(self, job: Job, report: RunReport, now: float) -> None:
+        since = max(job.created_at_unix, job.relaunch_requested_at or 0)
+        if now - since < self.settings.reconcile_stuck_launch_s:
+            return
+        await self.deps.jobs.set_fields(job.job_id, relaunch_requested_at=int(now))
+        await self.deps.commands.send(new_event(events.LAUNCH_REQUESTED, {"job_id": job.job_id},
+                                                user_id=job.user_id, correlation_id=job.correlation_id))
+        report.relaunched.append(job.job_id)
+        log.warning("launch re-sent for a job stuck without a SageMaker job",
+                    extra={"job_id": job.job_id, "status": job.status, "waited_s": int(now - since)})
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        log.info("reconciler started", extra={"interval_s": self.settings.reconcile_interval_s})
+        while not self._stopping.is_set():
+            try:
+                await self.run_once()
+            except Exception:
+                log.exception("reconcile pass failed; trying again next interval")
+            try:
+                await asyncio.wait_for(self._stopping.wait(), timeout=self.settings.reconcile_interval_s)
+            except TimeoutError:
+                pass
+        log.info("reconciler stopped")
+
+
+async def build_reconciler(aws: AwsClients, settings: Settings) -> Reconciler:
+    return Reconciler(await build_deps(aws, settings), await aws.get("logs"), settings)
+
+
+def main() -> None:
+    settings = Settings()
+    configure_logging("training-reconciler", settings.log_level)
+
+    async def run() -> None:
+        aws = AwsClients(settings)
+        try:
+            reconciler = await build_reconciler(aws, settings)
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, reconciler.stop)
+            await reconciler.run()
+        finally:
+            await aws.close()
+
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()

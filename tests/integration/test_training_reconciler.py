@@ -1,0 +1,249 @@
+"""The reconciler against the embedded AWS and the SageMaker emulator running a fake trainer that logs METRICS
+lines (slowly, when its data says "SLOW"): a lost state change recovered, a lost launch re-sent, a duplicated
+launch launching once, and metrics lines becoming `type: metrics` events and `training.job.metrics` events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import boto3
+import openai
+import pytest
+
+from deploy import resources
+from deploy.local.cluster import DEMO_MODEL_PREFIX
+from services.training import events as training_events
+from services.training.reconciler import Reconciler, RunReport, build_reconciler
+from services.training.settings import Settings
+from shared.aws import AwsClients
+from shared.events import new_event, send_command
+from tests.conftest import ROOT, free_port, wait_http
+from tests.integration.conftest import bearer, register
+from tests.integration.events_tap import Tap
+from tests.integration.test_training_service import _announce_file, _job
+from tests.integration.workers import drain
+
+FAKE_TRAINER = r'''
+import json, os, time
+from pathlib import Path
+train = Path(os.environ["SM_CHANNEL_TRAIN"])
+text = "".join(p.read_text() for p in sorted(train.rglob("*")) if p.is_file())
+pause = 1.5 if "SLOW" in text else 0.0
+Path(os.environ["SM_MODEL_DIR"], "adapter_config.json").write_text("{}")
+records = [{"step": 1, "train_loss": 1.5, "learning_rate": 0.0002, "total_steps": 3},
+           {"step": 2, "train_loss": 1.25, "learning_rate": 0.0001, "total_steps": 3},
+           {"step": 3, "train_loss": 1.125, "valid_loss": 1.5, "total_steps": 3, "trained_tokens": 480}]
+print("loading the model", flush=True)
+with Path(os.environ["SM_OUTPUT_DATA_DIR"], "metrics.jsonl").open("w") as sink:
+    for record in records:
+        time.sleep(pause)
+        print("METRICS " + json.dumps(record), flush=True)
+        sink.write(json.dumps(record) + "\n")
+'''
+
+
+@pytest.fixture(scope="module")
+def emulator(aws: Any, provisioned: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    work = tmp_path_factory.mktemp("emulator")
+    boto3.client("s3").put_object(Bucket=resources.BUCKET, Key=f"{DEMO_MODEL_PREFIX}config.json", Body=b"{}")
+    script = work / "fake_trainer.py"
+    script.write_text(FAKE_TRAINER)
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SAGEMAKER_EMULATOR_MAX_JOBS": "2",
+           "SAGEMAKER_EMULATOR_LOG_FLUSH_SECONDS": "0.2",
+           "SAGEMAKER_EMULATOR_ENTRYPOINT": json.dumps([sys.executable, str(script)])}
+    proc = subprocess.Popen([sys.executable, "-m", "deploy.local.sagemaker_emulator", "--port", str(port),
+                             "--workdir", str(work / "jobs")], env=env, cwd=ROOT,
+                            stdout=(work / "emulator.log").open("wb"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    saved = os.environ.get("AWS_ENDPOINT_URL_SAGEMAKER")
+    os.environ["AWS_ENDPOINT_URL_SAGEMAKER"] = url
+    try:
+        wait_http(f"{url}/health", proc=proc)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        if saved is None:
+            os.environ.pop("AWS_ENDPOINT_URL_SAGEMAKER", None)
+        else:
+            os.environ["AWS_ENDPOINT_URL_SAGEMAKER"] = saved
+
+
+@pytest.fixture(scope="module")
+def api(emulator: str, training_url: str) -> str:
+    return training_url  # creates and reads jobs only; the reconciler and the worker build their own clients
+
+
+def _reconcile(job_ids: set[str], now: float | None = None, **settings: Any) -> RunReport:
+    """One reconciler pass over these jobs only (other modules leave unfinished jobs in the shared tables)."""
+
+    async def once() -> RunReport:
+        config = Settings(**settings)
+        aws = AwsClients(config)
+        try:
+            reconciler: Reconciler = await build_reconciler(aws, config)
+            active_jobs = reconciler.deps.jobs.active_jobs
+
+            async def only_ours(status: str, page_size: int = 100) -> Any:
+                return [j for j in await active_jobs(status, page_size) if j.job_id in job_ids]
+
+            reconciler.deps.jobs.active_jobs = only_ours  # type: ignore[method-assign]
+            return await reconciler.run_once(now)
+        finally:
+            await aws.close()
+
+    return asyncio.run(once())
+
+
+def _drop_training_queue() -> int:
+    """Lose whatever is waiting on training's queue (events, commands): what the reconciler must make up for."""
+    sqs = boto3.client("sqs")
+    url = sqs.get_queue_url(QueueName=resources.TRAINING_QUEUE)["QueueUrl"]
+    dropped = 0
+    while True:
+        messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+        if not messages:
+            return dropped
+        for message in messages:
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+        dropped += len(messages)
+
+
+def _wait(predicate: Callable[[], bool], deadline_s: float = 30, what: str = "condition") -> None:
+    deadline = time.monotonic() + deadline_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.3)
+
+
+def _sagemaker_status(job_id: str) -> str | None:
+    sagemaker = boto3.client("sagemaker")
+    try:
+        return str(sagemaker.describe_training_job(TrainingJobName=job_id)["TrainingJobStatus"])
+    except sagemaker.exceptions.ClientError:
+        return None
+
+
+def _create(api: str, session: dict[str, Any], file_id: str) -> str:
+    import httpx
+
+    created = httpx.post(f"{api}/v1/fine_tuning/jobs", headers=bearer(session),
+                         json={"model": "llm-tuner/tiny-chat", "training_file": file_id})
+    assert created.status_code == 200, created.text
+    job_id: str = created.json()["id"]
+    return job_id
+
+
+def _events(api: str, session: dict[str, Any], job_id: str) -> list[Any]:
+    client = openai.OpenAI(base_url=f"{api}/v1", api_key=session["access_token"], max_retries=0)
+    return list(client.fine_tuning.jobs.list_events(job_id, limit=100).data)
+
+
+def test_a_lost_state_change_is_recovered(api: str, auth_url: str, provisioned: dict[str, Any]) -> None:
+    session = register(auth_url)
+    job_id = _create(api, session, _announce_file(provisioned, session["user"]["id"], "SLOW\n"))
+    asyncio.run(drain("training", lambda: _sagemaker_status(job_id) is not None, 60))
+    _wait(lambda: _sagemaker_status(job_id) == "Completed", 60, "the training job to complete")
+    time.sleep(1)  # the emulator's last state-change events reach the queue
+    assert _drop_training_queue() >= 1  # at least SageMaker's Completed event is lost
+    assert _job(api, session, job_id)["status"] in ("queued", "running")
+
+    report = _reconcile({job_id})
+    assert report.fed == [job_id]
+    job = _job(api, session, job_id)
+    assert job["status"] == "succeeded", job["error"]
+    assert job["secondary_status"] == "Completed" and job["fine_tuned_model"] and job["result_files"]
+    assert job["trained_tokens"] == 480 and job["estimated_finish"] is None
+    assert _reconcile({job_id}).checked == 0  # finished: out of the sparse index
+
+
+def test_a_job_stuck_without_a_sagemaker_job_is_relaunched(api: str, auth_url: str,
+                                                           provisioned: dict[str, Any]) -> None:
+    session = register(auth_url)
+    file_id = _announce_file(provisioned, session["user"]["id"], '{"messages": []}\n')
+    asyncio.run(drain("training"))  # the file projection
+    job_id = _create(api, session, file_id)
+    assert _drop_training_queue() >= 1  # the launch command is lost
+    assert _reconcile({job_id}, reconcile_stuck_launch_s=600).relaunched == []  # not stuck for long yet
+    later = time.time() + 601
+    assert _reconcile({job_id}, later, reconcile_stuck_launch_s=600).relaunched == [job_id]
+    assert _reconcile({job_id}, later + 1, reconcile_stuck_launch_s=600).relaunched == []  # re-sent once a while
+    asyncio.run(drain("training", lambda: _job(api, session, job_id)["status"] in ("succeeded", "failed"), 60))
+    job = _job(api, session, job_id)
+    assert job["status"] == "succeeded", job["error"]
+
+
+def test_a_duplicated_launch_launches_once(api: str, auth_url: str, provisioned: dict[str, Any]) -> None:
+    session = register(auth_url)
+    file_id = _announce_file(provisioned, session["user"]["id"], '{"messages": []}\n')
+    asyncio.run(drain("training"))
+    job_id = _create(api, session, file_id)
+    sqs = boto3.client("sqs")
+    url = sqs.get_queue_url(QueueName=resources.TRAINING_QUEUE)["QueueUrl"]
+    command = new_event(training_events.LAUNCH_REQUESTED, {"job_id": job_id}, user_id=session["user"]["id"])
+
+    async def send_twice() -> None:
+        aws = AwsClients(Settings())
+        try:
+            for _ in range(2):  # the same command again (the inbox drops it), and a new one (the job state does)
+                await send_command(await aws.get("sqs"), url, command)
+            await send_command(await aws.get("sqs"), url, new_event(training_events.LAUNCH_REQUESTED,
+                                                                    {"job_id": job_id}))
+        finally:
+            await aws.close()
+
+    asyncio.run(send_twice())
+    asyncio.run(drain("training", lambda: _job(api, session, job_id)["status"] in ("succeeded", "failed"), 60))
+    job = _job(api, session, job_id)
+    messages = [e.message for e in _events(api, session, job_id)]
+    assert job["status"] == "succeeded", (job["error"], messages)
+    summaries = boto3.client("sagemaker").list_training_jobs(NameContains=job_id)["TrainingJobSummaries"]
+    assert [s["TrainingJobName"] for s in summaries] == [job_id]
+    assert messages.count("Files validated, moving job to queued state") == 1, messages
+    assert messages.count("Fine-tuning job started") == 1, messages
+
+
+def test_metrics_lines_become_events(api: str, auth_url: str, provisioned: dict[str, Any]) -> None:
+    tap = Tap(provisioned["topics"][resources.TRAINING_TOPIC])
+    session = register(auth_url)
+    job_id = _create(api, session, _announce_file(provisioned, session["user"]["id"], "SLOW\n"))
+    asyncio.run(drain("training", lambda: _job(api, session, job_id)["status"] in ("running", "failed"), 60))
+    assert _job(api, session, job_id)["status"] == "running"
+
+    def some_metrics() -> bool:
+        _reconcile({job_id})
+        return _job(api, session, job_id)["estimated_finish"] is not None or \
+            _job(api, session, job_id)["status"] != "running"
+
+    _wait(some_metrics, 30, "a first metrics line while the job runs")
+    running = _job(api, session, job_id)
+    assert running["status"] == "running" and running["estimated_finish"] >= int(time.time()) - 1
+    assert running["secondary_status"] == "Training"
+
+    _wait(lambda: _sagemaker_status(job_id) == "Completed", 60, "the training job to complete")
+    for _ in range(2):  # a second pass finds nothing new: each step is one event
+        _reconcile({job_id})
+    asyncio.run(drain("training", lambda: _job(api, session, job_id)["status"] in ("succeeded", "failed"), 60))
+    events = _events(api, session, job_id)
+    steps = [e for e in events if e.type == "metrics"]
+    assert [e.data["step"] for e in steps] == [3, 2, 1]  # newest first, once each
+    assert steps[0].message == "Step 3/3: training loss=1.125, validation loss=1.5"
+    assert steps[0].data == {"step": 3, "train_loss": 1.125, "valid_loss": 1.5, "total_steps": 3,
+                             "trained_tokens": 480}
+    assert steps[2].message == "Step 1/3: training loss=1.5"
+    job = _job(api, session, job_id)
+    assert job["status"] == "succeeded" and job["trained_tokens"] == 480
+    published = tap.wait_for(lambda e: e["type"] == "training.job.metrics" and e["data"]["job_id"] == job_id
+                             and e["data"]["step"] == 3)
+    assert published["data"]["train_loss"] == 1.125 and published["data"]["total_steps"] == 3
+    assert published["user_id"] == session["user"]["id"]
+    secondary = [e.data["secondary_status"] for e in reversed(events) if e.data and "secondary_status" in e.data]
+    assert secondary[-1] == "Completed" and "Training" in secondary
