@@ -103,6 +103,8 @@ async def artifact_links(job: Job, deps: Deps) -> dict[str, Any]:
         bucket, _, key = job.model_artifact.removeprefix("s3://").partition("/")
         link = await _link(deps, bucket, key, "model.tar.gz", "adapter", expires_at)
         if link:
+            # With merge_adapter the archive also holds merged/: the base model with the adapter merged in.
+            link["contains_merged_model"] = bool(job.hyperparameters.get("merge_adapter"))
             data.append(link)
     for file_id in job.result_files:
         key = f"files/{job.user_id}/{file_id}"

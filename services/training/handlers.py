@@ -27,6 +27,7 @@ from shared.s3 import delete_object_versions
 log = logging.getLogger(__name__)
 _ALPHABET = string.ascii_letters + string.digits
 BASE_LEARNING_RATE = hparams.BASE_LEARNING_RATE
+MIN_TRAINING_EXAMPLES = 10  # OpenAI's rule: fewer fail the job (not the request) with invalid_n_examples
 FILE_WAIT_RETRIES = 20  # a launch waits this many retries (1 s, 2 s, 4 s ... 10 s) for its file's validation
 
 METRIC_DEFINITIONS = [
@@ -238,6 +239,10 @@ async def launch_job(envelope: Envelope, deps: Deps) -> None:
             await _fail(deps, job, "invalid_training_file",
                         f"The job failed due to an invalid training file. {view.error or 'File is not usable.'}",
                         "training_file")
+            return
+        if (view.examples or 0) < MIN_TRAINING_EXAMPLES:
+            await _fail(deps, job, "invalid_n_examples", f"Training file has {view.examples or 0} example(s), but "
+                        f"must have at least {MIN_TRAINING_EXAMPLES} examples", "training_file")
             return
         if view.example_type == "preference":
             await _fail(deps, job, "invalid_training_file", "The job failed due to an invalid training file. It "

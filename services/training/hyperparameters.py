@@ -84,12 +84,13 @@ def resolve(requested: Hyperparameters, examples: int, base: BaseModelEntry | No
         "seed": seed,
         "packing": bool(pick("packing", True)),
         "validation_split": float(pick("validation_split", 0.0)),
+        "merge_adapter": bool(pick("merge_adapter", False)),
     }
 
 
 TRAINER_NAMES = ("n_epochs", "batch_size", "learning_rate", "lora_r", "lora_alpha", "lora_dropout", "target_modules",
                  "max_seq_length", "seed", "gradient_accumulation_steps", "warmup_ratio", "weight_decay",
-                 "lr_scheduler", "validation_split")
+                 "lr_scheduler", "validation_split", "merge_adapter")
 
 
 def sagemaker_hyperparameters(resolved: dict[str, Any], base: BaseModelEntry, seed: int) -> dict[str, str]:
@@ -100,4 +101,4 @@ def sagemaker_hyperparameters(resolved: dict[str, Any], base: BaseModelEntry, se
     out = {name: filled[name] for name in TRAINER_NAMES}
     if isinstance(out["target_modules"], list):
         out["target_modules"] = ",".join(out["target_modules"])
-    return {k: str(v) for k, v in out.items()}
+    return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in out.items()}

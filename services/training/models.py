@@ -37,6 +37,7 @@ class Hyperparameters(BaseModel):
     seed: Auto | Annotated[int, Field(ge=0, le=2147483647)] = "auto"
     packing: Auto | bool = "auto"
     validation_split: Auto | Annotated[float, Field(ge=0, le=0.5)] = "auto"
+    merge_adapter: Auto | bool = "auto"  # also publish the base model with the adapter merged in
 
 
 class SupervisedMethod(BaseModel):

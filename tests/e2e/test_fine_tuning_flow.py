@@ -105,6 +105,10 @@ def test_another_user_sees_none_of_it(cluster: Cluster) -> None:
                                                    b'{"role": "assistant", "content": "a"}]}\n'),
                                   purpose="fine-tune")
     job = alice.fine_tuning.jobs.create(model=DEMO_MODEL_ID, training_file=uploaded.id)
+    # One example is too few: the job (not the request) fails, as OpenAI's does.
+    failed, _ = _wait_for_job(alice, job.id, deadline_s=120)
+    assert failed.status == "failed" and failed.error is not None and failed.error.code == "invalid_n_examples"
+    assert "at least 10 examples" in [e.message for e in alice.fine_tuning.jobs.list_events(job.id).data][0]
     with pytest.raises(openai.NotFoundError):
         bob.files.retrieve(uploaded.id)
     with pytest.raises(openai.NotFoundError):

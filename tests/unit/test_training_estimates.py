@@ -138,7 +138,7 @@ def test_in_bounds_values_are_accepted_from_either_place_and_resolved(deps: hand
                     "lora_alpha": "64", "lora_dropout": "0.1", "target_modules": "q_proj,v_proj",
                     "max_seq_length": "128", "seed": "7", "gradient_accumulation_steps": "2",
                     "warmup_ratio": "0.1", "weight_decay": "0.01", "lr_scheduler": "cosine",
-                    "validation_split": "0.0"}
+                    "validation_split": "0.0", "merge_adapter": "false"}
     assert set(sent) <= set(hparams.TRAINER_NAMES)
 
 

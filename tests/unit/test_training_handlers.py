@@ -362,3 +362,15 @@ def test_a_running_job_sagemaker_already_finished_is_refused(deps: handlers.Deps
         _cancel(deps, job)
     assert refused.value.code == "job_already_finished"
     assert deps.jobs.jobs[job.job_id].cancel_requested_at is None  # type: ignore[attr-defined]
+
+
+def test_too_few_examples_fail_the_job_not_the_request(deps: handlers.Deps) -> None:
+    run(deps.jobs.put_file(FileView(file_id="file-1", user_id="u1", status="processed", purpose="fine-tune",
+                                    s3_uri="s3://b/files/u1/file-1", examples=7)))
+    job = _create(deps)  # accepted: OpenAI reports a bad training file on the job
+    _launch(deps, job)
+    failed = deps.jobs.jobs[job.job_id]  # type: ignore[attr-defined]
+    assert failed.status == "failed" and failed.error is not None
+    assert failed.error == {"code": "invalid_n_examples", "param": "training_file",
+                            "message": "Training file has 7 example(s), but must have at least 10 examples"}
+    assert deps.sagemaker.created == []
