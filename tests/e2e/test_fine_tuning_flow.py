@@ -108,7 +108,8 @@ def test_another_user_sees_none_of_it(cluster: Cluster) -> None:
     # One example is too few: the job (not the request) fails, as OpenAI's does.
     failed, _ = _wait_for_job(alice, job.id, deadline_s=120)
     assert failed.status == "failed" and failed.error is not None and failed.error.code == "invalid_n_examples"
-    assert "at least 10 examples" in [e.message for e in alice.fine_tuning.jobs.list_events(job.id).data][0]
+    newest = alice.fine_tuning.jobs.list_events(job.id, limit=1).data[0]
+    assert newest.level == "error" and "at least 10 examples" in newest.message
     with pytest.raises(openai.NotFoundError):
         bob.files.retrieve(uploaded.id)
     with pytest.raises(openai.NotFoundError):
