@@ -1,5 +1,9 @@
 """The HTTP edge: SageMaker's JSON 1.1 protocol (POST / with `X-Amz-Target: SageMaker.<Operation>`), and
-`bootstrap()`, which builds the AWS clients, the store, the runner and the event publisher in one place."""
+`bootstrap()`, which builds the AWS clients, the store, the runner and the event publisher in one place.
+
+TEST-ONLY, no part of SageMaker's API: `POST /_emulator/jobs/{name}/interrupt` interrupts a managed-spot job
+that is training, as a spot interruption would (SAGEMAKER_EMULATOR_SPOT_RESTART_DELAY_SECONDS: the unbilled
+wait before it starts again from its checkpoints)."""
 
 from __future__ import annotations
 
@@ -72,12 +76,26 @@ def create_app(settings: Settings) -> Starlette:
             log.info("sagemaker emulator stopping its jobs")
             await run_in_threadpool(runtime.close)
 
-    routes = [Route("/", dispatch, methods=["POST"]), Route("/health", health, methods=["GET"])]
+    routes = [Route("/", dispatch, methods=["POST"]), Route("/health", health, methods=["GET"]),
+              Route("/_emulator/jobs/{name}/interrupt", interrupt, methods=["POST"])]
     return Starlette(routes=routes, lifespan=lifespan)
 
 
 async def health(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
+
+
+async def interrupt(request: Request) -> Response:
+    """TEST-ONLY, not part of SageMaker's API: a spot interruption of a managed-spot job that is training
+    (see JobRunner.interrupt). 202 once asked for; SageMaker's error shapes otherwise."""
+    name = request.path_params["name"]
+    request_id = str(uuid.uuid4())
+    try:
+        await run_in_threadpool(request.app.state.deps.runner.interrupt, name)
+    except SageMakerError as exc:
+        return _response({"__type": exc.error_type, "message": exc.message}, exc.status_code, request_id,
+                         error_type=exc.error_type)
+    return _response({"TrainingJobName": name, "Interrupting": True}, 202, request_id)
 
 
 async def dispatch(request: Request) -> Response:

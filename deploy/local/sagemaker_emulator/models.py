@@ -17,6 +17,7 @@ JOB_STATUSES = frozenset({IN_PROGRESS, COMPLETED, FAILED, STOPPING, STOPPED})
 # SecondaryStatus (only those this emulator passes through)
 STARTING, DOWNLOADING, TRAINING, UPLOADING = "Starting", "Downloading", "Training", "Uploading"
 MAX_RUNTIME_EXCEEDED = "MaxRuntimeExceeded"
+INTERRUPTED = "Interrupted"  # a managed-spot job whose instance was reclaimed; it restarts from its checkpoints
 
 # Request fields Describe echoes back unchanged.
 ECHOED_FIELDS = (
@@ -61,6 +62,7 @@ class TrainingJob:
     failure_reason: str | None = None
     model_artifacts: str | None = None
     final_metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # name -> {Value, Timestamp}
+    unbilled_seconds: float = 0.0  # spot interruptions: from the interruption until training ran again
 
     @property
     def is_terminal(self) -> bool:
@@ -108,8 +110,9 @@ class TrainingJob:
         if self.training_end_time is not None:
             shape["TrainingEndTime"] = timestamp(self.training_end_time)
             if self.training_start_time is not None:
-                seconds = max(1, round(self.training_end_time - self.training_start_time))
-                shape["TrainingTimeInSeconds"] = shape["BillableTimeInSeconds"] = seconds
+                elapsed = self.training_end_time - self.training_start_time
+                shape["TrainingTimeInSeconds"] = max(1, round(elapsed))
+                shape["BillableTimeInSeconds"] = max(1, round(elapsed - self.unbilled_seconds))
         if self.final_metrics:
             shape["FinalMetricDataList"] = [
                 {"MetricName": name, "Value": m["Value"], "Timestamp": timestamp(m["Timestamp"])}

@@ -3,6 +3,8 @@
 A job that waits for a free slot stays InProgress/Starting. Each subprocess leads its own process group
 (the "container"): stopping signals the whole group, SIGTERM first and SIGKILL after the grace, and
 whatever is left of the group when the entry point exits is killed, as the end of a container would.
+A managed-spot job can be interrupted (emulator-only, for tests): its container ends as on a stop, then it
+starts again on a fresh /opt/ml with its checkpoints downloaded from CheckpointConfig.S3Uri.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import copy
 import enum
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,7 +37,9 @@ from .models import (
     DOWNLOADING,
     FAILED,
     IN_PROGRESS,
+    INTERRUPTED,
     MAX_RUNTIME_EXCEEDED,
+    STARTING,
     STOPPED,
     STOPPING,
     TERMINAL_STATUSES,
@@ -72,6 +77,7 @@ class Execution:
     finished: bool = False
     stop_cause: StopCause | None = None
     process: subprocess.Popen[bytes] | None = None
+    interrupting: bool = False  # a spot interruption asked for: the container ends, then the job starts again
 
 
 class JobRunner:
@@ -106,6 +112,25 @@ class JobRunner:
             if not execution.started:  # still waiting for a slot: nothing runs, nothing to wait for
                 execution.finished = True
                 self._store.move_to(name, STOPPED, STOPPED, "The training job was stopped before it started.")
+
+    def interrupt(self, name: str) -> None:
+        """Emulator-only (no SageMaker operation does this): reclaim a managed-spot job's instance, as a spot
+        interruption does. The container gets SIGTERM (SIGKILL after the grace), the job goes Interrupted,
+        its checkpoints are synced to CheckpointConfig.S3Uri, and it starts again on a fresh /opt/ml with
+        those checkpoints downloaded into SM_CHECKPOINT_DIR."""
+        with self._store.reading(name) as job:
+            status, secondary = job.status, job.secondary_status
+            spot = bool(job.request.get("EnableManagedSpotTraining"))
+        execution = self._executions.get(name)
+        if not spot:
+            raise ValidationError("Only a managed-spot training job (EnableManagedSpotTraining) can be interrupted.")
+        with (execution.lock if execution is not None else threading.Lock()):
+            if (execution is None or status != IN_PROGRESS or secondary != TRAINING or execution.finished
+                    or execution.stop_cause is not None or execution.process is None
+                    or execution.process.poll() is not None or execution.interrupting):
+                raise ValidationError(f"The training job is not training (status {status}/{secondary}); "
+                                      "only a training container can be interrupted.")
+            execution.interrupting = True
 
     def shutdown(self) -> None:
         """Stop every job (the running ones get SIGTERM, then SIGKILL after the grace) and wait for them.
@@ -157,33 +182,66 @@ class JobRunner:
             raise JobSetupError("no entry point is configured for this TrainingImage "
                                 "(SAGEMAKER_EMULATOR_ENTRYPOINT)")
 
-        self._advance(execution, DOWNLOADING, "Downloading input data", training_start_time=now())
-        self._download_inputs(request, paths)
-        if script is not None:  # script mode: the job's own code, run by this Python, not the image's entry point
-            self._download_code(script, paths)
-            command = [sys.executable, str(paths.code / script.program),
-                       *user_args(request.get("HyperParameters") or {})]
-            cwd = paths.code
-        assert command
-        checkpoints = self._checkpoint_sync(request, paths)
+        first_start = now()
+        while True:
+            self._advance(execution, DOWNLOADING, "Downloading input data", training_start_time=first_start)
+            self._download_inputs(request, paths)
+            if script is not None:  # script mode: the job's own code, run by this Python, not the image's entry point
+                self._download_code(script, paths)
+                command = [sys.executable, str(paths.code / script.program),
+                           *user_args(request.get("HyperParameters") or {})]
+                cwd = paths.code
+            assert command
+            checkpoints = self._checkpoint_sync(request, paths)
 
-        self._advance(execution, TRAINING, "Training image download completed. Training in progress.")
-        job_log = JobLog(self._logs, stream_name(name, HOST, time.time()), job_dir / f"{HOST}.log",
-                         self._settings.log_flush_s)
-        try:
-            with execution.lock:
-                if execution.stop_cause is None:
-                    execution.process = subprocess.Popen(
-                        command, cwd=cwd, env=environment(name, request, paths), stdin=subprocess.DEVNULL,
-                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-            process = execution.process
-            exit_code, last_lines = (None, []) if process is None else self._supervise(
-                execution, process, request, job_log, checkpoints)
-        finally:
-            job_log.close()
-        if checkpoints is not None:
-            self._try(checkpoints.sync, "final checkpoint sync")
+            self._advance(execution, TRAINING, "Training image download completed. Training in progress.")
+            job_log = JobLog(self._logs, stream_name(name, HOST, time.time()), job_dir / f"{HOST}.log",
+                             self._settings.log_flush_s)
+            try:
+                with execution.lock:
+                    if execution.stop_cause is None:
+                        execution.process = subprocess.Popen(
+                            command, cwd=cwd, env=environment(name, request, paths), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+                process = execution.process
+                exit_code, last_lines = (None, []) if process is None else self._supervise(
+                    execution, process, request, job_log, checkpoints)
+            finally:
+                job_log.close()
+            if checkpoints is not None:
+                self._try(checkpoints.sync, "final checkpoint sync")
+            if not self._restart_after_interruption(execution):
+                break
+            # a fresh instance: a new /opt/ml, the checkpoints come back from S3
+            shutil.rmtree(paths.root, ignore_errors=True)
+            paths = lay_out(job_dir, request)
         self._conclude(execution, request, paths, exit_code, last_lines)
+
+    def _restart_after_interruption(self, execution: Execution) -> bool:
+        """After a spot interruption ended the container: Interrupted, a wait for capacity (not billed),
+        then Starting again; False when there was no interruption or a stop came meanwhile."""
+        with execution.lock:
+            if not execution.interrupting:
+                return False
+            execution.interrupting = False
+            execution.process = None
+            if execution.stop_cause is not None:
+                return False
+            job = self._store.move_to(execution.name, IN_PROGRESS, INTERRUPTED,
+                                      "Training job interrupted: the spot instance was reclaimed. "
+                                      "It restarts from the last checkpoint synced to S3.")
+            interrupted_at, unbilled = time.monotonic(), job.unbilled_seconds
+        log.info("spot interruption", extra={"job": execution.name})
+        restart_at = interrupted_at + self._settings.spot_restart_delay_s
+        while time.monotonic() < restart_at and execution.stop_cause is None:  # a stop need not wait
+            time.sleep(min(POLL_S, max(0.0, restart_at - time.monotonic())))
+        with execution.lock:
+            if execution.stop_cause is not None:
+                return False
+            self._store.move_to(execution.name, IN_PROGRESS, STARTING,
+                                "Restarting the training job after the spot interruption",
+                                unbilled_seconds=unbilled + time.monotonic() - interrupted_at)
+        return True
 
     def _supervise(self, execution: Execution, process: subprocess.Popen[bytes], request: dict[str, Any],
                    job_log: JobLog, checkpoints: storage.DirectorySync | None) -> tuple[int, list[str]]:
@@ -211,8 +269,10 @@ class JobRunner:
                         execution.stop_cause = StopCause.MAX_RUNTIME
                         self._store.move_to(execution.name, STOPPING, STOPPING,
                                             "Maximum runtime exceeded; stopping the training job.")
-            if execution.stop_cause is not None and sigterm_at is None:
-                log.info("stopping job", extra={"job": execution.name, "cause": execution.stop_cause.value})
+            ending = execution.stop_cause is not None or execution.interrupting
+            if ending and sigterm_at is None:
+                cause = execution.stop_cause.value if execution.stop_cause else "spot interruption"
+                log.info("stopping job", extra={"job": execution.name, "cause": cause})
                 _signal_group(process, signal.SIGTERM)
                 sigterm_at = tick
             elif sigterm_at is not None and tick - sigterm_at >= self._grace_s(execution):

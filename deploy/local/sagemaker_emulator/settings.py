@@ -36,6 +36,9 @@ class Settings(ServiceSettings):
     # When the emulator itself is told to stop, it must be done before a process manager loses patience.
     shutdown_grace_s: float = Field(3.0, gt=0, validation_alias=_env("SHUTDOWN_GRACE_SECONDS"))
     checkpoint_sync_s: float = Field(30.0, gt=0, validation_alias=_env("CHECKPOINT_SYNC_SECONDS"))
+    # A managed-spot job interrupted (POST /_emulator/jobs/{name}/interrupt) waits this long for "capacity"
+    # before it starts again; that wait is not billed.
+    spot_restart_delay_s: float = Field(2.0, ge=0, validation_alias=_env("SPOT_RESTART_DELAY_SECONDS"))
     log_flush_s: float = Field(1.0, gt=0, validation_alias=_env("LOG_FLUSH_SECONDS"))
     account_id: str = Field("123456789012", validation_alias=_env("ACCOUNT_ID"))
     event_bus: str = Field("default", validation_alias=_env("EVENT_BUS"))

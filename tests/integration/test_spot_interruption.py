@@ -1,0 +1,157 @@
+"""A spot interruption in the local SageMaker emulator, with the real trainer (trainer_image/finetune.py).
+
+The emulator's test-only control endpoint `POST /_emulator/jobs/{name}/interrupt` (not SageMaker's API)
+reclaims the managed-spot job's "instance" once its first checkpoint is in S3: SIGTERM to the container,
+SecondaryStatus Interrupted, the checkpoints synced to CheckpointConfig.S3Uri, then a fresh start that
+downloads them into SM_CHECKPOINT_DIR. The resumed run must start from the checkpoint's step, not from 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+
+from tests.conftest import ROOT, AwsEndpoint, free_port, wait_http
+from tests.integration.test_sagemaker_emulator import ROLE_ARN, Emulator, unique, wait_for, wait_status
+from trainer_image.demo_model import build_demo_model, make_demo_dataset, write_jsonl
+
+IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/llm-tuner-trainer:latest"
+FINETUNE = ROOT / "trainer_image" / "finetune.py"
+# 20 examples in batches of 4: 5 steps an epoch, a checkpoint at each epoch's end (step 5 first).
+HYPERPARAMETERS = {"n_epochs": "12", "batch_size": "4", "learning_rate": "0.003", "seed": "7"}
+TOTAL_STEPS = 60
+RESTART_DELAY_S = 1.5
+
+
+@pytest.fixture(scope="module")
+def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_demo_model(tmp_path_factory.mktemp("base") / "demo-model")
+
+
+@pytest.fixture(scope="module")
+def bucket(aws: AwsEndpoint, tmp_path_factory: pytest.TempPathFactory) -> str:
+    name = unique("sm-spot")
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=name)
+    data = tmp_path_factory.mktemp("data") / "part-0.jsonl"
+    write_jsonl(make_demo_dataset(20, seed=0), data)
+    s3.upload_file(str(data), name, "data/train/part-0.jsonl")
+    return name
+
+
+@pytest.fixture(scope="module")
+def state_changes(aws: AwsEndpoint) -> str:
+    """An SQS queue fed by an EventBridge rule for SageMaker's training-job state changes."""
+    sqs, events = boto3.client("sqs"), boto3.client("events")
+    url = sqs.create_queue(QueueName=unique("sm-spot-changes"))["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    rule = unique("sm-spot-state")
+    events.put_rule(Name=rule, State="ENABLED", EventPattern=json.dumps(
+        {"source": ["aws.sagemaker"], "detail-type": ["SageMaker Training Job State Change"]}))
+    events.put_targets(Rule=rule, Targets=[{"Id": "queue", "Arn": arn}])
+    return str(url)
+
+
+@pytest.fixture(scope="module")
+def emulator(aws: AwsEndpoint, state_changes: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+    workdir = tmp_path_factory.mktemp("sagemaker") / "work"
+    port = free_port()
+    env = {**os.environ,
+           "HF_HUB_OFFLINE": "1",
+           "SAGEMAKER_EMULATOR_ENTRYPOINT": json.dumps({"*llm-tuner-trainer*": [sys.executable, str(FINETUNE)]}),
+           "SAGEMAKER_EMULATOR_STOP_GRACE_SECONDS": "20",  # time to write the SIGTERM checkpoint
+           "SAGEMAKER_EMULATOR_SPOT_RESTART_DELAY_SECONDS": str(RESTART_DELAY_S),
+           "SAGEMAKER_EMULATOR_LOG_FLUSH_SECONDS": "0.2",
+           "SAGEMAKER_EMULATOR_CHECKPOINT_SYNC_SECONDS": "0.3"}
+    log = (workdir.parent / f"emulator-{port}.log").open("ab")
+    process = subprocess.Popen([sys.executable, "-m", "deploy.local.sagemaker_emulator", "--port", str(port),
+                                "--workdir", str(workdir)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    wait_http(f"{url}/health", proc=process)
+    emulator = Emulator(url, workdir, process)
+    yield emulator
+    emulator.terminate()
+
+
+def interrupt(emulator: Emulator, name: str) -> tuple[int, dict[str, Any]]:
+    response = httpx.post(f"{emulator.url}/_emulator/jobs/{name}/interrupt", timeout=10)
+    return response.status_code, response.json()
+
+
+def metric_steps(text: str) -> list[int]:
+    return [json.loads(m)["step"] for m in re.findall(r"^METRICS (.*)$", text, flags=re.M)]
+
+
+def test_an_interrupted_spot_job_resumes_from_its_checkpoint(
+    emulator: Emulator, bucket: str, demo_model: Path, state_changes: str
+) -> None:
+    sm, s3 = emulator.client(), boto3.client("s3")
+    name = unique("spot")
+    checkpoint_prefix = f"checkpoints/{name}/"
+    sm.create_training_job(
+        TrainingJobName=name, RoleArn=ROLE_ARN,
+        AlgorithmSpecification={"TrainingImage": IMAGE, "TrainingInputMode": "File"},
+        HyperParameters={**HYPERPARAMETERS, "model_id": str(demo_model)},
+        InputDataConfig=[{"ChannelName": "train", "DataSource": {"S3DataSource": {
+            "S3DataType": "S3Prefix", "S3Uri": f"s3://{bucket}/data/train/"}}}],
+        OutputDataConfig={"S3OutputPath": f"s3://{bucket}/output"},
+        ResourceConfig={"InstanceType": "ml.g5.2xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30},
+        StoppingCondition={"MaxRuntimeInSeconds": 600, "MaxWaitTimeInSeconds": 1200},
+        EnableManagedSpotTraining=True,
+        CheckpointConfig={"S3Uri": f"s3://{bucket}/{checkpoint_prefix}"})
+
+    def checkpoint_states() -> list[str]:
+        listing = s3.list_objects_v2(Bucket=bucket, Prefix=checkpoint_prefix)
+        return [o["Key"] for o in listing.get("Contents", []) if o["Key"].endswith("/trainer_state.json")
+                and "/checkpoint-" in o["Key"]]
+
+    wait_for(checkpoint_states, bool, "the first checkpoint in S3", timeout_s=120)
+    status, body = interrupt(emulator, name)
+    assert status == 202, body
+    done = wait_status(sm, name, timeout_s=240)
+
+    assert (done["TrainingJobStatus"], done["SecondaryStatus"]) == ("Completed", "Completed"), done
+    transitions = [t["Status"] for t in done["SecondaryStatusTransitions"]]
+    assert transitions == ["Starting", "Downloading", "Training", "Interrupted",
+                           "Starting", "Downloading", "Training", "Uploading", "Completed"]
+    assert "spot" in done["SecondaryStatusTransitions"][3]["StatusMessage"]
+    assert done["BillableTimeInSeconds"] < done["TrainingTimeInSeconds"]
+
+    # The container log: the first run, then the resumed one (each starts with "fine-tune starting").
+    log = (emulator.workdir / name / "algo-1.log").read_text()
+    runs = log.split("fine-tune starting")[1:]
+    assert len(runs) == 2, log[-3000:]
+    first, resumed = metric_steps(runs[0]), metric_steps(runs[1])
+    assert first and first[-1] < TOTAL_STEPS
+    assert "resuming from the checkpoint at step" in runs[1]
+    assert resumed[0] > 1 and resumed[0] >= 6  # past the first checkpoint (step 5), not from 0
+    assert resumed[0] == first[-1] + 1  # the SIGTERM checkpoint, synced to S3 and downloaded again
+    assert resumed[-1] == TOTAL_STEPS
+    sqs, seen = boto3.client("sqs"), []
+
+    def received() -> list[str]:
+        for message in sqs.receive_message(QueueUrl=state_changes, MaxNumberOfMessages=10,
+                                           WaitTimeSeconds=1).get("Messages", []):
+            detail = json.loads(message["Body"])["detail"]
+            if detail["TrainingJobName"] == name:
+                seen.append(detail["SecondaryStatus"])
+        return seen
+
+    wait_for(received, lambda s: "Completed" in s, "the Completed state change")
+    assert seen.count("Interrupted") == 1 and seen.count("Training") == 2  # SQS does not keep the order
+    assert done["ModelArtifacts"]["S3ModelArtifacts"] == f"s3://{bucket}/output/{name}/output/model.tar.gz"
+
+
+def test_an_unknown_job_cannot_be_interrupted(emulator: Emulator) -> None:
+    status, body = interrupt(emulator, unique("no-such-job"))
+    assert (status, body["__type"]) == (400, "ValidationException"), body
