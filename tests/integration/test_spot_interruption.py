@@ -28,8 +28,10 @@ from trainer_image.demo_model import build_demo_model, make_demo_dataset, write_
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/llm-tuner-trainer:latest"
 FINETUNE = ROOT / "trainer_image" / "finetune.py"
 # 20 examples in batches of 4: 5 steps an epoch, a checkpoint at each epoch's end (step 5 first).
-HYPERPARAMETERS = {"n_epochs": "12", "batch_size": "4", "learning_rate": "0.003", "seed": "7"}
-TOTAL_STEPS = 60
+# Long enough (300 steps) that the interrupt, sent once the first checkpoint is in S3, lands mid-run even on a
+# quiet machine where the tiny model trains fast (60 steps were sometimes all done before it arrived).
+HYPERPARAMETERS = {"n_epochs": "60", "batch_size": "4", "learning_rate": "0.003", "seed": "7"}
+TOTAL_STEPS = 300
 RESTART_DELAY_S = 1.5
 
 
