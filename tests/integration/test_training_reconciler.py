@@ -5,10 +5,6 @@ launch launching once, and metrics lines becoming `type: metrics` events and `tr
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -18,15 +14,14 @@ import openai
 import pytest
 
 from deploy import resources
-from deploy.local.cluster import DEMO_MODEL_PREFIX
 from services.training import events as training_events
 from services.training.reconciler import Reconciler, RunReport, build_reconciler
 from services.training.settings import Settings
 from shared.aws import AwsClients
 from shared.events import new_event, send_command
-from tests.conftest import ROOT, free_port, wait_http
 from tests.integration.conftest import bearer, register
 from tests.integration.events_tap import Tap
+from tests.integration.fake_emulator import emulator_with_fake_trainer
 from tests.integration.test_training_service import _announce_file, _job
 from tests.integration.workers import drain
 
@@ -51,30 +46,9 @@ with Path(os.environ["SM_OUTPUT_DATA_DIR"], "metrics.jsonl").open("w") as sink:
 
 @pytest.fixture(scope="module")
 def emulator(aws: Any, provisioned: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    work = tmp_path_factory.mktemp("emulator")
-    boto3.client("s3").put_object(Bucket=resources.BUCKET, Key=f"{DEMO_MODEL_PREFIX}config.json", Body=b"{}")
-    script = work / "fake_trainer.py"
-    script.write_text(FAKE_TRAINER)
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "SAGEMAKER_EMULATOR_MAX_JOBS": "2",
-           "SAGEMAKER_EMULATOR_LOG_FLUSH_SECONDS": "0.2",
-           "SAGEMAKER_EMULATOR_ENTRYPOINT": json.dumps([sys.executable, str(script)])}
-    proc = subprocess.Popen([sys.executable, "-m", "deploy.local.sagemaker_emulator", "--port", str(port),
-                             "--workdir", str(work / "jobs")], env=env, cwd=ROOT,
-                            stdout=(work / "emulator.log").open("wb"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    saved = os.environ.get("AWS_ENDPOINT_URL_SAGEMAKER")
-    os.environ["AWS_ENDPOINT_URL_SAGEMAKER"] = url
-    try:
-        wait_http(f"{url}/health", proc=proc)
+    settings: dict[str, str] = {"SAGEMAKER_EMULATOR_MAX_JOBS": "2", "SAGEMAKER_EMULATOR_LOG_FLUSH_SECONDS": "0.2"}
+    with emulator_with_fake_trainer(tmp_path_factory.mktemp("emulator"), FAKE_TRAINER, **settings) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-        if saved is None:
-            os.environ.pop("AWS_ENDPOINT_URL_SAGEMAKER", None)
-        else:
-            os.environ["AWS_ENDPOINT_URL_SAGEMAKER"] = saved
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,7 @@ projection fed through SNS, and SageMaker played by the local emulator running a
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,11 +14,10 @@ import httpx
 import pytest
 
 from deploy import resources
-from deploy.local.cluster import DEMO_MODEL_PREFIX
 from shared.events import new_event
-from tests.conftest import ROOT, free_port, wait_http
 from tests.integration.conftest import bearer, register
 from tests.integration.events_tap import Tap
+from tests.integration.fake_emulator import emulator_with_fake_trainer
 from tests.integration.workers import drain
 
 FAKE_TRAINER = r'''
@@ -44,30 +40,9 @@ with Path(os.environ["SM_OUTPUT_DATA_DIR"], "metrics.jsonl").open("w") as sink:
 
 @pytest.fixture(scope="module")
 def emulator(aws: Any, provisioned: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    work = tmp_path_factory.mktemp("emulator")
-    # The catalog's demo model is a `model` channel; the fake trainer never reads it, but it must exist.
-    boto3.client("s3").put_object(Bucket=resources.BUCKET, Key=f"{DEMO_MODEL_PREFIX}config.json", Body=b"{}")
-    script = work / "fake_trainer.py"
-    script.write_text(FAKE_TRAINER)
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT),
-           "SAGEMAKER_EMULATOR_ENTRYPOINT": json.dumps([sys.executable, str(script)])}
-    proc = subprocess.Popen([sys.executable, "-m", "deploy.local.sagemaker_emulator", "--port", str(port),
-                             "--workdir", str(work / "jobs")], env=env, cwd=ROOT,
-                            stdout=(work / "emulator.log").open("wb"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    saved = os.environ.get("AWS_ENDPOINT_URL_SAGEMAKER")
-    os.environ["AWS_ENDPOINT_URL_SAGEMAKER"] = url
-    try:
-        wait_http(f"{url}/health", proc=proc)
+    settings: dict[str, str] = {}
+    with emulator_with_fake_trainer(tmp_path_factory.mktemp("emulator"), FAKE_TRAINER, **settings) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-        if saved is None:
-            os.environ.pop("AWS_ENDPOINT_URL_SAGEMAKER", None)
-        else:
-            os.environ["AWS_ENDPOINT_URL_SAGEMAKER"] = saved
 
 
 @pytest.fixture(scope="module")
