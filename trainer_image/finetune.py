@@ -179,6 +179,9 @@ class Hyperparameters:
     gradient_checkpointing: bool = False
     load_in_4bit: bool = False  # QLoRA: needs CUDA and bitsandbytes
     merge_adapter: bool = False  # also save the base model with the adapter merged in, under merged/
+    # Where the merged model goes as its own archive (s3://.../merged-model.tar.gz), so model.tar.gz stays the
+    # small adapter; without it merged/ stays inside model.tar.gz.
+    merged_model_uri: str = ""
     # Names the caller set explicitly (the rest are defaults); not a hyperparameter itself.
     given: frozenset[str] = field(default=frozenset(), compare=False)
 
@@ -246,6 +249,14 @@ def _parse_bool(name: str, value: Any) -> bool:
     raise HyperparameterError(f"hyperparameter {name} must be true or false, got {value!r}")
 
 
+def _parse_s3_uri(name: str, value: Any) -> str:
+    text = str(value or "").strip()
+    bucket, _, key = text.removeprefix("s3://").partition("/")
+    if text and (not text.startswith("s3://") or not bucket or not key or key.endswith("/")):
+        raise HyperparameterError(f"hyperparameter {name} must be an s3://bucket/key URI, got {value!r}")
+    return text
+
+
 def _parse_target_modules(value: Any) -> str | tuple[str, ...]:
     if isinstance(value, str) and value.startswith("["):
         try:
@@ -311,6 +322,7 @@ def parse_hyperparameters(raw: Mapping[str, Any]) -> tuple[Hyperparameters, list
         gradient_checkpointing=_parse_bool("gradient_checkpointing", get("gradient_checkpointing")),
         load_in_4bit=_parse_bool("load_in_4bit", get("load_in_4bit")),
         merge_adapter=_parse_bool("merge_adapter", get("merge_adapter")),
+        merged_model_uri=_parse_s3_uri("merged_model_uri", get("merged_model_uri")),
         given=frozenset(given),
     )
     if hp.load_in_4bit and hp.merge_adapter:
@@ -822,6 +834,28 @@ def load_checkpoint(
 # ------------------------------------------------------------------------------------------- model
 
 
+def publish_merged_model(merged_dir: Path, uri: str, scratch: Path, client: Any = None) -> None:
+    """Pack the merged model as merged-model.tar.gz (its files at the archive's root, as model.tar.gz holds the
+    adapter's) and upload it to `uri` with the job's own credentials (SageMaker's execution role; the local
+    emulator passes its endpoint). boto3's upload_file sends big archives in parallel multipart parts."""
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    with tempfile.TemporaryDirectory(dir=scratch if scratch.is_dir() else None) as tmp:
+        archive = Path(tmp) / "merged-model.tar.gz"
+        with tarfile.open(archive, "w:gz", compresslevel=1) as tar:  # weights barely compress: favour speed
+            for path in sorted(merged_dir.rglob("*")):
+                if path.is_file():
+                    tar.add(path, arcname=str(path.relative_to(merged_dir)))
+        if client is None:
+            import boto3  # only merging jobs need it
+
+            client = boto3.client("s3")
+        try:
+            client.upload_file(str(archive), bucket, key)
+        except Exception as exc:
+            raise RuntimeError(f"cannot upload the merged model to {uri}: {exc}") from exc
+        log.info("merged model uploaded to %s (%d bytes)", uri, archive.stat().st_size)
+
+
 HF_TOKEN_SECRET_PARAM = "hf_token_secret"  # noqa: S105 - the hyperparameter's name, not a secret
 
 
@@ -1223,6 +1257,9 @@ def train(paths: Paths, overrides: Mapping[str, str], stop: StopSignal) -> dict[
         merged.save_pretrained(merged_dir)
         tokenizer.save_pretrained(merged_dir)
         log.info("merged model saved to %s", merged_dir)
+        if hp.merged_model_uri:
+            publish_merged_model(merged_dir, hp.merged_model_uri, paths.model_dir.parent)
+            shutil.rmtree(merged_dir)
     summary = {
         "status": "completed",
         "base_model": base_model,
@@ -1241,7 +1278,7 @@ def train(paths: Paths, overrides: Mapping[str, str], stop: StopSignal) -> dict[
         "final_train_loss": progress.last_train_loss,
         "final_valid_loss": progress.last_valid_loss,
         "final_valid_mean_token_accuracy": progress.last_valid_accuracy,
-        "merged_model": MERGED_DIR if hp.merge_adapter else None,
+        "merged_model": (hp.merged_model_uri or MERGED_DIR) if hp.merge_adapter else None,
         "mask_method": mask_method,
         "device": device.type,
         "dtype": str(dtype).removeprefix("torch."),

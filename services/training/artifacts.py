@@ -1,5 +1,5 @@
 """What a job leaves in S3, for its owner: its checkpoints (OpenAI's `FineTuningJobCheckpoint` list) and short-lived
-download links to its adapter and results CSV.
+download links to its adapter, its merged model (with merge_adapter) and its results CSV.
 
 Checkpoints are what the trainer saved to SM_CHECKPOINT_DIR as `checkpoint-{step}/`, which SageMaker (and the
 local emulator) syncs to the job's CheckpointConfig.S3Uri, `training-jobs/{user}/{job}/checkpoints/`.
@@ -17,7 +17,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from services.training import results
-from services.training.handlers import Deps, fine_tuned_model_name
+from services.training.handlers import Deps, fine_tuned_model_name, merged_model_key
 from services.training.models import Job
 from shared.errors import NotFound
 
@@ -96,15 +96,19 @@ async def _link(deps: Deps, bucket: str, key: str, name: str, kind: str, expires
 
 
 async def artifact_links(job: Job, deps: Deps) -> dict[str, Any]:
-    """Presigned GET links (15 minutes) to the adapter and the results CSV, each only when it exists."""
+    """Presigned GET links (15 minutes) to the adapter, the merged model and the results CSV, each only when it
+    exists."""
     expires_at = int(time.time()) + LINK_TTL_S
     data: list[dict[str, Any]] = []
     if job.model_artifact and job.model_artifact.startswith("s3://"):
         bucket, _, key = job.model_artifact.removeprefix("s3://").partition("/")
         link = await _link(deps, bucket, key, "model.tar.gz", "adapter", expires_at)
         if link:
-            # With merge_adapter the archive also holds merged/: the base model with the adapter merged in.
-            link["contains_merged_model"] = bool(job.hyperparameters.get("merge_adapter"))
+            data.append(link)
+    if job.hyperparameters.get("merge_adapter"):  # the base model with the adapter merged in, its own archive
+        link = await _link(deps, deps.launch.bucket, merged_model_key(job.user_id, job.job_id),
+                           "merged-model.tar.gz", "merged_model", expires_at)
+        if link:
             data.append(link)
     for file_id in job.result_files:
         key = f"files/{job.user_id}/{file_id}"

@@ -298,9 +298,16 @@ def checkpoint_uri(bucket: str, user_id: str, job_id: str) -> str:
     return f"s3://{bucket}/training-jobs/{user_id}/{job_id}/checkpoints/"
 
 
+def merged_model_key(user_id: str, job_id: str) -> str:
+    """Beside SageMaker's `{job}/output/model.tar.gz` (the adapter): the trainer uploads the merged model here."""
+    return f"training-jobs/{user_id}/{job_id}/output/merged-model.tar.gz"
+
+
 def training_job_request(job: Job, base: BaseModelEntry, train_uri: str, cfg: LaunchConfig,
                          catalog: Catalog | None = None, validation_uri: str | None = None) -> dict[str, Any]:
     hyperparameters = hparams.sagemaker_hyperparameters(job.hyperparameters, base, job.seed)
+    if hyperparameters.get("merge_adapter") == "true":  # its own artifact: model.tar.gz stays the small adapter
+        hyperparameters["merged_model_uri"] = f"s3://{cfg.bucket}/{merged_model_key(job.user_id, job.job_id)}"
     channels = [{"ChannelName": "train", "DataSource": {"S3DataSource": {
         "S3DataType": "S3Prefix", "S3Uri": train_uri, "S3DataDistributionType": "FullyReplicated"}}}]
     if validation_uri:  # the trainer evaluates it after every epoch (valid_loss)

@@ -16,6 +16,7 @@ import boto3
 import httpx
 import openai
 import pytest
+from transformers import AutoModelForCausalLM
 
 from deploy import resources
 from deploy.local.cluster import DEMO_MODEL_ID, Cluster
@@ -59,7 +60,8 @@ def test_fine_tuning_job_runs_end_to_end(cluster: Cluster, tmp_path: Path) -> No
     processed = client.files.wait_for_processing(uploaded.id, poll_interval=0.5, max_wait_seconds=60)
     assert processed.status == "processed", processed.status_details
 
-    job = client.fine_tuning.jobs.create(model=DEMO_MODEL_ID, training_file=uploaded.id, suffix="e2e")
+    job = client.fine_tuning.jobs.create(model=DEMO_MODEL_ID, training_file=uploaded.id, suffix="e2e",
+                                         hyperparameters={"merge_adapter": True})  # type: ignore[typeddict-unknown-key]
     assert job.status == "validating_files" and job.id.startswith("ftjob-")
     finished, statuses = _wait_for_job(client, job.id, deadline_s=420)
     assert finished.status == "succeeded", (finished.error, statuses)
@@ -78,6 +80,19 @@ def test_fine_tuning_job_runs_end_to_end(cluster: Cluster, tmp_path: Path) -> No
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         names = {Path(n).name for n in tar.getnames()}
     assert {"adapter_config.json", "adapter_model.safetensors"} <= names
+    assert not any(n.startswith("merged") for n in names)  # the merged model is its own download
+
+    # Short-lived links to each artifact; the merged model is a plain model, loadable as it is.
+    links = httpx.get(f"{cluster.gateway_url}/api/jobs/{job.id}/artifacts",
+                      headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    assert links.status_code == 200, links.text
+    by_kind = {link["kind"]: link for link in links.json()["data"]}
+    assert set(by_kind) == {"adapter", "merged_model", "results"}
+    merged = httpx.get(by_kind["merged_model"]["url"], timeout=60)
+    assert merged.status_code == 200 and len(merged.content) == by_kind["merged_model"]["bytes"]
+    with tarfile.open(fileobj=io.BytesIO(merged.content)) as tar:
+        tar.extractall(tmp_path / "merged", filter="data")
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "merged").config.model_type
 
     # The job's events are recorded, newest first, as the SDK lists them.
     messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=50).data]

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import boto3
+import httpx
 import pytest
 from botocore.exceptions import ClientError
 
@@ -66,7 +67,7 @@ elif mode == "fail":
 else:  # "sleep" leaves on SIGTERM, "stubborn" ignores it (and so does its child): only SIGKILL ends them
     if mode == "stubborn":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    (checkpoints / "checkpoint-1").mkdir()
+    (checkpoints / "checkpoint-1").mkdir(exist_ok=True)  # a restarted spot job gets it back from S3
     (checkpoints / "checkpoint-1" / "state.txt").write_text("step 1")
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     (output / "pids.tmp").write_text(json.dumps([os.getpid(), child.pid]))
@@ -132,13 +133,14 @@ class Emulator:
         assert self.process.wait(timeout=30) in (0, -signal.SIGTERM)
 
 
-def start_emulator(workdir: Path, entry_point: Path, max_jobs: int) -> Emulator:
+def start_emulator(workdir: Path, entry_point: Path, max_jobs: int, spot_restart_delay_s: float = 1.0) -> Emulator:
     port = free_port()
     image_to_command = {"*llm-tuner-trainer*": [sys.executable, str(entry_point)]}
     env = {**os.environ,
            "SAGEMAKER_EMULATOR_ENTRYPOINT": json.dumps(image_to_command),
            "SAGEMAKER_EMULATOR_MAX_JOBS": str(max_jobs),
            "SAGEMAKER_EMULATOR_STOP_GRACE_SECONDS": "1",
+           "SAGEMAKER_EMULATOR_SPOT_RESTART_DELAY_SECONDS": str(spot_restart_delay_s),
            "SAGEMAKER_EMULATOR_LOG_FLUSH_SECONDS": "0.2",
            "SAGEMAKER_EMULATOR_CHECKPOINT_SYNC_SECONDS": "0.5"}
     log = (workdir.parent / f"emulator-{port}.log").open("ab")
@@ -432,6 +434,66 @@ def test_max_runtime_stops_the_job_even_when_it_ignores_sigterm(sm: Any, bucket:
     assert (job["TrainingJobStatus"], job["SecondaryStatus"]) == ("Stopped", "MaxRuntimeExceeded")
     assert "Stopping" in [t["Status"] for t in job["SecondaryStatusTransitions"]]
     wait_gone(pids)  # SIGKILL after the grace
+
+
+# --- managed spot: the time limits span interruptions -----------------------------------------------------
+
+def spot_request(name: str, bucket: str, runtime_s: int, wait_s: int) -> dict[str, Any]:
+    return job_request(name, bucket, mode="sleep", EnableManagedSpotTraining=True,
+                       StoppingCondition={"MaxRuntimeInSeconds": runtime_s, "MaxWaitTimeInSeconds": wait_s},
+                       CheckpointConfig={"S3Uri": f"s3://{bucket}/checkpoints/{name}"})
+
+
+def interrupt_when_training(emulator: Emulator, sm: Any, name: str, after_s: float = 0.0) -> None:
+    wait_for(lambda: sm.describe_training_job(TrainingJobName=name)["SecondaryStatus"], lambda s: s == "Training",
+             f"{name} to be training")
+    emulator.pids(name)  # the container is up
+    time.sleep(after_s)  # let the first attempt use up some of its MaxRuntime (a duration, not a poll)
+    response = httpx.post(f"{emulator.url}/_emulator/jobs/{name}/interrupt", timeout=10)
+    assert response.status_code == 202, response.text
+
+
+def spans(job: dict[str, Any], status: str) -> list[float]:
+    """How long each visit to `status` lasted, from SecondaryStatusTransitions."""
+    return [(t["EndTime"] - t["StartTime"]).total_seconds()
+            for t in job["SecondaryStatusTransitions"] if t["Status"] == status and "EndTime" in t]
+
+
+def test_max_runtime_counts_every_attempt_of_an_interrupted_spot_job(sm: Any, bucket: str,
+                                                                     emulator: Emulator) -> None:
+    name = unique("spot-runtime")
+    sm.create_training_job(**spot_request(name, bucket, runtime_s=6, wait_s=600))
+    interrupt_when_training(emulator, sm, name, after_s=2.5)
+    job = wait_status(sm, name, timeout_s=40)
+    assert (job["TrainingJobStatus"], job["SecondaryStatus"]) == ("Stopped", "MaxRuntimeExceeded"), job
+    first, second = spans(job, "Training")
+    assert first >= 2.5
+    # The restarted attempt gets what the first one left of the 6 s, not a fresh 6 s.
+    assert second <= 6 - first + 1.5 and first + second >= 5.5, (first, second)
+
+
+def test_max_wait_time_stops_a_spot_job_still_waiting_for_capacity(
+        entry_point: Path, bucket: str, tmp_path: Path) -> None:
+    slow_capacity = start_emulator(tmp_path / "work", entry_point, max_jobs=1, spot_restart_delay_s=120)
+    try:
+        sm = slow_capacity.client()
+        name = unique("spot-wait")
+        sm.create_training_job(**spot_request(name, bucket, runtime_s=30, wait_s=30))
+        interrupt_when_training(slow_capacity, sm, name)
+        job = wait_status(sm, name, timeout_s=60)  # long before the 120 s wait for capacity is over
+        assert (job["TrainingJobStatus"], job["SecondaryStatus"]) == ("Stopped", "MaxWaitTimeExceeded"), job
+        statuses = [t["Status"] for t in job["SecondaryStatusTransitions"]]
+        assert statuses[-3:] == ["Interrupted", "Stopping", "MaxWaitTimeExceeded"], statuses
+    finally:
+        slow_capacity.terminate()
+
+
+def test_max_wait_time_is_for_spot_jobs_and_at_least_the_runtime(sm: Any, bucket: str) -> None:
+    on_demand = job_request(unique("wait"), bucket, StoppingCondition={"MaxRuntimeInSeconds": 60,
+                                                                       "MaxWaitTimeInSeconds": 120})
+    assert "managed spot" in error_of(lambda: sm.create_training_job(**on_demand))["Message"]
+    short = spot_request(unique("wait"), bucket, runtime_s=60, wait_s=30)
+    assert "greater than or equal to" in error_of(lambda: sm.create_training_job(**short))["Message"]
 
 
 # --- requests the API refuses ----------------------------------------------------------------------------

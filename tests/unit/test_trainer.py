@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import os
 import re
@@ -525,6 +526,9 @@ def test_load_in_4bit_fails_clearly_without_cuda_and_never_imports_bitsandbytes(
         finetune.parse_hyperparameters({"load_in_4bit": "true", "merge_adapter": "true"})
     with pytest.raises(finetune.HyperparameterError, match="merge_adapter must be true or false"):
         finetune.parse_hyperparameters({"merge_adapter": "maybe"})
+    for bad in ("bucket/key", "s3://bucket", "s3://bucket/dir/", "https://x/y"):
+        with pytest.raises(finetune.HyperparameterError, match="merged_model_uri must be an s3://bucket/key"):
+            finetune.parse_hyperparameters({"merged_model_uri": bad})
 
 
 @pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")  # peft on transformers 5
@@ -555,3 +559,27 @@ def test_two_runs_with_the_same_seed_report_the_same_losses(demo_model_dir: Path
         metrics = [json.loads(line) for line in (paths.output_data_dir / "metrics.jsonl").read_text().splitlines()]
         losses.append([(m["train_loss"], m.get("valid_loss")) for m in metrics])
     assert len(losses[0]) == 6 and losses[0] == losses[1]
+
+
+def test_the_merged_model_is_published_as_its_own_archive(tmp_path: Path) -> None:
+    merged = tmp_path / "merged"
+    (merged / "sub").mkdir(parents=True)
+    (merged / "config.json").write_text("{}")
+    (merged / "sub" / "weights.bin").write_bytes(b"w" * 100)
+    sent: dict[str, bytes] = {}
+
+    class Uploads:
+        def upload_file(self, filename: str, bucket: str, key: str) -> None:
+            sent[f"{bucket}/{key}"] = Path(filename).read_bytes()
+
+    finetune.publish_merged_model(merged, "s3://b/jobs/j/merged-model.tar.gz", tmp_path, Uploads())
+    with tarfile.open(fileobj=io.BytesIO(sent["b/jobs/j/merged-model.tar.gz"])) as tar:
+        assert sorted(tar.getnames()) == ["config.json", "sub/weights.bin"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["merged"]  # the scratch archive is gone
+
+    class Refuses:
+        def upload_file(self, filename: str, bucket: str, key: str) -> None:
+            raise PermissionError("AccessDenied")
+
+    with pytest.raises(RuntimeError, match="cannot upload the merged model to s3://b/k: AccessDenied"):
+        finetune.publish_merged_model(merged, "s3://b/k", tmp_path, Refuses())

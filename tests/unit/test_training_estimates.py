@@ -324,6 +324,17 @@ def test_budget_and_spot_reach_the_training_job(deps: handlers.Deps) -> None:
     assert job.openai()["spot"] is True and job.openai()["max_cost_usd"] == 2.0
 
 
+def test_merge_adapter_names_where_the_trainer_uploads_the_merged_model(deps: handlers.Deps) -> None:
+    _file(deps)
+    job = run(handlers.create_job(CreateJob(model=TINY, training_file="file-1",
+                                            hyperparameters={"merge_adapter": True}), "u1", deps))
+    run(handlers.launch_job(Envelope(type="training.job.launch_requested", data={"job_id": job.job_id}), deps))
+    sent = deps.sagemaker.created[-1]["HyperParameters"]  # type: ignore[attr-defined]
+    assert sent["merge_adapter"] == "true"
+    assert sent["merged_model_uri"] == (f"s3://{deps.launch.bucket}/training-jobs/u1/{job.job_id}"
+                                        "/output/merged-model.tar.gz")
+
+
 def test_completed_jobs_feed_the_next_estimate(deps: handlers.Deps) -> None:
     _file(deps, examples=20, tokens=4000)
     job = run(handlers.create_job(CreateJob(model=TINY, training_file="file-1"), "u1", deps))

@@ -17,6 +17,7 @@ JOB_STATUSES = frozenset({IN_PROGRESS, COMPLETED, FAILED, STOPPING, STOPPED})
 # SecondaryStatus (only those this emulator passes through)
 STARTING, DOWNLOADING, TRAINING, UPLOADING = "Starting", "Downloading", "Training", "Uploading"
 MAX_RUNTIME_EXCEEDED = "MaxRuntimeExceeded"
+MAX_WAIT_TIME_EXCEEDED = "MaxWaitTimeExceeded"  # a managed-spot job past MaxWaitTimeInSeconds (waits + runs)
 INTERRUPTED = "Interrupted"  # a managed-spot job whose instance was reclaimed; it restarts from its checkpoints
 
 # Request fields Describe echoes back unchanged.

@@ -5,6 +5,11 @@ A job that waits for a free slot stays InProgress/Starting. Each subprocess lead
 whatever is left of the group when the entry point exits is killed, as the end of a container would.
 A managed-spot job can be interrupted (emulator-only, for tests): its container ends as on a stop, then it
 starts again on a fresh /opt/ml with its checkpoints downloaded from CheckpointConfig.S3Uri.
+
+Time limits, as SageMaker counts them: MaxRuntimeInSeconds is the training time of all the job's attempts
+together (an interruption does not restart the clock), and a managed-spot job's MaxWaitTimeInSeconds is the
+wall time from its creation, waits for capacity included; past either the job ends Stopped with
+MaxRuntimeExceeded or MaxWaitTimeExceeded.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from .models import (
     IN_PROGRESS,
     INTERRUPTED,
     MAX_RUNTIME_EXCEEDED,
+    MAX_WAIT_TIME_EXCEEDED,
     STARTING,
     STOPPED,
     STOPPING,
@@ -60,6 +66,7 @@ SHUTDOWN_REASON = "InternalServerError: the SageMaker emulator shut down while t
 class StopCause(enum.Enum):
     USER = "StopTrainingJob"
     MAX_RUNTIME = "MaxRuntimeInSeconds"
+    MAX_WAIT = "MaxWaitTimeInSeconds"
     SHUTDOWN = "emulator shutdown"
 
 
@@ -78,6 +85,8 @@ class Execution:
     stop_cause: StopCause | None = None
     process: subprocess.Popen[bytes] | None = None
     interrupting: bool = False  # a spot interruption asked for: the container ends, then the job starts again
+    created: float = field(default_factory=time.monotonic)  # MaxWaitTimeInSeconds counts from here
+    runtime_used_s: float = 0.0  # training time of the attempts so far: MaxRuntimeInSeconds spans them all
 
 
 class JobRunner:
@@ -233,7 +242,12 @@ class JobRunner:
             interrupted_at, unbilled = time.monotonic(), job.unbilled_seconds
         log.info("spot interruption", extra={"job": execution.name})
         restart_at = interrupted_at + self._settings.spot_restart_delay_s
+        with self._store.reading(execution.name) as job:
+            wait_deadline = _wait_deadline(execution, job.request)
         while time.monotonic() < restart_at and execution.stop_cause is None:  # a stop need not wait
+            if wait_deadline is not None and time.monotonic() >= wait_deadline:  # no capacity in time
+                self._time_out(execution, StopCause.MAX_WAIT)
+                break
             time.sleep(min(POLL_S, max(0.0, restart_at - time.monotonic())))
         with execution.lock:
             if execution.stop_cause is not None:
@@ -253,7 +267,8 @@ class JobRunner:
                                 args=(process.stdout, execution.name, job_log, metrics, last_lines))
         pump.start()
         started = time.monotonic()
-        deadline = started + request["StoppingCondition"]["MaxRuntimeInSeconds"]
+        deadline = started + request["StoppingCondition"]["MaxRuntimeInSeconds"] - execution.runtime_used_s
+        wait_deadline = _wait_deadline(execution, request)
         next_sync = started + self._settings.checkpoint_sync_s
         sigterm_at: float | None = None
         while True:
@@ -264,11 +279,9 @@ class JobRunner:
                 pass
             tick = time.monotonic()
             if tick >= deadline:
-                with execution.lock:
-                    if execution.stop_cause is None:
-                        execution.stop_cause = StopCause.MAX_RUNTIME
-                        self._store.move_to(execution.name, STOPPING, STOPPING,
-                                            "Maximum runtime exceeded; stopping the training job.")
+                self._time_out(execution, StopCause.MAX_RUNTIME)
+            elif wait_deadline is not None and tick >= wait_deadline:
+                self._time_out(execution, StopCause.MAX_WAIT)
             ending = execution.stop_cause is not None or execution.interrupting
             if ending and sigterm_at is None:
                 cause = execution.stop_cause.value if execution.stop_cause else "spot interruption"
@@ -281,8 +294,17 @@ class JobRunner:
                 self._try(checkpoints.sync, "checkpoint sync")
                 next_sync = tick + self._settings.checkpoint_sync_s
         _signal_group(process, signal.SIGKILL)  # the container ends: whatever the entry point left goes too
+        execution.runtime_used_s += time.monotonic() - started
         pump.join(timeout=5)
         return exit_code, list(last_lines)
+
+    def _time_out(self, execution: Execution, cause: StopCause) -> None:
+        with execution.lock:
+            if execution.stop_cause is None:
+                execution.stop_cause = cause
+                what = "Maximum runtime" if cause is StopCause.MAX_RUNTIME else "Maximum wait time"
+                self._store.move_to(execution.name, STOPPING, STOPPING,
+                                    f"{what} exceeded; stopping the training job.")
 
     def _grace_s(self, execution: Execution) -> float:
         if execution.stop_cause is StopCause.SHUTDOWN:
@@ -307,7 +329,8 @@ class JobRunner:
         elif cause is not None:  # a stopped job keeps what it saved in its grace period, as on SageMaker
             artifacts = self._try(lambda: self._upload_artifacts(execution.name, request, paths),
                                   "artifact upload")
-            secondary = MAX_RUNTIME_EXCEEDED if cause is StopCause.MAX_RUNTIME else STOPPED
+            secondary = {StopCause.MAX_RUNTIME: MAX_RUNTIME_EXCEEDED,
+                         StopCause.MAX_WAIT: MAX_WAIT_TIME_EXCEEDED}.get(cause, STOPPED)
             self._finish(execution, STOPPED, secondary, f"Training job stopped ({cause.value}).",
                          model_artifacts=artifacts)
         elif exit_code == 0:
@@ -410,6 +433,14 @@ def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None
         os.killpg(process.pid, sig)  # the entry point leads its own group (start_new_session)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _wait_deadline(execution: Execution, request: dict[str, Any]) -> float | None:
+    """When a managed-spot job runs out of MaxWaitTimeInSeconds (None: not spot, or no such limit)."""
+    wait_s = request["StoppingCondition"].get("MaxWaitTimeInSeconds")
+    if not request.get("EnableManagedSpotTraining") or not wait_s:
+        return None
+    return execution.created + float(wait_s)
 
 
 def _failure_reason(paths: ContainerPaths, exit_code: int | None, last_lines: list[str]) -> str:

@@ -83,6 +83,14 @@ def validate_create_training_job(params: dict[str, Any]) -> dict[str, Any]:
     for flag in ("EnableNetworkIsolation", "EnableInterContainerTrafficEncryption",
                  "EnableManagedSpotTraining"):
         request.setdefault(flag, False)
+    wait_s = stopping.get("MaxWaitTimeInSeconds")
+    if wait_s is not None:
+        if not request["EnableManagedSpotTraining"]:
+            raise ValidationError("MaxWaitTimeInSeconds can be set only for managed spot training "
+                                  "(EnableManagedSpotTraining).")
+        if not isinstance(wait_s, int) or wait_s < stopping["MaxRuntimeInSeconds"]:
+            raise ValidationError(f"MaxWaitTimeInSeconds ({wait_s}) must be greater than or equal to "
+                                  f"MaxRuntimeInSeconds ({stopping['MaxRuntimeInSeconds']}).")
     request.setdefault("HyperParameters", {})
     return request
 
