@@ -139,13 +139,20 @@ GATEWAY_REPLICA_QUEUE_PREFIX = f"{PREFIX}-gateway-replica-"
 
 # What every gateway replica must hear at once: a revoked key or session stops working everywhere.
 GATEWAY_AUTH_EVENTS = ("apikey.revoked", "session.revoked", "user.deleted")
+# What every replica passes on to the browsers connected to it (live updates over Server-Sent Events).
+GATEWAY_FILE_EVENTS = ("file.uploaded", "file.validated", "file.rejected", "file.deleted")
+GATEWAY_TRAINING_EVENTS = tuple(f"training.job.{kind}" for kind in (
+    "created", "queued", "running", "succeeded", "failed", "cancelled", "metrics"))
+GATEWAY_LIVE_FILES_QUEUE_PREFIX = f"{GATEWAY_REPLICA_QUEUE_PREFIX}files-"
+GATEWAY_LIVE_TRAINING_QUEUE_PREFIX = f"{GATEWAY_REPLICA_QUEUE_PREFIX}training-"
 
 BUCKET = f"{PREFIX}-local"
 
 SAGEMAKER_STATE_RULE = f"{PREFIX}-sagemaker-training-state"
 
 
-def describe(bucket_name: str = BUCKET) -> Resources:
+def describe(bucket_name: str = BUCKET, web_origins: tuple[str, ...] = ("http://localhost:5000",)) -> Resources:
+    """`web_origins`: where the web app is served from, the origins its browsers PUT upload parts from."""
     message_id = Key("message_id")
     return Resources(
         tables=(
@@ -170,7 +177,7 @@ def describe(bucket_name: str = BUCKET) -> Resources:
             # Measured seconds and tokens per (model, instance type): what estimates learn from.
             Table(TRAINING_THROUGHPUT_TABLE, "training", Key("model_instance")),
         ),
-        bucket=Bucket(bucket_name),
+        bucket=Bucket(bucket_name, cors_origins=web_origins),
         topics=(Topic(AUTH_TOPIC, "auth"), Topic(FILES_TOPIC, "files"), Topic(TRAINING_TOPIC, "training")),
         queues=(
             Queue(FILES_QUEUE, "files", visibility_timeout_s=120),
@@ -198,5 +205,8 @@ def describe(bucket_name: str = BUCKET) -> Resources:
         ),
         replica_subscriptions=(
             ReplicaSubscription(AUTH_TOPIC, "gateway", GATEWAY_REPLICA_QUEUE_PREFIX, GATEWAY_AUTH_EVENTS),
+            ReplicaSubscription(FILES_TOPIC, "gateway", GATEWAY_LIVE_FILES_QUEUE_PREFIX, GATEWAY_FILE_EVENTS),
+            ReplicaSubscription(TRAINING_TOPIC, "gateway", GATEWAY_LIVE_TRAINING_QUEUE_PREFIX,
+                                GATEWAY_TRAINING_EVENTS),
         ),
     )

@@ -87,7 +87,8 @@ _STATUS_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403:
                  429: "rate_limit_error"}
 
 
-_UNION_BRANCHES = {"int", "float", "str", "bool", "list", "dict"}
+_UNION_BRANCHES = {"int", "float", "str", "bool", "list", "dict", "constrained-int", "constrained-float",
+                   "constrained-str"}
 
 
 def _validation_param(loc: tuple[Any, ...]) -> str | None:
@@ -114,11 +115,15 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "Invalid request."}
+        errors = exc.errors() or [{"loc": (), "msg": "Invalid request."}]
+        first = errors[0]
         if first.get("type") == "json_invalid":
             return error_response(400, "We could not parse the JSON body of your request.",
                                   "invalid_request_error", None, "invalid_json")
         param = _validation_param(tuple(first.get("loc", ())))
+        # `"auto" | int in bounds`: pydantic reports each branch; the bound says more than "should be 'auto'".
+        same_field = [e for e in errors if _validation_param(tuple(e.get("loc", ()))) == param]
+        first = next((e for e in same_field if e.get("type") != "literal_error"), first)
         message = f"{first.get('msg', 'Invalid value')}" + (f" - '{param}'" if param else "")
         return error_response(400, message, "invalid_request_error", param, "invalid_value")
 

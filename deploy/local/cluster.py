@@ -206,7 +206,9 @@ class Cluster:
     def provision(self) -> dict[str, Any]:
         with self._with_env():
             bucket = self.env().get("S3_BUCKET_NAME", resources.BUCKET)
-            return provision.apply(resources.describe(bucket))
+            gateway = self.ports.gateway
+            return provision.apply(resources.describe(bucket, web_origins=(
+                f"http://localhost:{gateway}", f"http://127.0.0.1:{gateway}")))
 
     def install_demo_model(self) -> None:
         with self._with_env():

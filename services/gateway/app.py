@@ -1,26 +1,29 @@
 """The gateway: the one public port. Routes /auth, /v1 and /api to the services, refuses a missing, bad or
 revoked token with 401 before proxying, trades a program's API key for an access token, adds the request
-id, streams bodies both ways."""
+id, streams bodies both ways. It also serves the web app (static files, no build step) and its live
+updates (`GET /api/events`, Server-Sent Events: services/gateway/live.py)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse, Response, StreamingResponse
 
-from services.gateway import proxy, routes
+from services.gateway import live, proxy, routes
 from services.gateway.apikeys import InvalidApiKey, is_api_key
-from services.gateway.bootstrap import build_deps, revocation_feed
+from services.gateway.bootstrap import build_deps, live_feed, revocation_feed
 from services.gateway.handlers import Deps
 from services.gateway.settings import Settings
 from shared.aws import AwsClients
 from shared.errors import NotFound
 from shared.logging import configure_logging
-from shared.tokens import JWKSVerifier, bearer_token
+from shared.tokens import JWKSVerifier, Principal, bearer_token
 from shared.web import create_app
 
 STATIC = Path(__file__).parent / "static"
@@ -42,14 +45,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                                           audience=settings.jwt_audience, http=app.state.http,
                                           revoked=deps.revocations.is_revoked)
         app.state.upstreams = routes.base_urls(settings)
-        async with revocation_feed(aws, settings, deps):
+        app.state.live = live.LiveHub()
+        async with revocation_feed(aws, settings, deps), live_feed(aws, settings, app.state.live):
             yield
     finally:
         await aws.close()
         await app.state.http.aclose()
 
 
-async def _authorize(request: Request) -> str | None:
+async def _authorize(request: Request) -> tuple[Principal, str | None]:
     """Verify the caller's token (401 before anything is proxied); for an API key, the access token it was
     traded for, as the Authorization header to forward in its place."""
     token = bearer_token(request)
@@ -60,8 +64,23 @@ async def _authorize(request: Request) -> str | None:
         deps: Deps = request.app.state.deps
         token = await deps.api_keys.access_token(token)
         forwarded = f"Bearer {token}"
-    await request.app.state.verifier.verify(token)
-    return forwarded
+    return await request.app.state.verifier.verify(token), forwarded
+
+
+def content_security_policy(settings: Settings) -> str:
+    """The web app's CSP: its own scripts and styles only (no inline code), and connections to itself and to
+    where direct uploads PUT their parts (presigned S3 URLs)."""
+    endpoint = settings.upload_origin or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    parts = urlsplit(endpoint) if endpoint else None
+    upload = f"{parts.scheme}://{parts.netloc}" if parts and parts.netloc else "https://*.amazonaws.com"
+    return ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+            f"connect-src 'self' {upload}; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+
+
+def _page_headers(csp: str) -> dict[str, str]:
+    # no-cache: revalidate (ETag) on every load, so a deploy's new files are picked up at once.
+    return {"Content-Security-Policy": csp, "X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache",
+            "Referrer-Policy": "same-origin", "X-Frame-Options": "DENY"}
 
 
 def build_app(settings: Settings | None = None) -> FastAPI:
@@ -70,9 +89,33 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     app = create_app("gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
 
+    headers = _page_headers(content_security_policy(settings))
+    static_root = STATIC.resolve()
+
+    # `/login` and `/dashboard`: where auth's Google sign-in lands (an error, or no safe `next`); the app
+    # turns them into its own pages.
     @app.get("/", include_in_schema=False)
+    @app.get("/login", include_in_schema=False)
+    @app.get("/dashboard", include_in_schema=False)
     async def home() -> FileResponse:
-        return FileResponse(STATIC / "index.html")
+        return FileResponse(STATIC / "index.html", headers=headers)
+
+    @app.get("/static/{name:path}", include_in_schema=False)
+    async def static(name: str) -> FileResponse:
+        path = (static_root / name).resolve()
+        if not path.is_relative_to(static_root) or not path.is_file():
+            raise NotFound(f"Unknown request URL: GET /static/{name}.")
+        return FileResponse(path, headers=headers)
+
+    @app.get("/api/events", include_in_schema=False)
+    async def events(request: Request) -> StreamingResponse:
+        """Server-Sent Events: the caller's own files and training events, live; resumes after
+        `Last-Event-ID`; ends when the access token expires (the client reconnects with a new one)."""
+        principal, _ = await _authorize(request)
+        last = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+        body = live.stream(request.app.state.live, principal.user_id, last, until=principal.expires_at)
+        return StreamingResponse(body, media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     @app.api_route("/{path:path}", methods=METHODS, include_in_schema=False)
     async def route(path: str, request: Request) -> Response:
@@ -81,7 +124,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
             raise NotFound(f"Unknown request URL: {request.method} {request.url.path}.")
         authorization = None
         if not routes.is_public(request.method, request.url.path):
-            authorization = await _authorize(request)
+            _, authorization = await _authorize(request)
         return await proxy.forward(request.app.state.http, request.app.state.upstreams[service], request,
                                    authorization=authorization)
 

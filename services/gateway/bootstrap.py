@@ -9,10 +9,11 @@ from collections.abc import AsyncIterator
 
 import httpx
 
-from deploy.resources import GATEWAY_AUTH_EVENTS
+from deploy.resources import GATEWAY_AUTH_EVENTS, GATEWAY_FILE_EVENTS, GATEWAY_TRAINING_EVENTS
 from services.gateway.apikeys import ApiKeyCache
 from services.gateway.auth_client import AuthClient
 from services.gateway.handlers import EVENT_HANDLERS, Deps, catch_up
+from services.gateway.live import LiveHub
 from services.gateway.revocations import RevocationSet
 from services.gateway.settings import Settings
 from shared.aws import AwsClients
@@ -54,3 +55,16 @@ async def revocation_feed(aws: AwsClients, settings: Settings, deps: Deps) -> As
             catching_up.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await catching_up
+
+
+@contextlib.asynccontextmanager
+async def live_feed(aws: AwsClients, settings: Settings, hub: LiveHub) -> AsyncIterator[None]:
+    """This replica's queues on files' and training's events, feeding the browsers connected to it. What
+    happened before they existed is not replayed: a client resuming from then is told `resumed: false`."""
+    files = ReplicaQueue(aws, topic=settings.files_events_topic, queue_prefix=settings.live_files_queue_prefix,
+                         event_types=GATEWAY_FILE_EVENTS, handle=hub.handle, wait_time_s=settings.live_poll_s)
+    training = ReplicaQueue(aws, topic=settings.training_events_topic,
+                            queue_prefix=settings.live_training_queue_prefix, event_types=GATEWAY_TRAINING_EVENTS,
+                            handle=hub.handle, wait_time_s=settings.live_poll_s)
+    async with files, training:
+        yield

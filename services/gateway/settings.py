@@ -26,6 +26,18 @@ class Settings(ServiceSettings):
     revocation_catch_up_wait_s: float = 10.0
     revocation_catch_up_give_up_s: float = 300.0
 
+    # Live updates (GET /api/events): each replica's own queues on files' and training's events.
+    files_events_topic: str = Field(resources.FILES_TOPIC, alias="FILES_EVENTS_TOPIC")
+    training_events_topic: str = Field(resources.TRAINING_TOPIC, alias="TRAINING_EVENTS_TOPIC")
+    live_files_queue_prefix: str = Field(resources.GATEWAY_LIVE_FILES_QUEUE_PREFIX,
+                                         alias="GATEWAY_LIVE_FILES_QUEUE_PREFIX")
+    live_training_queue_prefix: str = Field(resources.GATEWAY_LIVE_TRAINING_QUEUE_PREFIX,
+                                            alias="GATEWAY_LIVE_TRAINING_QUEUE_PREFIX")
+    live_poll_s: int = Field(1, ge=1, le=20)
+    # Where the browser PUTs direct-upload parts (presigned S3 URLs): allowed by the page's CSP connect-src.
+    # Empty: the S3 endpoint the services use (AWS_ENDPOINT_URL), else https://<bucket>.s3.<region>.amazonaws.com.
+    upload_origin: str = Field("", alias="UPLOAD_ORIGIN")
+
     # API keys: a key's exchanged access token is reused until shortly before it expires and for at most
     # `max_age`, so a program's requests do not each cost a call to auth.
     api_key_cache_max_age_s: float = Field(60.0, gt=0)

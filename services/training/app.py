@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query
 
-from services.training import artifacts, cancel, handlers
+from services.training import artifacts, cancel, handlers, progress
 from services.training.bootstrap import build_deps
 from services.training.models import CreateJob, EstimateRequest
 from services.training.settings import Settings
@@ -55,6 +55,16 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/api/jobs/{job_id}/artifacts")
     async def job_artifacts(job_id: str, caller: Caller, d: Deps) -> dict[str, Any]:
         return await artifacts.artifact_links(await handlers.get_job(job_id, caller.user_id, d), d)
+
+    @app.get("/api/jobs/{job_id}/metrics")
+    async def job_metrics(job_id: str, caller: Caller, d: Deps) -> dict[str, Any]:
+        return await progress.metrics_history(await handlers.get_job(job_id, caller.user_id, d), d)
+
+    @app.get("/api/jobs/{job_id}/logs")
+    async def job_logs(job_id: str, caller: Caller, d: Deps,
+                       limit: Annotated[int, Query(ge=1, le=progress.MAX_LOG_LINES)] = 200) -> dict[str, Any]:
+        job = await handlers.get_job(job_id, caller.user_id, d)
+        return await progress.log_tail(job, d.logs, d.log_group, limit)
 
     @app.post("/api/estimates")
     async def estimate(body: EstimateRequest, caller: Caller, d: Deps) -> dict[str, Any]:

@@ -90,8 +90,9 @@ async def _link(deps: Deps, bucket: str, key: str, name: str, kind: str, expires
         if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
             return None
         raise
-    url = await deps.s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key},
-                                               ExpiresIn=LINK_TTL_S)
+    # A browser ignores `download` on a cross-origin link: the object itself says "save as <name>".
+    params = {"Bucket": bucket, "Key": key, "ResponseContentDisposition": f'attachment; filename="{name}"'}
+    url = await deps.s3.generate_presigned_url("get_object", Params=params, ExpiresIn=LINK_TTL_S)
     return {"name": name, "kind": kind, "url": url, "bytes": int(head["ContentLength"]), "expires_at": expires_at}
 
 

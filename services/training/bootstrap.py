@@ -28,4 +28,6 @@ async def build_deps(aws: AwsClients, settings: Settings) -> Deps:
                             launch_mode=settings.launch_mode, region=settings.aws_default_region,
                             hf_token_secret_id=settings.hf_token_secret_id),
         quotas=QuotaChecker(await aws.get("service-quotas")) if settings.check_quotas else None,
+        logs=await aws.get("logs"),
+        log_group=settings.metrics_log_group,
     )

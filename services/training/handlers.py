@@ -71,6 +71,8 @@ class Deps:
     throughput: Any = None  # throughput.ThroughputStore: measured speed per (model, instance type), for estimates
     quotas: Any = None  # quotas.QuotaChecker: GPU launches check the training quota first; None skips the check
     sources: SourceBundle = field(default_factory=SourceBundle)  # script mode's sourcedir.tar.gz
+    logs: Any = None  # CloudWatch Logs: the job page's log tail
+    log_group: str = "/aws/sagemaker/TrainingJobs"
 
 
 def _id(prefix: str, n: int = 24) -> str:
@@ -404,7 +406,24 @@ async def on_sagemaker_state(envelope: Envelope, deps: Deps) -> None:
         return  # not one of ours
     with bound_request_id(job.correlation_id):
         await _record_secondary_status(deps, job, envelope.data)
+        if envelope.data.get("TrainingJobStatus") in ("Completed", "Failed", "Stopped") and job.status not in TERMINAL:
+            await _read_last_metrics(job, envelope.data, deps)
         await _apply_sagemaker_state(job, envelope.data, deps)
+
+
+async def _read_last_metrics(job: Job, detail: dict[str, Any], deps: Deps) -> None:
+    """The steps logged since the reconciler's last poll, read before the job ends (it reads only active
+    jobs): a short job's chart is complete even when it ran between two polls."""
+    if deps.logs is None:
+        return
+    from services.training import metrics  # metrics builds on this module
+
+    started = detail.get("TrainingStartTime")
+    started_s = started / 1000 if isinstance(started, (int, float)) and not isinstance(started, bool) else None
+    try:
+        await metrics.poll(deps, deps.logs, deps.log_group, job, started_s)
+    except ClientError:  # the logs are a nicety here; the job's end is not
+        log.warning("could not read the last metrics", extra={"job_id": job.job_id}, exc_info=True)
 
 
 async def _record_secondary_status(deps: Deps, job: Job, detail: dict[str, Any]) -> None:

@@ -76,6 +76,7 @@ class Reconciler:
     def __init__(self, deps: Deps, logs: Any, settings: Settings) -> None:
         self.deps, self.logs, self.settings = deps, logs, settings
         self._stopping = asyncio.Event()
+        self._training_started: dict[str, float] = {}  # job id -> TrainingStartTime, from the last Describe
 
     async def run_once(self, now: float | None = None) -> RunReport:
         report = RunReport()
@@ -99,10 +100,15 @@ class Reconciler:
                 await self._relaunch_if_stuck(job, report, now)
             return
         detail = detail_from_describe(described)
+        started = _seconds(described.get("TrainingStartTime"))
+        if described.get("TrainingJobStatus") == "InProgress" and started is not None:
+            self._training_started[job.job_id] = started
+        else:
+            self._training_started.pop(job.job_id, None)
         if described.get("TrainingJobStatus") != "InProgress" or job.status == "running":
             # Lines logged before the end are read before the end is applied: the job's last steps are kept.
             report.metrics_steps += await metrics.poll(self.deps, self.logs, self.settings.metrics_log_group, job,
-                                                       _seconds(described.get("TrainingStartTime")), now)
+                                                       started, now)
         await on_sagemaker_state(new_event(SAGEMAKER_STATE_CHANGE, detail, correlation_id=job.correlation_id),
                                  self.deps)
         report.fed.append(job.job_id)
@@ -132,15 +138,35 @@ class Reconciler:
     def stop(self) -> None:
         self._stopping.set()
 
+    async def poll_metrics(self, now: float | None = None) -> int:
+        """Between full passes: only the running jobs' new METRICS lines, so live charts move every few
+        seconds while Describe calls stay at the reconcile interval."""
+        steps = 0
+        for job in await self.deps.jobs.active_jobs("running"):
+            try:
+                with bound_request_id(job.correlation_id):
+                    steps += await metrics.poll(self.deps, self.logs, self.settings.metrics_log_group, job,
+                                                self._training_started.get(job.job_id),
+                                                time.time() if now is None else now)
+            except Exception:
+                log.exception("reading a job's metrics failed", extra={"job_id": job.job_id})
+        return steps
+
     async def run(self) -> None:
-        log.info("reconciler started", extra={"interval_s": self.settings.reconcile_interval_s})
+        interval, tick = self.settings.reconcile_interval_s, self.settings.metrics_interval_s
+        log.info("reconciler started", extra={"interval_s": interval, "metrics_interval_s": tick})
+        next_pass = 0.0
         while not self._stopping.is_set():
             try:
-                await self.run_once()
+                if time.monotonic() >= next_pass:
+                    next_pass = time.monotonic() + interval
+                    await self.run_once()
+                else:
+                    await self.poll_metrics()
             except Exception:
                 log.exception("reconcile pass failed; trying again next interval")
             try:
-                await asyncio.wait_for(self._stopping.wait(), timeout=self.settings.reconcile_interval_s)
+                await asyncio.wait_for(self._stopping.wait(), timeout=min(tick, interval))
             except TimeoutError:
                 pass
         log.info("reconciler stopped")

@@ -38,6 +38,8 @@ class Settings(ServiceSettings):
     # The reconciler (services/training/reconciler.py): how often it polls SageMaker and the log streams, and
     # how long a job may wait in validating_files/queued with no SageMaker job before its launch is re-sent.
     reconcile_interval_s: float = Field(30.0, gt=0, alias="TRAINING_RECONCILE_INTERVAL_S")
+    # Running jobs' metrics are read this often between passes: the live loss chart's pace.
+    metrics_interval_s: float = Field(5.0, gt=0, alias="TRAINING_METRICS_INTERVAL_S")
     reconcile_stuck_launch_s: float = Field(600.0, ge=0, alias="TRAINING_RECONCILE_STUCK_LAUNCH_S")
     metrics_log_group: str = "/aws/sagemaker/TrainingJobs"
 

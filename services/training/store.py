@@ -163,6 +163,23 @@ class JobsStore:
             item["data"] = {"S": json.dumps(event["data"])}
         await self._db.put_item(TableName=self._events, Item=item)
 
+    async def metrics_events(self, job_id: str, max_items: int = 100_000) -> list[dict[str, Any]]:
+        """The data of the job's `metrics` events, oldest first (bounded: a runaway job cannot exhaust memory)."""
+        kwargs: dict[str, Any] = {"TableName": self._events, "ScanIndexForward": True,
+                                  "KeyConditionExpression": "job_id = :j", "FilterExpression": "#t = :m",
+                                  "ExpressionAttributeNames": {"#t": "type"},
+                                  "ExpressionAttributeValues": {":j": {"S": job_id}, ":m": {"S": "metrics"}}}
+        found: list[dict[str, Any]] = []
+        while len(found) < max_items:
+            page = await self._db.query(**kwargs)
+            for item in page.get("Items", []):
+                if "data" in item:
+                    found.append(json.loads(_de.deserialize(item["data"])))
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return found[:max_items]
+
     async def list_events(self, job_id: str, limit: int, after: str | None) -> tuple[list[dict[str, Any]], bool]:
         kwargs: dict[str, Any] = {"TableName": self._events, "ScanIndexForward": False, "Limit": limit + 1,
                                   "KeyConditionExpression": "job_id = :j",

@@ -90,9 +90,20 @@ def test_fine_tuning_job_runs_end_to_end(cluster: Cluster, tmp_path: Path) -> No
     assert set(by_kind) == {"adapter", "merged_model", "results"}
     merged = httpx.get(by_kind["merged_model"]["url"], timeout=60)
     assert merged.status_code == 200 and len(merged.content) == by_kind["merged_model"]["bytes"]
+    assert merged.headers["content-disposition"] == 'attachment; filename="merged-model.tar.gz"'
     with tarfile.open(fileobj=io.BytesIO(merged.content)) as tar:
         tar.extractall(tmp_path / "merged", filter="data")
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "merged").config.model_type
+
+    # The job page's history: every step's metrics (read from the log before the job ended) and the log tail.
+    points = httpx.get(f"{cluster.gateway_url}/api/jobs/{job.id}/metrics",
+                       headers={"Authorization": f"Bearer {token}"}, timeout=30).json()["data"]
+    steps = [p["step"] for p in points]
+    assert steps == sorted(steps) and len(steps) == points[-1]["total_steps"] > 0
+    assert all(isinstance(p["train_loss"], float) for p in points)
+    tail = httpx.get(f"{cluster.gateway_url}/api/jobs/{job.id}/logs?limit=50",
+                     headers={"Authorization": f"Bearer {token}"}, timeout=30).json()["data"]
+    assert 0 < len(tail) <= 50 and [t["timestamp"] for t in tail] == sorted(t["timestamp"] for t in tail)
 
     # The job's events are recorded, newest first, as the SDK lists them.
     messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=50).data]
@@ -129,6 +140,10 @@ def test_another_user_sees_none_of_it(cluster: Cluster) -> None:
         bob.files.retrieve(uploaded.id)
     with pytest.raises(openai.NotFoundError):
         bob.fine_tuning.jobs.retrieve(job.id)
+    for page in ("metrics", "logs", "artifacts"):
+        response = httpx.get(f"{cluster.gateway_url}/api/jobs/{job.id}/{page}",
+                             headers={"Authorization": f"Bearer {bob.api_key}"}, timeout=30)
+        assert response.status_code == 404 and response.json()["error"]["code"] == "not_found", page
     assert bob.fine_tuning.jobs.list().data == []
     with pytest.raises(openai.BadRequestError) as bad_model:
         bob.fine_tuning.jobs.create(model="no-such-model", training_file=uploaded.id)

@@ -10,12 +10,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import boto3
+import httpx
 import openai
 import pytest
 
 from deploy import resources
 from services.training import events as training_events
-from services.training.reconciler import Reconciler, RunReport, build_reconciler
+from services.training.reconciler import Reconciler, build_reconciler
 from services.training.settings import Settings
 from shared.aws import AwsClients
 from shared.events import new_event, send_command
@@ -56,10 +57,12 @@ def api(emulator: str, training_url: str) -> str:
     return training_url  # creates and reads jobs only; the reconciler and the worker build their own clients
 
 
-def _reconcile(job_ids: set[str], now: float | None = None, **settings: Any) -> RunReport:
-    """One reconciler pass over these jobs only (other modules leave unfinished jobs in the shared tables)."""
+def _reconcile(job_ids: set[str], now: float | None = None, metrics_only: bool = False,
+               **settings: Any) -> Any:
+    """One reconciler pass over these jobs only (other modules leave unfinished jobs in the shared tables);
+    `metrics_only`: the quick metrics read between passes instead (how many steps were new)."""
 
-    async def once() -> RunReport:
+    async def once() -> Any:
         config = Settings(**settings)
         aws = AwsClients(config)
         try:
@@ -70,7 +73,7 @@ def _reconcile(job_ids: set[str], now: float | None = None, **settings: Any) -> 
                 return [j for j in await active_jobs(status, page_size) if j.job_id in job_ids]
 
             reconciler.deps.jobs.active_jobs = only_ours  # type: ignore[method-assign]
-            return await reconciler.run_once(now)
+            return await (reconciler.poll_metrics(now) if metrics_only else reconciler.run_once(now))
         finally:
             await aws.close()
 
@@ -221,3 +224,22 @@ def test_metrics_lines_become_events(api: str, auth_url: str, provisioned: dict[
     assert published["user_id"] == session["user"]["id"]
     secondary = [e.data["secondary_status"] for e in reversed(events) if e.data and "secondary_status" in e.data]
     assert secondary[-1] == "Completed" and "Training" in secondary
+
+
+def test_running_jobs_metrics_are_read_between_passes(api: str, auth_url: str, provisioned: dict[str, Any]) -> None:
+    session = register(auth_url)
+    job_id = _create(api, session, _announce_file(provisioned, session["user"]["id"], "SLOW\n"))
+    asyncio.run(drain("training", lambda: _job(api, session, job_id)["status"] in ("running", "failed"), 60))
+    assert _job(api, session, job_id)["status"] == "running"
+    new_steps: list[int] = []
+
+    def some_metrics() -> bool:
+        new_steps.append(_reconcile({job_id}, metrics_only=True))
+        return sum(new_steps) > 0 or _sagemaker_status(job_id) != "InProgress"
+
+    _wait(some_metrics, 30, "a first metrics line, read without a reconcile pass")
+    history = httpx.get(f"{api}/api/jobs/{job_id}/metrics", headers=bearer(session)).json()["data"]
+    # Each step once, in order: as many as the quick reads found.
+    assert [p["step"] for p in history] == list(range(1, sum(new_steps) + 1)) and history
+    other = register(auth_url)
+    assert httpx.get(f"{api}/api/jobs/{job_id}/metrics", headers=bearer(other)).status_code == 404

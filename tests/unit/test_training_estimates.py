@@ -100,6 +100,9 @@ def test_each_out_of_bounds_hyperparameter_is_a_400_naming_it(deps: handlers.Dep
         assert response.status_code == 400, response.text
         param = response.json()["error"]["param"]
         assert param in (f"{prefix}.{field}", f"hyperparameters.{field}"), param
+        if isinstance(value, (int, float)) and field not in ("surprise", "target_modules"):
+            # the bound, not pydantic's "should be 'auto'" for the other branch of `"auto" | number`
+            assert "'auto'" not in response.json()["error"]["message"], response.text
     assert not deps.jobs.jobs  # type: ignore[attr-defined]
 
 

@@ -1,0 +1,98 @@
+"""The gateway's live-update hub and SSE body, without AWS: routing by user, replay, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+
+from services.gateway.live import LiveHub, cursor_ms, live_event, stream
+from shared.events import Envelope
+
+T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+
+def _event(user: str, seconds: float, type_: str = "file.validated", **data: object) -> Envelope:
+    return Envelope(type=type_, user_id=user, occurred_at=T0 + timedelta(seconds=seconds), data=dict(data))
+
+
+def _hub(now_s: float = 0.0, **kwargs: object) -> LiveHub:
+    clock = {"now": T0.timestamp() - 60}
+    hub = LiveHub(clock=lambda: clock["now"], **kwargs)  # type: ignore[arg-type]
+    clock["now"] = T0.timestamp() + now_s
+    return hub
+
+
+def test_cursors_sort_by_time_and_read_back() -> None:
+    early, late = live_event(_event("u", 1)), live_event(_event("u", 2))
+    assert early < late and cursor_ms(early.cursor) == int((T0.timestamp() + 1) * 1000)
+    assert cursor_ms("garbage") is None and cursor_ms(None) is None
+
+
+async def test_events_reach_only_their_users_streams() -> None:
+    hub = _hub()
+    alice, bob = hub.open("alice"), hub.open("bob")
+    await hub.handle(_event("alice", 1, file_id="a"))
+    await hub.handle(Envelope(type="file.validated", data={"user_id": "bob", "file_id": "b"}))  # user in data
+    await hub.handle(Envelope(type="file.validated", data={"file_id": "nobody"}))  # no user: dropped
+    got_a, got_b = alice.get_nowait(), bob.get_nowait()
+    assert got_a is not None and json.loads(got_a.payload)["data"]["file_id"] == "a"
+    assert got_b is not None and json.loads(got_b.payload)["data"]["file_id"] == "b"
+    assert alice.empty() and bob.empty()
+
+
+async def test_resume_replays_what_came_after_the_last_id() -> None:
+    hub = _hub(now_s=10)
+    for second in (1, 2, 3):
+        await hub.handle(_event("u", second, step=second))
+    first = live_event(_event("u", 1))  # a different envelope id at the same instant: compare by time
+    events, covered = hub.replay("u", first.cursor)
+    assert covered and [json.loads(e.payload)["data"]["step"] for e in events] == [1, 2, 3]  # slack: 1 included
+    seen = hub._recent["u"][0].cursor  # the exact id the client saw is never sent again
+    events, covered = hub.replay("u", seen)
+    assert covered and [json.loads(e.payload)["data"]["step"] for e in events] == [2, 3]
+
+
+async def test_a_gap_the_buffer_cannot_vouch_for_is_not_resumed() -> None:
+    hub = _hub(now_s=10, buffer_per_user=2)
+    for second in (1, 2, 3):  # the first one falls out of the buffer
+        await hub.handle(_event("u", second))
+    before_all = live_event(_event("u", 0.5)).cursor
+    assert hub.replay("u", before_all)[1] is False
+    before_start = live_event(_event("u", -120)).cursor  # before this replica existed
+    assert hub.replay("u", before_start)[1] is False
+    assert hub.replay("u", None) == ([], False)
+
+
+async def test_the_stream_sends_ready_replay_live_and_ends_at_token_expiry() -> None:
+    hub = _hub(now_s=10)
+    await hub.handle(_event("u", 1, step=1))
+    last = live_event(_event("u", 0.9)).cursor
+    body = stream(hub, "u", last, until=T0.timestamp() + 3600, clock=lambda: T0.timestamp() + 10,
+                  keepalive_s=0.05)
+    async with asyncio.timeout(10):
+        frames = [await anext(body) for _ in range(3)]
+        await hub.handle(_event("u", 11, step=2))  # a live one, after the replay
+        live = await anext(body)
+        while live.startswith(":"):  # keep-alive comments meanwhile
+            live = await anext(body)
+    await body.aclose()
+    assert frames[0] == "retry: 3000\n\n"
+    assert frames[1] == 'event: ready\ndata: {"resumed": true}\n\n'
+    assert '"step":1' in frames[2] and '"step":2' in live
+    assert hub.connected("u") == 0  # closed streams leave nothing behind
+
+    async with asyncio.timeout(10):
+        expired = [f async for f in stream(hub, "u", None, until=T0.timestamp() + 9,
+                                           clock=lambda: T0.timestamp() + 10)]
+    assert len(expired) == 2  # retry and ready, then the end: the client reconnects with a fresh token
+
+
+async def test_a_client_that_does_not_read_is_cut_off() -> None:
+    hub = _hub(queue_size=2)
+    queue = hub.open("u")
+    for second in range(5):
+        await hub.handle(_event("u", second))
+    assert hub.connected("u") == 0
+    items = [queue.get_nowait() for _ in range(queue.qsize())]
+    assert items[-1] is None  # the end marker: its stream closes, the client resumes on reconnect
