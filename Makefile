@@ -23,6 +23,16 @@ $(VENV)/.dev: $(VENV)/.runtime requirements/dev.txt
 	$(PIP) install -q -r requirements/dev.txt
 	touch $@
 
+# The browser tests drive Debian's chromium through Playwright (which cannot download a browser here).
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+$(CHROMIUM):
+	@if command -v apt-get >/dev/null; then \
+		echo "installing Debian's chromium for the browser tests"; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
+	else echo "the browser tests need Chromium at $(CHROMIUM) (set CHROMIUM=...)"; exit 1; fi
+
 up: $(VENV)/.runtime
 	$(PY) -m deploy.local.up
 
@@ -32,8 +42,8 @@ lint: $(VENV)/.dev
 typecheck: $(VENV)/.dev
 	$(VENV)/bin/mypy shared services deploy trainer_image bench
 
-test: $(VENV)/.dev lint typecheck
-	$(PY) -m pytest -q -ra
+test: $(VENV)/.dev $(CHROMIUM) lint typecheck
+	CHROMIUM=$(CHROMIUM) $(PY) -m pytest -q -ra
 
 # bench.run installs dynalite (npm) into .data/bench-node/ on first use, when node and npm are there.
 bench: $(VENV)/.dev
