@@ -4,12 +4,14 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check
 
-.PHONY: up test lint typecheck bench provision clean help
+.PHONY: up test lint typecheck bench provision doctor deploy teardown clean help
 
 help:
 	@echo "make up      - run the whole platform locally (embedded AWS, SageMaker emulator, 4 services)"
 	@echo "make test    - install and run the whole test suite (lint, types, unit, integration, e2e)"
 	@echo "make bench   - run the benchmarks in bench/ (ratios against a baseline measured in the same run)"
+	@echo "make deploy  - build and push the images and deploy the stack to AWS (deploy/aws/config.toml; ARGS=--dry-run)"
+	@echo "make teardown - delete the stack from AWS (the data bucket is kept unless ARGS=--empty-bucket)"
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +56,16 @@ bench: $(VENV)/.dev
 
 provision: $(VENV)/.runtime
 	$(PY) -m deploy.local.provision
+
+doctor: $(VENV)/.runtime
+	$(PY) -m deploy.doctor
+
+# AWS: deploy/aws/config.toml (from config.example.toml) says where; ARGS passes options, e.g. ARGS=--dry-run.
+deploy: $(VENV)/.runtime
+	$(PY) -m deploy.aws.deploy deploy $(ARGS)
+
+teardown: $(VENV)/.runtime
+	$(PY) -m deploy.aws.deploy teardown $(ARGS)
 
 clean:
 	rm -rf .data .pytest_cache .ruff_cache .mypy_cache
