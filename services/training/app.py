@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query
 
@@ -37,9 +37,12 @@ def build_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/v1/fine_tuning/jobs/{job_id}/events")
     async def list_events(job_id: str, caller: Caller, d: Deps, after: str | None = None,
-                          limit: Annotated[int, Query(ge=1, le=100)] = 20) -> dict[str, Any]:
+                          limit: Annotated[int, Query(ge=1, le=100)] = 20,
+                          event_type: Annotated[Literal["message", "metrics"] | None, Query(alias="type")] = None,
+                          ) -> dict[str, Any]:
+        """Beyond OpenAI: `type=message` or `type=metrics` lists only that kind (the dashboard's timeline)."""
         job = await handlers.get_job(job_id, caller.user_id, d)
-        events, has_more = await d.jobs.list_events(job.job_id, limit, after)
+        events, has_more = await d.jobs.list_events(job.job_id, limit, after, event_type)
         return {"object": "list", "data": events, "has_more": has_more}
 
     @app.post("/v1/fine_tuning/jobs/{job_id}/cancel")

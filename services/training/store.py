@@ -180,15 +180,29 @@ class JobsStore:
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
         return found[:max_items]
 
-    async def list_events(self, job_id: str, limit: int, after: str | None) -> tuple[list[dict[str, Any]], bool]:
-        kwargs: dict[str, Any] = {"TableName": self._events, "ScanIndexForward": False, "Limit": limit + 1,
+    async def list_events(self, job_id: str, limit: int, after: str | None,
+                          event_type: str | None = None) -> tuple[list[dict[str, Any]], bool]:
+        """Newest first; `event_type` ("message" or "metrics") keeps only that kind: a long run's one metrics
+        event per step would otherwise push the job's story out of the first pages."""
+        kwargs: dict[str, Any] = {"TableName": self._events, "ScanIndexForward": False,
                                   "KeyConditionExpression": "job_id = :j",
                                   "ExpressionAttributeValues": {":j": {"S": job_id}}}
+        if event_type is not None:
+            kwargs["ExpressionAttributeNames"] = {"#t": "type"}
+            kwargs["ExpressionAttributeValues"][":t"] = {"S": event_type}
+            kwargs["FilterExpression"] = ("attribute_not_exists(#t) OR #t = :t" if event_type == "message"
+                                          else "#t = :t")
         if after:
             kwargs["ExclusiveStartKey"] = {"job_id": {"S": job_id}, "event_id": {"S": after}}
-        items = (await self._db.query(**kwargs)).get("Items", [])
+        items: list[dict[str, Any]] = []
+        while len(items) <= limit:  # a filter applies after Limit: read on until the page is full
+            page = await self._db.query(**kwargs, Limit=limit + 1 - len(items) if event_type is None else 200)
+            items += page.get("Items", [])
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
         events = []
-        for item in items:
+        for item in items[:limit + 1]:
             values = {k: _de.deserialize(v) for k, v in item.items()}
             events.append({"id": values["event_id"], "object": "fine_tuning.job.event",
                            "created_at": int(values["created_at"]), "level": values["level"],

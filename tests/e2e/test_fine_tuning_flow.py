@@ -111,6 +111,12 @@ def test_fine_tuning_job_runs_end_to_end(cluster: Cluster, tmp_path: Path) -> No
     for expected in ("Files validated, moving job to queued state", "Fine-tuning job started",
                      "The job has successfully completed"):
         assert expected in messages
+    # Beyond OpenAI: one kind only (the dashboard's timeline leaves the per-step metrics to the chart).
+    story = client.fine_tuning.jobs.list_events(job.id, limit=5, extra_query={"type": "message"})
+    assert len(story.data) == 5 and story.has_more and all(e.type == "message" for e in story.data)
+    assert story.data[0].message == messages[0]
+    per_step = client.fine_tuning.jobs.list_events(job.id, limit=100, extra_query={"type": "metrics"}).data
+    assert [e.data["step"] for e in per_step] == [p["step"] for p in reversed(points)]
 
     # The training run's output went to CloudWatch Logs, where SageMaker puts it.
     logs = boto3.client("logs")

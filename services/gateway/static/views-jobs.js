@@ -210,18 +210,9 @@ export async function jobView(main, { id }, query, isCurrent) {
     }
   }
 
-  // The job's events, newest first. A long run's metrics events crowd out the rest, so read a few pages back.
+  // The job's story, newest first: `type=message` leaves out the per-step metrics events (the chart has those).
   async function fetchEvents() {
-    const events = [];
-    let after = null;
-    for (let page = 0; page < 5; page += 1) {
-      const list = await api(`${path}/events?limit=100${after ? `&after=${encodeURIComponent(after)}` : ""}`);
-      events.push(...list.data);
-      if (!list.has_more || !list.data.length) break;
-      after = list.data[list.data.length - 1].id;
-      if (events.filter((e) => e.type !== "metrics").length >= 50) break;
-    }
-    return events;
+    return (await api(`${path}/events?limit=100&type=message`)).data;
   }
 
   async function loadEvents() {
@@ -241,16 +232,13 @@ export async function jobView(main, { id }, query, isCurrent) {
     }
   }
 
-  async function loadMetrics(events) {
+  async function loadMetrics() {
     try {
       const metrics = (await api(`/api/jobs/${encodeURIComponent(job.id)}/metrics`)).data;
       chart.add(metrics);
       if (metrics.length) lastMetrics = metrics[metrics.length - 1];
-    } catch {
-      // Older servers: the job's `metrics` events carry the same points.
-      const points = (events || []).filter((e) => e.type === "metrics" && e.data).map((e) => e.data);
-      chart.add(points);
-      if (points.length) lastMetrics = points.reduce((a, b) => (b.step > a.step ? b : a));
+    } catch (err) {
+      toast(`Could not load the loss history: ${describeError(err)}`, "error");
     }
     renderProgress();
   }
@@ -322,8 +310,8 @@ export async function jobView(main, { id }, query, isCurrent) {
   }
 
   renderJob();
-  const events = await loadEvents();
-  await loadMetrics(events);
+  await loadEvents();
+  await loadMetrics();
   loadLogs();
   loadCheckpoints();
   loadArtifacts();
