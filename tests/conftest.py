@@ -24,6 +24,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def start_emulator_process(workdir: Path, env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """The local SageMaker emulator as `make up` runs it, on a free port, answering: (process, URL)."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "deploy.local.sagemaker_emulator", "--port", str(port),
+                                "--workdir", str(workdir)], cwd=ROOT, env=env, stdout=log.open("ab"),
+                               stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/health", proc=process)
+    except BaseException:
+        process.kill()
+        process.wait(timeout=20)
+        raise
+    return process, url
+
+
 def wait_http(url: str, deadline_s: float = 30, proc: subprocess.Popen[bytes] | None = None) -> None:
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:

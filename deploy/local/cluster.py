@@ -215,23 +215,32 @@ class Cluster:
             install_demo_model(self.data_dir, self.env().get("S3_BUCKET_NAME", resources.BUCKET), self.env())
 
     def stop(self, grace_s: float = 10) -> None:
-        for proc in reversed(self.processes):
+        """SIGTERM (SIGKILL after the grace) to the services and workers first, then to the embedded AWS: a
+        service's clean stop still talks to it (the gateway deletes its replica queues)."""
+        last = [p for p in self.processes if p.name == "moto"]
+        self._stop([p for p in self.processes if p.name != "moto"], grace_s)
+        self._stop(last, grace_s)
+        self.processes.clear()
+
+    @staticmethod
+    def _stop(processes: list[Process], grace_s: float) -> None:
+        for proc in reversed(processes):
             if proc.popen and proc.popen.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.popen.pid, signal.SIGTERM)
         deadline = time.monotonic() + grace_s
-        for proc in reversed(self.processes):
+        for proc in reversed(processes):
             if proc.popen is None:
                 continue
             try:
                 proc.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
+                log.warning("%s did not stop within %.0f s; killed", proc.name, grace_s)
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.popen.pid, signal.SIGKILL)
                 proc.popen.wait(timeout=5)
             if proc.log_file:
                 proc.log_file.close()
-        self.processes.clear()
 
     def describe(self) -> str:
         return json.dumps({p.name: p.popen.pid for p in self.processes if p.popen}, indent=None)

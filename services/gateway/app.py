@@ -5,10 +5,15 @@ updates (`GET /api/events`, Server-Sent Events: services/gateway/live.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import AsyncIterator
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import FrameType
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -46,11 +51,32 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                                           revoked=deps.revocations.is_revoked)
         app.state.upstreams = routes.base_urls(settings)
         app.state.live = live.LiveHub()
+        end_streams_on_stop(app.state.live)
         async with revocation_feed(aws, settings, deps), live_feed(aws, settings, app.state.live):
             yield
     finally:
         await aws.close()
         await app.state.http.aclose()
+
+
+def end_streams_on_stop(hub: live.LiveHub) -> None:
+    """At SIGTERM/SIGINT, end the live streams before uvicorn waits for open requests to finish (they never
+    would; `shutdown_grace_s` would cut them later). uvicorn's own handlers are installed by now and restored
+    by it at exit; ours runs first and passes the signal on. Only a server in the main thread has signals."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(signum)
+        if not callable(previous):
+            continue
+
+        def handler(number: int, frame: FrameType | None, previous: Callable[[int, FrameType | None], Any] = previous,
+                    ) -> None:
+            loop.call_soon_threadsafe(hub.close_all)
+            previous(number, frame)
+
+        signal.signal(signum, handler)
 
 
 async def _authorize(request: Request) -> tuple[Principal, str | None]:
@@ -135,7 +161,11 @@ def main() -> None:
     import uvicorn
 
     from shared.runner import serve_host, serve_port
-    uvicorn.run(build_app(), host=serve_host(), port=serve_port(5000), log_config=None)
+    # At a stop the live streams end at once (end_streams_on_stop); other requests in flight get
+    # `shutdown_grace_s`, then are closed, rather than holding the process until its SIGKILL.
+    settings = Settings()
+    uvicorn.run(build_app(settings), host=serve_host(), port=serve_port(5000), log_config=None,
+                timeout_graceful_shutdown=settings.shutdown_grace_s)
 
 
 if __name__ == "__main__":

@@ -130,6 +130,17 @@ class LiveHub:
             if not streams:
                 del self._streams[user]
 
+    def close_all(self) -> None:
+        """The replica is stopping: end every stream now (their clients reconnect to another replica and
+        resume), since a server waits for open requests before it stops and these never end by themselves."""
+        for user, queues in list(self._streams.items()):
+            for queue in list(queues):
+                self._drop(user, queue)
+                try:
+                    queue.put_nowait(None)
+                except asyncio.QueueFull:
+                    _replace_with_end(queue)
+
     def connected(self, user: str) -> int:
         return len(self._streams.get(user, ()))
 

@@ -34,6 +34,8 @@ class Settings(ServiceSettings):
     live_training_queue_prefix: str = Field(resources.GATEWAY_LIVE_TRAINING_QUEUE_PREFIX,
                                             alias="GATEWAY_LIVE_TRAINING_QUEUE_PREFIX")
     live_poll_s: int = Field(1, ge=1, le=20)
+    # At a stop, how long requests in flight (uploads, live streams) may take before they are closed.
+    shutdown_grace_s: int = Field(8, ge=1, alias="GATEWAY_SHUTDOWN_GRACE_S")
     # Where the browser PUTs direct-upload parts (presigned S3 URLs): allowed by the page's CSP connect-src.
     # Empty: the S3 endpoint the services use (AWS_ENDPOINT_URL), else https://<bucket>.s3.<region>.amazonaws.com.
     upload_origin: str = Field("", alias="UPLOAD_ORIGIN")

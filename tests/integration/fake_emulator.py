@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +14,7 @@ import boto3
 
 from deploy import resources
 from deploy.local.cluster import DEMO_MODEL_PREFIX
-from tests.conftest import ROOT, free_port, wait_http
+from tests.conftest import ROOT, start_emulator_process
 
 
 @contextmanager
@@ -25,17 +24,12 @@ def emulator_with_fake_trainer(work: Path, trainer_script: str, **settings: str)
     boto3.client("s3").put_object(Bucket=resources.BUCKET, Key=f"{DEMO_MODEL_PREFIX}config.json", Body=b"{}")
     script = work / "fake_trainer.py"
     script.write_text(trainer_script)
-    port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), **settings,
            "SAGEMAKER_EMULATOR_ENTRYPOINT": json.dumps([sys.executable, str(script)])}
-    proc = subprocess.Popen([sys.executable, "-m", "deploy.local.sagemaker_emulator", "--port", str(port),
-                             "--workdir", str(work / "jobs")], env=env, cwd=ROOT,
-                            stdout=(work / "emulator.log").open("wb"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    proc, url = start_emulator_process(work / "jobs", env, work / "emulator.log")
     saved = os.environ.get("AWS_ENDPOINT_URL_SAGEMAKER")
     os.environ["AWS_ENDPOINT_URL_SAGEMAKER"] = url
     try:
-        wait_http(f"{url}/health", proc=proc)
         yield url
     finally:
         proc.terminate()

@@ -26,7 +26,7 @@ from deploy.doctor.model import Check, Status
 from deploy.doctor.runner import run_and_close
 from deploy.local.provision import _table_request
 from deploy.resources import EventRule
-from tests.conftest import ROOT, AwsEndpoint, free_port, wait_http
+from tests.conftest import ROOT, AwsEndpoint, free_port, start_emulator_process
 from tests.servers import serve
 
 _ids = itertools.count()
@@ -392,13 +392,8 @@ def _command_env(aws: AwsEndpoint, **extra: str) -> dict[str, str]:
 @pytest.fixture
 def emulator(provisioned: dict[str, Any], aws: AwsEndpoint, tmp_path: Path) -> Iterator[str]:
     """The local SageMaker emulator `make up` runs, on a free port."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "deploy.local.sagemaker_emulator", "--port", str(port),
-                             "--workdir", str(tmp_path / "jobs")], cwd=ROOT, env=_command_env(aws),
-                            stdout=(tmp_path / "emulator.log").open("wb"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    proc, url = start_emulator_process(tmp_path / "jobs", _command_env(aws), tmp_path / "emulator.log")
     try:
-        wait_http(f"{url}/health", proc=proc)
         yield url
     finally:
         proc.terminate()

@@ -26,7 +26,7 @@ import httpx
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import ROOT, AwsEndpoint, free_port, wait_http
+from tests.conftest import AwsEndpoint, start_emulator_process
 
 T = TypeVar("T")
 
@@ -134,7 +134,6 @@ class Emulator:
 
 
 def start_emulator(workdir: Path, entry_point: Path, max_jobs: int, spot_restart_delay_s: float = 1.0) -> Emulator:
-    port = free_port()
     image_to_command = {"*llm-tuner-trainer*": [sys.executable, str(entry_point)]}
     env = {**os.environ,
            "SAGEMAKER_EMULATOR_ENTRYPOINT": json.dumps(image_to_command),
@@ -143,12 +142,7 @@ def start_emulator(workdir: Path, entry_point: Path, max_jobs: int, spot_restart
            "SAGEMAKER_EMULATOR_SPOT_RESTART_DELAY_SECONDS": str(spot_restart_delay_s),
            "SAGEMAKER_EMULATOR_LOG_FLUSH_SECONDS": "0.2",
            "SAGEMAKER_EMULATOR_CHECKPOINT_SYNC_SECONDS": "0.5"}
-    log = (workdir.parent / f"emulator-{port}.log").open("ab")
-    command = [sys.executable, "-m", "deploy.local.sagemaker_emulator",
-               "--port", str(port), "--workdir", str(workdir)]
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    wait_http(f"{url}/health", proc=process)
+    process, url = start_emulator_process(workdir, env, workdir.parent / "emulator.log")
     return Emulator(url, workdir, process)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ import boto3
 import httpx
 import pytest
 
-from tests.conftest import ROOT, AwsEndpoint, free_port, wait_http
+from tests.conftest import ROOT, AwsEndpoint, start_emulator_process
 from tests.integration.test_sagemaker_emulator import ROLE_ARN, Emulator, unique, wait_for, wait_status
 from trainer_image.demo_model import build_demo_model, make_demo_dataset, write_jsonl
 
@@ -67,7 +66,6 @@ def state_changes(aws: AwsEndpoint) -> str:
 @pytest.fixture(scope="module")
 def emulator(aws: AwsEndpoint, state_changes: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
     workdir = tmp_path_factory.mktemp("sagemaker") / "work"
-    port = free_port()
     env = {**os.environ,
            "HF_HUB_OFFLINE": "1",
            "SAGEMAKER_EMULATOR_ENTRYPOINT": json.dumps({"*llm-tuner-trainer*": [sys.executable, str(FINETUNE)]}),
@@ -75,11 +73,7 @@ def emulator(aws: AwsEndpoint, state_changes: str, tmp_path_factory: pytest.Temp
            "SAGEMAKER_EMULATOR_SPOT_RESTART_DELAY_SECONDS": str(RESTART_DELAY_S),
            "SAGEMAKER_EMULATOR_LOG_FLUSH_SECONDS": "0.2",
            "SAGEMAKER_EMULATOR_CHECKPOINT_SYNC_SECONDS": "0.3"}
-    log = (workdir.parent / f"emulator-{port}.log").open("ab")
-    process = subprocess.Popen([sys.executable, "-m", "deploy.local.sagemaker_emulator", "--port", str(port),
-                                "--workdir", str(workdir)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    wait_http(f"{url}/health", proc=process)
+    process, url = start_emulator_process(workdir, env, workdir.parent / "emulator.log")
     emulator = Emulator(url, workdir, process)
     yield emulator
     emulator.terminate()

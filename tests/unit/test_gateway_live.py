@@ -96,3 +96,13 @@ async def test_a_client_that_does_not_read_is_cut_off() -> None:
     assert hub.connected("u") == 0
     items = [queue.get_nowait() for _ in range(queue.qsize())]
     assert items[-1] is None  # the end marker: its stream closes, the client resumes on reconnect
+
+
+async def test_a_stopping_replica_ends_every_stream_at_once() -> None:
+    hub = _hub(now_s=10)
+    body = stream(hub, "u", None, until=T0.timestamp() + 3600, clock=lambda: T0.timestamp() + 10, keepalive_s=60)
+    async with asyncio.timeout(10):
+        assert [await anext(body) for _ in range(2)][1].startswith("event: ready")
+        hub.close_all()
+        rest = [frame async for frame in body]
+    assert rest == [] and hub.connected("u") == 0
