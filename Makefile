@@ -17,7 +17,7 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
 # Runtime (services, launcher, emulator) and the trainer's own requirements: what `make up` needs.
-$(VENV)/.runtime: $(VENV)/bin/python requirements/runtime.txt trainer_image/requirements.txt
+$(VENV)/.runtime: $(VENV)/bin/python requirements/runtime.txt requirements/services.txt trainer_image/requirements.txt
 	$(PIP) install -q -r requirements/runtime.txt -r trainer_image/requirements.txt
 	touch $@
 

@@ -3,7 +3,7 @@
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PYTHONPATH=/app
 WORKDIR /app
-COPY requirements/runtime.txt requirements/runtime.txt
+COPY requirements/runtime.txt requirements/services.txt requirements/
 COPY trainer_image/requirements.txt trainer_image/requirements.txt
 RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch==2.13.0" \
  && pip install -r requirements/runtime.txt -r trainer_image/requirements.txt

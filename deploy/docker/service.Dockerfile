@@ -23,8 +23,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     ENVIRONMENT=production
 
 WORKDIR /app
-COPY requirements/runtime.txt requirements/runtime.txt
-RUN pip install -r requirements/runtime.txt
+COPY requirements/services.txt requirements/services.txt
+RUN pip install -r requirements/services.txt
 
 # The shared library, the resource description the settings' defaults come from, the health check, this
 # service's code, and for training the trainer's entry point (LAUNCH_MODE=script uploads it as source).

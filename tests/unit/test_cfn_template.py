@@ -444,7 +444,7 @@ def test_push_dry_run_prints_each_command_and_runs_nothing() -> None:
 
 def test_the_service_dockerfile_is_slim_non_root_and_health_checked() -> None:
     dockerfile = (ROOT / images.SERVICE_DOCKERFILE).read_text()
-    assert "FROM python:3.11-slim" in dockerfile and "requirements/runtime.txt" in dockerfile
+    assert "FROM python:3.11-slim" in dockerfile and "requirements/services.txt" in dockerfile
     assert f"USER {template.CONTAINER_USER}" in dockerfile
     assert "HEALTHCHECK" in dockerfile and "deploy/docker/healthcheck.py" in dockerfile
 
