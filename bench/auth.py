@@ -13,23 +13,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import platform
 import shutil
 import sys
 import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 
-from bench import load
+from bench import load, report
 from bench.stats import Aim, Result, median, ratio
 from deploy.local.cluster import Cluster, Ports, _free_port
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = report.RESULTS
 
 
 @dataclass
@@ -120,15 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         cluster.stop()
-    print(f"bench.auth: {os.cpu_count()} CPUs, {time.monotonic() - started:.0f} s in all")
-    for result in results:
-        print(result.line())
-        if result.note:
-            print(f"    note: {result.note}")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "auth-latest.json").write_text(json.dumps({
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-        "results": [r.as_json() for r in results]}, indent=2) + "\n")
+    report.publish("auth", results, time.monotonic() - started)
     return 0
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -23,17 +22,16 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import boto3
 import httpx
 
-from bench import load
+from bench import load, report
 from bench.stats import Result, ratio
 from deploy import resources
 from deploy.local.cluster import Cluster, Ports
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = report.RESULTS
 MIB = 1024 * 1024
 
 
@@ -176,14 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         cluster.stop()
         shutil.rmtree(work, ignore_errors=True)
-    print(f"bench.files: {os.cpu_count()} CPUs, {time.monotonic() - started:.0f} s in all")
-    for result in results:
-        print(result.line())
-        if result.note:
-            print(f"    note: {result.note}")
-    RESULTS.mkdir(exist_ok=True)
-    report: dict[str, Any] = {"results": [r.as_json() for r in results]}
-    (RESULTS / "files-latest.json").write_text(json.dumps(report, indent=2) + "\n")
+    report.publish("files", results, time.monotonic() - started)
     return 0
 
 

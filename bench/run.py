@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import shutil
@@ -28,20 +27,19 @@ import sys
 import time
 import uuid
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import httpx
 import moto
 
-from bench import dynalite, load, seed
+from bench import dynalite, load, report, seed
 from bench.cluster import RequestPathCluster
 from bench.stats import Aim, Result, format_ratio, median, ratio
 from deploy import resources
 from deploy.local.cluster import Ports
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = report.RESULTS
 LIST_LIMIT = 20
 BACKENDS = ("dynalite", "moto")  # figure 2 is measured on each chosen, in this order
 
@@ -347,9 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         cluster.stop()
     duration = time.monotonic() - started
-    machine = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-               "moto": moto.__version__, "load_avg_1m_before": load_before[0],
-               "load_avg_1m_after": os.getloadavg()[0]}
+    machine = report.machine(python=platform.python_version(), moto=moto.__version__,
+                             load_avg_1m_before=load_before[0], load_avg_1m_after=os.getloadavg()[0])
     versions = f"moto {moto.__version__}"
     if cluster.dynalite:
         machine.update(dynalite=cluster.dynalite.version, node=cluster.dynalite.node_version)
@@ -362,15 +359,11 @@ def main(argv: list[str] | None = None) -> int:
     for step in outcome["seeding"]:
         print(f"seeded {step['items']:,} {step['what']} into {step['dynamodb']} in {step['seconds']:.1f} s "
               f"({step['items_per_s']:,} items/s, BatchWriteItem of {seed.BATCH} from {plan.seed_threads} threads)")
-    for result in outcome["results"]:
-        print(result.line())
-        if result.note:
-            print(f"    note: {result.note}")
-    RESULTS.mkdir(exist_ok=True)
-    report = {"plan": asdict(plan), "backends": list(backends), "machine": machine,
+    report.print_results(outcome["results"])
+    summary = {"plan": asdict(plan), "backends": list(backends), "machine": machine,
               "duration_s": round(duration, 1), "notes": [n for n in [backend_note, *cluster.notes] if n],
               "seeding": outcome["seeding"], "results": [r.as_json() for r in outcome["results"]]}
-    (RESULTS / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
+    report.save("latest", summary)
     return 0
 
 

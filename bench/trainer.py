@@ -15,9 +15,7 @@ Runs alternate, median of 3. Aim: >= 1.5.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import random
 import sys
 import tempfile
@@ -28,11 +26,11 @@ from typing import Any
 
 import torch
 
+from bench import report
 from bench.stats import Aim, Result, median, ratio
 from trainer_image import finetune
 from trainer_image.demo_model import PROSE, build_tokenizer, write_jsonl
 
-RESULTS = Path(__file__).parent / "results"
 CPU_CONFIG = {"hidden_size": 256, "intermediate_size": 688, "num_hidden_layers": 4, "num_attention_heads": 4}
 # TinyLlama-1.1B's shape: about 0.97B parameters in its layers (the 1k vocabulary adds little).
 GPU_CONFIG = {"hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 22, "num_attention_heads": 32,
@@ -216,15 +214,7 @@ def main(argv: list[str] | None = None) -> int:
                                        f"{torch.cuda.get_device_name()})",
                                   figures={"mfu": tflops / args.peak_tflops}))  # fmt: skip
     sink.close()
-    print(f"bench.trainer: {os.cpu_count()} CPUs, {time.monotonic() - started:.0f} s in all")
-    for result in results:
-        print(result.line())
-        if result.note:
-            print(f"    note: {result.note}")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "trainer-latest.json").write_text(json.dumps({
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__},
-        "results": [r.as_json() for r in results]}, indent=2) + "\n")
+    report.publish("trainer", results, time.monotonic() - started, torch=torch.__version__)
     return 0
 
 
