@@ -8,7 +8,7 @@ import string
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from botocore.exceptions import ClientError
 
@@ -228,14 +228,8 @@ async def launch_job(envelope: Envelope, deps: Deps) -> None:
     if job is None or job.status in TERMINAL or job.status == "running":
         return  # nothing to do: a repeated command is harmless
     if job.status == "validating_files":
-        view = await deps.jobs.get_file(job.training_file)
-        if view is None or view.user_id != job.user_id or view.status == "uploaded":
-            if envelope.retries < FILE_WAIT_RETRIES:
-                raise RetryLater(f"training file {job.training_file} not validated yet",
-                                 delay_s=min(10, 2 ** envelope.retries))
-        if view is None or view.user_id != job.user_id:
-            await _fail(deps, job, "invalid_training_file", f"Training file {job.training_file} was not found.",
-                        "training_file")
+        view = await _validated_file(deps, job, envelope, "training_file")
+        if view is None:
             return
         if view.status != "processed":
             await _fail(deps, job, "invalid_training_file",
@@ -273,19 +267,30 @@ async def launch_job(envelope: Envelope, deps: Deps) -> None:
     await _create_training_job(deps, job, base, view_uri, validation_uri)
 
 
+async def _validated_file(deps: Deps, job: Job, envelope: Envelope,
+                          param: Literal["training_file", "validation_file"]) -> FileView | None:
+    """The job's file as files last announced it, once validated: until then the command is retried later
+    (files validates asynchronously); a file never heard of, or another user's, fails the job naming `param`
+    (None)."""
+    file_id = str(getattr(job, param))
+    what = param.replace("_", " ")
+    view = await deps.jobs.get_file(file_id)
+    if view is None or view.user_id != job.user_id or view.status == "uploaded":
+        if envelope.retries < FILE_WAIT_RETRIES:
+            raise RetryLater(f"{what} {file_id} not validated yet", delay_s=min(10, 2 ** envelope.retries))
+    if view is None or view.user_id != job.user_id:
+        await _fail(deps, job, f"invalid_{param}", f"{what.capitalize()} {file_id} was not found.", param)
+        return None
+    return view
+
+
 async def _validation_uri(deps: Deps, job: Job, envelope: Envelope) -> tuple[bool, str | None]:
     """(usable, its examples' URI): no validation file is usable; one still validating waits like the training
     file; an unusable one fails the job naming validation_file."""
     if not job.validation_file:
         return True, None
-    view = await deps.jobs.get_file(job.validation_file)
-    if view is None or view.user_id != job.user_id or view.status == "uploaded":
-        if envelope.retries < FILE_WAIT_RETRIES:
-            raise RetryLater(f"validation file {job.validation_file} not validated yet",
-                             delay_s=min(10, 2 ** envelope.retries))
-    if view is None or view.user_id != job.user_id:
-        await _fail(deps, job, "invalid_validation_file", f"Validation file {job.validation_file} was not found.",
-                    "validation_file")
+    view = await _validated_file(deps, job, envelope, "validation_file")
+    if view is None:
         return False, None
     if view.status != "processed" or view.example_type == "preference":
         reason = view.error or ("It holds preference pairs." if view.example_type == "preference"
