@@ -183,17 +183,21 @@ def bucket(aws: AwsEndpoint) -> str:
     return name
 
 
-@pytest.fixture(scope="module")
-def state_changes(aws: AwsEndpoint) -> str:
-    """An SQS queue that an EventBridge rule feeds with SageMaker's training-job state changes."""
+def state_change_queue(prefix: str) -> str:
+    """An SQS queue that an EventBridge rule feeds with SageMaker's training-job state changes: its URL."""
     sqs, events = boto3.client("sqs"), boto3.client("events")
-    url = sqs.create_queue(QueueName=unique("sm-state-changes"))["QueueUrl"]
+    url = sqs.create_queue(QueueName=unique(f"{prefix}-changes"))["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    rule = unique("sm-training-state")
+    rule = unique(f"{prefix}-state")
     events.put_rule(Name=rule, State="ENABLED", EventPattern=json.dumps(
         {"source": ["aws.sagemaker"], "detail-type": ["SageMaker Training Job State Change"]}))
     events.put_targets(Rule=rule, Targets=[{"Id": "queue", "Arn": arn}])
     return str(url)
+
+
+@pytest.fixture(scope="module")
+def state_changes(aws: AwsEndpoint) -> str:
+    return state_change_queue("sm-training")
 
 
 @pytest.fixture(scope="module")

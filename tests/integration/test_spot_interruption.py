@@ -21,7 +21,14 @@ import httpx
 import pytest
 
 from tests.conftest import ROOT, AwsEndpoint, start_emulator_process
-from tests.integration.test_sagemaker_emulator import ROLE_ARN, Emulator, unique, wait_for, wait_status
+from tests.integration.test_sagemaker_emulator import (
+    ROLE_ARN,
+    Emulator,
+    state_change_queue,
+    unique,
+    wait_for,
+    wait_status,
+)
 from trainer_image.demo_model import build_demo_model, make_demo_dataset, write_jsonl
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/llm-tuner-trainer:latest"
@@ -52,15 +59,7 @@ def bucket(aws: AwsEndpoint, tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(scope="module")
 def state_changes(aws: AwsEndpoint) -> str:
-    """An SQS queue fed by an EventBridge rule for SageMaker's training-job state changes."""
-    sqs, events = boto3.client("sqs"), boto3.client("events")
-    url = sqs.create_queue(QueueName=unique("sm-spot-changes"))["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    rule = unique("sm-spot-state")
-    events.put_rule(Name=rule, State="ENABLED", EventPattern=json.dumps(
-        {"source": ["aws.sagemaker"], "detail-type": ["SageMaker Training Job State Change"]}))
-    events.put_targets(Rule=rule, Targets=[{"Id": "queue", "Arn": arn}])
-    return str(url)
+    return state_change_queue("sm-spot")
 
 
 @pytest.fixture(scope="module")
