@@ -426,7 +426,7 @@ async def _read_last_metrics(job: Job, detail: dict[str, Any], deps: Deps) -> No
     started = detail.get("TrainingStartTime")
     started_s = started / 1000 if isinstance(started, (int, float)) and not isinstance(started, bool) else None
     try:
-        await metrics.poll(deps, deps.logs, deps.log_group, job, started_s)
+        await metrics.poll(deps, job, started_s)
     except ClientError:  # the logs are a nicety here; the job's end is not
         log.warning("could not read the last metrics", extra={"job_id": job.job_id}, exc_info=True)
 

@@ -132,10 +132,10 @@ def _event_id(line: MetricsLine) -> str:
     return f"ftevent-{line.log_ts * 1000:016d}{line.step % 16 ** 6:06x}"
 
 
-async def poll(deps: Deps, logs: Any, log_group: str, job: Job, started_at: float | None = None,
+async def poll(deps: Deps, job: Job, started_at: float | None = None,
                now: float | None = None) -> int:
     """Turn the job's new METRICS lines into events; how many steps were new."""
-    lines = await read_lines(logs, log_group, job.job_id, job.metrics_log_ts)
+    lines = await read_lines(deps.logs, deps.log_group, job.job_id, job.metrics_log_ts)
     last = job.metrics_step if job.metrics_step is not None else -1
     new: dict[int, MetricsLine] = {}
     for line in lines:

@@ -73,8 +73,8 @@ class RunReport:
 
 
 class Reconciler:
-    def __init__(self, deps: Deps, logs: Any, settings: Settings) -> None:
-        self.deps, self.logs, self.settings = deps, logs, settings
+    def __init__(self, deps: Deps, settings: Settings) -> None:
+        self.deps, self.settings = deps, settings
         self._stopping = asyncio.Event()
         self._training_started: dict[str, float] = {}  # job id -> TrainingStartTime, from the last Describe
 
@@ -105,9 +105,9 @@ class Reconciler:
             self._training_started[job.job_id] = started
         else:
             self._training_started.pop(job.job_id, None)
-        if described.get("TrainingJobStatus") != "InProgress" or job.status == "running":
-            # Lines logged before the end are read before the end is applied: the job's last steps are kept.
-            report.metrics_steps += await metrics.poll(self.deps, self.logs, self.settings.metrics_log_group, job,
+        if described.get("TrainingJobStatus") == "InProgress" and job.status == "running":
+            # (At the end, on_sagemaker_state reads the last lines itself before it applies the end.)
+            report.metrics_steps += await metrics.poll(self.deps, job,
                                                        started, now)
         await on_sagemaker_state(new_event(SAGEMAKER_STATE_CHANGE, detail, correlation_id=job.correlation_id),
                                  self.deps)
@@ -145,7 +145,7 @@ class Reconciler:
         for job in await self.deps.jobs.active_jobs("running"):
             try:
                 with bound_request_id(job.correlation_id):
-                    steps += await metrics.poll(self.deps, self.logs, self.settings.metrics_log_group, job,
+                    steps += await metrics.poll(self.deps, job,
                                                 self._training_started.get(job.job_id),
                                                 time.time() if now is None else now)
             except Exception:
@@ -173,7 +173,7 @@ class Reconciler:
 
 
 async def build_reconciler(aws: AwsClients, settings: Settings) -> Reconciler:
-    return Reconciler(await build_deps(aws, settings), await aws.get("logs"), settings)
+    return Reconciler(await build_deps(aws, settings), settings)
 
 
 def main() -> None:
