@@ -21,9 +21,9 @@ import boto3
 from botocore.config import Config
 
 from bench.dynalite import Dynalite
-from deploy import resources
 from deploy.local import provision
 from deploy.local.cluster import Cluster, Process, _free_port, _port_in_use
+from shared.contracts import resources
 
 DYNALITES = ("dynalite-small", "dynalite-large")
 

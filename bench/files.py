@@ -28,8 +28,8 @@ import httpx
 
 from bench import load, report
 from bench.stats import Result, ratio
-from deploy import resources
 from deploy.local.cluster import Cluster, Ports
+from shared.contracts import resources
 
 RESULTS = report.RESULTS
 MIB = 1024 * 1024

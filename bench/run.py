@@ -36,8 +36,8 @@ import moto
 from bench import dynalite, load, report, seed
 from bench.cluster import RequestPathCluster
 from bench.stats import Aim, Result, format_ratio, median, ratio
-from deploy import resources
 from deploy.local.cluster import Ports
+from shared.contracts import resources
 
 RESULTS = report.RESULTS
 LIST_LIMIT = 20

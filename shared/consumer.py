@@ -44,6 +44,15 @@ class PermanentFailure(Exception):
     """Retrying cannot help: send the message to the DLQ at once."""
 
 
+class InvalidPayload(PermanentFailure):
+    """The message's data does not parse into its type's contract model (shared/contracts/): no retry can fix it."""
+
+    def __init__(self, event_type: str, errors: str) -> None:
+        super().__init__(f"{event_type} payload does not match its contract: {errors}")
+        self.event_type = event_type
+        self.errors = errors
+
+
 @dataclass(frozen=True)
 class RetryPlan:
     to_dlq: bool
@@ -157,6 +166,12 @@ class Consumer:
         except RetryLater as exc:
             await self._release(envelope)
             await self._retry_later(message, envelope, exc)
+            return
+        except InvalidPayload as exc:
+            await self._release(envelope)
+            log.error("payload does not match its contract; dead-lettered",
+                      extra={**ctx, "message_id": message.get("MessageId"), "error": exc.errors})
+            await self._dead_letter(message, str(exc))
             return
         except Exception as exc:
             await self._release(envelope)

@@ -1,6 +1,9 @@
 """The one event envelope, and how it travels: published to SNS, sent to SQS, or arriving from EventBridge.
 
-Every message a service sends or receives is an `Envelope`. `parse_wire` accepts the three forms an SQS
+Every message a service sends or receives is an `Envelope` whose `data` is the payload of one `Event` model:
+each producer declares its events (name and payload model) in one contract module under shared/contracts/,
+publishes only through those models (`new_event(SomeEvent(...))`), and each consumer parses `data` back into
+the same model before its handler runs (shared/worker.py). `parse_wire` accepts the three forms an SQS
 body can take here: our envelope as sent directly (a command), an SNS notification wrapping it (when raw
 delivery is off), and an EventBridge event (SageMaker's state changes), which becomes an envelope whose
 type is derived from its detail-type.
@@ -15,11 +18,14 @@ from typing import Any
 
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError
 
+from shared.contracts import sagemaker_events
+from shared.contracts.event import Event
 from shared.logging import current_request_id
 
 ENVELOPE_VERSION = 1
-SAGEMAKER_STATE_CHANGE = "sagemaker.training_job.state_changed"
-_EVENTBRIDGE_TYPES = {("aws.sagemaker", "SageMaker Training Job State Change"): SAGEMAKER_STATE_CHANGE}
+# EventBridge events arrive in AWS's own shape; each known (source, detail-type) becomes an envelope of this type.
+_EVENTBRIDGE_TYPES = {(sagemaker_events.EVENTBRIDGE_SOURCE, sagemaker_events.EVENTBRIDGE_DETAIL_TYPE):
+                      sagemaker_events.TRAINING_JOB_STATE_CHANGED}
 
 
 def _now() -> datetime:
@@ -46,9 +52,9 @@ class MalformedMessage(ValueError):
     """The body is none of the forms we understand: a poison message, never worth a retry."""
 
 
-def new_event(type_: str, data: dict[str, Any], *, user_id: str | None = None,
-              correlation_id: str | None = None) -> Envelope:
-    return Envelope(type=type_, data=data, user_id=user_id,
+def new_event(payload: Event, *, user_id: str | None = None, correlation_id: str | None = None) -> Envelope:
+    """The envelope of one event: its type is the payload model's TYPE, its data the model as JSON."""
+    return Envelope(type=payload.TYPE, data=payload.model_dump(mode="json"), user_id=user_id,
                     correlation_id=correlation_id or current_request_id())
 
 

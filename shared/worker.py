@@ -1,14 +1,24 @@
-"""The worker entry point every service shares: bootstrap, dispatch by event type, consume until SIGTERM."""
+"""The worker entry point every service shares: bootstrap, typed dispatch by event type, consume until SIGTERM.
+
+A service lists its routes once: `ROUTES = (on(FileUploaded, validate_file), on(UserDeleted, delete_user_data))`.
+The dispatcher parses each message's data into the route's contract model before the handler runs, so a handler
+is a plain `async def handler(event: FileUploaded, deps: Deps)`, and a payload that does not parse is a
+permanent failure (InvalidPayload: dead-lettered at once, never retried).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from pydantic import ValidationError
 
 from shared.aws import AwsClients
-from shared.consumer import Consumer, ConsumerConfig
+from shared.consumer import Consumer, ConsumerConfig, InvalidPayload
+from shared.contracts.event import Event
 from shared.events import Envelope
 from shared.inbox import DynamoInbox
 from shared.logging import configure_logging
@@ -16,18 +26,50 @@ from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 D = TypeVar("D")
-EventHandler = Callable[[Envelope, D], Awaitable[None]]
+E = TypeVar("E", bound=Event)
 
 
-def dispatcher(handlers: Mapping[str, EventHandler[D]], deps: D) -> Callable[[Envelope], Awaitable[None]]:
-    """One dict maps each message type to its handler; a type nobody handles is logged and dropped."""
+@dataclass(frozen=True)
+class Route(Generic[D]):
+    """Messages of `model.TYPE` go, parsed into `model`, to `handler(event, deps)`."""
+
+    model: type[Event]
+    handler: Callable[[Any, D], Awaitable[None]]
+
+
+def on(model: type[E], handler: Callable[[E, D], Awaitable[None]]) -> Route[D]:
+    """A route whose handler's first parameter is checked (by mypy) against the model it receives."""
+    return Route(model, handler)
+
+
+def parse_payload(envelope: Envelope, model: type[E]) -> E:
+    """The envelope's data as `model`; InvalidPayload (a permanent failure) when it does not parse."""
+    try:
+        return model.model_validate(envelope.data)
+    except ValidationError as exc:
+        errors = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'data'}: {e['msg']}" for e in exc.errors())
+        raise InvalidPayload(envelope.type, errors) from exc
+
+
+def route_table(routes: Iterable[Route[D]]) -> dict[str, Route[D]]:
+    table: dict[str, Route[D]] = {}
+    for route in routes:
+        if route.model.TYPE in table:
+            raise ValueError(f"two routes for {route.model.TYPE}")
+        table[route.model.TYPE] = route
+    return table
+
+
+def dispatcher(routes: Iterable[Route[D]], deps: D) -> Callable[[Envelope], Awaitable[None]]:
+    """Each message type to its one route; a type nobody handles is logged and dropped."""
+    table = route_table(routes)
 
     async def dispatch(envelope: Envelope) -> None:
-        handler = handlers.get(envelope.type)
-        if handler is None:
+        route = table.get(envelope.type)
+        if route is None:
             log.warning("no handler for event type; dropped", extra={"event_type": envelope.type})
             return
-        await handler(envelope, deps)
+        await route.handler(parse_payload(envelope, route.model), deps)
 
     return dispatch
 
@@ -42,14 +84,14 @@ async def build_consumer(aws: AwsClients, queue_name: str, inbox_table: str | No
 
 
 def run_worker(service: str, settings: ServiceSettings, queue_name: str, inbox_table: str | None,
-               make_deps: Callable[[AwsClients], Awaitable[D]], handlers: Mapping[str, EventHandler[D]]) -> None:
+               make_deps: Callable[[AwsClients], Awaitable[D]], routes: Iterable[Route[D]]) -> None:
     configure_logging(f"{service}-worker", settings.log_level)
 
     async def main() -> None:
         aws = AwsClients(settings)
         try:
             deps = await make_deps(aws)
-            consumer = await build_consumer(aws, queue_name, inbox_table, dispatcher(handlers, deps))
+            consumer = await build_consumer(aws, queue_name, inbox_table, dispatcher(routes, deps))
             consumer.install_signal_handlers()
             await consumer.run()
         finally:

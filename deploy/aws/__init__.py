@@ -1,2 +1,2 @@
-"""Deployment to a real AWS account: the CloudFormation template built from `deploy.resources`, the container
+"""Deployment to a real AWS account: the CloudFormation template built from `shared.contracts.resources`, the container
 images, and the `make deploy` / `make teardown` commands."""

@@ -30,8 +30,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError, WaiterError
 
-from deploy import resources
 from deploy.aws import images, template
+from shared.contracts import resources
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = Path(__file__).with_name("config.toml")

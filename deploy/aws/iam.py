@@ -5,7 +5,7 @@ from the code: the modules a process imports, less what `NOT_CALLED` says it nev
 same modules for client calls (tests/unit/test_cfn_template.py), so a new call without a grant, or a grant
 without a call, fails the suite instead of production.
 
-Resources come from `deploy.resources`, by owner: a process may touch its service's tables (and their
+Resources come from `shared.contracts.resources`, by owner: a process may touch its service's tables (and their
 indexes), its service's queues (and their DLQs), publish on its service's topic, manage the per-replica
 queues of its service's `ReplicaSubscription`s, and use the one bucket (files and training both read what the
 other wrote there: training reads normalised training data, files turns a job's results into a file, so the
@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from deploy.aws.processes import Process
-from deploy.resources import Resources
+from shared.contracts.resources import Resources
 
 Json = dict[str, Any]
 Arn = Any  # a string or a CloudFormation expression (Fn::Sub, Fn::GetAtt...)

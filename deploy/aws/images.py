@@ -20,8 +20,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from deploy import resources
 from deploy.aws.processes import SERVICES, api_of
+from shared.contracts import resources
 
 SERVICE_DOCKERFILE = "deploy/docker/service.Dockerfile"
 

@@ -1,4 +1,4 @@
-"""The CloudFormation template for a whole LLM Tuner deployment, built from `deploy.resources`.
+"""The CloudFormation template for a whole LLM Tuner deployment, built from `shared.contracts.resources`.
 
 Tables, bucket, topics, queues, subscriptions, rules and log groups come from the one resource description the
 local cluster provisions too, so an addition there reaches AWS without a second list to keep in step. Around
@@ -23,10 +23,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from deploy import resources as res
 from deploy.aws import iam
 from deploy.aws.processes import PROCESSES, SERVICES, Process, api_of
-from deploy.resources import Queue, Resources, Table
+from shared.contracts import resources as res
+from shared.contracts.resources import Queue, Resources, Table
 
 Json = dict[str, Any]
 
@@ -101,7 +101,7 @@ class _Builder:
     def tags(self, **more: str) -> list[Json]:
         return [{"Key": "llm-tuner:stack", "Value": self.prefix}, *({"Key": k, "Value": v} for k, v in more.items())]
 
-    # ---- data: from deploy.resources -----------------------------------------------------------------------
+    # ---- data: from shared.contracts.resources -----------------------------------------------------------------------
 
     def table(self, table: Table, local: Table) -> None:
         keys = {table.hash_key, *([table.range_key] if table.range_key else [])}
@@ -568,7 +568,8 @@ class _Builder:
         self.outputs.update(self.stack_outputs())
         return {
             "AWSTemplateFormatVersion": "2010-09-09",
-            "Description": f"LLM Tuner ({self.prefix}): built by deploy/aws/template.py from deploy/resources.py",
+            "Description": f"LLM Tuner ({self.prefix}): built by deploy/aws/template.py "
+                           "from shared/contracts/resources.py",
             "Parameters": self.parameters, "Conditions": self.conditions,
             "Resources": self.resources, "Outputs": self.outputs,
         }

@@ -26,14 +26,13 @@ WORKDIR /app
 COPY requirements/services.txt requirements/services.txt
 RUN pip install -r requirements/services.txt
 
-# The shared library, the resource description the settings' defaults come from, the health check, this
-# service's code, and for training the trainer's entry point (LAUNCH_MODE=script uploads it as source).
+# The shared library (with the contracts: resource names and event models), the health check, this
+# service's code, and for training the trainer package (LAUNCH_MODE=script uploads it as source).
 COPY shared shared
-COPY deploy/__init__.py deploy/resources.py deploy/
 COPY deploy/docker/healthcheck.py deploy/docker/healthcheck.py
 COPY services/__init__.py services/__init__.py
 COPY services/${SERVICE} services/${SERVICE}
-COPY trainer_image/finetune.py trainer_image/requirements.txt trainer_image/
+COPY trainer_image trainer_image
 
 # Non-root, with a fixed uid the ECS task definition names too; the code is owned by root and read-only to it.
 RUN useradd --no-create-home --uid 10001 --shell /usr/sbin/nologin app

@@ -15,13 +15,13 @@ from typing import Any
 
 from pydantic_settings import BaseSettings
 
-from deploy import resources
-from deploy.resources import Resources
 from services.auth.settings import Settings as AuthSettings
 from services.files.settings import Settings as FilesSettings
 from services.gateway.settings import Settings as GatewaySettings
 from services.training.settings import Settings as TrainingSettings
 from shared.aws import AwsClients
+from shared.contracts import resources
+from shared.contracts.resources import Resources
 from shared.settings import ServiceSettings
 
 # The AWS CLI's name for a service -> the suffix of its AWS_ENDPOINT_URL_<SERVICE> variable.
@@ -43,7 +43,7 @@ def apply_local_cluster_env(environ: MutableMapping[str, str]) -> dict[str, str]
 def configured_names(all_settings: list[BaseSettings], described: Resources) -> dict[str, str]:
     """Each resource's default name -> the name this environment configures (DYNAMODB_USERS_TABLE, ...).
 
-    A settings field whose default is a name from `deploy.resources` is the setting that renames it, so the
+    A settings field whose default is a name from `shared.contracts.resources` is the setting that renames it, so the
     map follows the services' settings without a second list of variable names."""
     known = ({t.name for t in described.tables} | {t.name for t in described.topics}
              | {q.name for q in described.queues} | {described.bucket.name})
@@ -62,7 +62,7 @@ class Context:
     files: FilesSettings
     training: TrainingSettings
     gateway: GatewaySettings
-    resources: Resources  # what deploy/resources.py describes, under the default names
+    resources: Resources  # what shared/contracts/resources.py describes, under the default names
     names: dict[str, str]
     aws: AwsClients
     http_timeout_s: float = 5.0
@@ -78,7 +78,7 @@ class Context:
         return self.training.aws_default_region
 
     def name(self, default: str) -> str:
-        """The configured name of the resource `deploy.resources` calls `default`."""
+        """The configured name of the resource `shared.contracts.resources` calls `default`."""
         return self.names.get(default, default)
 
     async def client(self, service: str) -> Any:
@@ -110,8 +110,9 @@ class Context:
     @property
     def provision_fix(self) -> str:
         if self.is_development:
-            return "`make provision` (python -m deploy.local.provision) creates what deploy/resources.py describes"
-        return "`make deploy` brings the stack up to date with deploy/resources.py"
+            return ("`make provision` (python -m deploy.local.provision) creates what "
+                    "shared/contracts/resources.py describes")
+        return "`make deploy` brings the stack up to date with shared/contracts/resources.py"
 
 
 def load_context(connect_timeout_s: float = 3.0, read_timeout_s: float = 10.0) -> Context:

@@ -17,30 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-import boto3
 import httpx
 
-from deploy import resources
 from deploy.local import provision
+from deploy.local.demo_model import install_demo_model
+from shared.contracts import resources
 
 ROOT = Path(__file__).resolve().parents[2]
-DEMO_MODEL_ID = "llm-tuner/tiny-chat"
-DEMO_MODEL_PREFIX = "base-models/llm-tuner-tiny-chat/"
 log = logging.getLogger("cluster")
-
-
-def install_demo_model(data_dir: Path, bucket: str, env: dict[str, str] | None = None) -> None:
-    """Build the tiny demo base model locally (no download) once, and put it in the bucket, where the
-    catalog's `llm-tuner/tiny-chat` entry points the training job's `model` channel."""
-    model_dir = data_dir / "models" / "tiny-chat"
-    if not (model_dir / "config.json").exists():
-        # A subprocess keeps torch out of the launcher's memory.
-        subprocess.run([sys.executable, "-m", "trainer_image.demo_model", "--out", str(model_dir)],
-                       cwd=ROOT, env=env, check=True)
-    s3 = boto3.client("s3")
-    for path in sorted(model_dir.rglob("*")):
-        if path.is_file():
-            s3.upload_file(str(path), bucket, DEMO_MODEL_PREFIX + path.relative_to(model_dir).as_posix())
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Apply `deploy.resources` to an AWS endpoint (the embedded one, LocalStack or a dev account), idempotently.
+"""Apply `shared.contracts.resources` to an AWS endpoint (the embedded one, LocalStack or a dev account), idempotently.
 
 Each step reads what exists and creates or updates only what differs, so running it twice changes nothing.
 `python -m deploy.local.provision` uses the standard AWS_* environment.
@@ -6,16 +6,19 @@ Each step reads what exists and creates or updates only what differs, so running
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from deploy.resources import Queue, Resources, Table, describe
+from deploy.local.demo_model import install_demo_model
+from shared.contracts.resources import Queue, Resources, Table, describe
 
 log = logging.getLogger(__name__)
 
@@ -162,9 +165,6 @@ def apply(resources: Resources, region: str | None = None) -> dict[str, Any]:
 
 
 def main() -> None:
-    import argparse
-    from pathlib import Path
-
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--demo-model", action="store_true", help="also build and upload the tiny demo model")
     parser.add_argument("--data-dir", type=Path, default=Path(".data"))
@@ -173,7 +173,6 @@ def main() -> None:
     bucket = os.environ.get("S3_BUCKET_NAME", describe().bucket.name)
     result = apply(describe(bucket))
     if args.demo_model:
-        from deploy.local.cluster import install_demo_model
         install_demo_model(args.data_dir, bucket)
         result["demo_model"] = "installed"
     print(json.dumps(result, indent=2))

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from deploy import resources
+from shared.contracts import resources
 from shared.settings import ServiceSettings
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from deploy import resources
+from shared.contracts import resources
 from shared.settings import ServiceSettings
 
 

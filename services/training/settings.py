@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from deploy import resources
+from shared.contracts import resources
 from shared.settings import ServiceSettings
 
 HERE = Path(__file__).parent

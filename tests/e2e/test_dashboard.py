@@ -17,7 +17,8 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, expect, sync_playwright
 
-from deploy.local.cluster import DEMO_MODEL_ID, Cluster
+from deploy.local.cluster import Cluster
+from deploy.local.demo_model import DEMO_MODEL_ID
 from tests.e2e.browser import PASSWORD, PHONE, Screenshots, drop, launch, new_email, new_page, open_nav, sign_up, upload
 from trainer_image.demo_model import make_demo_dataset
 

@@ -18,8 +18,9 @@ import openai
 import pytest
 from transformers import AutoModelForCausalLM
 
-from deploy import resources
-from deploy.local.cluster import DEMO_MODEL_ID, Cluster
+from deploy.local.cluster import Cluster
+from deploy.local.demo_model import DEMO_MODEL_ID
+from shared.contracts import resources
 from trainer_image.demo_model import make_demo_dataset
 
 pytestmark = pytest.mark.e2e

@@ -8,13 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from deploy import resources
 from deploy.local import provision
-from tests.conftest import AwsEndpoint
-from tests.servers import serve
+from shared.contracts import resources
+from tests.support.aws import AwsEndpoint
+from tests.support.servers import serve
 
 
 @pytest.fixture(scope="session")
@@ -53,18 +52,3 @@ def training_url(auth_url: str) -> Iterator[str]:
 
     with serve(build_app(Settings())) as url:
         yield url
-
-
-_counter = iter(range(1_000_000))
-
-
-def register(auth_url: str, email: str | None = None, password: str = "correct horse battery") -> dict[str, Any]:
-    email = email or f"user{next(_counter)}-{os.getpid()}@example.com"
-    response = httpx.post(f"{auth_url}/auth/register", json={"email": email, "password": password})
-    assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-def bearer(session: dict[str, Any]) -> dict[str, str]:
-    return {"Authorization": f"Bearer {session['access_token']}"}

@@ -21,14 +21,14 @@ from typing import Any
 import boto3
 import pytest
 
-from deploy import resources
 from deploy.aws import template
 from services.training.models import Job
 from services.training.settings import Settings as TrainingSettings
 from services.training.store import JobsStore
 from shared.aws import AwsClients
+from shared.contracts import resources
 from shared.events import new_event, parse_wire, publish
-from tests.conftest import AwsEndpoint
+from tests.support.aws import AwsEndpoint
 
 MOTO_TYPES = {
     "AWS::DynamoDB::Table", "AWS::S3::Bucket", "AWS::SNS::Topic", "AWS::SQS::Queue", "AWS::Events::Rule",
@@ -98,7 +98,7 @@ def queue_url(name: str) -> str:
 
 def test_the_supported_part_of_the_template_is_what_moto_created(stack: dict[str, Any]) -> None:
     created = {stack["template"]["Resources"][k]["Type"] for k in stack["physical"]}
-    # The data of deploy/resources.py and the load balancer: if the restriction ever dropped these, this test
+    # The data of shared/contracts/resources.py and the load balancer: if the restriction ever dropped these, this test
     # would no longer test the template.
     assert {"AWS::DynamoDB::Table", "AWS::S3::Bucket", "AWS::SNS::Topic", "AWS::SQS::Queue", "AWS::Events::Rule",
             "AWS::IAM::Role", "AWS::ElasticLoadBalancingV2::Listener"} <= created

@@ -9,15 +9,24 @@ from typing import Any
 
 import pytest
 
-from deploy import resources
 from deploy.local.provision import ensure_queue, ensure_table
 from shared.aws import AwsClients
 from shared.consumer import Consumer, ConsumerConfig, RetryLater
+from shared.contracts import resources
+from shared.contracts.event import Event
 from shared.events import Envelope, new_event, send_command
 from shared.inbox import DynamoInbox
 from shared.settings import ServiceSettings
+from shared.worker import dispatcher, on
 
 pytestmark = pytest.mark.asyncio(loop_scope="function")
+
+
+class ThingHappened(Event):
+    """A test-only event type: these tests are about the loop, not any service's events."""
+
+    TYPE = "test.thing.happened"
+    n: int = 0
 
 
 @pytest.fixture
@@ -57,7 +66,7 @@ async def test_handled_messages_are_deleted_and_duplicates_dropped(env: dict[str
     async def handle(envelope: Envelope) -> None:
         seen.append(envelope.id)
 
-    event = new_event("thing.happened", {"n": 1})
+    event = new_event(ThingHappened(n=1))
     await send_command(env["sqs"], env["url"], event)
     await send_command(env["sqs"], env["url"], event)  # at-least-once delivery: the same event twice
     consumer = _consumer(env, handle)
@@ -81,7 +90,7 @@ async def test_one_bad_message_does_not_fail_the_batch(env: dict[str, Any]) -> N
         handled.append(envelope.data["n"])
 
     for n in range(4):
-        await send_command(env["sqs"], env["url"], new_event("thing", {"n": n}))
+        await send_command(env["sqs"], env["url"], new_event(ThingHappened(n=n)))
     await env["sqs"].send_message(QueueUrl=env["url"], MessageBody="not json at all")
     consumer = _consumer(env, handle)
     deadline = asyncio.get_running_loop().time() + 40
@@ -103,7 +112,7 @@ async def test_retry_later_resends_with_a_counted_delay_then_succeeds(env: dict[
         if envelope.retries < 2:
             raise RetryLater("not yet", delay_s=0)
 
-    await send_command(env["sqs"], env["url"], new_event("wait", {}))
+    await send_command(env["sqs"], env["url"], new_event(ThingHappened()))
     await _consumer(env, handle).run_until_idle(idle_polls=2)
     assert attempts == [0, 1, 2]
     assert await _dlq_bodies(env) == []
@@ -116,7 +125,7 @@ async def test_long_handler_keeps_its_message_invisible(env: dict[str, Any]) -> 
         calls.append(envelope.id)
         await asyncio.sleep(3.5)  # longer than the 2 s visibility timeout: the heartbeat must extend it
 
-    await send_command(env["sqs"], env["url"], new_event("slow", {}))
+    await send_command(env["sqs"], env["url"], new_event(ThingHappened()))
     first, second = _consumer(env, slow), _consumer(env, slow)
     await asyncio.gather(first.run_until_idle(), second.run_until_idle(idle_polls=4))
     assert len(calls) == 1
@@ -132,3 +141,40 @@ async def test_stop_ends_a_long_poll_promptly(env: dict[str, Any]) -> None:
     await asyncio.sleep(0.5)
     consumer.stop()
     await asyncio.wait_for(task, timeout=3)
+
+
+async def test_a_payload_that_breaks_its_contract_goes_to_the_dlq_at_once(
+        env: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+    """GIVEN a message of a known type whose data does not parse into the type's model, WHEN consumed, THEN the
+    handler never runs, the message is dead-lettered on its first delivery (no retries) and the log names the
+    message id and the validation error."""
+    handled: list[ThingHappened] = []
+    deliveries: list[str] = []
+
+    async def handle(event: ThingHappened, deps: None) -> None:
+        handled.append(event)
+
+    typed = dispatcher((on(ThingHappened, handle),), None)
+
+    async def counting(envelope: Envelope) -> None:
+        deliveries.append(envelope.id)
+        await typed(envelope)
+
+    bad = Envelope(type=ThingHappened.TYPE, data={"n": "not a number"})
+    await send_command(env["sqs"], env["url"], bad)
+    await send_command(env["sqs"], env["url"], new_event(ThingHappened(n=7)))
+    consumer = _consumer(env, counting)
+    dead: list[dict[str, Any]] = []
+    deadline = asyncio.get_running_loop().time() + 20
+    with caplog.at_level("ERROR", logger="shared.consumer"):
+        while not dead and asyncio.get_running_loop().time() < deadline:
+            await consumer.run_until_idle()
+            dead += await _dlq_bodies(env)
+    assert [e.n for e in handled] == [7]
+    assert deliveries.count(bad.id) == 1  # dead-lettered on its first delivery: never retried
+    assert len(dead) == 1 and Envelope.model_validate_json(dead[0]["body"]).id == bad.id
+    reason = dead[0]["attributes"]["dead_letter_reason"]["StringValue"]
+    assert "does not match its contract" in reason and "n:" in reason
+    records = [r for r in caplog.records if "does not match its contract" in r.getMessage()]
+    assert len(records) == 1
+    assert getattr(records[0], "message_id", None) and "n:" in getattr(records[0], "error", "")

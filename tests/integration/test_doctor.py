@@ -19,15 +19,15 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from deploy import resources
 from deploy.doctor.checks import CHECKS
 from deploy.doctor.context import load_context
 from deploy.doctor.model import Check, Status
 from deploy.doctor.runner import run_and_close
 from deploy.local.provision import _table_request
-from deploy.resources import EventRule
-from tests.conftest import ROOT, AwsEndpoint, free_port, start_emulator_process
-from tests.servers import serve
+from shared.contracts import resources
+from shared.contracts.resources import EventRule
+from tests.support.aws import ROOT, AwsEndpoint, free_port, start_emulator_process
+from tests.support.servers import serve
 
 _ids = itertools.count()
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import httpx
 
-from deploy import resources
 from deploy.local import provision
-from tests.conftest import localstack_endpoint
-from tests.servers import serve
+from shared.contracts import resources
+from tests.support.aws import localstack_endpoint
+from tests.support.servers import serve
 
 
 def test_provision_and_auth_on_localstack(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -7,8 +7,8 @@ from typing import Any
 
 import boto3
 
-from deploy import resources
 from deploy.local import provision
+from shared.contracts import resources
 
 
 def test_provisioning_is_idempotent_and_complete(provisioned: dict[str, Any]) -> None:

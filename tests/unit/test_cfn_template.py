@@ -1,4 +1,4 @@
-"""The CloudFormation template (deploy/aws/template.py): built from deploy/resources.py, lint-clean, least
+"""The CloudFormation template (deploy/aws/template.py): built from shared/contracts/resources.py, lint-clean, least
 privilege per process, and the image/deploy command plans. No AWS, no network, no Docker."""
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import botocore.session
 import pytest
 from botocore import xform_name
 
-from deploy import resources
 from deploy.aws import deploy, iam, images, template
 from deploy.aws.processes import PROCESSES, SERVICES, Process
 from deploy.docker import healthcheck
+from shared.contracts import resources
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_CONFIG = ROOT / "deploy/aws/config.example.toml"
@@ -67,7 +67,7 @@ def test_cfn_lint_finds_nothing_in_either_template() -> None:
         assert [str(m) for m in matches] == []  # no error, no warning
 
 
-# ---- data: everything in deploy/resources.py, with production settings ------------------------------------
+# ---- data: everything in shared/contracts/resources.py, with production settings ------------------------------------
 
 def test_every_table_is_on_demand_with_its_keys_indexes_ttl_recovery_and_encryption(cfn: dict[str, Any]) -> None:
     tables = {r["Properties"]["TableName"]: r["Properties"] for r in of_type(cfn, "AWS::DynamoDB::Table").values()}

@@ -13,13 +13,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from deploy import resources
 from deploy.doctor import report
 from deploy.doctor.__main__ import _use_local_cluster
 from deploy.doctor.checks import config, messaging, sagemaker, tables
 from deploy.doctor.context import Context, apply_local_cluster_env, load_context
 from deploy.doctor.model import Check, Status, failed, passed
 from deploy.doctor.runner import Probe, run_all
+from shared.contracts import resources
 
 ROLE_ARN = "arn:aws:iam::123456789012:role/llm-tuner-sagemaker"
 

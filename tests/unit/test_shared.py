@@ -11,15 +11,20 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel, SecretStr
 
 from shared.consumer import plan_retry
+from shared.contracts.event import Event
+from shared.contracts.files_events import FileUploaded
+from shared.contracts.sagemaker_events import TRAINING_JOB_STATE_CHANGED
 from shared.errors import NotFound
-from shared.events import SAGEMAKER_STATE_CHANGE, MalformedMessage, new_event, parse_wire
+from shared.events import MalformedMessage, new_event, parse_wire
 from shared.logging import JsonFormatter, request_id_var
 from shared.settings import ServiceSettings, is_placeholder
 from shared.web import create_app
 
 
 def test_parse_wire_reads_a_direct_envelope_and_an_sns_notification() -> None:
-    event = new_event("file.uploaded", {"file_id": "file-1"}, user_id="u1", correlation_id="req_1")
+    uploaded = FileUploaded(file_id="file-1", user_id="u1", purpose="fine-tune", filename="a.jsonl", bytes=3,
+                            s3_uri="s3://b/files/u1/file-1")
+    event = new_event(uploaded, user_id="u1", correlation_id="req_1")
     direct = parse_wire(event.model_dump_json())
     wrapped = parse_wire(json.dumps({"Type": "Notification", "Message": event.model_dump_json()}))
     assert direct == wrapped == event
@@ -30,7 +35,7 @@ def test_parse_wire_turns_a_sagemaker_eventbridge_event_into_an_envelope() -> No
             "source": "aws.sagemaker", "time": "2026-11-26T07:00:00Z",
             "detail": {"TrainingJobName": "ftjob-x", "TrainingJobStatus": "Completed"}}
     envelope = parse_wire(json.dumps(body))
-    assert envelope.type == SAGEMAKER_STATE_CHANGE and envelope.id == "evb_abc"
+    assert envelope.type == TRAINING_JOB_STATE_CHANGED and envelope.id == "evb_abc"
     assert envelope.data["TrainingJobStatus"] == "Completed"
 
 
@@ -41,10 +46,14 @@ def test_parse_wire_rejects_what_it_cannot_read(raw: str) -> None:
         parse_wire(raw)
 
 
+class _Ping(Event):
+    TYPE = "test.pinged"
+
+
 def test_new_event_carries_the_request_id_as_correlation_id() -> None:
     token = request_id_var.set("req_abc")
     try:
-        assert new_event("x", {}).correlation_id == "req_abc"
+        assert new_event(_Ping()).correlation_id == "req_abc"
     finally:
         request_id_var.reset(token)
 

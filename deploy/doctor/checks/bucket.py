@@ -1,5 +1,5 @@
 """The bucket (S3_BUCKET_NAME): reachable, versioned, encrypted by default, not public, and open to browser
-uploads from the public address (CORS), as deploy/resources.py describes it."""
+uploads from the public address (CORS), as shared/contracts/resources.py describes it."""
 
 from __future__ import annotations
 

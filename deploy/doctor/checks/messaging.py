@@ -1,4 +1,4 @@
-"""The messaging wiring deploy/resources.py describes: topics, queues with their DLQ redrive, filtered raw
+"""The messaging wiring shared/contracts/resources.py describes: topics, queues with their DLQ redrive, filtered raw
 subscriptions (and the queue policies that let SNS deliver), and the EventBridge rule for SageMaker's events."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from botocore.exceptions import ClientError
 from deploy.doctor.context import Context
 from deploy.doctor.model import Check, failed, passed, warned
 from deploy.doctor.runner import guarded
-from deploy.resources import PREFIX, EventRule, Queue, Subscription, Topic
+from shared.contracts.resources import PREFIX, EventRule, Queue, Subscription, Topic
 
 _NO_QUEUE = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
 
@@ -74,7 +74,7 @@ async def _queue(ctx: Context, queue: Queue) -> Check:
     receives = int(policy.get("maxReceiveCount", 0))
     if receives != queue.max_receives:
         return warned(check, f"queue {name} moves messages to its DLQ after {receives} receives; the services "
-                      f"expect {queue.max_receives} (deploy/resources.py)", fix)
+                      f"expect {queue.max_receives} (shared/contracts/resources.py)", fix)
     return passed(check, f"queue {name}: DLQ {target.rsplit(':', 1)[-1]} after {receives} receives")
 
 

@@ -1,4 +1,4 @@
-"""Every table deploy/resources.py describes, under its configured name: key schema, GSIs and TTL."""
+"""Every table shared/contracts/resources.py describes, under its configured name: key schema, GSIs and TTL."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from deploy.doctor.context import Context
 from deploy.doctor.model import Check, failed, passed
 from deploy.doctor.runner import guarded
 from deploy.local.provision import _table_request
-from deploy.resources import Index, Key, Table
+from shared.contracts.resources import Index, Key, Table
 
 
 def _schema(hash_key: Key, range_key: Key | None) -> list[tuple[str, str]]:

@@ -24,11 +24,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .errors import SageMakerError, SerializationError, UnknownOperation
-from .events import EventPublisher
 from .handlers import OPERATIONS, Deps
+from .job_store import JobStore
 from .runner import JobRunner
 from .settings import Settings
-from .store import JobStore
+from .state_change_events import EventPublisher
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ from typing import Any
 
 from .container import ScriptMode
 from .errors import JobNotFound, ValidationError
+from .job_store import JobStore
 from .models import IN_PROGRESS, STARTING, TrainingJob, now
 from .runner import JobRunner
 from .settings import Settings
-from .store import JobStore
 from .validation import (
     NAME_PATTERN,
     require,

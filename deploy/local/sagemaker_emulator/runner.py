@@ -32,9 +32,10 @@ from typing import IO, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from . import storage
+from . import s3_transfers
 from .container import HOST, ContainerPaths, ScriptMode, environment, lay_out, user_args
 from .errors import ValidationError
+from .job_store import JobStore
 from .logstream import JobLog, stream_name
 from .metrics import MetricParser
 from .models import (
@@ -54,7 +55,6 @@ from .models import (
     now,
 )
 from .settings import Settings
-from .store import JobStore
 
 log = logging.getLogger(__name__)
 
@@ -258,7 +258,7 @@ class JobRunner:
         return True
 
     def _supervise(self, execution: Execution, process: subprocess.Popen[bytes], request: dict[str, Any],
-                   job_log: JobLog, checkpoints: storage.DirectorySync | None) -> tuple[int, list[str]]:
+                   job_log: JobLog, checkpoints: s3_transfers.DirectorySync | None) -> tuple[int, list[str]]:
         """Pump the output, enforce MaxRuntime and stop requests, sync checkpoints; until the exit."""
         metrics = MetricParser(request["AlgorithmSpecification"].get("MetricDefinitions") or [])
         last_lines: collections.deque[str] = collections.deque(maxlen=5)
@@ -350,7 +350,7 @@ class JobRunner:
         for channel in request.get("InputDataConfig") or []:
             source = channel["DataSource"]["S3DataSource"]
             try:
-                count = storage.download_channel(self._s3, source["S3Uri"],
+                count = s3_transfers.download_channel(self._s3, source["S3Uri"],
                                                  source.get("S3DataType", "S3Prefix"),
                                                  paths.channel(channel["ChannelName"]))
             except (BotoCoreError, ClientError, OSError, ValueError) as exc:
@@ -363,7 +363,7 @@ class JobRunner:
         pip-install its requirements.txt; the emulator runs the program with its own Python as it is)."""
         archive = paths.root.parent / "sourcedir.tar.gz"
         try:
-            bucket, key = storage.split_s3_uri(script.submit_directory)
+            bucket, key = s3_transfers.split_s3_uri(script.submit_directory)
             self._s3.download_file(bucket, key, str(archive))
             paths.code.mkdir(parents=True, exist_ok=True)
             with tarfile.open(archive) as tar:
@@ -375,31 +375,31 @@ class JobRunner:
             raise JobSetupError(f"sagemaker_program {script.program} is not in {script.submit_directory}")
 
     def _checkpoint_sync(self, request: dict[str, Any],
-                         paths: ContainerPaths) -> storage.DirectorySync | None:
+                         paths: ContainerPaths) -> s3_transfers.DirectorySync | None:
         """Checkpoints an earlier (interrupted) run left come down first, so the algorithm can resume."""
         config = request.get("CheckpointConfig")
         if not config:
             return None
         try:
-            storage.download_prefix_if_any(self._s3, config["S3Uri"], paths.checkpoints)
+            s3_transfers.download_prefix_if_any(self._s3, config["S3Uri"], paths.checkpoints)
         except (BotoCoreError, ClientError, OSError, ValueError) as exc:
             raise JobSetupError(f"Checkpoint download failed ({config['S3Uri']}): {exc}") from exc
         kms = request["OutputDataConfig"].get("KmsKeyId")
-        sync = storage.DirectorySync(self._s3, paths.checkpoints, config["S3Uri"], storage.sse_args(kms))
+        sync = s3_transfers.DirectorySync(self._s3, paths.checkpoints, config["S3Uri"], s3_transfers.sse_args(kms))
         sync.sync()  # the emulator's own view: everything present is already uploaded
         return sync
 
     def _upload_artifacts(self, name: str, request: dict[str, Any], paths: ContainerPaths) -> str:
         output = request["OutputDataConfig"]
-        model_uri = storage.join_s3_uri(output["S3OutputPath"], name, "output", "model.tar.gz")
+        model_uri = s3_transfers.join_s3_uri(output["S3OutputPath"], name, "output", "model.tar.gz")
         uploads = [(paths.model, "model.tar.gz", model_uri)]
         if any(p.is_file() for p in paths.output_data.rglob("*")):
-            output_uri = storage.join_s3_uri(output["S3OutputPath"], name, "output", "output.tar.gz")
+            output_uri = s3_transfers.join_s3_uri(output["S3OutputPath"], name, "output", "output.tar.gz")
             uploads.append((paths.output_data, "output.tar.gz", output_uri))
         for source, archive_name, uri in uploads:
             archive = paths.root.parent / archive_name
-            storage.tar_directory(source, archive)
-            storage.upload_file(self._s3, archive, uri, output.get("KmsKeyId"))
+            s3_transfers.tar_directory(source, archive)
+            s3_transfers.upload_file(self._s3, archive, uri, output.get("KmsKeyId"))
         log.info("artifacts uploaded", extra={"job": name, "uri": model_uri})
         return model_uri
 

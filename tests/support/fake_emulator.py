@@ -12,9 +12,9 @@ from pathlib import Path
 
 import boto3
 
-from deploy import resources
-from deploy.local.cluster import DEMO_MODEL_PREFIX
-from tests.conftest import ROOT, start_emulator_process
+from deploy.local.demo_model import DEMO_MODEL_PREFIX
+from shared.contracts import resources
+from tests.support.aws import ROOT, start_emulator_process
 
 
 @contextmanager

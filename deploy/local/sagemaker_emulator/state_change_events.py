@@ -11,12 +11,14 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from shared.contracts import sagemaker_events
+
 from .models import TrainingJob
 
 log = logging.getLogger(__name__)
 
-SOURCE = "aws.sagemaker"
-DETAIL_TYPE = "SageMaker Training Job State Change"
+SOURCE = sagemaker_events.EVENTBRIDGE_SOURCE
+DETAIL_TYPE = sagemaker_events.EVENTBRIDGE_DETAIL_TYPE
 
 
 def state_change_entry(job: TrainingJob, bus: str) -> dict[str, Any]:

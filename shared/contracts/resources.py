@@ -1,7 +1,8 @@
-"""Every AWS resource LLM Tuner needs, described once, as data.
+"""Every AWS resource LLM Tuner needs, described once, as data: the contract of names every part reads.
 
-`deploy.local.provision` applies this description to the embedded AWS (idempotently) and the deployment
-turns the same description into infrastructure as code. Nothing here calls AWS.
+The services' settings take their default names from here; `deploy.local.provision` applies this description to
+the embedded AWS (idempotently), the deployment turns it into CloudFormation and IAM, the doctor checks it.
+Subscriptions name their event types through the producers' contract modules. Nothing here calls AWS.
 Names are the defaults; services read theirs from the environment (e.g. DYNAMODB_USERS_TABLE).
 """
 
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Literal
+
+from shared.contracts import auth_events, files_events, sagemaker_events, training_events
 
 PREFIX = "llm-tuner"
 
@@ -138,11 +141,13 @@ TRAINING_QUEUE = f"{PREFIX}-training-worker"
 GATEWAY_REPLICA_QUEUE_PREFIX = f"{PREFIX}-gateway-replica-"
 
 # What every gateway replica must hear at once: a revoked key or session stops working everywhere.
-GATEWAY_AUTH_EVENTS = ("apikey.revoked", "session.revoked", "user.deleted")
+GATEWAY_AUTH_EVENTS = (auth_events.APIKEY_REVOKED, auth_events.SESSION_REVOKED, auth_events.USER_DELETED)
 # What every replica passes on to the browsers connected to it (live updates over Server-Sent Events).
-GATEWAY_FILE_EVENTS = ("file.uploaded", "file.validated", "file.rejected", "file.deleted")
-GATEWAY_TRAINING_EVENTS = tuple(f"training.job.{kind}" for kind in (
-    "created", "queued", "running", "succeeded", "failed", "cancelled", "metrics"))
+FILE_EVENTS = (files_events.FILE_UPLOADED, files_events.FILE_VALIDATED, files_events.FILE_REJECTED,
+               files_events.FILE_DELETED)
+GATEWAY_FILE_EVENTS = FILE_EVENTS
+GATEWAY_TRAINING_EVENTS = (*(model.TYPE for model in training_events.JOB_STATUS_EVENTS.values()),
+                           training_events.JOB_METRICS)
 GATEWAY_LIVE_FILES_QUEUE_PREFIX = f"{GATEWAY_REPLICA_QUEUE_PREFIX}files-"
 GATEWAY_LIVE_TRAINING_QUEUE_PREFIX = f"{GATEWAY_REPLICA_QUEUE_PREFIX}training-"
 
@@ -185,21 +190,21 @@ def describe(bucket_name: str = BUCKET, web_origins: tuple[str, ...] = ("http://
             Queue(TRAINING_QUEUE, "training", visibility_timeout_s=120),
         ),
         subscriptions=(
-            Subscription(FILES_TOPIC, FILES_QUEUE, ("file.uploaded",)),
+            Subscription(FILES_TOPIC, FILES_QUEUE, (files_events.FILE_UPLOADED,)),
             # A deleted account's data goes with it, in every service that holds some.
-            Subscription(AUTH_TOPIC, FILES_QUEUE, ("user.deleted",)),
+            Subscription(AUTH_TOPIC, FILES_QUEUE, (auth_events.USER_DELETED,)),
             # A succeeded job's results CSV becomes a file (purpose fine-tune-results).
-            Subscription(TRAINING_TOPIC, FILES_QUEUE, ("training.job.succeeded",)),
-            Subscription(AUTH_TOPIC, TRAINING_QUEUE, ("user.deleted",)),
+            Subscription(TRAINING_TOPIC, FILES_QUEUE, (training_events.JOB_SUCCEEDED,)),
+            Subscription(AUTH_TOPIC, TRAINING_QUEUE, (auth_events.USER_DELETED,)),
             # training keeps its own projection of the files its jobs use.
-            Subscription(FILES_TOPIC, TRAINING_QUEUE,
-                         ("file.uploaded", "file.validated", "file.rejected", "file.deleted")),
+            Subscription(FILES_TOPIC, TRAINING_QUEUE, FILE_EVENTS),
         ),
         rules=(
             EventRule(
                 SAGEMAKER_STATE_RULE,
                 "SageMaker training job state changes, to the training service's queue",
-                {"source": ["aws.sagemaker"], "detail-type": ["SageMaker Training Job State Change"]},
+                {"source": [sagemaker_events.EVENTBRIDGE_SOURCE],
+                 "detail-type": [sagemaker_events.EVENTBRIDGE_DETAIL_TYPE]},
                 TRAINING_QUEUE,
             ),
         ),

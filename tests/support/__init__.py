@@ -1,0 +1,1 @@
+"""Test support shared by every layer: AWS endpoints, servers, fakes, factories and helpers. No tests here."""
