@@ -20,15 +20,15 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
 
-from services.gateway import live, proxy, routes
-from services.gateway.apikeys import InvalidApiKey, is_api_key
+from services.gateway import live, proxy, routing
+from services.gateway.api_key_exchange import InvalidApiKey, is_api_key
 from services.gateway.bootstrap import build_deps, live_feed, revocation_feed
-from services.gateway.handlers import Deps
+from services.gateway.deps import Deps
 from services.gateway.settings import Settings
 from shared.aws import AwsClients
 from shared.errors import NotFound
 from shared.logging import configure_logging
-from shared.tokens import JWKSVerifier, Principal, bearer_token
+from shared.tokens import Principal, bearer_token
 from shared.web import create_app
 
 STATIC = Path(__file__).parent / "static"
@@ -46,10 +46,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     aws = AwsClients(settings)
     try:
         deps = app.state.deps = build_deps(settings, app.state.http)
-        app.state.verifier = JWKSVerifier(settings.auth_jwks_url, issuer=settings.jwt_issuer,
-                                          audience=settings.jwt_audience, http=app.state.http,
-                                          revoked=deps.revocations.is_revoked)
-        app.state.upstreams = routes.base_urls(settings)
+        app.state.upstreams = routing.base_urls(settings)
         app.state.live = live.LiveHub()
         end_streams_on_stop(app.state.live)
         async with revocation_feed(aws, settings, deps), live_feed(aws, settings, app.state.live):
@@ -82,15 +79,15 @@ def end_streams_on_stop(hub: live.LiveHub) -> None:
 async def _authorize(request: Request) -> tuple[Principal, str | None]:
     """Verify the caller's token (401 before anything is proxied); for an API key, the access token it was
     traded for, as the Authorization header to forward in its place."""
+    deps: Deps = request.app.state.deps
     token = bearer_token(request)
     forwarded = None
     if is_api_key(token):
-        if not routes.accepts_api_keys(request.url.path):
+        if not routing.accepts_api_keys(request.url.path):
             raise InvalidApiKey("API keys are accepted on /v1 and /api only; sign in for this.")
-        deps: Deps = request.app.state.deps
         token = await deps.api_keys.access_token(token)
         forwarded = f"Bearer {token}"
-    return await request.app.state.verifier.verify(token), forwarded
+    return await deps.verifier.verify(token), forwarded
 
 
 def content_security_policy(settings: Settings) -> str:
@@ -145,11 +142,11 @@ def build_app(settings: Settings | None = None) -> FastAPI:
 
     @app.api_route("/{path:path}", methods=METHODS, include_in_schema=False)
     async def route(path: str, request: Request) -> Response:
-        service = routes.upstream_for(request.url.path)
+        service = routing.upstream_for(request.url.path)
         if service is None:
             raise NotFound(f"Unknown request URL: {request.method} {request.url.path}.")
         authorization = None
-        if not routes.is_public(request.method, request.url.path):
+        if not routing.is_public(request.method, request.url.path):
             _, authorization = await _authorize(request)
         return await proxy.forward(request.app.state.http, request.app.state.upstreams[service], request,
                                    authorization=authorization)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from services.gateway.apikeys import Exchanged, InvalidApiKey
+from services.gateway.api_key_exchange import Exchanged, InvalidApiKey
 from shared.errors import Unavailable
 from shared.logging import current_request_id
 

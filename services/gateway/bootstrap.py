@@ -1,4 +1,16 @@
-"""Builds the gateway's dependencies once, and the revocation feed each replica runs while it serves."""
+"""Builds the gateway's dependencies once, and the event feeds each replica runs while it serves.
+
+The gateway publishes no events. It consumes, each on a queue of every replica's own (shared/replica.py:
+fan-out, so every replica hears every event; the types come from shared/contracts/resources.py):
+- auth's events (`GATEWAY_AUTH_EVENTS`: the payloads are in shared/contracts/auth_events.py), on the queue
+  named `GATEWAY_REPLICA_QUEUE_PREFIX` + the replica: revoked API keys and sessions, deleted users, which this
+  replica stops honouring at once (services/gateway/revocations.py `ROUTES`). At start it also asks auth for
+  the sessions revoked before its queue existed (`catch_up`);
+- files' and training's events (`GATEWAY_FILE_EVENTS`, `GATEWAY_TRAINING_EVENTS`: shared/contracts/files_events.py
+  and training_events.py), on the queues named `GATEWAY_LIVE_FILES_QUEUE_PREFIX` and
+  `GATEWAY_LIVE_TRAINING_QUEUE_PREFIX` + the replica: relayed to the owner's browsers connected to this replica
+  (services/gateway/live.py).
+"""
 
 from __future__ import annotations
 
@@ -9,15 +21,16 @@ from collections.abc import AsyncIterator
 
 import httpx
 
-from deploy.resources import GATEWAY_AUTH_EVENTS, GATEWAY_FILE_EVENTS, GATEWAY_TRAINING_EVENTS
-from services.gateway.apikeys import ApiKeyCache
+from services.gateway.api_key_exchange import ApiKeyCache
 from services.gateway.auth_client import AuthClient
-from services.gateway.handlers import EVENT_HANDLERS, Deps, catch_up
+from services.gateway.deps import Deps
 from services.gateway.live import LiveHub
-from services.gateway.revocations import RevocationSet
+from services.gateway.revocations import ROUTES, RevocationSet, catch_up
 from services.gateway.settings import Settings
 from shared.aws import AwsClients
+from shared.contracts.resources import GATEWAY_AUTH_EVENTS, GATEWAY_FILE_EVENTS, GATEWAY_TRAINING_EVENTS
 from shared.replica import ReplicaQueue
+from shared.tokens import JWKSVerifier
 from shared.worker import dispatcher
 
 log = logging.getLogger(__name__)
@@ -31,7 +44,9 @@ def build_deps(settings: Settings, http: httpx.AsyncClient) -> Deps:
         expiry_margin_s=settings.api_key_cache_expiry_margin_s, max_entries=settings.api_key_cache_size,
         negative_ttl_s=settings.api_key_negative_ttl_s,
         refuse=lambda exchanged: revocations.denies(user_id=exchanged.user_id, api_key_id=exchanged.key_id))
-    return Deps(revocations=revocations, api_keys=api_keys, auth=auth,
+    verifier = JWKSVerifier(settings.auth_jwks_url, issuer=settings.jwt_issuer, audience=settings.jwt_audience,
+                            http=http, revoked=revocations.is_revoked)
+    return Deps(verifier=verifier, api_keys=api_keys, revocations=revocations, auth=auth,
                 access_token_ttl_s=settings.access_token_ttl_s)
 
 
@@ -41,7 +56,7 @@ async def revocation_feed(aws: AwsClients, settings: Settings, deps: Deps) -> As
     that order, so that nothing falls between the two). The start waits for the catch-up a little, never
     fails over it: a replica that cannot reach auth yet serves, and keeps trying in the background."""
     queue = ReplicaQueue(aws, topic=settings.auth_events_topic, queue_prefix=settings.replica_queue_prefix,
-                         event_types=GATEWAY_AUTH_EVENTS, handle=dispatcher(EVENT_HANDLERS, deps),
+                         event_types=GATEWAY_AUTH_EVENTS, handle=dispatcher(ROUTES, deps),
                          wait_time_s=settings.replica_poll_s, retention_s=settings.access_token_ttl_s)
     async with queue:
         catching_up = asyncio.create_task(catch_up(deps, give_up_s=settings.revocation_catch_up_give_up_s),

@@ -9,6 +9,10 @@ services' clocks and deliveries do not line up exactly; the client drops ids it 
 buffer cannot vouch for the gap (the replica started later, or the gap is older than what it keeps) the
 `ready` message says `resumed: false` and the client reloads what it shows.
 
+Each event's data is parsed into its contract model (shared/contracts/files_events.py, training_events.py)
+before it is relayed; a payload that does not parse is a permanent failure (InvalidPayload), never sent to a
+browser. What a browser gets is the event as published: `{id, type, occurred_at, data}`.
+
 A stream ends when its access token expires; the client reconnects with a fresh one. A slow client whose
 queue fills up is cut off (it reconnects and resumes) instead of growing the gateway's memory.
 """
@@ -21,12 +25,23 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 
+from shared.contracts import files_events, training_events
+from shared.contracts.files_events import FileEvent
+from shared.contracts.training_events import JobMetrics, JobStatusEvent
 from shared.events import Envelope
+from shared.worker import parse_payload
 
 log = logging.getLogger(__name__)
+
+# Every event relayed to browsers: what the replica's live queues subscribe to (shared/contracts/resources.py
+# GATEWAY_FILE_EVENTS, GATEWAY_TRAINING_EVENTS), each with its contract model. Each one names its user.
+RELAYED_MODELS: tuple[type[FileEvent | JobStatusEvent | JobMetrics], ...] = (
+    files_events.FileUploaded, files_events.FileValidated, files_events.FileRejected, files_events.FileDeleted,
+    *training_events.JOB_STATUS_EVENTS.values(), training_events.JobMetrics)
+RELAYED = {model.TYPE: model for model in RELAYED_MODELS}
 
 REPLAY_SLACK_MS = 5_000
 KEEPALIVE_S = 15.0
@@ -61,8 +76,13 @@ def live_event(envelope: Envelope) -> LiveEvent:
 
 
 def owner_of(envelope: Envelope) -> str | None:
-    owner = envelope.user_id or envelope.data.get("user_id")
-    return owner if isinstance(owner, str) and owner else None
+    """Whose browsers get the event: the envelope's user, else its payload's (InvalidPayload when the payload
+    does not match its contract); None for a type that is not relayed."""
+    model = RELAYED.get(envelope.type)
+    if model is None:
+        return None
+    event = parse_payload(envelope, model)
+    return envelope.user_id or event.user_id or None
 
 
 class LiveHub:
@@ -82,7 +102,7 @@ class LiveHub:
         """The replica queue's handler: remember the event and pass it to the user's open streams."""
         user = owner_of(envelope)
         if user is None:
-            log.warning("live event without a user; dropped", extra={"event_type": envelope.type})
+            log.warning("live event not relayed or without a user; dropped", extra={"event_type": envelope.type})
             return
         event = live_event(envelope)
         recent = self._recent.pop(user, None) or deque(maxlen=self._buffer_per_user)
@@ -155,7 +175,8 @@ def _replace_with_end(queue: asyncio.Queue[LiveEvent | None]) -> None:
 
 
 async def stream(hub: LiveHub, user: str, last_event_id: str | None, until: float,
-                 clock: Callable[[], float] = time.time, keepalive_s: float = KEEPALIVE_S) -> AsyncIterator[str]:
+                 clock: Callable[[], float] = time.time,
+                 keepalive_s: float = KEEPALIVE_S) -> AsyncGenerator[str, None]:
     """The SSE body: `retry`, `ready` {resumed}, the replay, then live events and keep-alive comments, until
     the access token's expiry (`until`, unix seconds)."""
     queue = hub.open(user)  # before the replay: an event arriving meanwhile is in one or the other (or both)

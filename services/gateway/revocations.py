@@ -1,5 +1,6 @@
 """What this gateway replica refuses although the token's signature is good: signed-out sessions, revoked
-API keys, deleted users. Held in memory, fed by auth's events (and a catch-up at start).
+API keys, deleted users. Held in memory (`RevocationSet`), fed by auth's events (`ROUTES`: plain functions of
+(event, deps)) and, at start, by a catch-up on what happened before the replica's queue existed (`catch_up`).
 
 An entry only has to outlive the tokens it denies, so each one carries an `until` (unix seconds) and goes
 after it, plus a margin for clock skew between auth and the gateway.
@@ -7,11 +8,20 @@ after it, plus a margin for clock skew between auth and the gateway.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Callable
 from typing import Literal
 
+import httpx
+
+from services.gateway.deps import Deps
+from shared.contracts.auth_events import ApiKeyRevoked, SessionRevoked, UserDeleted
 from shared.tokens import Principal
+from shared.worker import Route, on
+
+log = logging.getLogger(__name__)
 
 Kind = Literal["session", "user", "api_key"]
 
@@ -60,3 +70,57 @@ class RevocationSet:
             return
         self._pruned_at = now
         self._denied = {key: until for key, until in self._denied.items() if until > now}
+
+
+# ---- auth's events ----------------------------------------------------------------------------------------
+
+async def api_key_revoked(event: ApiKeyRevoked, deps: Deps) -> None:
+    # A token exchanged for the key a moment ago may still be on its way to the cache or in use.
+    deps.revocations.deny_api_key(event.key_id, until=time.time() + deps.access_token_ttl_s)
+    evicted = deps.api_keys.evict_key(event.key_id)
+    log.info("API key revoked", extra={"key_id": event.key_id, "user_id": event.user_id, "evicted": evicted})
+
+
+async def session_revoked(event: SessionRevoked, deps: Deps) -> None:
+    deps.revocations.deny_session(event.session_id, until=event.until)
+    log.info("session revoked", extra={"session_id": event.session_id, "user_id": event.user_id})
+
+
+async def user_deleted(event: UserDeleted, deps: Deps) -> None:
+    deps.revocations.deny_user(event.user_id, until=event.until)
+    evicted = deps.api_keys.evict_user(event.user_id)
+    log.info("user deleted", extra={"user_id": event.user_id, "evicted": evicted})
+
+
+ROUTES: tuple[Route[Deps], ...] = (
+    on(ApiKeyRevoked, api_key_revoked),
+    on(SessionRevoked, session_revoked),
+    on(UserDeleted, user_deleted),
+)
+
+
+# ---- the catch-up at start --------------------------------------------------------------------------------
+
+async def catch_up(deps: Deps, *, give_up_s: float, first_delay_s: float = 0.2) -> int | None:
+    """Deny the sessions auth revoked within an access token's lifetime (a replica's queue only holds what
+    happened after it was created). Retries while auth is not up yet; gives up with a warning after
+    `give_up_s`. How many sessions it learnt of, or None when it gave up."""
+    deadline = time.monotonic() + give_up_s
+    delay = first_delay_s
+    while True:
+        now = int(time.time())
+        try:
+            sessions = await deps.auth.revoked_sessions(since=now - deps.access_token_ttl_s)
+            break
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            if time.monotonic() + delay > deadline:
+                log.warning("could not catch up on revoked sessions; tokens of sessions signed out before this "
+                            "replica started are accepted until they expire", extra={"error": repr(exc)})
+                return None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+    for session in sessions:
+        # Revoked at `now - ttl` or later, so none of its tokens outlives `now + ttl`.
+        deps.revocations.deny_session(session.session_id, until=now + deps.access_token_ttl_s)
+    log.info("caught up on revoked sessions", extra={"sessions": len(sessions)})
+    return len(sessions)

@@ -12,8 +12,8 @@ import pytest
 
 from services.gateway.app import build_app
 from services.gateway.settings import Settings
-from tests.integration.conftest import bearer, register
-from tests.servers import serve
+from tests.support.accounts import bearer, register
+from tests.support.servers import serve
 
 
 @pytest.fixture(scope="module")
@@ -118,10 +118,10 @@ def test_a_browser_session_renews_and_ends_through_the_gateway(gateway_url: str)
         signed_up = browser.post("/auth/register", json={"email": f"gw-{uuid.uuid4().hex[:8]}@example.com",
                                                          "password": "a long password"})
         assert signed_up.status_code == 201
-        csrf = browser.cookies.get("llmt_csrf")
+        csrf = browser.cookies["llmt_csrf"]
         renewed = browser.post("/auth/refresh", headers={"x-csrf-token": csrf})
         assert renewed.status_code == 200, renewed.text
         assert len(renewed.headers.get_list("set-cookie")) == 2  # both cookies pass through, not merged
-        csrf = browser.cookies.get("llmt_csrf")  # a new session grant brings a new CSRF token
+        csrf = browser.cookies["llmt_csrf"]  # a new session grant brings a new CSRF token
         assert browser.post("/auth/logout", headers={"x-csrf-token": csrf}).status_code == 204
         assert browser.post("/auth/refresh", headers={"x-csrf-token": csrf}).status_code in (401, 403)

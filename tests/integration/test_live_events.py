@@ -19,12 +19,15 @@ import boto3
 import httpx
 import pytest
 
-from deploy import resources
 from services.gateway.app import build_app
 from services.gateway.settings import Settings
+from shared.contracts import resources
+from shared.contracts.event import Event
+from shared.contracts.files_events import FILE_VALIDATED, FileValidated
+from shared.contracts.training_events import JOB_METRICS, JOB_RUNNING, JobMetrics, JobRunning
 from shared.events import new_event
-from tests.integration.conftest import bearer, register
-from tests.servers import serve
+from tests.support.accounts import bearer, register
+from tests.support.servers import serve
 
 
 @dataclass
@@ -95,11 +98,16 @@ def replicas(auth_url: str, files_url: str, training_url: str) -> Iterator[tuple
         yield first, second
 
 
-def _publish(provisioned: dict[str, Any], topic: str, type_: str, user_id: str, **data: Any) -> str:
-    envelope = new_event(type_, {"user_id": user_id, **data}, user_id=user_id)
+def _publish(provisioned: dict[str, Any], topic: str, payload: Event, user_id: str) -> str:
+    envelope = new_event(payload, user_id=user_id)
     boto3.client("sns").publish(TopicArn=provisioned["topics"][topic], Message=envelope.model_dump_json(),
-                                MessageAttributes={"type": {"DataType": "String", "StringValue": type_}})
+                                MessageAttributes={"type": {"DataType": "String", "StringValue": envelope.type}})
     return envelope.id
+
+
+def _file_validated(user_id: str, file_id: str) -> FileValidated:
+    return FileValidated(file_id=file_id, user_id=user_id, purpose="fine-tune", filename="train.jsonl", bytes=10,
+                         s3_uri=f"s3://bucket/files/{user_id}/{file_id}", examples=1)
 
 
 def _open(url: str, session: dict[str, Any], last_event_id: str | None = None) -> Stream:
@@ -126,15 +134,16 @@ def test_each_user_gets_only_their_own_events_on_every_replica(replicas: tuple[s
             ready = _until(stream, "ready")
             assert json.loads(ready.data) == {"resumed": False}  # a fresh connection: load the page's state
         file_id = f"file-{uuid.uuid4().hex[:12]}"
-        _publish(provisioned, resources.FILES_TOPIC, "file.validated", bob["user"]["id"], file_id="file-bobs")
-        sent = _publish(provisioned, resources.FILES_TOPIC, "file.validated", alice["user"]["id"],
-                        file_id=file_id, status="processed")
+        bob_id, alice_id = bob["user"]["id"], alice["user"]["id"]
+        _publish(provisioned, resources.FILES_TOPIC, _file_validated(bob_id, "file-bobs"), bob_id)
+        sent = _publish(provisioned, resources.FILES_TOPIC, _file_validated(alice_id, file_id), alice_id)
         for stream in (on_first, on_second):  # each replica heard it on its own queue
-            frame = _until(stream, "file.validated")
+            frame = _until(stream, FILE_VALIDATED)
             body = json.loads(frame.data)
             assert body["id"] == sent and body["data"]["file_id"] == file_id
+            assert body["data"]["status"] == "processed"
             assert frame.id and frame.id.endswith(sent)
-        frame = _until(bobs, "file.validated")
+        frame = _until(bobs, FILE_VALIDATED)
         assert json.loads(frame.data)["data"]["file_id"] == "file-bobs"  # bob's own, never alice's
     finally:
         for stream in (on_first, on_second, bobs):
@@ -148,21 +157,23 @@ def test_a_reconnection_to_another_replica_resumes_after_the_last_event(replicas
     first, witness = _open(replicas[0], user), _open(replicas[1], user)
     _until(first, "ready")
     _until(witness, "ready")
-    _publish(provisioned, resources.TRAINING_TOPIC, "training.job.running", user_id, job_id="ftjob-a", step=0)
-    seen = _until(first, "training.job.running")
+    _publish(provisioned, resources.TRAINING_TOPIC, JobRunning(job_id="ftjob-a", user_id=user_id, model="tiny"),
+             user_id)
+    seen = _until(first, JOB_RUNNING)
     first.close()
 
     # While disconnected: two more events; the second replica holds them too.
-    missed = [_publish(provisioned, resources.TRAINING_TOPIC, "training.job.metrics", user_id,
-                       job_id="ftjob-a", step=step, train_loss=2.0 / step) for step in (1, 2)]
+    missed = [_publish(provisioned, resources.TRAINING_TOPIC,
+                       JobMetrics(job_id="ftjob-a", user_id=user_id, model="tiny", step=step, train_loss=2.0 / step),
+                       user_id) for step in (1, 2)]
     for _ in missed:  # the second replica has heard both
-        _until(witness, "training.job.metrics")
+        _until(witness, JOB_METRICS)
     witness.close()
     resumed = _open(replicas[1], user, last_event_id=seen.id)
     try:
         ready = _until(resumed, "ready")
         assert json.loads(ready.data) == {"resumed": True}
-        replayed = [json.loads(_until(resumed, "training.job.metrics").data)["id"] for _ in missed]
+        replayed = [json.loads(_until(resumed, JOB_METRICS).data)["id"] for _ in missed]
         assert sorted(replayed) == sorted(missed)  # two events within a millisecond: either order
     finally:
         resumed.close()

@@ -5,19 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 
-from deploy.resources import GATEWAY_AUTH_EVENTS, GATEWAY_REPLICA_QUEUE_PREFIX
-from services.gateway import handlers, routes
-from services.gateway.apikeys import ApiKeyCache, Exchanged, InvalidApiKey
+from services.gateway import routing
+from services.gateway.api_key_exchange import ApiKeyCache, Exchanged, InvalidApiKey
 from services.gateway.auth_client import AuthUnavailable, RevokedSession
-from services.gateway.handlers import EVENT_HANDLERS, Deps, catch_up
-from services.gateway.revocations import RevocationSet
-from shared.consumer import PermanentFailure
-from shared.events import new_event
+from services.gateway.deps import Deps
+from services.gateway.revocations import ROUTES, RevocationSet, catch_up
+from shared.consumer import InvalidPayload
+from shared.contracts.auth_events import SESSION_REVOKED, ApiKeyRevoked, SessionRevoked, UserDeleted
+from shared.contracts.resources import GATEWAY_AUTH_EVENTS, GATEWAY_REPLICA_QUEUE_PREFIX
+from shared.errors import Unauthorized
+from shared.events import Envelope, new_event
 from shared.replica import MAX_QUEUE_NAME, replica_id, replica_queue_name
 from shared.tokens import Principal
 from shared.worker import dispatcher
@@ -239,69 +242,89 @@ def test_expired_denials_are_pruned() -> None:
 
 # ---- auth's events and the catch-up -----------------------------------------------------------------------
 
-def _deps(auth: FakeAuth | None = None) -> Deps:
+class RefusingVerifier:
+    """The token verifier: these tests never verify a token."""
+
+    async def verify(self, token: str) -> Principal:
+        raise Unauthorized("not in these tests")
+
+
+@dataclass
+class Replica:
+    """The deps the handlers get, and the originals behind them that the tests look into."""
+
+    revocations: RevocationSet
+    api_keys: ApiKeyCache
+    deps: Deps
+
+
+def _replica(auth: FakeAuth | None = None) -> Replica:
     auth = auth or FakeAuth()
-    return Deps(revocations=RevocationSet(), api_keys=ApiKeyCache(auth.exchange_api_key), auth=auth,
+    revocations, api_keys = RevocationSet(), ApiKeyCache(auth.exchange_api_key)
+    deps = Deps(verifier=RefusingVerifier(), api_keys=api_keys, revocations=revocations, auth=auth,
                 access_token_ttl_s=900)
+    return Replica(revocations, api_keys, deps)
 
 
 def test_the_handlers_cover_exactly_the_events_the_replica_queue_subscribes_to() -> None:
-    assert set(EVENT_HANDLERS) == set(GATEWAY_AUTH_EVENTS)
+    assert sorted(route.model.TYPE for route in ROUTES) == sorted(GATEWAY_AUTH_EVENTS)
 
 
 async def test_apikey_revoked_denies_the_key_and_evicts_its_tokens() -> None:
-    auth = FakeAuth()
-    deps = _deps(auth)
-    await deps.api_keys.access_token(KEY_A)
-    await dispatcher(EVENT_HANDLERS, deps)(new_event("apikey.revoked", {"key_id": "key_a", "user_id": "user_1"}))
-    assert len(deps.api_keys) == 0
-    assert await deps.revocations.is_revoked(Principal("user_1", None, api_key_id="key_a"))
+    replica = _replica()
+    await replica.api_keys.access_token(KEY_A)
+    await dispatcher(ROUTES, replica.deps)(new_event(ApiKeyRevoked(key_id="key_a", user_id="user_1")))
+    assert len(replica.api_keys) == 0
+    assert await replica.revocations.is_revoked(Principal("user_1", None, api_key_id="key_a"))
 
 
 async def test_session_revoked_and_user_deleted_deny_until_the_events_until() -> None:
-    auth = FakeAuth()
-    deps = _deps(auth)
-    await deps.api_keys.access_token(KEY_C)
+    replica = _replica()
+    await replica.api_keys.access_token(KEY_C)
     until = int(time.time()) + 900
-    handle = dispatcher(EVENT_HANDLERS, deps)
-    await handle(new_event("session.revoked", {"session_id": "ses_1", "user_id": "user_1", "until": until}))
-    await handle(new_event("user.deleted", {"user_id": "user_2", "until": until}))
-    assert deps.revocations.denies(session_id="ses_1")
-    assert deps.revocations.denies(user_id="user_2") and len(deps.api_keys) == 0
+    handle = dispatcher(ROUTES, replica.deps)
+    await handle(new_event(SessionRevoked(session_id="ses_1", user_id="user_1", until=until)))
+    await handle(new_event(UserDeleted(user_id="user_2", until=until)))
+    assert replica.revocations.denies(session_id="ses_1")
+    assert replica.revocations.denies(user_id="user_2") and len(replica.api_keys) == 0
 
 
-async def test_an_event_without_its_fields_is_a_permanent_failure() -> None:
-    with pytest.raises(PermanentFailure):
-        await handlers.session_revoked(new_event("session.revoked", {"user_id": "u"}), _deps())
+async def test_an_event_whose_payload_does_not_parse_is_invalid_and_changes_nothing() -> None:
+    replica = _replica()
+    missing_fields = Envelope(type=SESSION_REVOKED, data={"user_id": "user_1"})
+    with pytest.raises(InvalidPayload) as invalid:
+        await dispatcher(ROUTES, replica.deps)(missing_fields)
+    assert invalid.value.event_type == SESSION_REVOKED and "session_id" in invalid.value.errors
+    assert len(replica.revocations) == 0
 
 
 async def test_catch_up_waits_for_auth_then_denies_recently_revoked_sessions() -> None:
     auth = FakeAuth()
     auth.revocation_failures = 2
     auth.revoked = [RevokedSession("ses_old", "user_1")]
-    deps = _deps(auth)
-    assert await catch_up(deps, give_up_s=5, first_delay_s=0.01) == 1
-    assert deps.revocations.denies(session_id="ses_old")
+    replica = _replica(auth)
+    assert await catch_up(replica.deps, give_up_s=5, first_delay_s=0.01) == 1
+    assert replica.revocations.denies(session_id="ses_old")
 
 
 async def test_catch_up_gives_up_with_a_warning_instead_of_failing(caplog: pytest.LogCaptureFixture) -> None:
     auth = FakeAuth()
     auth.revocation_failures = 1_000
-    assert await catch_up(_deps(auth), give_up_s=0.05, first_delay_s=0.01) is None
+    assert await catch_up(_replica(auth).deps, give_up_s=0.05, first_delay_s=0.01) is None
     assert "could not catch up" in caplog.text
 
 
-# ---- routes and queue names -------------------------------------------------------------------------------
+# ---- routing and queue names ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("path", ["/internal/revocations", "/internal", "/auth/../internal/revocations",
                                   "/v1/files/../../internal/api-keys/exchange", "/auth/./me"])
 def test_internal_and_dot_segment_paths_have_no_upstream(path: str) -> None:
-    assert routes.upstream_for(path) is None
+    assert routing.upstream_for(path) is None
 
 
 def test_api_keys_stand_in_for_tokens_on_v1_and_api_only() -> None:
-    assert routes.accepts_api_keys("/v1/files") and routes.accepts_api_keys("/api/catalog")
-    assert not routes.accepts_api_keys("/auth/api-keys") and not routes.accepts_api_keys("/v1beta")
+    assert routing.accepts_api_keys("/v1/files") and routing.accepts_api_keys("/api/catalog")
+    assert not routing.accepts_api_keys("/auth/api-keys") and not routing.accepts_api_keys("/v1beta")
 
 
 def test_replica_queue_names_fit_sqs_and_differ_per_replica(monkeypatch: pytest.MonkeyPatch) -> None:

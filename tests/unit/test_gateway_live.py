@@ -1,26 +1,44 @@
-"""The gateway's live-update hub and SSE body, without AWS: routing by user, replay, limits."""
+"""The gateway's live-update hub and SSE body, without AWS: routing by user, replay, limits, contracts."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from services.gateway.live import LiveHub, cursor_ms, live_event, stream
-from shared.events import Envelope
+import pytest
+
+from services.gateway.live import RELAYED, LiveHub, cursor_ms, live_event, stream
+from shared.consumer import InvalidPayload
+from shared.contracts.files_events import FILE_VALIDATED, FileValidated
+from shared.contracts.resources import GATEWAY_FILE_EVENTS, GATEWAY_TRAINING_EVENTS
+from shared.contracts.training_events import JOB_METRICS, JobMetrics
+from shared.events import Envelope, new_event
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 
-def _event(user: str, seconds: float, type_: str = "file.validated", **data: object) -> Envelope:
-    return Envelope(type=type_, user_id=user, occurred_at=T0 + timedelta(seconds=seconds), data=dict(data))
+def _event(user: str, seconds: float, step: int = 1) -> Envelope:
+    """A metrics event of `user`'s job at T0 + `seconds`."""
+    envelope = new_event(JobMetrics(job_id="ftjob-1", user_id=user, model="tiny", step=step), user_id=user)
+    return envelope.model_copy(update={"occurred_at": T0 + timedelta(seconds=seconds)})
 
 
-def _hub(now_s: float = 0.0, **kwargs: object) -> LiveHub:
+def _file_validated(user: str, file_id: str) -> FileValidated:
+    return FileValidated(file_id=file_id, user_id=user, purpose="fine-tune", filename="train.jsonl", bytes=10,
+                         s3_uri=f"s3://bucket/files/{user}/{file_id}", examples=1)
+
+
+def _hub(now_s: float = 0.0, **kwargs: Any) -> LiveHub:
     clock = {"now": T0.timestamp() - 60}
-    hub = LiveHub(clock=lambda: clock["now"], **kwargs)  # type: ignore[arg-type]
+    hub = LiveHub(clock=lambda: clock["now"], **kwargs)
     clock["now"] = T0.timestamp() + now_s
     return hub
+
+
+def test_every_event_the_live_queues_subscribe_to_has_its_contract_model() -> None:
+    assert sorted(RELAYED) == sorted({*GATEWAY_FILE_EVENTS, *GATEWAY_TRAINING_EVENTS})
 
 
 def test_cursors_sort_by_time_and_read_back() -> None:
@@ -32,13 +50,36 @@ def test_cursors_sort_by_time_and_read_back() -> None:
 async def test_events_reach_only_their_users_streams() -> None:
     hub = _hub()
     alice, bob = hub.open("alice"), hub.open("bob")
-    await hub.handle(_event("alice", 1, file_id="a"))
-    await hub.handle(Envelope(type="file.validated", data={"user_id": "bob", "file_id": "b"}))  # user in data
-    await hub.handle(Envelope(type="file.validated", data={"file_id": "nobody"}))  # no user: dropped
+    await hub.handle(new_event(_file_validated("alice", "a"), user_id="alice"))
+    await hub.handle(new_event(_file_validated("bob", "b")))  # the user in the payload only
     got_a, got_b = alice.get_nowait(), bob.get_nowait()
     assert got_a is not None and json.loads(got_a.payload)["data"]["file_id"] == "a"
     assert got_b is not None and json.loads(got_b.payload)["data"]["file_id"] == "b"
     assert alice.empty() and bob.empty()
+
+
+async def test_a_browser_gets_the_event_as_published() -> None:
+    hub = _hub()
+    stream_ = hub.open("u")
+    published = new_event(_file_validated("u", "f"), user_id="u")
+    published.data["added_later"] = {"by": "a newer producer"}  # a field the contract does not know yet
+    await hub.handle(published)
+    got = stream_.get_nowait()
+    assert got is not None and got.type == FILE_VALIDATED
+    assert json.loads(got.payload) == {"id": published.id, "type": FILE_VALIDATED,
+                                       "occurred_at": published.occurred_at.isoformat(), "data": published.data}
+
+
+async def test_a_payload_that_does_not_match_its_contract_is_invalid_and_reaches_nobody() -> None:
+    hub = _hub()
+    stream_ = hub.open("u")
+    for data in ({"file_id": "f"}, {**_file_validated("u", "f").model_dump(), "bytes": "many"}):
+        with pytest.raises(InvalidPayload) as invalid:
+            await hub.handle(Envelope(type=FILE_VALIDATED, user_id="u", data=data))
+        assert invalid.value.event_type == FILE_VALIDATED
+    with pytest.raises(InvalidPayload):
+        await hub.handle(Envelope(type=JOB_METRICS, user_id="u", data={"job_id": "ftjob-1", "step": "one"}))
+    assert stream_.empty() and hub.replay("u", live_event(_event("u", -1)).cursor)[0] == []
 
 
 async def test_resume_replays_what_came_after_the_last_id() -> None:

@@ -1,4 +1,5 @@
-"""The gateway's routing table: which service answers a path, and which paths need no token."""
+"""The gateway's routing table: which service answers a path, which paths need no token, and where a program's
+API key stands in for one."""
 
 from __future__ import annotations
 
@@ -14,21 +15,21 @@ PUBLIC_PREFIXES = ("/auth/google/",)
 
 
 @dataclass(frozen=True)
-class Route:
+class Upstream:
     prefix: str
     service: str
 
 
-ROUTES = (
-    Route("/.well-known/jwks.json", "auth"),
-    Route("/auth", "auth"),
-    Route("/v1/files", "files"),
-    Route("/v1/fine_tuning", "training"),
-    Route("/api/catalog", "training"),
-    Route("/api/estimates", "training"),
-    Route("/api/jobs", "training"),
-    Route("/api/uploads", "files"),
-    Route("/api/files", "files"),
+UPSTREAMS = (
+    Upstream("/.well-known/jwks.json", "auth"),
+    Upstream("/auth", "auth"),
+    Upstream("/v1/files", "files"),
+    Upstream("/v1/fine_tuning", "training"),
+    Upstream("/api/catalog", "training"),
+    Upstream("/api/estimates", "training"),
+    Upstream("/api/jobs", "training"),
+    Upstream("/api/uploads", "files"),
+    Upstream("/api/files", "files"),
 )
 
 
@@ -48,9 +49,9 @@ def upstream_for(path: str) -> str | None:
     segments = path.split("/")
     if "." in segments or ".." in segments or _under(path, INTERNAL_PREFIX):
         return None
-    for route in ROUTES:
-        if _under(path, route.prefix):
-            return route.service
+    for upstream in UPSTREAMS:
+        if _under(path, upstream.prefix):
+            return upstream.service
     return None
 
 
