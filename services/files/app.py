@@ -1,4 +1,5 @@
-"""files' HTTP entry: the OpenAI-compatible /v1/files API."""
+"""files' HTTP entry: the OpenAI-compatible /v1/files API, direct uploads (/api/uploads) and what validation
+found (/api/files/{id}/report, /preview). Requests are read here; the handlers get plain values."""
 
 from __future__ import annotations
 
@@ -6,16 +7,25 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import StreamingResponse
+from starlette.requests import ClientDisconnect
 
-from services.files import handlers, reports, uploads
+from services.files import deps, direct_uploads, handlers
 from services.files.bootstrap import build_deps
-from services.files.names import content_disposition
+from services.files.filenames import content_disposition
+from services.files.multipart_form import StreamedForm
 from services.files.settings import Settings
+from shared.errors import InvalidRequest
 from shared.s3 import iter_body
 from shared.tokens import Caller
 from shared.web import app_deps, create_service_app
 
-Deps = Annotated[handlers.Deps, Depends(app_deps)]
+Deps = Annotated[deps.Deps, Depends(app_deps)]
+
+
+def declared_length(request: Request) -> int | None:
+    """The body's Content-Length, when the client sent one (a chunked upload has none)."""
+    value = request.headers.get("content-length", "")
+    return int(value) if value.isdigit() else None
 
 
 def build_app(settings: Settings | None = None) -> FastAPI:
@@ -23,7 +33,14 @@ def build_app(settings: Settings | None = None) -> FastAPI:
 
     @app.post("/v1/files")
     async def create_file(request: Request, caller: Caller, d: Deps) -> dict[str, Any]:
-        return (await handlers.upload_file(request, caller.user_id, d)).openai()
+        # The body is read as the handler stores it: a big file is never held, and never parsed by FastAPI.
+        form = StreamedForm(request.headers.get("content-type", ""), request.stream(), file_field="file")
+        try:
+            record = await handlers.upload_file(form, declared_length(request), caller.user_id, d)
+        except ClientDisconnect as exc:
+            raise InvalidRequest("The upload was interrupted before the whole file arrived.", param="file",
+                                 code="upload_interrupted") from exc
+        return record.openai()
 
     @app.get("/v1/files")
     async def list_files(caller: Caller, d: Deps, purpose: str | None = None,
@@ -52,19 +69,28 @@ def build_app(settings: Settings | None = None) -> FastAPI:
 
     # Direct uploads: big files go from the browser to S3 over presigned part URLs.
     @app.post("/api/uploads")
-    async def create_upload(body: uploads.CreateUpload, caller: Caller, d: Deps) -> dict[str, Any]:
-        return await uploads.create_upload(body, caller.user_id, d)
+    async def create_upload(body: direct_uploads.CreateUpload, caller: Caller, d: Deps) -> dict[str, Any]:
+        return await direct_uploads.create_upload(body, caller.user_id, d)
 
     @app.post("/api/uploads/{file_id}/complete")
-    async def complete_upload(file_id: str, body: uploads.CompleteUpload, caller: Caller,
+    async def complete_upload(file_id: str, body: direct_uploads.CompleteUpload, caller: Caller,
                               d: Deps) -> dict[str, Any]:
-        return await uploads.complete_upload(file_id, body, caller.user_id, d)
+        return await direct_uploads.complete_upload(file_id, body, caller.user_id, d)
 
     @app.delete("/api/uploads/{file_id}")
     async def abort_upload(file_id: str, caller: Caller, d: Deps) -> dict[str, Any]:
-        return await uploads.abort_upload(file_id, caller.user_id, d)
+        return await direct_uploads.abort_upload(file_id, caller.user_id, d)
 
-    app.include_router(reports.router)  # GET /api/files/{id}/report and /preview
+    # What validation found: a fine-tune file's report, and a preview of its normalised examples.
+    @app.get("/api/files/{file_id}/report")
+    async def file_report(file_id: str, caller: Caller, d: Deps) -> dict[str, Any]:
+        return await handlers.read_report(file_id, caller.user_id, d)
+
+    @app.get("/api/files/{file_id}/preview")
+    async def file_preview(file_id: str, caller: Caller, d: Deps,
+                           limit: Annotated[int, Query(ge=1, le=100)] = 10) -> dict[str, Any]:
+        return await handlers.read_preview(file_id, caller.user_id, limit, d)
+
     return app
 
 

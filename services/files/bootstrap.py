@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from services.files.deps import Deps
 from services.files.formats import Limits
-from services.files.handlers import Deps
 from services.files.quota import UsageStore
 from services.files.settings import Settings
 from services.files.store import FilesStore

@@ -1,3 +1,5 @@
+"""The files service's types: a file's record as the files table holds it."""
+
 from __future__ import annotations
 
 from typing import Any, Literal
@@ -38,3 +40,9 @@ class FileRecord(BaseModel):
         return {"id": self.file_id, "object": "file", "bytes": self.bytes, "created_at": self.created_at,
                 "filename": self.filename, "purpose": self.purpose, "status": self.status,
                 "status_details": self.status_details, "expires_at": None}
+
+
+def file_event_fields(record: FileRecord, bucket: str) -> dict[str, Any]:
+    """What every file event carries (shared/contracts/files_events.FileEvent): the file as stored."""
+    return {"file_id": record.file_id, "user_id": record.user_id, "purpose": record.purpose,
+            "filename": record.filename, "bytes": record.bytes, "s3_uri": f"s3://{bucket}/{record.s3_key}"}

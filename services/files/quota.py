@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from services.files.deps import QuotaReservations
 from shared.errors import PayloadTooLarge
 
 
@@ -109,7 +110,7 @@ class Reservation:
     """One upload's share of the quota, grown as its bytes arrive and settled at the end. `on_full` may free
     space when the quota is reached (expired uploads); it runs at most once, and True means "try again"."""
 
-    def __init__(self, usage: UsageStore, user_id: str, quota: int, *, step: int, ceiling: int,
+    def __init__(self, usage: QuotaReservations, user_id: str, quota: int, *, step: int, ceiling: int,
                  on_full: Callable[[], Awaitable[bool]] | None = None) -> None:
         self._usage, self._user_id, self._quota = usage, user_id, quota
         self._step, self._ceiling = step, ceiling

@@ -11,7 +11,7 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -19,16 +19,20 @@ import httpx
 import openai
 import pytest
 
-from deploy import resources
 from services.files.app import build_app as build_files_app
 from services.files.settings import Settings as FilesSettings
 from services.gateway.app import build_app as build_gateway_app
 from services.gateway.settings import Settings as GatewaySettings
+from shared.contracts import resources
+from shared.contracts.files_events import FILE_DELETED
+from shared.contracts.training_events import JobSucceeded, ResultFile
 from shared.events import new_event
-from tests.integration.conftest import bearer, register
-from tests.integration.events_tap import Tap
-from tests.integration.workers import drain
-from tests.servers import serve
+from tests.support.accounts import bearer, register
+from tests.support.events_tap import Tap
+from tests.support.files import upload
+from tests.support.polling import poll
+from tests.support.servers import serve
+from tests.support.workers import drain
 
 MiB = 1024 * 1024
 LINE = json.dumps({"messages": [{"role": "user", "content": "q" * 1000},
@@ -60,12 +64,6 @@ def gateway_url(auth_url: str, files_url: str, training_url: str) -> Iterator[st
                                auth_jwks_url=f"{auth_url}/.well-known/jwks.json")
     with serve(build_gateway_app(settings)) as url:
         yield url
-
-
-def upload(url: str, session: dict[str, Any], content: bytes, name: str = "train.jsonl",
-           purpose: str = "fine-tune") -> httpx.Response:
-    return httpx.post(f"{url}/v1/files", headers=bearer(session), files={"file": (name, content)},
-                      data={"purpose": purpose}, timeout=60)
 
 
 def chunked_upload(url: str, session: dict[str, Any], content: bytes) -> httpx.Response:
@@ -121,13 +119,6 @@ def open_uploads(session: dict[str, Any]) -> list[dict[str, Any]]:
 
 def file_ids(url: str, session: dict[str, Any]) -> list[str]:
     return [f["id"] for f in httpx.get(f"{url}/v1/files", headers=bearer(session)).json()["data"]]
-
-
-def poll(check: Callable[[], bool], deadline_s: float = 15) -> None:
-    deadline = time.monotonic() + deadline_s
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.1)
 
 
 def assert_error(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
@@ -281,8 +272,8 @@ def test_a_client_that_goes_away_mid_upload_leaves_nothing(files_url: str, auth_
                      "Content-Type: multipart/form-data; boundary=b\r\n"
                      f"Content-Length: {20 * MiB}\r\n\r\n".encode() + head)
         sock.sendall(chat_jsonl(9 * MiB))  # past the 8 MiB part size: one part is in S3
-        poll(lambda: len(open_uploads(session)) == 1)
-    poll(lambda: open_uploads(session) == [] and usage(session) == 0)
+        poll(lambda: len(open_uploads(session)) == 1, what="one part of the upload in S3")
+    poll(lambda: open_uploads(session) == [] and usage(session) == 0, what="the abandoned upload cleaned up")
     assert versions(f"files/{session['user']['id']}/") == [] and file_ids(files_url, session) == []
 
 
@@ -307,7 +298,7 @@ def test_delete_removes_every_version_and_derived_object(files_url: str, auth_ur
     assert usage(session) == 0 and file_ids(files_url, session) == []
     assert_error(httpx.get(f"{files_url}/v1/files/{file_id}", headers=bearer(session)), 404)
     assert_error(httpx.delete(f"{files_url}/v1/files/{file_id}", headers=bearer(session)), 404)
-    event = tap.wait_for(lambda e: e["type"] == "file.deleted" and e["data"]["file_id"] == file_id)
+    event = tap.wait_for(lambda e: e["type"] == FILE_DELETED and e["data"]["file_id"] == file_id)
     assert event["data"]["reason"] == "deleted" and event["user_id"] == user
 
 
@@ -447,9 +438,9 @@ def test_a_succeeded_jobs_results_file_is_registered_once(files_url: str, auth_u
     file_id = "file-" + uuid.uuid4().hex[:24]
     key = f"files/{user}/{file_id}"
     boto3.client("s3").put_object(Bucket=resources.BUCKET, Key=key, Body=csv)
-    event = new_event("training.job.succeeded", {
-        "job_id": "ftjob-x", "user_id": user, "status": "succeeded",
-        "result_file": {"file_id": file_id, "s3_key": key, "bytes": len(csv), "filename": "step_metrics.csv"}},
+    event = new_event(JobSucceeded(
+        job_id="ftjob-x", user_id=user, model="llm-tuner/tiny-chat", fine_tuned_model="ft:llm-tuner/tiny-chat:x",
+        result_file=ResultFile(file_id=file_id, s3_key=key, bytes=len(csv), filename="step_metrics.csv")),
         user_id=user)
     sns = boto3.client("sns")
     for _ in range(2):  # delivered twice: registered once

@@ -13,10 +13,11 @@ import boto3
 import httpx
 import pytest
 
-from deploy import resources
-from tests.integration.conftest import bearer, register
-from tests.integration.events_tap import Tap
-from tests.integration.workers import drain
+from shared.contracts import resources
+from shared.contracts.files_events import FILE_REJECTED, FILE_VALIDATED
+from tests.support.accounts import bearer, register
+from tests.support.events_tap import Tap
+from tests.support.workers import drain
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "files"
 GOOD = {  # corpus file: (format, layout, example type, examples)
@@ -91,7 +92,7 @@ def test_every_format_is_validated_normalised_reported_and_previewed(files_url: 
         assert [item["index"] for item in preview["data"]] == [1, 2, 3] and preview["has_more"] is True
         assert (preview["format"], preview["example_type"]) == (file_format, example_type)
 
-        event = tap.wait_for(lambda e, f=file_id: e["data"].get("file_id") == f and e["type"] == "file.validated")
+        event = tap.wait_for(lambda e, f=file_id: e["data"].get("file_id") == f and e["type"] == FILE_VALIDATED)
         assert event["data"]["normalized_uri"] == f"s3://{resources.BUCKET}/{key}"
         assert event["data"]["report_uri"] == f"s3://{resources.BUCKET}/reports/{user_id}/{file_id}.json"
         assert (event["data"]["examples"], event["data"]["example_type"]) == (examples, example_type)
@@ -134,7 +135,7 @@ def test_bad_files_are_rejected_with_their_report_and_no_normalised_examples(fil
         listed = boto3.client("s3").list_objects_v2(Bucket=resources.BUCKET, Prefix=f"normalized/{user_id}/{file_id}")
         assert listed.get("KeyCount", 0) == 0
 
-        event = tap.wait_for(lambda e, f=file_id: e["data"].get("file_id") == f and e["type"] == "file.rejected")
+        event = tap.wait_for(lambda e, f=file_id: e["data"].get("file_id") == f and e["type"] == FILE_REJECTED)
         assert event["data"]["normalized_uri"] is None and event["data"]["error"] == record["status_details"]
         assert [e["code"] for e in event["data"]["errors"]] == expected
 

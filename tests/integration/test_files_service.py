@@ -10,29 +10,18 @@ import boto3
 import httpx
 import pytest
 
-from deploy import resources
-from tests.integration.conftest import bearer, register
-from tests.integration.events_tap import Tap
-from tests.integration.workers import drain
+from shared.contracts import resources
+from shared.contracts.files_events import FILE_REJECTED, FILE_UPLOADED, FILE_VALIDATED
+from tests.support.accounts import bearer, register
+from tests.support.events_tap import Tap
+from tests.support.files import GOOD, drain_files_queue, upload
 
-GOOD = "\n".join(json.dumps({"messages": [{"role": "user", "content": f"q{i}"},
-                                          {"role": "assistant", "content": f"a{i}"}]}) for i in range(12))
 BAD = "\n".join([
     json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}),
     "{not json",
     json.dumps({"messages": [{"role": "wizard", "content": "x"}]}),
     json.dumps({"messages": [{"role": "user", "content": "only a question"}]}),
 ])
-
-
-async def _drain_files_queue() -> None:
-    await drain("files")
-
-
-def upload(files_url: str, session: dict[str, Any], content: bytes, name: str = "train.jsonl",
-           purpose: str = "fine-tune") -> httpx.Response:
-    return httpx.post(f"{files_url}/v1/files", headers=bearer(session),
-                      files={"file": (name, content, "application/jsonl")}, data={"purpose": purpose})
 
 
 def test_upload_stores_object_records_file_and_publishes(files_url: str, auth_url: str,
@@ -48,7 +37,7 @@ def test_upload_stores_object_records_file_and_publishes(files_url: str, auth_ur
     head = boto3.client("s3").head_object(Bucket=resources.BUCKET, Key=key)
     assert head["ContentLength"] == len(GOOD) and head["ServerSideEncryption"] == "AES256"
     event = tap.wait_for(lambda e: e["data"].get("file_id") == body["id"])
-    assert event["type"] == "file.uploaded" and event["user_id"] == session["user"]["id"]
+    assert event["type"] == FILE_UPLOADED and event["user_id"] == session["user"]["id"]
     assert event["correlation_id"] == response.headers["x-request-id"]
 
 
@@ -57,14 +46,14 @@ def test_worker_validates_good_and_bad_files(files_url: str, auth_url: str, prov
     session = register(auth_url)
     good = upload(files_url, session, GOOD.encode()).json()
     bad = upload(files_url, session, BAD.encode()).json()
-    asyncio.run(_drain_files_queue())
+    asyncio.run(drain_files_queue())
     good_now = httpx.get(f"{files_url}/v1/files/{good['id']}", headers=bearer(session)).json()
     bad_now = httpx.get(f"{files_url}/v1/files/{bad['id']}", headers=bearer(session)).json()
     assert good_now["status"] == "processed" and good_now["status_details"] is None
     assert bad_now["status"] == "error" and "Line 2" in bad_now["status_details"]
-    rejected = tap.wait_for(lambda e: e["type"] == "file.rejected" and e["data"]["file_id"] == bad["id"])
+    rejected = tap.wait_for(lambda e: e["type"] == FILE_REJECTED and e["data"]["file_id"] == bad["id"])
     assert [e["code"] for e in rejected["data"]["errors"]] == ["invalid_json", "unknown_role", "missing_assistant"]
-    assert tap.wait_for(lambda e: e["type"] == "file.validated")["data"]["examples"] == 12
+    assert tap.wait_for(lambda e: e["type"] == FILE_VALIDATED)["data"]["examples"] == 12
 
 
 def test_big_upload_streams_through_multipart(files_url: str, auth_url: str) -> None:

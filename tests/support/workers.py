@@ -10,13 +10,13 @@ from typing import Any
 def _service(name: str) -> tuple[Any, Any, Any]:
     if name == "files":
         from services.files.bootstrap import build_deps
-        from services.files.handlers import EVENT_HANDLERS
+        from services.files.event_handlers import ROUTES
         from services.files.settings import Settings
     else:
         from services.training.bootstrap import build_deps  # type: ignore[assignment]
-        from services.training.handlers import EVENT_HANDLERS  # type: ignore[assignment]
+        from services.training.worker import ROUTES  # type: ignore[assignment]
         from services.training.settings import Settings  # type: ignore[assignment]
-    return Settings(), build_deps, EVENT_HANDLERS
+    return Settings(), build_deps, ROUTES
 
 
 async def drain(service: str, until: Callable[[], bool] | None = None, deadline_s: float = 30,

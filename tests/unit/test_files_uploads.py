@@ -1,19 +1,28 @@
-"""Pure pieces of uploads and storage: filenames and Content-Disposition, quota arithmetic and reservations,
-the part plan of direct uploads, the objects a file owns, encryption arguments."""
+"""Pure pieces of uploads and storage: the streamed multipart form, filenames and Content-Disposition, quota
+arithmetic and reservations, the part plan of direct uploads, the objects a file owns, encryption arguments,
+and which handler each consumed event reaches."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from services.files.handlers import stored_keys
+from services.files import event_handlers
+from services.files.direct_uploads import MAX_PARTS, MiB, part_plan
+from services.files.filenames import clean_filename, content_disposition
 from services.files.models import FileRecord
-from services.files.names import clean_filename, content_disposition
+from services.files.multipart_form import StreamedForm
+from services.files.object_keys import stored_keys
 from services.files.quota import QuotaExceeded, Reservation, reservation_step, usage_ceiling
-from services.files.uploads import MAX_PARTS, MiB, part_plan
+from shared.contracts.auth_events import USER_DELETED
+from shared.contracts.files_events import FILE_UPLOADED
+from shared.contracts.training_events import JOB_SUCCEEDED
+from shared.errors import InvalidRequest
 from shared.s3 import sse_args
+from shared.worker import route_table
 
 
 @pytest.mark.parametrize(("sent", "shown"), [
@@ -86,7 +95,7 @@ class FakeUsage:
 
 
 def _reservation(usage: FakeUsage, quota: int = 100, step: int = 8, on_full: Any = None) -> Reservation:
-    return Reservation(usage, "u", quota, step=step, ceiling=1000, on_full=on_full)  # type: ignore[arg-type]
+    return Reservation(usage, "u", quota, step=step, ceiling=1000, on_full=on_full)
 
 
 def test_a_reservation_grows_by_steps_then_settles_to_the_file() -> None:
@@ -159,3 +168,61 @@ def test_sse_args() -> None:
     assert sse_args(None) == {"ServerSideEncryption": "AES256"}
     assert sse_args("") == {"ServerSideEncryption": "AES256"}
     assert sse_args("alias/llm-tuner") == {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": "alias/llm-tuner"}
+
+
+FORM_TYPE = "multipart/form-data; boundary=b"
+
+
+def _field(name: str, value: str) -> bytes:
+    return f'--b\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+
+
+def _file(content: bytes, filename: str = "t.jsonl") -> bytes:
+    return (f'--b\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n\r\n'.encode()
+            + content + b"\r\n")
+
+
+def _read(form: StreamedForm) -> bytes:
+    async def collect() -> bytes:
+        return b"".join([chunk async for chunk in form.file_chunks()])
+    return asyncio.run(collect())
+
+
+async def _body(data: bytes, size: int) -> AsyncIterator[bytes]:
+    for i in range(0, len(data), size):
+        yield data[i:i + size]
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 7, 1 << 20])
+def test_a_streamed_form_hands_on_the_file_and_keeps_the_fields_in_any_order(chunk_bytes: int) -> None:
+    content = b'{"a": 1}\n' * 50
+    body = _field("purpose", "fine-tune") + _file(content, "d\u00e9j\u00e0.jsonl") \
+        + _field("format", "jsonl") + b"--b--\r\n"
+    form = StreamedForm(FORM_TYPE, _body(body, chunk_bytes))
+    assert _read(form) == content
+    assert form.fields == {"purpose": "fine-tune", "format": "jsonl"}
+    assert form.saw_file and form.filename == "d\u00e9j\u00e0.jsonl"  # UTF-8 as sent, decoded once
+
+
+def test_a_form_without_a_file_says_so_once_read() -> None:
+    form = StreamedForm(FORM_TYPE, _body(_field("purpose", "fine-tune") + b"--b--\r\n", 64))
+    assert _read(form) == b"" and not form.saw_file and form.filename is None
+
+
+@pytest.mark.parametrize(("content_type", "body", "message"), [
+    ("text/plain", b"plain body", "multipart/form-data"),
+    ("multipart/form-data", b"", "multipart/form-data"),  # no boundary
+    (FORM_TYPE, _file(b"1") + _file(b"2") + b"--b--\r\n", "exactly one 'file' part"),
+    (FORM_TYPE, _field("purpose", "x" * 5000) + b"--b--\r\n", "too long"),
+])
+def test_a_form_that_cannot_be_an_upload_is_refused_while_read(content_type: str, body: bytes,
+                                                               message: str) -> None:
+    with pytest.raises(InvalidRequest, match=message):
+        _read(StreamedForm(content_type, _body(body, 16)))
+
+
+def test_the_worker_routes_each_consumed_event_to_its_handler() -> None:
+    table = route_table(event_handlers.ROUTES)
+    assert {t: r.handler for t, r in table.items()} == {
+        FILE_UPLOADED: event_handlers.validate_file, USER_DELETED: event_handlers.delete_user_data,
+        JOB_SUCCEEDED: event_handlers.register_results_file}

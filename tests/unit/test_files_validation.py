@@ -6,9 +6,10 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 
+from services.files.filenames import clean_filename
 from services.files.formats import Limits, Report, validate_stream
 from services.files.formats.readers import lines
-from services.files.handlers import clean_filename, object_key
+from services.files.object_keys import object_key
 
 MAX_LISTED_ERRORS = Limits().max_listed_errors
 

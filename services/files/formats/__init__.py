@@ -6,7 +6,7 @@ from services.files.formats.detect import FORMATS
 from services.files.formats.examples import ExampleError
 from services.files.formats.pipeline import encode, validate_stream
 from services.files.formats.preview import csv_safe_cell, formula_like_paths
-from services.files.formats.report import Limits, Location, Report
+from services.files.formats.validation_report import Limits, Location, Report
 
 __all__ = ["FORMATS", "ExampleError", "Limits", "Location", "Report", "csv_safe_cell", "encode",
            "formula_like_paths", "validate_stream"]

@@ -24,7 +24,7 @@ from services.files.formats.readers import (
     lines,
     nesting_exceeds,
 )
-from services.files.formats.report import Limits, Location, Report, ReportBuilder
+from services.files.formats.validation_report import Limits, Location, Report, ReportBuilder
 
 Sink = Callable[[bytes], Awaitable[None]]
 # Each good example, with its normalised line when the reader has it already (else it is encoded).

@@ -18,10 +18,14 @@ from typing import Any
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.files import events, handlers, reporting
-from services.files.handlers import Deps
-from services.files.models import UPLOADABLE_PURPOSES, FileRecord
-from services.files.names import clean_filename
+from services.files.deps import Deps
+from services.files.filenames import clean_filename
+from services.files.handlers import get_own
+from services.files.models import UPLOADABLE_PURPOSES, FileRecord, file_event_fields
+from services.files.object_keys import new_file_id, object_key
+from services.files.upload_reservations import discard_upload, new_reservation, undo
+from services.files.validation import requested_format
+from shared.contracts.files_events import FileUploaded
 from shared.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
 from shared.events import new_event
 from shared.s3 import delete_key_versions
@@ -89,15 +93,15 @@ def _check_purpose(purpose: str) -> str:
 
 async def create_upload(cmd: CreateUpload, user_id: str, deps: Deps) -> dict[str, Any]:
     purpose = _check_purpose(cmd.purpose.strip())
-    file_format = reporting.requested_format(cmd.format)
+    file_format = requested_format(cmd.format)
     if cmd.bytes == 0:
         raise InvalidRequest("The file is empty.", param="bytes", code="empty_file")
     if cmd.bytes > deps.max_direct_upload_bytes:
         raise PayloadTooLarge(f"File is larger than the {deps.max_direct_upload_bytes} byte limit.", param="bytes",
                               code="file_too_large")
-    file_id = handlers.new_file_id()
-    key = handlers.object_key(user_id, file_id)
-    reservation = handlers.new_reservation(user_id, deps, cmd.bytes)
+    file_id = new_file_id()
+    key = object_key(user_id, file_id)
+    reservation = new_reservation(user_id, deps, cmd.bytes)
     await reservation.cover(cmd.bytes)  # 413 before anything is stored
     upload_id: str | None = None
     try:
@@ -111,7 +115,7 @@ async def create_upload(cmd: CreateUpload, user_id: str, deps: Deps) -> dict[str
         async def abort() -> None:
             if upload_id is not None:
                 await deps.s3.abort_multipart_upload(Bucket=deps.bucket, Key=key, UploadId=upload_id)
-        await handlers.undo(abort, reservation.cancel)
+        await undo(abort, reservation.cancel)
         raise
     plan = part_plan(cmd.bytes)
     parts = []
@@ -125,7 +129,7 @@ async def create_upload(cmd: CreateUpload, user_id: str, deps: Deps) -> dict[str
 
 
 async def complete_upload(file_id: str, cmd: CompleteUpload, user_id: str, deps: Deps) -> dict[str, Any]:
-    record = await handlers.get_own(file_id, user_id, deps)
+    record = await get_own(file_id, user_id, deps)
     if record.status != "uploading":
         return upload_object(record, "completed")  # a repeated complete: the same answer
     numbers = [p.part_number for p in cmd.parts]
@@ -141,14 +145,14 @@ async def complete_upload(file_id: str, cmd: CompleteUpload, user_id: str, deps:
     except ClientError as exc:
         error = exc.response.get("Error", {})
         if error.get("Code") == "NoSuchUpload":  # aborted, or swept after it expired
-            await handlers.discard_upload(record, deps)
+            await discard_upload(record, deps)
             raise NotFound(f"Upload {file_id} has expired or was aborted.", param="id") from exc
         # A wrong ETag, a missing or too small part: the upload stays open, so the client may fix and retry.
         raise InvalidRequest(f"S3 could not assemble the parts: {error.get('Message') or error.get('Code')}",
                              param="parts", code="invalid_parts") from exc
     head = await deps.s3.head_object(Bucket=deps.bucket, Key=record.s3_key)
     if head["ContentLength"] != record.bytes:
-        await handlers.undo(lambda: delete_key_versions(deps.s3, deps.bucket, record.s3_key),
+        await undo(lambda: delete_key_versions(deps.s3, deps.bucket, record.s3_key),
                    lambda: deps.usage.remove_file(record.file_id, user_id, record.bytes, status="uploading"))
         raise InvalidRequest(f"The parts hold {head['ContentLength']} bytes, but {record.bytes} were declared; "
                              "the upload was discarded.", param="parts", code="size_mismatch")
@@ -156,16 +160,15 @@ async def complete_upload(file_id: str, cmd: CompleteUpload, user_id: str, deps:
         await delete_key_versions(deps.s3, deps.bucket, record.s3_key)
         raise NotFound(f"Upload {file_id} was aborted.", param="id")
     record = record.model_copy(update={"status": "uploaded", "upload_id": None, "upload_expires_at": None})
-    data = handlers._event_data(record, deps.bucket)
-    await deps.events.publish(new_event(events.FILE_UPLOADED, data, user_id=user_id))
+    await deps.events.publish(new_event(FileUploaded(**file_event_fields(record, deps.bucket)), user_id=user_id))
     log.info("direct upload completed", extra={"file_id": file_id, "bytes": record.bytes})
     return upload_object(record, "completed")
 
 
 async def abort_upload(file_id: str, user_id: str, deps: Deps) -> dict[str, Any]:
-    record = await handlers.get_own(file_id, user_id, deps)
+    record = await get_own(file_id, user_id, deps)
     if record.status != "uploading":
         raise Conflict(f"Upload {file_id} is complete; DELETE /v1/files/{file_id} removes the file.", param="id",
                        code="upload_completed")
-    await handlers.discard_upload(record, deps)
+    await discard_upload(record, deps)
     return upload_object(record, "cancelled")
