@@ -14,8 +14,8 @@ def _service(name: str) -> tuple[Any, Any, Any]:
         from services.files.settings import Settings
     else:
         from services.training.bootstrap import build_deps  # type: ignore[assignment]
-        from services.training.worker import ROUTES  # type: ignore[assignment]
         from services.training.settings import Settings  # type: ignore[assignment]
+        from services.training.worker import ROUTES  # type: ignore[assignment]
     return Settings(), build_deps, ROUTES
 
 
