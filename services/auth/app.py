@@ -8,17 +8,18 @@ from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from services.auth import google, handlers
+from services.auth import google_routes, handlers
 from services.auth.bootstrap import build_deps, own_key_verifier
 from services.auth.cookies import clear_session_cookies, require_csrf, set_session_cookies
+from services.auth.deps import Deps as AuthDeps
 from services.auth.models import Credentials, DeleteAccount, Registration
+from services.auth.proxy_headers import client_ip
 from services.auth.settings import Settings
-from services.auth.web import client_ip
 from shared.errors import Unauthorized
 from shared.tokens import Caller, Principal
 from shared.web import app_deps, create_service_app
 
-Deps = Annotated[handlers.Deps, Depends(app_deps)]
+Deps = Annotated[AuthDeps, Depends(app_deps)]
 
 
 class NewApiKey(BaseModel):
@@ -48,7 +49,7 @@ async def _optional_principal(request: Request) -> Principal | None:
 def build_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     app = create_service_app("auth", settings, build_deps, own_key_verifier)
-    app.include_router(google.build_router(settings))
+    app.include_router(google_routes.build_router(settings))
 
     @app.post("/auth/register", status_code=201)
     async def register(body: Registration, request: Request, d: Deps) -> JSONResponse:

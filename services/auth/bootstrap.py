@@ -5,15 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from services.auth import handlers
-from services.auth.apikeys import ApiKeysStore
-from services.auth.handlers import Deps
-from services.auth.keys import Signer
+from services.auth.api_key_store import ApiKeysStore
+from services.auth.deps import Deps
 from services.auth.oauth_states import OAuthStatesStore
 from services.auth.passwords import warm_up
 from services.auth.ratelimit import RateLimiter
 from services.auth.sessions import SessionsStore
 from services.auth.settings import Settings
-from services.auth.store import UsersStore
+from services.auth.signing_keys import Signer
+from services.auth.user_store import UsersStore
 from shared.aws import AwsClients
 from shared.events import Publisher
 from shared.tokens import JWKSVerifier, Principal

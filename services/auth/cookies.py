@@ -10,8 +10,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from services.auth.handlers import SessionGrant
+from services.auth.proxy_headers import public_base_url
 from services.auth.settings import Settings
-from services.auth.web import public_base_url
 from shared.errors import Forbidden
 
 CSRF_HEADER = "x-csrf-token"

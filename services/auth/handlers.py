@@ -6,51 +6,28 @@ import logging
 import secrets
 import uuid
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-from services.auth.apikeys import PREFIX_CHARS, ApiKey, ApiKeysStore, new_key
-from services.auth.keys import Signer
+from services.auth.api_key_store import PREFIX_CHARS, ApiKey, new_key
+from services.auth.deps import Deps
 from services.auth.models import MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS, Credentials, Registration, StoredUser
-from services.auth.oauth_states import OAuthStatesStore
 from services.auth.passwords import check_password, hash_password, rounds_of
-from services.auth.ratelimit import RateLimiter
 from services.auth.sessions import (
     RefreshReuse,
     Session,
     SessionInvalid,
-    SessionsStore,
     make_refresh_token,
     new_session_id,
     now,
     parse_refresh_token,
 )
-from services.auth.settings import Settings
-from services.auth.store import EmailTaken, UsersStore
+from services.auth.user_store import EmailTaken
+from shared.contracts.auth_events import ApiKeyRevoked, SessionRevoked, UserCreated, UserDeleted
 from shared.errors import Conflict, InvalidRequest, NotFound, Unauthorized
-from shared.events import Envelope, new_event
+from shared.events import new_event
 from shared.tokens import Principal
 
 log = logging.getLogger(__name__)
-
-
-class EventPublisher(Protocol):
-    async def publish(self, envelope: Envelope) -> None: ...
-
-
-@dataclass
-class Deps:
-    users: UsersStore
-    sessions: SessionsStore
-    api_keys: ApiKeysStore
-    limiter: RateLimiter
-    signer: Signer
-    events: EventPublisher
-    settings: Settings
-    oauth_states: OAuthStatesStore
-
-    @property
-    def bcrypt_rounds(self) -> int:
-        return self.settings.bcrypt_rounds
 
 
 @dataclass
@@ -109,9 +86,9 @@ async def refresh(refresh_token: str | None, client_ip: str, deps: Deps) -> Sess
 async def revoke_session(deps: Deps, session: Session, reason: str) -> None:
     if await deps.sessions.revoke(session.session_id, reason, now()):
         # Access tokens of this session may live `ttl` longer: every gateway replica drops them now.
-        await deps.events.publish(new_event("session.revoked", {
-            "session_id": session.session_id, "user_id": session.user_id, "reason": reason,
-            "until": now() + deps.signer.ttl_s}, user_id=session.user_id))
+        await deps.events.publish(new_event(SessionRevoked(
+            session_id=session.session_id, user_id=session.user_id, reason=reason,
+            until=now() + deps.signer.ttl_s), user_id=session.user_id))
 
 
 async def logout(refresh_token: str | None, principal: Principal | None, deps: Deps) -> None:
@@ -165,8 +142,8 @@ async def register(cmd: Registration, client_ip: str, deps: Deps) -> SessionGran
 
 
 async def announce_user_created(deps: Deps, user: StoredUser, provider: str) -> None:
-    await deps.events.publish(new_event("user.created", {"user_id": user.id, "email": user.email,
-                                                         "provider": provider}, user_id=user.id))
+    await deps.events.publish(new_event(UserCreated(user_id=user.id, email=user.email, provider=provider),
+                                        user_id=user.id))
 
 
 async def login(cmd: Credentials, client_ip: str, deps: Deps) -> SessionGrant:
@@ -198,7 +175,7 @@ async def secure_after_verified_link(deps: Deps, user: StoredUser) -> None:
         await revoke_session(deps, session, "verified_identity_linked")
     for key in await deps.api_keys.for_user(user.id):
         if await deps.api_keys.revoke(key.key_id, user.id, at):
-            await deps.events.publish(new_event("apikey.revoked", {"key_id": key.key_id, "user_id": user.id},
+            await deps.events.publish(new_event(ApiKeyRevoked(key_id=key.key_id, user_id=user.id),
                                                 user_id=user.id))
     log.warning("verified Google identity linked to a password account: password, sessions and keys ended",
                 extra={"user_id": user.id})
@@ -226,7 +203,7 @@ async def delete_account(principal: Principal, password: str | None, deps: Deps)
     for key in await deps.api_keys.for_user(user.id):
         await deps.api_keys.revoke(key.key_id, user.id, at)
     # Files and training remove what they hold of this user; gateways drop its keys and sessions.
-    await deps.events.publish(new_event("user.deleted", {"user_id": user.id, "until": at + deps.signer.ttl_s},
+    await deps.events.publish(new_event(UserDeleted(user_id=user.id, until=at + deps.signer.ttl_s),
                                         user_id=user.id))
 
 
@@ -247,7 +224,7 @@ async def list_api_keys(principal: Principal, deps: Deps) -> list[dict[str, Any]
 async def revoke_api_key(principal: Principal, key_id: str, deps: Deps) -> None:
     if not await deps.api_keys.revoke(key_id, principal.user_id, now()):
         raise NotFound(f"No API key {key_id!r}.", param="id")
-    await deps.events.publish(new_event("apikey.revoked", {"key_id": key_id, "user_id": principal.user_id},
+    await deps.events.publish(new_event(ApiKeyRevoked(key_id=key_id, user_id=principal.user_id),
                                         user_id=principal.user_id))
 
 

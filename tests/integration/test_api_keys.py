@@ -14,8 +14,8 @@ import pytest
 
 from services.gateway.app import build_app
 from services.gateway.settings import Settings
-from tests.integration.conftest import bearer, register
-from tests.servers import serve
+from tests.support.accounts import bearer, register
+from tests.support.servers import serve
 
 PROPAGATION_S = 10.0
 

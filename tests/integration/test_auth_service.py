@@ -8,7 +8,7 @@ import uuid
 import httpx
 import jwt
 
-from tests.integration.conftest import bearer, register
+from tests.support.accounts import bearer, register
 
 
 def _assert_envelope(response: httpx.Response, status: int, param: str | None = None) -> dict[str, object]:

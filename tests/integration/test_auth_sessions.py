@@ -13,12 +13,12 @@ import boto3
 import httpx
 import pytest
 
-from deploy import resources
 from services.auth.app import build_app
 from services.auth.settings import Settings
-from tests.integration.conftest import bearer, register
-from tests.integration.workers import drain
-from tests.servers import serve
+from shared.contracts import resources
+from tests.support.accounts import bearer, register
+from tests.support.servers import serve
+from tests.support.workers import drain
 
 PASSWORD = "a long enough password"
 
@@ -69,7 +69,7 @@ def test_session_cookies_are_httponly_strict_and_scoped(auth_url: str) -> None:
 def test_refresh_rotates_and_a_reused_token_revokes_the_family(auth_url: str) -> None:
     with _browser(auth_url) as browser:
         _sign_up(browser)
-        first = browser.cookies.get("llmt_refresh")
+        first = browser.cookies["llmt_refresh"]
         renewed = _refresh(browser)
         assert renewed.status_code == 200, renewed.text
         second = browser.cookies.get("llmt_refresh")
@@ -100,7 +100,7 @@ def test_refresh_and_logout_need_the_csrf_token(auth_url: str) -> None:
 def test_logout_revokes_the_session_and_its_access_tokens(auth_url: str) -> None:
     with _browser(auth_url) as browser:
         session = _sign_up(browser)
-        csrf = browser.cookies.get("llmt_csrf")
+        csrf = browser.cookies["llmt_csrf"]
         assert browser.post("/auth/logout", headers={"x-csrf-token": csrf}).status_code == 204
         assert httpx.get(f"{auth_url}/auth/me", headers=bearer(session)).status_code == 401
         assert httpx.post(f"{auth_url}/auth/refresh").status_code in (401, 403)
@@ -189,12 +189,12 @@ def test_account_deletion_needs_the_password_and_removes_the_user(auth_url: str)
 
 def test_a_deleted_users_files_and_jobs_are_removed(auth_url: str, files_url: str, training_url: str,
                                                     provisioned: dict[str, Any]) -> None:
-    from tests.integration.test_files_service import GOOD, _drain_files_queue, upload
+    from tests.support.files import GOOD, drain_files_queue, upload
 
     session = register(auth_url, password=PASSWORD)
     user_id = session["user"]["id"]
     file_id = upload(files_url, session, GOOD.encode()).json()["id"]
-    asyncio.run(_drain_files_queue())
+    asyncio.run(drain_files_queue())
     job = httpx.post(f"{training_url}/v1/fine_tuning/jobs", headers=bearer(session),
                      json={"model": "llm-tuner/tiny-chat", "training_file": file_id})
     assert job.status_code == 200
@@ -202,7 +202,7 @@ def test_a_deleted_users_files_and_jobs_are_removed(auth_url: str, files_url: st
     assert s3.list_object_versions(Bucket=resources.BUCKET, Prefix=f"files/{user_id}/").get("Versions")
     assert httpx.request("DELETE", f"{auth_url}/auth/me", headers=bearer(session),
                          json={"password": PASSWORD}).status_code == 204
-    asyncio.run(_drain_files_queue())
+    asyncio.run(drain_files_queue())
     asyncio.run(_drain_training_queue())
     db = boto3.client("dynamodb")
     assert "Item" not in db.get_item(TableName=resources.FILES_TABLE, Key={"file_id": {"S": file_id}})

@@ -23,14 +23,15 @@ import boto3
 import httpx
 import pytest
 import werkzeug.serving
+from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
-from deploy import resources
 from services.auth.app import build_app
-from services.auth.google import POPUP_CSP, code_challenge, state_key
+from services.auth.google_routes import POPUP_CSP, state_key
 from services.auth.settings import Settings
-from tests.conftest import free_port
-from tests.integration.conftest import bearer, register
-from tests.servers import serve
+from shared.contracts import resources
+from tests.support.accounts import bearer, register
+from tests.support.aws import free_port
+from tests.support.servers import serve
 
 # The mock provider runs on authlib's legacy OpenID API.
 pytestmark = pytest.mark.filterwarnings("ignore:get_jwt_config:DeprecationWarning")
@@ -229,7 +230,7 @@ def test_a_new_person_signs_in_by_redirect_and_lands_where_they_were_going(app: 
     assert (user["email"], user["name"], user["providers"]) == (address, "Pat New", ["google"])
     # PKCE: the code went back with the verifier whose S256 challenge the authorization request carried.
     exchange = next(r for r in idp.tap.token_requests if r.get("code") == query(callback_url)["code"])
-    assert code_challenge(exchange["code_verifier"]) == asked["code_challenge"]
+    assert create_s256_code_challenge(exchange["code_verifier"]) == asked["code_challenge"]
     assert (exchange["client_id"], exchange["client_secret"]) == (CLIENT_ID, CLIENT_SECRET)
 
 

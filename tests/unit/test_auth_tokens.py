@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from services.auth.keys import Signer
+from services.auth.signing_keys import Signer
 from shared.errors import Unauthorized
 from shared.tokens import JWKSVerifier, Principal
 

@@ -1,5 +1,6 @@
 """Google sign-in's pure parts (PKCE, the landing path, the authorization URL, the popup page), ID token
-verification against keys served by an in-memory transport, and the account decision with fakes."""
+verification against keys served by an in-memory transport, and the account decision with fakes of auth's
+ports (services/auth/deps.py)."""
 
 from __future__ import annotations
 
@@ -11,17 +12,24 @@ import time
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
+import httpx2
 import jwt
 import pytest
+from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from services.auth import google
-from services.auth.google import GoogleIdentity, GoogleProvider, GoogleSignInFailed, ProviderMetadata
+from services.auth import google_routes, oidc_client
+from services.auth.account_linking import account_for
+from services.auth.api_key_store import ApiKey
+from services.auth.deps import Deps
 from services.auth.models import StoredUser
 from services.auth.oauth_states import PendingSignIn
+from services.auth.oidc_client import GoogleIdentity, GoogleProvider, GoogleSignInFailed, ProviderMetadata
+from services.auth.sessions import Session, SessionInvalid
 from services.auth.settings import Settings
-from services.auth.store import IdentityTaken
+from services.auth.user_store import IdentityTaken
+from shared.contracts.auth_events import USER_CREATED, UserCreated
+from shared.events import MemoryPublisher
 
 ISSUER = "https://idp.test"
 CLIENT_ID = "llm-tuner-web"
@@ -30,12 +38,12 @@ CLIENT_ID = "llm-tuner-web"
 # ---- PKCE, next, the authorization URL ----------------------------------------------------------------
 
 def test_code_challenge_matches_rfc_7636_appendix_b() -> None:
-    assert google.code_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk") == \
+    assert create_s256_code_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk") == \
         "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
 
 
 def test_code_verifiers_are_fresh_and_within_the_rfc_alphabet_and_length() -> None:
-    verifiers = {google.new_code_verifier() for _ in range(20)}
+    verifiers = {oidc_client.new_code_verifier() for _ in range(20)}
     assert len(verifiers) == 20
     for verifier in verifiers:
         assert 43 <= len(verifier) <= 128
@@ -44,7 +52,7 @@ def test_code_verifiers_are_fresh_and_within_the_rfc_alphabet_and_length() -> No
 
 @pytest.mark.parametrize("value", ["/dashboard", "/jobs/ftjob-1?tab=events#top", "/", "/a/b%2Fc"])
 def test_next_keeps_paths_on_this_site(value: str) -> None:
-    assert google.safe_next(value) == value
+    assert google_routes.safe_next(value) == value
 
 
 @pytest.mark.parametrize("value", [
@@ -53,7 +61,7 @@ def test_next_keeps_paths_on_this_site(value: str) -> None:
     "http:/evil.example",
 ])
 def test_next_falls_back_to_the_dashboard_for_anything_that_could_leave_the_site(value: str | None) -> None:
-    assert google.safe_next(value) == "/dashboard"
+    assert google_routes.safe_next(value) == "/dashboard"
 
 
 def _pending(**changes: Any) -> PendingSignIn:
@@ -65,13 +73,13 @@ def _pending(**changes: Any) -> PendingSignIn:
 
 def test_authorization_url_asks_for_a_code_with_state_nonce_and_s256_challenge() -> None:
     metadata = ProviderMetadata(ISSUER, f"{ISSUER}/authorize?hd=example.com", f"{ISSUER}/token", f"{ISSUER}/jwks")
-    url = google.authorization_url(metadata, CLIENT_ID, "the-state", _pending())
+    url = oidc_client.authorization_url(metadata, CLIENT_ID, "the-state", _pending())
     parts = urlsplit(url)
     params = {k: v[0] for k, v in parse_qs(parts.query).items()}
     assert f"{parts.scheme}://{parts.netloc}{parts.path}" == f"{ISSUER}/authorize"
     assert params == {"hd": "example.com", "response_type": "code", "client_id": CLIENT_ID,
                       "redirect_uri": "https://tuner.example/auth/google/callback", "scope": "openid email profile",
-                      "state": "the-state", "nonce": "n-1", "code_challenge": google.code_challenge("v" * 50),
+                      "state": "the-state", "nonce": "n-1", "code_challenge": create_s256_code_challenge("v" * 50),
                       "code_challenge_method": "S256"}
 
 
@@ -86,7 +94,7 @@ def _page_parts(html: str) -> tuple[dict[str, Any], str]:
 
 def test_popup_page_carries_data_that_cannot_end_its_script_element() -> None:
     hostile = {"type": "llm-tuner:session", "user": {"name": "</script><script>alert(1)</script>&<!--"}}
-    response = google.popup_page(hostile, "https://tuner.example")
+    response = google_routes.popup_page(hostile, "https://tuner.example")
     html = bytes(response.body).decode()
     assert html.count("</script>") == 2  # the data block's and the script's own, nothing injected
     data, _ = _page_parts(html)
@@ -94,7 +102,8 @@ def test_popup_page_carries_data_that_cannot_end_its_script_element() -> None:
 
 
 def test_popup_page_csp_allows_exactly_its_own_script() -> None:
-    response = google.popup_page({"type": "llm-tuner:error", "code": "google_denied"}, "https://tuner.example")
+    response = google_routes.popup_page({"type": "llm-tuner:error", "code": "google_denied"},
+                                        "https://tuner.example")
     _, script = _page_parts(bytes(response.body).decode())
     digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
     csp = response.headers["content-security-policy"]
@@ -117,14 +126,14 @@ class FakeIdp:
         jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key()))
         return [{**jwk, "kid": self.kid, "use": "sig", "alg": "RS256"}]
 
-    def handle(self, request: httpx.Request) -> httpx.Response:
+    def handle(self, request: httpx2.Request) -> httpx2.Response:
         if request.url.path == "/.well-known/openid-configuration":
-            return httpx.Response(200, json={"issuer": ISSUER, "authorization_endpoint": f"{ISSUER}/authorize",
+            return httpx2.Response(200, json={"issuer": ISSUER, "authorization_endpoint": f"{ISSUER}/authorize",
                                              "token_endpoint": f"{ISSUER}/token", "jwks_uri": f"{ISSUER}/jwks"})
         if request.url.path == "/jwks":
             self.jwks_fetches += 1
-            return httpx.Response(200, json={"keys": self.published()})
-        return httpx.Response(404)
+            return httpx2.Response(200, json={"keys": self.published()})
+        return httpx2.Response(404)
 
     def id_token(self, key: Any = None, kid: str | None = None, **claims: Any) -> str:
         at = int(time.time())
@@ -154,7 +163,7 @@ def other_key() -> rsa.RSAPrivateKey:
 
 def _provider(idp: FakeIdp, clock: Clock | None = None) -> GoogleProvider:
     settings = Settings(google_client_id=CLIENT_ID, google_discovery_url=f"{ISSUER}/.well-known/openid-configuration")
-    return GoogleProvider(settings, transport=httpx.MockTransport(idp.handle), clock=clock or Clock())
+    return GoogleProvider(settings, transport=httpx2.MockTransport(idp.handle), clock=clock or Clock())
 
 
 async def test_a_good_id_token_gives_the_identity(idp: FakeIdp) -> None:
@@ -207,11 +216,11 @@ async def test_an_unknown_kid_refetches_the_keys_at_most_once_a_minute(idp: Fake
 
 
 async def test_an_unreachable_provider_is_an_expected_failure() -> None:
-    def down(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("refused", request=request)
+    def down(request: httpx2.Request) -> httpx2.Response:
+        raise httpx2.ConnectError("refused", request=request)
 
     settings = Settings(google_client_id=CLIENT_ID, google_discovery_url=f"{ISSUER}/.well-known/openid-configuration")
-    provider = GoogleProvider(settings, transport=httpx.MockTransport(down))
+    provider = GoogleProvider(settings, transport=httpx2.MockTransport(down))
     with pytest.raises(GoogleSignInFailed) as failure:
         await provider.metadata()
     assert failure.value.code == "google_unavailable"
@@ -224,14 +233,17 @@ class FakeUsers:
         self.users = {u.id: u for u in users}
         self.link_conflicts = 0
 
-    async def by_google_subject(self, subject: str) -> StoredUser | None:
-        return next((u for u in self.users.values() if u.google_sub == subject), None)
+    async def create(self, user: StoredUser) -> None:
+        self.users[user.id] = user
+
+    async def get(self, user_id: str) -> StoredUser | None:
+        return self.users.get(user_id)
 
     async def by_email(self, email: str) -> StoredUser | None:
         return next((u for u in self.users.values() if u.email == email), None)
 
-    async def get(self, user_id: str) -> StoredUser | None:
-        return self.users.get(user_id)
+    async def by_google_subject(self, subject: str) -> StoredUser | None:
+        return next((u for u in self.users.values() if u.google_sub == subject), None)
 
     async def link_google(self, user_id: str, subject: str, name: str | None) -> None:
         user = self.users[user_id]
@@ -241,38 +253,92 @@ class FakeUsers:
             self.link_conflicts -= 1
             raise IdentityTaken(subject)
 
-    async def create(self, user: StoredUser) -> None:
-        self.users[user.id] = user
+    async def set_password_hash(self, user_id: str, password_hash: str) -> None:
+        self.users[user_id] = self.users[user_id].model_copy(update={"password_hash": password_hash})
 
     async def clear_password(self, user_id: str) -> None:
         user = self.users[user_id]
         self.users[user_id] = user.model_copy(update={"password_hash": None, "providers": [
             p for p in user.providers if p != "password"]})
 
+    async def delete(self, user: StoredUser) -> None:
+        self.users.pop(user.id, None)
 
-class NoneHeld:
-    """Sessions and API keys of an account that holds none."""
 
-    async def for_user(self, user_id: str) -> list[Any]:
+class NoSessions:
+    """The sessions of accounts that hold none."""
+
+    async def create(self, session: Session, token_hash: str, ttl_s: int) -> None:
+        raise AssertionError("choosing the account starts no session")
+
+    async def get(self, session_id: str) -> tuple[Session, dict[str, Any]] | None:
+        return None
+
+    async def rotate(self, session_id: str, old_hash: str, new_hash: str, *, now: int, idle_s: int) -> Session:
+        raise SessionInvalid()
+
+    async def revoke(self, session_id: str, reason: str, now: int) -> bool:
+        return False
+
+    async def for_user(self, user_id: str) -> list[Session]:
+        return []
+
+    async def revoked_since(self, since: int) -> list[Session]:
         return []
 
 
-class FakeEvents:
-    def __init__(self) -> None:
-        self.published: list[Any] = []
+class NoApiKeys:
+    """The API keys of accounts that hold none."""
 
-    async def publish(self, envelope: Any) -> None:
-        self.published.append(envelope)
+    async def create(self, key: ApiKey, key_hash: str) -> None:
+        raise AssertionError("choosing the account creates no key")
 
+    async def verify(self, key: str) -> ApiKey | None:
+        return None
 
-def _deps(users: FakeUsers) -> Any:
-    class Deps:
+    async def for_user(self, user_id: str) -> list[ApiKey]:
+        return []
+
+    async def touch(self, key_id: str, now: int) -> None:
         pass
 
-    deps = Deps()
-    deps.users, deps.events = users, FakeEvents()  # type: ignore[attr-defined]
-    deps.sessions = deps.api_keys = NoneHeld()  # type: ignore[attr-defined]
-    return deps
+    async def revoke(self, key_id: str, user_id: str, now: int) -> bool:
+        return False
+
+
+class NoStates:
+    async def put(self, state_key: str, pending: PendingSignIn, ttl_s: int) -> None:
+        pass
+
+    async def take(self, state_key: str) -> PendingSignIn | None:
+        return None
+
+
+class NoLimits:
+    async def hit(self, name: str, limit: int, window_s: int) -> None:
+        pass
+
+    async def check(self, name: str, limit: int, window_s: int) -> None:
+        pass
+
+    async def count(self, name: str, window_s: int) -> None:
+        pass
+
+
+class UnusedSigner:
+    ttl_s = 900
+
+    def access_token(self, user_id: str, email: str, *, session_id: str | None = None,
+                     api_key_id: str | None = None, ttl_s: int | None = None) -> str:
+        raise AssertionError("choosing the account signs no token")
+
+    def jwks(self) -> dict[str, Any]:
+        return {"keys": []}
+
+
+def _deps(users: FakeUsers) -> Deps:
+    return Deps(users=users, sessions=NoSessions(), api_keys=NoApiKeys(), limiter=NoLimits(),
+                signer=UnusedSigner(), events=MemoryPublisher(), settings=Settings(), oauth_states=NoStates())
 
 
 def _identity(**changes: Any) -> GoogleIdentity:
@@ -286,7 +352,7 @@ PASSWORD_USER = StoredUser(id="user-1", email="pat@example.com", created_at=0, p
 
 async def test_a_verified_email_links_the_existing_account() -> None:
     users = FakeUsers(PASSWORD_USER)
-    user = await google._account_for(_identity(), _deps(users))
+    user = await account_for(_identity(), _deps(users))
     # The password (set by whoever registered the address, unverified) ends with the verified link.
     assert user.id == "user-1" and user.google_sub == "g-1" and user.providers == ["google"]
     assert user.password_hash is None
@@ -297,37 +363,37 @@ async def test_an_unverified_email_neither_links_nor_creates() -> None:
     for identity in (_identity(email_verified=False), _identity(email="pat@other.example", email_verified=False),
                      _identity(email=None)):
         with pytest.raises(GoogleSignInFailed) as failure:
-            await google._account_for(identity, _deps(users))
+            await account_for(identity, _deps(users))
         assert failure.value.code == "google_email_unverified"
     assert users.users == {"user-1": PASSWORD_USER}
 
 
 async def test_a_known_google_identity_signs_in_whatever_its_email_says_now() -> None:
     linked = PASSWORD_USER.model_copy(update={"google_sub": "g-1"})
-    user = await google._account_for(_identity(email="new@example.com", email_verified=False),
-                                     _deps(FakeUsers(linked)))
+    user = await account_for(_identity(email="new@example.com", email_verified=False), _deps(FakeUsers(linked)))
     assert user.id == "user-1"
 
 
 async def test_an_account_linked_to_another_google_identity_is_not_relinked() -> None:
     users = FakeUsers(PASSWORD_USER.model_copy(update={"google_sub": "g-other"}))
     with pytest.raises(GoogleSignInFailed) as failure:
-        await google._account_for(_identity(), _deps(users))
+        await account_for(_identity(), _deps(users))
     assert failure.value.code == "google_account_conflict"
 
 
 async def test_a_new_person_gets_a_google_account_and_it_is_announced() -> None:
-    users = FakeUsers()
-    deps = _deps(users)
-    user = await google._account_for(_identity(), deps)
+    events = MemoryPublisher()
+    deps = _deps(FakeUsers())
+    deps.events = events
+    user = await account_for(_identity(), deps)
     assert (user.email, user.providers, user.google_sub, user.password_hash) == \
         ("pat@example.com", ["google"], "g-1", None)
-    assert [e.type for e in deps.events.published] == ["user.created"]
-    assert deps.events.published[0].data["provider"] == "google"
+    assert [e.type for e in events.published] == [USER_CREATED]
+    assert UserCreated.model_validate(events.published[0].data).provider == "google"
 
 
 async def test_a_concurrent_link_of_the_same_identity_is_looked_up_again() -> None:
     users = FakeUsers(PASSWORD_USER)
     users.link_conflicts = 1
-    user = await google._account_for(_identity(), _deps(users))
+    user = await account_for(_identity(), _deps(users))
     assert user.id == "user-1" and user.google_sub == "g-1"

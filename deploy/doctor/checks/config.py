@@ -11,9 +11,10 @@ from pydantic import BaseModel, SecretStr, ValidationError
 
 from deploy.doctor.context import Context
 from deploy.doctor.model import Check, failed, passed, skipped, warned
-from services.auth.google import CALLBACK_PATH, SCOPES, GoogleProvider, GoogleSignInFailed
-from services.auth.keys import ConfigurationError, Signer
+from services.auth.google_routes import CALLBACK_PATH
+from services.auth.oidc_client import SCOPES, GoogleProvider, GoogleSignInFailed
 from services.auth.settings import Settings as AuthSettings
+from services.auth.signing_keys import ConfigurationError, Signer
 from services.files.settings import Settings as FilesSettings
 from services.gateway.settings import Settings as GatewaySettings
 from services.training.settings import Settings as TrainingSettings
@@ -24,8 +25,8 @@ _LOCAL_HOSTS = {"localhost", "127.0.0.1", "[::1]"}
 
 
 def redirect_uri(settings: AuthSettings) -> str:
-    """The redirect URI the auth service sends to Google (services/auth/google.py), absent a trusted proxy's
-    forwarded scheme and host."""
+    """The redirect URI the auth service sends to Google (services/auth/google_routes.py), absent a trusted
+    proxy's forwarded scheme and host."""
     return settings.base_url + CALLBACK_PATH
 
 
@@ -79,7 +80,7 @@ async def _redirect_uri(ctx: Context) -> Check:
     expected = f"{settings.base_url}/auth/google/callback"
     if uri != expected:  # the service's callback path and the guide's must stay the same
         return failed(name, f"the app sends redirect_uri {uri}, not {expected}",
-                      "services/auth/google.py CALLBACK_PATH must be /auth/google/callback")
+                      "services/auth/google_routes.py CALLBACK_PATH must be /auth/google/callback")
     register = f"in {CONSOLE} → Authorized redirect URIs, add exactly {uri} (scheme, host and port included)"
     try:
         metadata = await GoogleProvider(settings).metadata()
