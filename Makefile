@@ -4,11 +4,12 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check
 
-.PHONY: up test lint typecheck bench provision doctor deploy teardown clean help
+.PHONY: up test test-unit test-integration test-e2e lint typecheck bench provision doctor deploy teardown clean help
 
 help:
 	@echo "make up      - run the whole platform locally (embedded AWS, SageMaker emulator, 4 services)"
 	@echo "make test    - install and run the whole test suite (lint, types, unit, integration, e2e)"
+	@echo "make test-unit | test-integration | test-e2e - one layer of the suite (tests/unit, tests/integration, tests/e2e)"
 	@echo "make bench   - run the benchmarks in bench/ (ratios against a baseline measured in the same run)"
 	@echo "make deploy  - build and push the images and deploy the stack to AWS (deploy/aws/config.toml; ARGS=--dry-run)"
 	@echo "make teardown - delete the stack from AWS (the data bucket is kept unless ARGS=--empty-bucket)"
@@ -46,6 +47,17 @@ typecheck: $(VENV)/.dev
 
 test: $(VENV)/.dev $(CHROMIUM) lint typecheck
 	CHROMIUM=$(CHROMIUM) $(PY) -m pytest -q -ra
+
+# One layer at a time (no lint or type check): handlers and pure functions; one service against the emulated AWS;
+# the whole cluster with the real trainer, the browser and the openai SDK.
+test-unit: $(VENV)/.dev
+	$(PY) -m pytest -q -ra tests/unit
+
+test-integration: $(VENV)/.dev
+	$(PY) -m pytest -q -ra tests/integration
+
+test-e2e: $(VENV)/.dev $(CHROMIUM)
+	CHROMIUM=$(CHROMIUM) $(PY) -m pytest -q -ra tests/e2e
 
 # bench.run installs dynalite (npm) into .data/bench-node/ on first use, when node and npm are there.
 bench: $(VENV)/.dev

@@ -169,7 +169,8 @@ class Consumer:
             return
         except InvalidPayload as exc:
             await self._release(envelope)
-            log.error("payload does not match its contract; dead-lettered",
+            outcome = "dead-lettered" if self._config.dlq_url else "dropped (this queue has no DLQ)"
+            log.error(f"payload does not match its contract; {outcome}",
                       extra={**ctx, "message_id": message.get("MessageId"), "error": exc.errors})
             await self._dead_letter(message, str(exc))
             return
