@@ -28,8 +28,14 @@ import torch
 
 from bench import report
 from bench.stats import Aim, Result, median, ratio
-from trainer_image import finetune
 from trainer_image.demo_model import PROSE, build_tokenizer, write_jsonl
+from trainer_image.llmt_trainer import job
+from trainer_image.llmt_trainer.checkpoints import Progress
+from trainer_image.llmt_trainer.contract import Paths
+from trainer_image.llmt_trainer.data import Conversation
+from trainer_image.llmt_trainer.loop import StopSignal, TrainingRun
+from trainer_image.llmt_trainer.masking import IGNORE_INDEX, tokenize_conversations
+from trainer_image.llmt_trainer.model_loading import pick_device
 
 CPU_CONFIG = {"hidden_size": 256, "intermediate_size": 688, "num_hidden_layers": 4, "num_attention_heads": 4}
 # TinyLlama-1.1B's shape: about 0.97B parameters in its layers (the 1k vocabulary adds little).
@@ -80,20 +86,20 @@ def run_finetune(base: Path, data: list[dict[str, Any]], work: Path) -> tuple[fl
            "SM_CHANNEL_MODEL": str(base), "SM_MODEL_DIR": str(work / "model"), "SM_OUTPUT_DIR": str(work / "out"),
            "SM_OUTPUT_DATA_DIR": str(work / "out" / "data"), "SM_CHECKPOINT_DIR": str(work / "checkpoints")}
     timed: list[float] = []
-    original = finetune.TrainingRun.run
+    original = TrainingRun.run
 
-    def run(self: finetune.TrainingRun, metrics_sink: Path) -> finetune.Progress:
+    def run(self: TrainingRun, metrics_sink: Path) -> Progress:
         started = time.perf_counter()
         try:
             return original(self, metrics_sink)
         finally:
             timed.append(time.perf_counter() - started)
 
-    finetune.TrainingRun.run = run  # type: ignore[method-assign,assignment]
+    TrainingRun.run = run  # type: ignore[method-assign,assignment]
     try:
-        summary = finetune.train(finetune.Paths.from_env(env), HYPERPARAMETERS, finetune.StopSignal())
+        summary = job.train(Paths.from_env(env), HYPERPARAMETERS, StopSignal())
     finally:
-        finetune.TrainingRun.run = original  # type: ignore[method-assign]
+        TrainingRun.run = original  # type: ignore[method-assign]
     return timed[0], int(summary["trained_tokens"])
 
 
@@ -103,10 +109,10 @@ def run_trainer(base: Path, data: list[dict[str, Any]], work: Path) -> tuple[flo
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
     tokenizer = AutoTokenizer.from_pretrained(base)
-    conversations = [finetune.Conversation(e["messages"], str(i)) for i, e in enumerate(data)]
-    tokenized = finetune.tokenize_conversations(tokenizer, conversations, 512, use_generation_tags=True)
+    conversations = [Conversation(e["messages"], str(i)) for i, e in enumerate(data)]
+    tokenized = tokenize_conversations(tokenizer, conversations, 512, use_generation_tags=True)
     rows: Any = [{"input_ids": e.input_ids, "labels": e.labels} for e in tokenized.examples]
-    device, dtype = finetune.pick_device()
+    device, dtype = pick_device()
     model: Any = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
     model.config.use_cache = False
     model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear",
@@ -116,7 +122,7 @@ def run_trainer(base: Path, data: list[dict[str, Any]], work: Path) -> tuple[flo
     def collate(batch: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         width = max(len(r["input_ids"]) for r in batch)
         ids = [r["input_ids"] + [pad] * (width - len(r["input_ids"])) for r in batch]
-        labels = [r["labels"] + [finetune.IGNORE_INDEX] * (width - len(r["labels"])) for r in batch]
+        labels = [r["labels"] + [IGNORE_INDEX] * (width - len(r["labels"])) for r in batch]
         mask = [[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"])) for r in batch]
         return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels), "attention_mask": torch.tensor(mask)}
 
@@ -155,9 +161,9 @@ def _lengths(base: Path, data: list[dict[str, Any]]) -> list[list[int]]:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(base)
-    conversations = [finetune.Conversation(e["messages"], str(i)) for i, e in enumerate(data)]
-    return [e.input_ids for e in finetune.tokenize_conversations(tokenizer, conversations, 512,
-                                                                 use_generation_tags=True).examples]
+    conversations = [Conversation(e["messages"], str(i)) for i, e in enumerate(data)]
+    return [e.input_ids for e in tokenize_conversations(tokenizer, conversations, 512,
+                                                        use_generation_tags=True).examples]
 
 
 def _param_count(sizes: dict[str, Any]) -> list[int]:

@@ -1,12 +1,12 @@
 """What a launch adds to the CreateTrainingJob request before it is sent.
 
 LAUNCH_MODE=image (the default): the request as built, TrainingImage = TRAINER_IMAGE_URI (our own image).
-LAUNCH_MODE=script: SageMaker script mode. The trainer (trainer_image/finetune.py and requirements.txt) is
-packed into `sourcedir.tar.gz`, uploaded once per content hash to `s3://{bucket}/code/{sha256}/`, and the
-job runs a framework image (the catalog's dated DLC table) with the hyperparameters the sagemaker SDK sets:
-`sagemaker_program` and `sagemaker_submit_directory` (JSON-quoted, as the SDK encodes them), the region and
-the log level. The image's training toolkit downloads and unpacks the bundle, installs requirements.txt and
-runs `python finetune.py --name value ...`.
+LAUNCH_MODE=script: SageMaker script mode. The trainer (trainer_image/finetune.py, requirements.txt and the
+llmt_trainer package beside finetune.py) is packed into `sourcedir.tar.gz`, uploaded once per content hash to
+`s3://{bucket}/code/{sha256}/`, and the job runs a framework image (the catalog's dated DLC table) with the
+hyperparameters the sagemaker SDK sets: `sagemaker_program` and `sagemaker_submit_directory` (JSON-quoted, as
+the SDK encodes them), the region and the log level. The image's training toolkit downloads and unpacks the
+bundle, installs requirements.txt and runs `python finetune.py --name value ...`.
 
 Before either: a gated Hub model needs the Hugging Face token's secret (HF_TOKEN_SECRET_ID; only its name
 travels, as the hyperparameter `hf_token_secret`, and the trainer reads the token from Secrets Manager), and
@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 
 LAUNCH_MODES = ("image", "script")
 TRAINER_DIR = Path(__file__).resolve().parents[2] / "trainer_image"
-SOURCE_FILES = ("finetune.py", "requirements.txt")
+SOURCE_FILES = ("finetune.py", "requirements.txt")  # and every module of TRAINER_PACKAGE, beside them
+TRAINER_PACKAGE = "llmt_trainer"
 PROGRAM = "finetune.py"
 HF_TOKEN_SECRET_PARAM = "hf_token_secret"  # noqa: S105 - the hyperparameter's name, not a secret
 LOG_LEVEL_INFO = 20
@@ -51,9 +52,10 @@ class LaunchRefused(Exception):
 def package_source(directory: Path = TRAINER_DIR, files: tuple[str, ...] = SOURCE_FILES) -> tuple[bytes, str]:
     """`sourcedir.tar.gz` and its sha256: the same files give the same bytes (no times, owners or modes of
     this machine), so the hash names the content and an unchanged trainer is never uploaded twice."""
+    package = sorted(p.relative_to(directory).as_posix() for p in (directory / TRAINER_PACKAGE).rglob("*.py"))
     raw = io.BytesIO()
     with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, tarfile.open(fileobj=gz, mode="w") as tar:
-        for name in files:
+        for name in (*files, *package):
             data = (directory / name).read_bytes()
             info = tarfile.TarInfo(name)
             info.size, info.mode, info.mtime = len(data), 0o644, 0

@@ -24,10 +24,30 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from trainer_image import finetune
 from trainer_image.demo_model import build_demo_model, make_demo_dataset, write_jsonl
+from trainer_image.llmt_trainer import job
+from trainer_image.llmt_trainer.contract import EXIT_STOPPED, HOLD_AT_CHECKPOINT_ENV, Paths
+from trainer_image.llmt_trainer.data import Conversation, TextDocument, load_conversations, split_validation
+from trainer_image.llmt_trainer.errors import DataError, HyperparameterError, TrainingError
+from trainer_image.llmt_trainer.hyperparameters import Hyperparameters, parse_hyperparameters
+from trainer_image.llmt_trainer.loop import StopSignal, hold_after_checkpoint, loss_sum
+from trainer_image.llmt_trainer.masking import (
+    IGNORE_INDEX,
+    TokenizedExample,
+    assistant_token_mask,
+    has_generation_tags,
+    tokenize_conversations,
+)
+from trainer_image.llmt_trainer.model_loading import (
+    FALLBACK_CHAT_TEMPLATE,
+    load_model,
+    load_tokenizer,
+    resolve_model_source,
+)
+from trainer_image.llmt_trainer.outputs import publish_merged_model
+from trainer_image.llmt_trainer.packing import pack
 
-FINETUNE_SCRIPT = Path(finetune.__file__)
+FINETUNE_SCRIPT = Path(__file__).resolve().parents[2] / "trainer_image" / "finetune.py"
 RUN_TIMEOUT_S = 120
 GENERATION_TAGS = re.compile(r"\{%-?\s*(end)?generation\s*-?%\}")
 METRICS_KEYS = ["step", "epoch", "train_loss", "train_accuracy", "learning_rate", "total_steps", "trained_tokens"]
@@ -58,7 +78,7 @@ def test_demo_model_reloads_with_auto_classes_and_rebuilds_identically(
 
     assert model.config.hidden_size == 64 and model.config.num_hidden_layers == 2
     assert model.config.vocab_size == len(tokenizer)
-    assert finetune.has_generation_tags(tokenizer)
+    assert has_generation_tags(tokenizer)
     assert tokenizer.eos_token == "<|end|>" and tokenizer.pad_token == "<|pad|>"
 
     marker_mtime = (demo_model_dir / "demo_model.json").stat().st_mtime_ns
@@ -98,7 +118,7 @@ def _masked_runs(tokenizer: Any, input_ids: list[int], mask: list[int]) -> list[
 
 def _without_generation_tags(tokenizer: Any) -> Any:
     tokenizer.chat_template = GENERATION_TAGS.sub("", tokenizer.chat_template)
-    assert not finetune.has_generation_tags(tokenizer)
+    assert not has_generation_tags(tokenizer)
     return tokenizer
 
 
@@ -120,7 +140,7 @@ def test_assistant_mask_covers_exactly_the_weighted_assistant_replies(
     if not use_generation_tags:
         tokenizer = _without_generation_tags(tokenizer)
 
-    input_ids, mask = finetune.assistant_token_mask(
+    input_ids, mask = assistant_token_mask(
         tokenizer, CONVERSATION, use_generation_tags=use_generation_tags
     )
 
@@ -137,28 +157,28 @@ def test_both_mask_methods_agree_on_every_demo_example(demo_model_dir: Path) -> 
     unweighted = [{k: v for k, v in m.items() if k != "weight"} for m in CONVERSATION]
 
     for messages in [e["messages"] for e in make_demo_dataset(20, seed=3)] + [unweighted]:
-        assert finetune.assistant_token_mask(tagged, messages, use_generation_tags=True) == (
-            finetune.assistant_token_mask(untagged, messages, use_generation_tags=False)
+        assert assistant_token_mask(tagged, messages, use_generation_tags=True) == (
+            assistant_token_mask(untagged, messages, use_generation_tags=False)
         )
 
 
 def test_long_examples_are_truncated_and_those_left_without_a_reply_dropped(tokenizer: Any) -> None:
     conversations = [
-        finetune.Conversation(e["messages"], f"t.jsonl:{i}") for i, e in enumerate(make_demo_dataset(4, 0))
+        Conversation(e["messages"], f"t.jsonl:{i}") for i, e in enumerate(make_demo_dataset(4, 0))
     ]
-    full = finetune.tokenize_conversations(tokenizer, conversations, 512, use_generation_tags=True)
+    full = tokenize_conversations(tokenizer, conversations, 512, use_generation_tags=True)
     prompt_length = min(
-        e.labels.index(next(t for t in e.labels if t != finetune.IGNORE_INDEX)) for e in full.examples
+        e.labels.index(next(t for t in e.labels if t != IGNORE_INDEX)) for e in full.examples
     )
 
-    cut = finetune.tokenize_conversations(
+    cut = tokenize_conversations(
         tokenizer, conversations, prompt_length + 2, use_generation_tags=True
     )
     assert cut.truncated == 4
     assert all(len(e.input_ids) <= prompt_length + 2 and e.loss_tokens > 0 for e in cut.examples)
     assert cut.dropped + len(cut.examples) == 4
 
-    none_left = finetune.tokenize_conversations(tokenizer, conversations, 8, use_generation_tags=True)
+    none_left = tokenize_conversations(tokenizer, conversations, 8, use_generation_tags=True)
     assert none_left.dropped == 4 and not none_left.examples
 
 
@@ -168,10 +188,10 @@ def test_the_channel_reads_the_internal_example_form_and_openai_chat_lines(tmp_p
     write_jsonl([{"type": "chat", "messages": chat}, {"messages": chat}, {"type": "text", "text": text}],
                 tmp_path / "train" / "part-0.jsonl")
 
-    examples = finetune.load_conversations(tmp_path / "train", "train")
+    examples = load_conversations(tmp_path / "train", "train")
 
-    assert examples == [finetune.Conversation(chat, "part-0.jsonl:1"), finetune.Conversation(chat, "part-0.jsonl:2"),
-                        finetune.TextDocument(text, "part-0.jsonl:3")]
+    assert examples == [Conversation(chat, "part-0.jsonl:1"), Conversation(chat, "part-0.jsonl:2"),
+                        TextDocument(text, "part-0.jsonl:3")]
 
 
 def test_preference_examples_fail_clearly(tmp_path: Path) -> None:
@@ -179,24 +199,24 @@ def test_preference_examples_fail_clearly(tmp_path: Path) -> None:
             "chosen": {"role": "assistant", "content": "Hello!"}, "rejected": {"role": "assistant", "content": "No."}}
     write_jsonl([pair], tmp_path / "train" / "part-0.jsonl")
 
-    with pytest.raises(finetune.DataError, match=r"part-0\.jsonl:1: preference data needs DPO"):
-        finetune.load_conversations(tmp_path / "train", "train")
+    with pytest.raises(DataError, match=r"part-0\.jsonl:1: preference data needs DPO"):
+        load_conversations(tmp_path / "train", "train")
 
 
 def test_text_examples_take_loss_on_every_token_and_end_with_eos(tokenizer: Any) -> None:
-    text = finetune.TextDocument("The glimp is red. The zorv lives in the cave.", "t.jsonl:1")
-    chat = finetune.Conversation(CONVERSATION[:3], "t.jsonl:2")
+    text = TextDocument("The glimp is red. The zorv lives in the cave.", "t.jsonl:1")
+    chat = Conversation(CONVERSATION[:3], "t.jsonl:2")
 
-    tokenized = finetune.tokenize_conversations(tokenizer, [text, chat], 512, use_generation_tags=True)
+    tokenized = tokenize_conversations(tokenizer, [text, chat], 512, use_generation_tags=True)
 
     [as_text, as_chat] = tokenized.examples
     assert as_text.input_ids[-1] == tokenizer.eos_token_id
     assert tokenizer.decode(as_text.input_ids[:-1]) == text.text
     # Every token is a target except the first (nothing predicts it).
-    assert as_text.labels == [finetune.IGNORE_INDEX, *as_text.input_ids[1:]]
+    assert as_text.labels == [IGNORE_INDEX, *as_text.input_ids[1:]]
     assert as_chat.loss_tokens < len(as_chat.input_ids)  # chat keeps its assistant-only loss
 
-    short = finetune.tokenize_conversations(tokenizer, [text], 5, use_generation_tags=True)
+    short = tokenize_conversations(tokenizer, [text], 5, use_generation_tags=True)
     assert short.truncated == 1 and len(short.examples[0].input_ids) == 5
 
 
@@ -205,9 +225,9 @@ def test_a_model_channel_holding_a_model_tarball_is_unpacked(demo_model_dir: Pat
     channel.mkdir()
     with tarfile.open(channel / "model.tar.gz", "w:gz") as archive:
         archive.add(demo_model_dir, arcname=".")
-    paths = dataclasses.replace(finetune.Paths.from_env({}), model_channel=channel)
+    paths = dataclasses.replace(Paths.from_env({}), model_channel=channel)
 
-    source = finetune.resolve_model_source(paths, finetune.Hyperparameters(), tmp_path / "scratch")
+    source = resolve_model_source(paths, Hyperparameters(), tmp_path / "scratch")
 
     assert (Path(source) / "config.json").read_bytes() == (demo_model_dir / "config.json").read_bytes()
 
@@ -223,7 +243,7 @@ def test_hyperparameters_parse_sagemaker_strings_and_keep_defaults() -> None:
         "sagemaker_region": '"x"',
     }
 
-    hp, ignored = finetune.parse_hyperparameters(raw)
+    hp, ignored = parse_hyperparameters(raw)
 
     assert (hp.n_epochs, hp.learning_rate, hp.target_modules) == (5, 1e-4, ("q_proj", "v_proj"))
     assert (hp.batch_size, hp.lora_r, hp.lora_alpha, hp.max_seq_length, hp.lr_scheduler) == (
@@ -252,18 +272,18 @@ def test_hyperparameters_parse_sagemaker_strings_and_keep_defaults() -> None:
     ],
 )
 def test_bad_hyperparameter_values_are_refused_by_name(name: str, value: str) -> None:
-    with pytest.raises(finetune.HyperparameterError, match=name):
-        finetune.parse_hyperparameters({name: value})
+    with pytest.raises(HyperparameterError, match=name):
+        parse_hyperparameters({name: value})
 
 
 def test_validation_split_holds_out_a_seeded_share_in_order() -> None:
     examples: list[Any] = [f"e{i}" for i in range(10)]
-    train, held = finetune.split_validation(examples, 0.25, seed=3)
+    train, held = split_validation(examples, 0.25, seed=3)
     assert len(held) == 2 and len(train) == 8 and sorted(train + held) == sorted(examples)
     assert train == [e for e in examples if e in train] and held == [e for e in examples if e in held]
-    assert finetune.split_validation(examples, 0.25, seed=3) == (train, held)
-    assert finetune.split_validation(examples, 0.05, seed=3) == (examples, [])  # floor(0.5) holds none
-    assert finetune.parse_hyperparameters({"validation_split": "0.2"})[0].validation_split == 0.2
+    assert split_validation(examples, 0.25, seed=3) == (train, held)
+    assert split_validation(examples, 0.05, seed=3) == (examples, [])  # floor(0.5) holds none
+    assert parse_hyperparameters({"validation_split": "0.2"})[0].validation_split == 0.2
 
 
 # ------------------------------------------------------------------------ the SageMaker-contract runs
@@ -438,7 +458,7 @@ def test_sigterm_stops_without_publishing_and_a_restart_resumes_exactly(
     finally:
         watchdog.cancel()
 
-    assert returncode == finetune.EXIT_STOPPED
+    assert returncode == EXIT_STOPPED
     stopped_at = _metrics("".join(lines))[-1]["step"]
     assert stopped_at < TOTAL_STEPS
     assert "SIGTERM" in (tmp_path / "output" / "failure").read_text()
@@ -472,14 +492,14 @@ def test_invalid_data_fails_with_the_reason_in_the_failure_file(demo_model_dir: 
 # ------------------------------------------------------------------- packing, template, options, seed
 
 
-def _demo_examples(tokenizer: Any, n: int) -> list[finetune.TokenizedExample]:
-    conversations = [finetune.Conversation(e["messages"], f"demo:{i}") for i, e in enumerate(make_demo_dataset(n, 0))]
-    return finetune.tokenize_conversations(tokenizer, conversations, 256, use_generation_tags=True).examples
+def _demo_examples(tokenizer: Any, n: int) -> list[TokenizedExample]:
+    conversations = [Conversation(e["messages"], f"demo:{i}") for i, e in enumerate(make_demo_dataset(n, 0))]
+    return tokenize_conversations(tokenizer, conversations, 256, use_generation_tags=True).examples
 
 
-def _only(example: finetune.TokenizedExample, keep: bool) -> finetune.TokenizedExample:
-    labels = example.labels if keep else [finetune.IGNORE_INDEX] * len(example.labels)
-    return finetune.TokenizedExample(example.input_ids, labels)
+def _only(example: TokenizedExample, keep: bool) -> TokenizedExample:
+    labels = example.labels if keep else [IGNORE_INDEX] * len(example.labels)
+    return TokenizedExample(example.input_ids, labels)
 
 
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])  # sdpa: what finetune.py asks for on a GPU
@@ -490,15 +510,15 @@ def test_packed_examples_do_not_attend_to_each_other(demo_model_dir: Path, token
     cpu = torch.device("cpu")
     with torch.no_grad():
         for i, example in enumerate(examples):
-            alone = finetune.loss_sum(model, finetune.pack([example], cpu)).item()
+            alone = loss_sum(model, pack([example], cpu)).item()
             packed_rows = [_only(e, keep=j == i) for j, e in enumerate(examples)]
-            packed = finetune.pack(packed_rows, cpu)
+            packed = pack(packed_rows, cpu)
             assert packed.loss_tokens == example.loss_tokens
-            in_pack = finetune.loss_sum(model, packed).item()
+            in_pack = loss_sum(model, packed).item()
             assert in_pack == pytest.approx(alone, rel=1e-4), i
             if i > 0:  # the control: one sequence of positions lets the example see the others, and it shows
                 leaky = dataclasses.replace(packed, position_ids=torch.arange(packed.tokens).unsqueeze(0))
-                assert finetune.loss_sum(model, leaky).item() != pytest.approx(alone, rel=1e-2)
+                assert loss_sum(model, leaky).item() != pytest.approx(alone, rel=1e-2)
 
 
 def test_a_tokenizer_without_a_chat_template_gets_the_fallback(demo_model_dir: Path, tmp_path: Path) -> None:
@@ -507,39 +527,39 @@ def test_a_tokenizer_without_a_chat_template_gets_the_fallback(demo_model_dir: P
     plain.save_pretrained(tmp_path)
     (tmp_path / "chat_template.jinja").unlink(missing_ok=True)
 
-    tokenizer = finetune.load_tokenizer(str(tmp_path))
-    assert tokenizer.chat_template == finetune.FALLBACK_CHAT_TEMPLATE and finetune.has_generation_tags(tokenizer)
+    tokenizer = load_tokenizer(str(tmp_path))
+    assert tokenizer.chat_template == FALLBACK_CHAT_TEMPLATE and has_generation_tags(tokenizer)
     messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello there"}]
-    input_ids, mask = finetune.assistant_token_mask(tokenizer, messages, use_generation_tags=True)
+    input_ids, mask = assistant_token_mask(tokenizer, messages, use_generation_tags=True)
     assert tokenizer.decode([t for t, m in zip(input_ids, mask, strict=True) if m]) == "hello there<|im_end|>"
     # The prefix-rendering method finds the same tokens with this template.
-    assert finetune.assistant_token_mask(tokenizer, messages, use_generation_tags=False) == (input_ids, mask)
+    assert assistant_token_mask(tokenizer, messages, use_generation_tags=False) == (input_ids, mask)
 
 
 def test_load_in_4bit_fails_clearly_without_cuda_and_never_imports_bitsandbytes(demo_model_dir: Path) -> None:
-    hp, _ = finetune.parse_hyperparameters({"load_in_4bit": "true", "gradient_checkpointing": "True"})
+    hp, _ = parse_hyperparameters({"load_in_4bit": "true", "gradient_checkpointing": "True"})
     assert hp.load_in_4bit and hp.gradient_checkpointing and not hp.merge_adapter
-    with pytest.raises(finetune.HyperparameterError, match=r"load_in_4bit.*CUDA"):
-        finetune.load_model(str(demo_model_dir), hp, torch.device("cpu"), torch.float32)
+    with pytest.raises(HyperparameterError, match=r"load_in_4bit.*CUDA"):
+        load_model(str(demo_model_dir), hp, torch.device("cpu"), torch.float32)
     assert "bitsandbytes" not in sys.modules
-    with pytest.raises(finetune.HyperparameterError, match="merge_adapter cannot be combined"):
-        finetune.parse_hyperparameters({"load_in_4bit": "true", "merge_adapter": "true"})
-    with pytest.raises(finetune.HyperparameterError, match="merge_adapter must be true or false"):
-        finetune.parse_hyperparameters({"merge_adapter": "maybe"})
+    with pytest.raises(HyperparameterError, match="merge_adapter cannot be combined"):
+        parse_hyperparameters({"load_in_4bit": "true", "merge_adapter": "true"})
+    with pytest.raises(HyperparameterError, match="merge_adapter must be true or false"):
+        parse_hyperparameters({"merge_adapter": "maybe"})
     for bad in ("bucket/key", "s3://bucket", "s3://bucket/dir/", "https://x/y"):
-        with pytest.raises(finetune.HyperparameterError, match="merged_model_uri must be an s3://bucket/key"):
-            finetune.parse_hyperparameters({"merged_model_uri": bad})
+        with pytest.raises(HyperparameterError, match="merged_model_uri must be an s3://bucket/key"):
+            parse_hyperparameters({"merged_model_uri": bad})
 
 
 @pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")  # peft on transformers 5
 def test_gradient_checkpointing_gives_the_same_loss_and_gradients(demo_model_dir: Path, tokenizer: Any) -> None:
-    batch = finetune.pack(_demo_examples(tokenizer, 4), torch.device("cpu"))
+    batch = pack(_demo_examples(tokenizer, 4), torch.device("cpu"))
     results = []
     for checkpointing in ("false", "true"):
-        hp, _ = finetune.parse_hyperparameters({"gradient_checkpointing": checkpointing, "lora_dropout": "0"})
-        model = finetune.load_model(str(demo_model_dir), hp, torch.device("cpu"), torch.float32)
+        hp, _ = parse_hyperparameters({"gradient_checkpointing": checkpointing, "lora_dropout": "0"})
+        model = load_model(str(demo_model_dir), hp, torch.device("cpu"), torch.float32)
         assert model.base_model.model.is_activation_checkpointing == (checkpointing == "true")
-        loss = finetune.loss_sum(model, batch)
+        loss = loss_sum(model, batch)
         loss.backward()
         grads = [p.grad.clone() for p in model.parameters() if p.requires_grad]
         assert any(g.abs().sum() > 0 for g in grads)
@@ -554,8 +574,8 @@ def test_two_runs_with_the_same_seed_report_the_same_losses(demo_model_dir: Path
     losses = []
     for name in ("first", "second"):
         env = _sagemaker_job(tmp_path / name, demo_model_dir, make_demo_dataset(12, seed=0), make_demo_dataset(4, 1))
-        paths = finetune.Paths.from_env(env)
-        finetune.train(paths, {"n_epochs": "2", "lora_dropout": "0.1"}, finetune.StopSignal())
+        paths = Paths.from_env(env)
+        job.train(paths, {"n_epochs": "2", "lora_dropout": "0.1"}, StopSignal())
         metrics = [json.loads(line) for line in (paths.output_data_dir / "metrics.jsonl").read_text().splitlines()]
         losses.append([(m["train_loss"], m.get("valid_loss")) for m in metrics])
     assert len(losses[0]) == 6 and losses[0] == losses[1]
@@ -572,7 +592,7 @@ def test_the_merged_model_is_published_as_its_own_archive(tmp_path: Path) -> Non
         def upload_file(self, filename: str, bucket: str, key: str) -> None:
             sent[f"{bucket}/{key}"] = Path(filename).read_bytes()
 
-    finetune.publish_merged_model(merged, "s3://b/jobs/j/merged-model.tar.gz", tmp_path, Uploads())
+    publish_merged_model(merged, "s3://b/jobs/j/merged-model.tar.gz", tmp_path, Uploads())
     with tarfile.open(fileobj=io.BytesIO(sent["b/jobs/j/merged-model.tar.gz"])) as tar:
         assert sorted(tar.getnames()) == ["config.json", "sub/weights.bin"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["merged"]  # the scratch archive is gone
@@ -582,4 +602,17 @@ def test_the_merged_model_is_published_as_its_own_archive(tmp_path: Path) -> Non
             raise PermissionError("AccessDenied")
 
     with pytest.raises(RuntimeError, match="cannot upload the merged model to s3://b/k: AccessDenied"):
-        finetune.publish_merged_model(merged, "s3://b/k", tmp_path, Refuses())
+        publish_merged_model(merged, "s3://b/k", tmp_path, Refuses())
+
+
+def test_the_test_only_hold_ends_on_its_file_or_a_stop_signal_and_fails_when_nothing_ends_it(tmp_path: Path) -> None:
+    release = tmp_path / "release"
+    assert Paths.from_env({}).hold_at_checkpoint is None
+    assert Paths.from_env({HOLD_AT_CHECKPOINT_ENV: str(release)}).hold_at_checkpoint == release
+    with pytest.raises(TrainingError, match="never released"):
+        hold_after_checkpoint(release, StopSignal(), deadline_s=0.2)
+    stopped = StopSignal()
+    stopped.received = "SIGTERM"
+    hold_after_checkpoint(release, stopped, deadline_s=0)  # returns: the run then stops at this checkpoint
+    release.touch()
+    hold_after_checkpoint(release, StopSignal(), deadline_s=0)  # returns: the run goes on

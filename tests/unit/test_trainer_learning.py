@@ -20,8 +20,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from trainer_image import finetune
 from trainer_image.demo_model import build_demo_model, write_jsonl
+from trainer_image.llmt_trainer import job
+from trainer_image.llmt_trainer.contract import Paths
+from trainer_image.llmt_trainer.loop import StopSignal
 
 pytestmark = [pytest.mark.learning, pytest.mark.filterwarnings("ignore::FutureWarning")]
 
@@ -91,7 +93,7 @@ def test_fine_tuning_learns_a_rule_that_holds_on_held_out_prompts(tmp_path: Path
         "SM_OUTPUT_DATA_DIR": str(tmp_path / "output" / "data"),
         "SM_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
     }
-    summary = finetune.train(finetune.Paths.from_env(env), HYPERPARAMETERS, finetune.StopSignal())
+    summary = job.train(Paths.from_env(env), HYPERPARAMETERS, StopSignal())
 
     from peft import PeftModel
 

@@ -6,6 +6,9 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
+import subprocess
+import sys
 import tarfile
 from typing import Any
 
@@ -132,8 +135,10 @@ def test_script_mode_uploads_the_source_once_and_sends_the_sdk_hyperparameters()
         assert json.loads(hp["sagemaker_job_name"]) == job.job_id
         assert hp["n_epochs"] == str(job.hyperparameters["n_epochs"])  # the trainer's own, as in image mode
         assert request["RoleArn"] == ROLE
+    package = sorted(f"llmt_trainer/{p.name}" for p in (launch.TRAINER_DIR / "llmt_trainer").glob("*.py"))
     with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as tar:
-        assert sorted(tar.getnames()) == ["finetune.py", "requirements.txt"]
+        assert tar.getnames() == ["finetune.py", "requirements.txt", *package]
+        assert "llmt_trainer/main.py" in package and "llmt_trainer/__init__.py" in package
         assert b"boto3" in tar.extractfile("requirements.txt").read()  # type: ignore[union-attr]
     assert gzip.decompress(body)  # a plain gzip stream
 
@@ -147,13 +152,29 @@ def test_a_bundle_already_in_s3_is_not_uploaded_again_by_a_new_process() -> None
 
 
 def test_the_package_is_the_same_bytes_for_the_same_files(tmp_path: Any) -> None:
-    for name in launch.SOURCE_FILES:
+    (tmp_path / launch.TRAINER_PACKAGE).mkdir()
+    for name in (*launch.SOURCE_FILES, f"{launch.TRAINER_PACKAGE}/loop.py"):
         (tmp_path / name).write_text(f"# {name}\n")
     first = launch.package_source(tmp_path)
     (tmp_path / "finetune.py").touch()  # a new mtime, same content
+    os.chmod(tmp_path / launch.TRAINER_PACKAGE / "loop.py", 0o600)  # another mode, same content
     assert launch.package_source(tmp_path) == first
-    (tmp_path / "finetune.py").write_text("# changed\n")
+    (tmp_path / launch.TRAINER_PACKAGE / "loop.py").write_text("# changed\n")
     assert launch.package_source(tmp_path)[1] != first[1]
+
+
+def test_the_unpacked_bundle_runs_on_its_own(tmp_path: Any) -> None:
+    # GIVEN the bundle unpacked into a folder outside the repository, as script mode unpacks it
+    body, _ = launch.package_source()
+    with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # nothing of the repository on sys.path
+    # WHEN it runs there as the training toolkit runs it
+    result = subprocess.run([sys.executable, "finetune.py", "--help"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)
+    # THEN every module of the trainer imports from the bundle itself
+    assert result.returncode == 0, result.stderr
+    assert "Contract (SageMaker training container" in result.stdout
 
 
 def test_script_mode_on_a_gpu_instance_takes_the_hugging_face_gpu_image() -> None:

@@ -1,0 +1,113 @@
+"""SageMaker training entry point: LoRA fine-tuning of a causal LM on chat-format JSONL.
+
+Runs as the container's ENTRYPOINT (SageMaker appends the argument `train`), in SageMaker script mode
+(hyperparameters also arrive as `--name value` arguments), or locally:
+`python finetune.py [--name value ...]`.
+
+Contract (SageMaker training container; every path may be overridden by its environment variable):
+  SM_INPUT_CONFIG_DIR   /opt/ml/input/config      hyperparameters.json: every value a string
+  SM_CHANNEL_TRAIN      /opt/ml/input/data/train  one or more JSONL files (any name), read in sorted order
+  SM_CHANNEL_VALIDATION (optional)                 same format; its loss is evaluated after every epoch
+                                                   (none: hyperparameter validation_split holds out that
+                                                   share of the train examples instead, chosen by the seed)
+  SM_CHANNEL_MODEL      (optional)                 a base model + tokenizer saved with save_pretrained;
+                                                   when present it is used instead of `model_id`
+  SM_CHECKPOINT_DIR     /opt/ml/checkpoints       checkpoints at each epoch end and on SIGTERM; a run
+                                                   restarted on the same data resumes from the newest
+  SM_MODEL_DIR          /opt/ml/model             on success: the LoRA adapter, the tokenizer and
+                                                   training_summary.json (nothing is written there otherwise);
+                                                   with merge_adapter=true also merged/: base + adapter merged
+  SM_OUTPUT_DATA_DIR    /opt/ml/output/data       metrics.jsonl, results.csv (step, train_loss, train_accuracy,
+                                                   valid_loss, valid_mean_token_accuracy) and a copy of
+                                                   training_summary.json
+  SM_OUTPUT_DIR         /opt/ml/output            `failure`: the reason, when the run fails or is stopped
+
+Data: one JSON object per line, in the platform's internal example form (what the files service normalises
+every upload to), or OpenAI's chat line (the same as the first without "type"):
+  {"type": "chat", "messages": [{"role": "system|user|assistant|tool", "content": "...", "weight": 0|1}, ...]}
+      loss on assistant tokens only; `"weight": 0` leaves an assistant message out of the loss
+  {"type": "text", "text": "..."}    continued pre-training: loss on every token (an end-of-text token added)
+  {"type": "preference", ...}        needs DPO, which this trainer does not do: the run fails saying so
+
+Stdout carries one line per logged step, JSON after a fixed prefix (SageMaker MetricDefinitions parse it):
+  METRICS {"step": 3, "epoch": 0.5, "train_loss": 2.3104, "train_accuracy": 0.41, "learning_rate": 0.0002, ...}
+with "valid_loss" and "valid_mean_token_accuracy" added on the step that ends an epoch when there is
+validation data. A tokenizer without a chat template gets a ChatML fallback template.
+
+GPU: bf16 (where supported) and SDPA attention. Options: gradient_checkpointing=true, load_in_4bit=true (QLoRA:
+needs CUDA and bitsandbytes, imported only then; the run fails saying so when either is missing).
+
+Test-only: LLMT_TRAINER_HOLD_AT_CHECKPOINT=<file>: after the first checkpoint this process writes, the trainer
+holds until <file> exists or SIGTERM/SIGINT arrives (then it stops as usual, keeping that checkpoint), so a
+test can interrupt a run at a known step instead of racing the machine's speed. Never set in a real job; a
+hold that nothing ends fails the run after 120 s.
+
+Exit status: 0 success, 1 failure (reason in `failure`), 143 stopped by SIGTERM/SIGINT (checkpoint kept,
+no model published).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+METRICS_PREFIX = "METRICS "
+EXIT_FAILED = 1
+EXIT_STOPPED = 128 + signal.SIGTERM  # 143, what a shell reports for a process ended by SIGTERM
+FAILURE_REASON_LIMIT = 1024  # SageMaker truncates FailureReason to this length
+FAILURE_FILE = "failure"
+HOLD_AT_CHECKPOINT_ENV = "LLMT_TRAINER_HOLD_AT_CHECKPOINT"  # test-only, see above
+
+
+@dataclass(frozen=True)
+class Paths:
+    model_dir: Path
+    output_data_dir: Path
+    output_dir: Path
+    input_config_dir: Path
+    train_channel: Path
+    validation_channel: Path | None
+    model_channel: Path | None
+    checkpoint_dir: Path
+    hold_at_checkpoint: Path | None = None  # test-only: LLMT_TRAINER_HOLD_AT_CHECKPOINT
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Paths:
+        input_dir = Path(env.get("SM_INPUT_DIR", "/opt/ml/input"))
+
+        def optional_channel(name: str) -> Path | None:
+            # A bring-your-own container gets no SM_CHANNEL_* variables: look where SageMaker mounts channels.
+            value = env.get(f"SM_CHANNEL_{name.upper()}")
+            if value:
+                return Path(value)
+            default = input_dir / "data" / name
+            return default if default.is_dir() else None
+
+        return cls(
+            model_dir=Path(env.get("SM_MODEL_DIR", "/opt/ml/model")),
+            output_data_dir=Path(env.get("SM_OUTPUT_DATA_DIR", "/opt/ml/output/data")),
+            output_dir=Path(env.get("SM_OUTPUT_DIR", "/opt/ml/output")),
+            input_config_dir=Path(env.get("SM_INPUT_CONFIG_DIR", str(input_dir / "config"))),
+            train_channel=Path(env.get("SM_CHANNEL_TRAIN", str(input_dir / "data" / "train"))),
+            validation_channel=optional_channel("validation"),
+            model_channel=optional_channel("model"),
+            checkpoint_dir=Path(env.get("SM_CHECKPOINT_DIR", "/opt/ml/checkpoints")),
+            hold_at_checkpoint=Path(env[HOLD_AT_CHECKPOINT_ENV]) if env.get(HOLD_AT_CHECKPOINT_ENV) else None,
+        )
+
+    @property
+    def failure_file(self) -> Path:
+        return self.output_dir / FAILURE_FILE
+
+
+def write_failure(paths: Paths, reason: str) -> None:
+    try:
+        paths.output_dir.mkdir(parents=True, exist_ok=True)
+        paths.failure_file.write_text(reason[:FAILURE_REASON_LIMIT], encoding="utf-8")
+    except OSError as exc:
+        log.error("could not write the failure file in %s: %s", paths.output_dir, exc)

@@ -1,0 +1,137 @@
+"""One training job from start to end: hyperparameters, data, tokenizer and model, the training loop, then the
+adapter and the summary. Everything it does is in the modules it calls; this is the order they run in."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .contract import Paths
+from .data import load_conversations, split_validation
+from .errors import DataError
+from .hyperparameters import Hyperparameters, parse_hyperparameters, read_hyperparameters_file, unquote
+from .loop import StopSignal, TrainingRun
+from .masking import TokenizedSet, dataset_fingerprint, has_generation_tags, tokenize_conversations
+from .model_loading import (
+    HF_TOKEN_SECRET_PARAM,
+    fetch_hf_token,
+    load_model,
+    load_tokenizer,
+    pick_device,
+    resolve_model_source,
+    use_hf_token,
+)
+from .outputs import MERGED_DIR, save_model, write_summary
+
+log = logging.getLogger(__name__)
+
+
+def _log_data(name: str, tokenized: TokenizedSet, hp: Hyperparameters) -> None:
+    log.info(
+        "%s data: %d examples, %d tokens, %d assistant (loss) tokens",
+        name, len(tokenized.examples), tokenized.tokens, tokenized.loss_tokens,
+    )  # fmt: skip
+    if tokenized.truncated:
+        log.warning("%s data: %d examples longer than max_seq_length=%d were truncated",
+                    name, tokenized.truncated, hp.max_seq_length)  # fmt: skip
+    if tokenized.dropped:
+        log.warning("%s data: %d examples dropped: no assistant token left within max_seq_length=%d",
+                    name, tokenized.dropped, hp.max_seq_length)  # fmt: skip
+
+
+def train(paths: Paths, overrides: Mapping[str, str], stop: StopSignal) -> dict[str, Any]:
+    started = time.monotonic()
+    raw_hyperparameters = {**read_hyperparameters_file(paths.input_config_dir), **overrides}
+    hp, ignored = parse_hyperparameters(raw_hyperparameters)
+    ignored = [name for name in ignored if name != HF_TOKEN_SECRET_PARAM]
+    use_hf_token(fetch_hf_token(str(unquote(raw_hyperparameters.get(HF_TOKEN_SECRET_PARAM) or "")) or None))
+    if ignored:
+        log.warning("ignoring unknown hyperparameters: %s", ", ".join(ignored))
+    log.info("hyperparameters: %s", json.dumps(hp.as_dict()))
+
+    train_conversations = load_conversations(paths.train_channel, "train")
+    validation_conversations = (
+        load_conversations(paths.validation_channel, "validation") if paths.validation_channel else []
+    )
+    if hp.validation_split > 0:
+        if validation_conversations:
+            log.warning("validation_split ignored: the validation channel is the validation set")
+        else:
+            train_conversations, validation_conversations = split_validation(
+                train_conversations, hp.validation_split, hp.seed
+            )
+            log.info("validation_split %g: %d examples held out", hp.validation_split,
+                     len(validation_conversations))
+    with tempfile.TemporaryDirectory(prefix="finetune-") as scratch:
+        source = resolve_model_source(paths, hp, Path(scratch))
+        device, dtype = pick_device()
+        log.info("base model: %s (device %s, %s)", source, device, str(dtype).removeprefix("torch."))
+        tokenizer = load_tokenizer(source)
+        use_generation_tags = has_generation_tags(tokenizer)
+        mask_method = "generation_tags" if use_generation_tags else "prefix_rendering"
+        log.info("assistant tokens located by %s", mask_method.replace("_", " "))
+
+        train_set = tokenize_conversations(
+            tokenizer, train_conversations, hp.max_seq_length, use_generation_tags=use_generation_tags
+        )
+        validation_set = tokenize_conversations(
+            tokenizer, validation_conversations, hp.max_seq_length, use_generation_tags=use_generation_tags
+        )
+        _log_data("train", train_set, hp)
+        if not train_set.examples:
+            raise DataError(
+                f"no training example keeps an assistant token within max_seq_length={hp.max_seq_length}"
+            )
+        if validation_conversations:
+            _log_data("validation", validation_set, hp)
+
+        model = load_model(source, hp, device, dtype)
+    trainable, total = model.get_nb_trainable_parameters()
+    log.info(
+        "LoRA adapter: %d trainable of %d parameters (%.2f%%)", trainable, total, 100 * trainable / total
+    )
+
+    base_model = hp.model_id if paths.model_channel is None or "model_id" in hp.given else source
+    fingerprint = hashlib.sha256(
+        json.dumps([hp.as_dict(), base_model, dataset_fingerprint(train_set, validation_set)]).encode()
+    ).hexdigest()
+    paths.output_data_dir.mkdir(parents=True, exist_ok=True)
+    metrics_sink = paths.output_data_dir / "metrics.jsonl"
+    run = TrainingRun(
+        hp, paths, model, train_set.examples, validation_set.examples, device, fingerprint, stop
+    )
+    progress = run.run(metrics_sink)
+
+    save_model(model, tokenizer, paths, hp, base_model)
+    summary = {
+        "status": "completed",
+        "base_model": base_model,
+        "base_model_source": "model_channel" if paths.model_channel else "model_id",
+        "hyperparameters": hp.as_dict(),
+        "ignored_hyperparameters": ignored,
+        "examples": len(train_set.examples),
+        "validation_examples": len(validation_set.examples),
+        "truncated_examples": train_set.truncated,
+        "dropped_examples": train_set.dropped,
+        "tokens_per_epoch": train_set.tokens,
+        "assistant_tokens_per_epoch": train_set.loss_tokens,
+        "trained_tokens": progress.trained_tokens,
+        "steps": progress.step,
+        "epochs": hp.n_epochs,
+        "final_train_loss": progress.last_train_loss,
+        "final_valid_loss": progress.last_valid_loss,
+        "final_valid_mean_token_accuracy": progress.last_valid_accuracy,
+        "merged_model": (hp.merged_model_uri or MERGED_DIR) if hp.merge_adapter else None,
+        "mask_method": mask_method,
+        "device": device.type,
+        "dtype": str(dtype).removeprefix("torch."),
+        "duration_s": round(time.monotonic() - started, 2),
+    }
+    write_summary(paths, summary)
+    return summary

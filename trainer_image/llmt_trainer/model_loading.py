@@ -1,0 +1,182 @@
+"""The base model and its tokenizer: where they load from (the model channel, a model.tar.gz in it, or the
+Hub id, with a gated model's token read from Secrets Manager), on which device and dtype, optionally 4-bit
+(QLoRA), with the LoRA adapter added."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+
+from .contract import Paths
+from .errors import HyperparameterError, ModelLoadError
+from .hyperparameters import Hyperparameters
+
+log = logging.getLogger(__name__)
+
+HF_TOKEN_SECRET_PARAM = "hf_token_secret"  # noqa: S105 - the hyperparameter's name, not a secret
+
+
+def fetch_hf_token(secret_id: str | None, client: Any = None) -> str | None:
+    """The Hugging Face token for gated models, read from AWS Secrets Manager at start: only the secret's
+    name or ARN travels with the job (hyperparameter `hf_token_secret`), never the token. The secret holds
+    the token itself or JSON with "HF_TOKEN" (or "token")."""
+    if not secret_id:
+        return None
+    try:
+        if client is None:
+            import boto3  # only jobs that need a token need boto3
+
+            # An ARN names its region; else the job's own (SageMaker sets AWS_REGION in the container).
+            region = secret_id.split(":")[3] if secret_id.startswith("arn:") else os.environ.get("AWS_REGION")
+            client = boto3.client("secretsmanager", **({"region_name": region} if region else {}))
+        response = client.get_secret_value(SecretId=secret_id)
+    except Exception as exc:
+        raise ModelLoadError(
+            f"cannot read the Hugging Face token from Secrets Manager secret {secret_id}: {exc}"
+        ) from exc
+    text = (response.get("SecretString") or response.get("SecretBinary", b"").decode("utf-8", "replace")).strip()
+    token: Any = text
+    if text.startswith("{"):
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError:
+            values = {}
+        if not isinstance(values, dict):
+            values = {}
+        token = values.get("HF_TOKEN") or values.get("hf_token") or values.get("token")
+    if not isinstance(token, str) or not token.strip():
+        raise ModelLoadError(f"Secrets Manager secret {secret_id} holds no Hugging Face token")
+    return token.strip()
+
+
+def use_hf_token(token: str | None) -> None:
+    """The Hub client reads HF_TOKEN at each download: set in this process only, never in the job's config."""
+    if token:
+        os.environ["HF_TOKEN"] = token
+        log.info("Hugging Face token read from Secrets Manager")
+
+
+def resolve_model_source(paths: Paths, hp: Hyperparameters, scratch: Path) -> str:
+    """The folder or Hub id to load the base model from: the model channel when there is one."""
+    channel = paths.model_channel
+    if channel is None:
+        return hp.model_id
+    if not channel.is_dir():
+        raise ModelLoadError(f"model channel {channel} is not a directory")
+    for candidate in (channel, *sorted(p for p in channel.iterdir() if p.is_dir())):
+        if (candidate / "config.json").is_file():
+            return str(candidate)
+    archives = sorted(channel.glob("*.tar.gz"))
+    if len(archives) == 1:  # a SageMaker model artifact (model.tar.gz) passed as the channel
+        target = scratch / "base-model"
+        with tarfile.open(archives[0]) as archive:
+            archive.extractall(target, filter="data")
+        for candidate in (target, *sorted(p for p in target.iterdir() if p.is_dir())):
+            if (candidate / "config.json").is_file():
+                return str(candidate)
+    raise ModelLoadError(
+        f"model channel {channel} holds no config.json (a folder written by save_pretrained)"
+    )
+
+
+def pick_device() -> tuple[torch.device, torch.dtype]:
+    if torch.cuda.is_available():
+        # Older GPUs (T4, V100) lack bf16; fp16 would need loss scaling, so they train in fp32.
+        return torch.device("cuda"), torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    return torch.device("cpu"), torch.float32
+
+
+# Used when the base model's tokenizer has none (a base, not instruct, model): ChatML turns, with the
+# assistant's reply and its end marker inside {% generation %} so the loss mask comes from the template; no
+# separator after the end marker, so the prefix-rendering method finds the same spans.
+FALLBACK_CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
+    "{%- if message['role'] == 'assistant' -%}"
+    "{%- generation -%}{{- message['content'] + '<|im_end|>' -}}{%- endgeneration -%}"
+    "{%- else -%}"
+    "{{- message['content'] + '<|im_end|>' -}}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
+)
+
+
+def load_tokenizer(source: str) -> Any:
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load the tokenizer of {source}: {exc}") from exc
+    if not getattr(tokenizer, "is_fast", False):
+        raise ModelLoadError(f"the tokenizer of {source} is not a fast tokenizer; token offsets are needed")
+    if not tokenizer.chat_template:
+        log.warning("the tokenizer of %s has no chat template; using a ChatML fallback template", source)
+        tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
+    return tokenizer
+
+
+def _quantization_config(device: torch.device, dtype: torch.dtype) -> Any:
+    """QLoRA's 4-bit NF4 config; bitsandbytes is imported only here, when load_in_4bit asks for it."""
+    if device.type != "cuda":
+        raise HyperparameterError("load_in_4bit (QLoRA) needs a CUDA GPU; none is available")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise HyperparameterError(
+            "load_in_4bit (QLoRA) needs the bitsandbytes package, which is not installed in this image"
+        ) from None
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype
+    )
+
+
+def load_model(source: str, hp: Hyperparameters, device: torch.device, dtype: torch.dtype) -> Any:
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if device.type == "cuda":
+        kwargs["attn_implementation"] = "sdpa"  # flash/memory-efficient kernels; packed rows via position ids
+    if hp.load_in_4bit:
+        kwargs["quantization_config"] = _quantization_config(device, dtype)
+        kwargs["device_map"] = {"": device.index or 0}
+    try:
+        model: Any = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load the base model {source}: {exc}") from exc
+    model.config.use_cache = False  # packed rows rely on position ids, which the cache path ignores
+    if hp.load_in_4bit:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=hp.gradient_checkpointing)
+    else:
+        model.to(device)
+        if hp.gradient_checkpointing:
+            # transformers 5 renamed it activation_checkpointing_enable; the old name warns.
+            if hasattr(model, "activation_checkpointing_enable"):
+                model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.enable_input_require_grads()  # the frozen embeddings' output must carry grad for LoRA
+    # Seeded right before the adapter is created: that is what makes LoRA's initial weights reproducible.
+    set_seed(hp.seed)
+    target = hp.target_modules if isinstance(hp.target_modules, str) else list(hp.target_modules)
+    config = LoraConfig(
+        r=hp.lora_r,
+        lora_alpha=hp.lora_alpha,
+        lora_dropout=hp.lora_dropout,
+        target_modules=target,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    try:
+        return get_peft_model(model, config)
+    except ValueError as exc:  # e.g. target modules that the model does not have
+        raise HyperparameterError(f"cannot add the LoRA adapter: {exc}") from exc
