@@ -10,29 +10,22 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
-import subprocess
 import sys
 import tarfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import boto3
-import httpx
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import AwsEndpoint, start_emulator_process
+from tests.support.aws import AwsEndpoint, start_emulator_process
+from tests.support.emulator import ROLE_ARN, Emulator, state_change_queue, unique, wait_for, wait_status
 
-T = TypeVar("T")
-
-ROLE_ARN = "arn:aws:iam::123456789012:role/llm-tuner-sagemaker"
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/llm-tuner-trainer:latest"
-TERMINAL = ("Completed", "Failed", "Stopped")
 LOSS_METRIC = {"Name": "train:loss", "Regex": r'"train_loss": ([0-9.]+)'}
 
 FAKE_ENTRY_POINT = r'''
@@ -79,23 +72,6 @@ else:  # "sleep" leaves on SIGTERM, "stubborn" ignores it (and so does its child
 
 # --- helpers ---------------------------------------------------------------------------------------------
 
-def wait_for(probe: Callable[[], T], ok: Callable[[T], bool], what: str, timeout_s: float = 20) -> T:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = probe()
-        if ok(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last seen: {value!r}")
-        time.sleep(0.1)
-
-
-def wait_status(sm: Any, name: str, statuses: tuple[str, ...] = TERMINAL,
-                timeout_s: float = 30) -> dict[str, Any]:
-    return wait_for(lambda: sm.describe_training_job(TrainingJobName=name),
-                    lambda d: d["TrainingJobStatus"] in statuses, f"{name} to be {statuses}", timeout_s)
-
-
 def running(pid: int) -> bool:
     """Alive and not a zombie waiting for a reaper."""
     try:
@@ -108,29 +84,6 @@ def running(pid: int) -> bool:
 def wait_gone(pids: list[int]) -> None:
     wait_for(lambda: [pid for pid in pids if running(pid)], lambda alive: not alive, "the processes to end",
              timeout_s=5)
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-@dataclass
-class Emulator:
-    url: str
-    workdir: Path
-    process: subprocess.Popen[bytes]
-
-    def client(self) -> Any:
-        return boto3.client("sagemaker", endpoint_url=self.url, region_name="us-east-1")
-
-    def pids(self, job: str) -> list[int]:
-        path = self.workdir / job / "opt_ml" / "output" / "pids"
-        return wait_for(lambda: json.loads(path.read_text()) if path.exists() else [], bool, f"{job}'s pids")
-
-    def terminate(self) -> None:
-        """SIGTERM, as a process manager stops it; uvicorn re-raises the signal once shut down cleanly."""
-        self.process.send_signal(signal.SIGTERM)
-        assert self.process.wait(timeout=30) in (0, -signal.SIGTERM)
 
 
 def start_emulator(workdir: Path, entry_point: Path, max_jobs: int, spot_restart_delay_s: float = 1.0) -> Emulator:
@@ -181,18 +134,6 @@ def bucket(aws: AwsEndpoint) -> str:
     s3.put_object(Bucket=name, Key="data/train/a.jsonl", Body=b'{"prompt": "hi", "completion": "there"}\n')
     s3.put_object(Bucket=name, Key="data/train/nested/b.jsonl", Body=b'{"prompt": "a", "completion": "b"}\n')
     return name
-
-
-def state_change_queue(prefix: str) -> str:
-    """An SQS queue that an EventBridge rule feeds with SageMaker's training-job state changes: its URL."""
-    sqs, events = boto3.client("sqs"), boto3.client("events")
-    url = sqs.create_queue(QueueName=unique(f"{prefix}-changes"))["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    rule = unique(f"{prefix}-state")
-    events.put_rule(Name=rule, State="ENABLED", EventPattern=json.dumps(
-        {"source": ["aws.sagemaker"], "detail-type": ["SageMaker Training Job State Change"]}))
-    events.put_targets(Rule=rule, Targets=[{"Id": "queue", "Arn": arn}])
-    return str(url)
 
 
 @pytest.fixture(scope="module")
@@ -447,7 +388,7 @@ def interrupt_when_training(emulator: Emulator, sm: Any, name: str, after_s: flo
              f"{name} to be training")
     emulator.pids(name)  # the container is up
     time.sleep(after_s)  # let the first attempt use up some of its MaxRuntime (a duration, not a poll)
-    response = httpx.post(f"{emulator.url}/_emulator/jobs/{name}/interrupt", timeout=10)
+    response = emulator.interrupt(name)
     assert response.status_code == 202, response.text
 
 

@@ -4,6 +4,10 @@ The emulator's test-only control endpoint `POST /_emulator/jobs/{name}/interrupt
 reclaims the managed-spot job's "instance" once its first checkpoint is in S3: SIGTERM to the container,
 SecondaryStatus Interrupted, the checkpoints synced to CheckpointConfig.S3Uri, then a fresh start that
 downloads them into SM_CHECKPOINT_DIR. The resumed run must start from the checkpoint's step, not from 0.
+
+The interruption lands at a known step whatever the machine's speed: the job's environment sets the trainer's
+test-only LLMT_TRAINER_HOLD_AT_CHECKPOINT, so the first attempt holds after its first checkpoint (step 5) until
+the SIGTERM arrives; the release file is created only once that attempt has ended.
 """
 
 from __future__ import annotations
@@ -14,30 +18,22 @@ import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import boto3
-import httpx
 import pytest
 
-from tests.conftest import ROOT, AwsEndpoint, start_emulator_process
-from tests.integration.test_sagemaker_emulator import (
-    ROLE_ARN,
-    Emulator,
-    state_change_queue,
-    unique,
-    wait_for,
-    wait_status,
-)
+from tests.support.aws import ROOT, AwsEndpoint, start_emulator_process
+from tests.support.emulator import ROLE_ARN, Emulator, state_change_queue, unique, wait_for, wait_status
 from trainer_image.demo_model import build_demo_model, make_demo_dataset, write_jsonl
+from trainer_image.llmt_trainer.contract import HOLD_AT_CHECKPOINT_ENV
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/llm-tuner-trainer:latest"
 FINETUNE = ROOT / "trainer_image" / "finetune.py"
-# 20 examples in batches of 4: 5 steps an epoch, a checkpoint at each epoch's end (step 5 first).
-# Long enough (300 steps) that the interrupt, sent once the first checkpoint is in S3, lands mid-run even on a
-# quiet machine where the tiny model trains fast (60 steps were sometimes all done before it arrived).
-HYPERPARAMETERS = {"n_epochs": "60", "batch_size": "4", "learning_rate": "0.003", "seed": "7"}
-TOTAL_STEPS = 300
+# 20 examples in batches of 4: 5 steps an epoch, a checkpoint at each epoch's end (step 5 first, where the
+# first attempt holds until it is interrupted).
+HYPERPARAMETERS = {"n_epochs": "3", "batch_size": "4", "learning_rate": "0.003", "seed": "7"}
+FIRST_CHECKPOINT_STEP = 5
+TOTAL_STEPS = 15
 RESTART_DELAY_S = 1.5
 
 
@@ -78,20 +74,16 @@ def emulator(aws: AwsEndpoint, state_changes: str, tmp_path_factory: pytest.Temp
     emulator.terminate()
 
 
-def interrupt(emulator: Emulator, name: str) -> tuple[int, dict[str, Any]]:
-    response = httpx.post(f"{emulator.url}/_emulator/jobs/{name}/interrupt", timeout=10)
-    return response.status_code, response.json()
-
-
 def metric_steps(text: str) -> list[int]:
     return [json.loads(m)["step"] for m in re.findall(r"^METRICS (.*)$", text, flags=re.M)]
 
 
 def test_an_interrupted_spot_job_resumes_from_its_checkpoint(
-    emulator: Emulator, bucket: str, demo_model: Path, state_changes: str
+    emulator: Emulator, bucket: str, demo_model: Path, state_changes: str, tmp_path: Path
 ) -> None:
     sm, s3 = emulator.client(), boto3.client("s3")
     name = unique("spot")
+    release = tmp_path / "release-the-trainer"
     checkpoint_prefix = f"checkpoints/{name}/"
     sm.create_training_job(
         TrainingJobName=name, RoleArn=ROLE_ARN,
@@ -103,16 +95,22 @@ def test_an_interrupted_spot_job_resumes_from_its_checkpoint(
         ResourceConfig={"InstanceType": "ml.g5.2xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30},
         StoppingCondition={"MaxRuntimeInSeconds": 600, "MaxWaitTimeInSeconds": 1200},
         EnableManagedSpotTraining=True,
-        CheckpointConfig={"S3Uri": f"s3://{bucket}/{checkpoint_prefix}"})
+        CheckpointConfig={"S3Uri": f"s3://{bucket}/{checkpoint_prefix}"},
+        Environment={HOLD_AT_CHECKPOINT_ENV: str(release)})
 
     def checkpoint_states() -> list[str]:
         listing = s3.list_objects_v2(Bucket=bucket, Prefix=checkpoint_prefix)
         return [o["Key"] for o in listing.get("Contents", []) if o["Key"].endswith("/trainer_state.json")
                 and "/checkpoint-" in o["Key"]]
 
+    # GIVEN the first attempt held after its first checkpoint, which is in S3
     wait_for(checkpoint_states, bool, "the first checkpoint in S3", timeout_s=120)
-    status, body = interrupt(emulator, name)
-    assert status == 202, body
+    # WHEN its spot instance is reclaimed
+    response = emulator.interrupt(name)
+    assert response.status_code == 202, response.text
+    wait_for(lambda: [t["Status"] for t in sm.describe_training_job(TrainingJobName=name)
+                      ["SecondaryStatusTransitions"]], lambda s: "Interrupted" in s, "the first attempt to end")
+    release.touch()  # the restarted attempt must not hold
     done = wait_status(sm, name, timeout_s=240)
 
     assert (done["TrainingJobStatus"], done["SecondaryStatus"]) == ("Completed", "Completed"), done
@@ -127,11 +125,11 @@ def test_an_interrupted_spot_job_resumes_from_its_checkpoint(
     runs = log.split("fine-tune starting")[1:]
     assert len(runs) == 2, log[-3000:]
     first, resumed = metric_steps(runs[0]), metric_steps(runs[1])
-    assert first and first[-1] < TOTAL_STEPS
-    assert "resuming from the checkpoint at step" in runs[1]
-    assert resumed[0] > 1 and resumed[0] >= 6  # past the first checkpoint (step 5), not from 0
-    assert resumed[0] == first[-1] + 1  # the SIGTERM checkpoint, synced to S3 and downloaded again
-    assert resumed[-1] == TOTAL_STEPS
+    assert first == list(range(1, FIRST_CHECKPOINT_STEP + 1)), runs[0][-3000:]  # stopped while held
+    assert f"Training stopped by SIGTERM at step {FIRST_CHECKPOINT_STEP}/{TOTAL_STEPS}" in runs[0]
+    # THEN the restarted attempt resumes from that checkpoint, synced to S3 and downloaded again, not from 0
+    assert f"resuming from the checkpoint at step {FIRST_CHECKPOINT_STEP}/{TOTAL_STEPS}" in runs[1]
+    assert resumed == list(range(FIRST_CHECKPOINT_STEP + 1, TOTAL_STEPS + 1))
     sqs, seen = boto3.client("sqs"), []
 
     def received() -> list[str]:
@@ -148,5 +146,5 @@ def test_an_interrupted_spot_job_resumes_from_its_checkpoint(
 
 
 def test_an_unknown_job_cannot_be_interrupted(emulator: Emulator) -> None:
-    status, body = interrupt(emulator, unique("no-such-job"))
-    assert (status, body["__type"]) == (400, "ValidationException"), body
+    response = emulator.interrupt(unique("no-such-job"))
+    assert (response.status_code, response.json()["__type"]) == (400, "ValidationException"), response.text
