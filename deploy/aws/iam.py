@@ -24,7 +24,7 @@ from shared.contracts.resources import Resources
 Json = dict[str, Any]
 Arn = Any  # a string or a CloudFormation expression (Fn::Sub, Fn::GetAtt...)
 
-# SageMaker training job names are the job ids (services/training/handlers.py creates them as `ftjob-...`).
+# SageMaker training job names are the job ids (services/training/commands.py creates them as `ftjob-...`).
 TRAINING_JOB_NAME_PREFIX = "ftjob-"
 
 _DYNAMO_WRITE = ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem")
@@ -59,16 +59,13 @@ CALLS: dict[str, frozenset[str]] = {
                                   "logs:DescribeLogStreams", "logs:FilterLogEvents", "sts:GetCallerIdentity"}),
     "training-reconciler": frozenset({*_DYNAMO_WRITE, "dynamodb:Query", "dynamodb:BatchWriteItem", *_S3_TRAINING,
                                       "sns:Publish", "sqs:GetQueueUrl", "sqs:SendMessage",
-                                      "sagemaker:DescribeTrainingJob", "sagemaker:StopTrainingJob",
-                                      "service-quotas:GetServiceQuota", "logs:DescribeLogStreams",
+                                      "sagemaker:DescribeTrainingJob", "service-quotas:GetServiceQuota",
+                                      "logs:DescribeLogStreams",
                                       "logs:FilterLogEvents", "sts:GetCallerIdentity"}),
 }
 
 _COMMANDS_UNUSED = "shared.events' CommandQueue: this service sends no commands"
-_CONSUMER_UNUSED = "shared.consumer is imported (for RetryLater and friends), but this process consumes no queue"
 _INBOX_UNUSED = "shared.inbox comes in with shared.worker's `dispatcher`; replica queues have no inbox"
-_LAUNCH_ONLY_IN_WORKER = ("handlers.launch_job runs only in the worker (the launch command); this process enqueues "
-                          "the command instead, so it cannot start paid training jobs")
 
 # Operations a process's imports contain but the process never runs, and why: not granted.
 NOT_CALLED: dict[str, dict[str, str]] = {
@@ -78,13 +75,6 @@ NOT_CALLED: dict[str, dict[str, str]] = {
                 "sqs:GetQueueUrl": "a replica creates its queue and keeps the URL CreateQueue answers"},
     "auth": {"sqs:GetQueueUrl": _COMMANDS_UNUSED, "sqs:SendMessage": _COMMANDS_UNUSED},
     "files": {"sqs:GetQueueUrl": _COMMANDS_UNUSED, "sqs:SendMessage": _COMMANDS_UNUSED},
-    "training": {"sagemaker:CreateTrainingJob": _LAUNCH_ONLY_IN_WORKER, "sqs:ReceiveMessage": _CONSUMER_UNUSED,
-                 "logs:FilterLogEvents": ("metrics.poll runs in the worker (a job's end) and the reconciler; the API "
-                                          "reads a job's log tail with GetLogEvents (progress.py)"),
-                 "sqs:DeleteMessage": _CONSUMER_UNUSED, "sqs:ChangeMessageVisibility": _CONSUMER_UNUSED},
-    "training-reconciler": {"sagemaker:CreateTrainingJob": _LAUNCH_ONLY_IN_WORKER,
-                            "sqs:ReceiveMessage": _CONSUMER_UNUSED, "sqs:DeleteMessage": _CONSUMER_UNUSED,
-                            "sqs:ChangeMessageVisibility": _CONSUMER_UNUSED},
 }
 
 # Where the IAM action differs from the operation's name (IAM authorises some operations as others).

@@ -6,14 +6,15 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query
 
-from services.training import artifacts, cancel, handlers, progress
+from services.training import artifacts, commands, deps, progress
 from services.training.bootstrap import build_deps
+from services.training.fit import public_catalog
 from services.training.models import CreateJob, EstimateRequest
 from services.training.settings import Settings
 from shared.tokens import Caller
 from shared.web import app_deps, create_service_app
 
-Deps = Annotated[handlers.Deps, Depends(app_deps)]
+Deps = Annotated[deps.Deps, Depends(app_deps)]
 
 
 def build_app(settings: Settings | None = None) -> FastAPI:
@@ -22,18 +23,18 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     @app.post("/v1/fine_tuning/jobs")
     async def create_job(body: CreateJob, caller: Caller, d: Deps) -> dict[str, Any]:
         if body.dry_run:  # the estimate, and nothing created
-            return await handlers.dry_run_job(body, caller.user_id, d)
-        return (await handlers.create_job(body, caller.user_id, d)).openai()
+            return await commands.dry_run_job(body, caller.user_id, d)
+        return (await commands.create_job(body, caller.user_id, d)).openai()
 
     @app.get("/v1/fine_tuning/jobs")
     async def list_jobs(caller: Caller, d: Deps, after: str | None = None,
                         limit: Annotated[int, Query(ge=1, le=100)] = 20) -> dict[str, Any]:
-        jobs, has_more = await handlers.list_jobs(caller.user_id, d, limit, after)
+        jobs, has_more = await commands.list_jobs(caller.user_id, d, limit, after)
         return {"object": "list", "data": [j.openai() for j in jobs], "has_more": has_more}
 
     @app.get("/v1/fine_tuning/jobs/{job_id}")
     async def retrieve_job(job_id: str, caller: Caller, d: Deps) -> dict[str, Any]:
-        return (await handlers.get_job(job_id, caller.user_id, d)).openai()
+        return (await commands.get_job(job_id, caller.user_id, d)).openai()
 
     @app.get("/v1/fine_tuning/jobs/{job_id}/events")
     async def list_events(job_id: str, caller: Caller, d: Deps, after: str | None = None,
@@ -41,41 +42,40 @@ def build_app(settings: Settings | None = None) -> FastAPI:
                           event_type: Annotated[Literal["message", "metrics"] | None, Query(alias="type")] = None,
                           ) -> dict[str, Any]:
         """Beyond OpenAI: `type=message` or `type=metrics` lists only that kind (the dashboard's timeline)."""
-        job = await handlers.get_job(job_id, caller.user_id, d)
-        events, has_more = await d.jobs.list_events(job.job_id, limit, after, event_type)
+        events, has_more = await commands.list_events(job_id, caller.user_id, d, limit, after, event_type)
         return {"object": "list", "data": events, "has_more": has_more}
 
     @app.post("/v1/fine_tuning/jobs/{job_id}/cancel")
     async def cancel_job(job_id: str, caller: Caller, d: Deps) -> dict[str, Any]:
-        return (await cancel.cancel_job(job_id, caller.user_id, d)).openai()
+        return (await commands.cancel_job(job_id, caller.user_id, d)).openai()
 
     @app.get("/v1/fine_tuning/jobs/{job_id}/checkpoints")
     async def list_checkpoints(job_id: str, caller: Caller, d: Deps, after: str | None = None,
                                limit: Annotated[int, Query(ge=1, le=100)] = 10) -> dict[str, Any]:
-        job = await handlers.get_job(job_id, caller.user_id, d)
+        job = await commands.get_job(job_id, caller.user_id, d)
         return await artifacts.list_checkpoints(job, d, limit, after)
 
     @app.get("/api/jobs/{job_id}/artifacts")
     async def job_artifacts(job_id: str, caller: Caller, d: Deps) -> dict[str, Any]:
-        return await artifacts.artifact_links(await handlers.get_job(job_id, caller.user_id, d), d)
+        return await artifacts.artifact_links(await commands.get_job(job_id, caller.user_id, d), d)
 
     @app.get("/api/jobs/{job_id}/metrics")
     async def job_metrics(job_id: str, caller: Caller, d: Deps) -> dict[str, Any]:
-        return await progress.metrics_history(await handlers.get_job(job_id, caller.user_id, d), d)
+        return await progress.metrics_history(await commands.get_job(job_id, caller.user_id, d), d)
 
     @app.get("/api/jobs/{job_id}/logs")
     async def job_logs(job_id: str, caller: Caller, d: Deps,
                        limit: Annotated[int, Query(ge=1, le=progress.MAX_LOG_LINES)] = 200) -> dict[str, Any]:
-        job = await handlers.get_job(job_id, caller.user_id, d)
+        job = await commands.get_job(job_id, caller.user_id, d)
         return await progress.log_tail(job, d.logs, d.log_group, limit)
 
     @app.post("/api/estimates")
     async def estimate(body: EstimateRequest, caller: Caller, d: Deps) -> dict[str, Any]:
-        return await handlers.estimate_job(body, caller.user_id, d)
+        return await commands.estimate_job(body, caller.user_id, d)
 
     @app.get("/api/catalog")
     async def catalog(_: Caller, d: Deps) -> dict[str, Any]:
-        return d.catalog.public()
+        return public_catalog(d.catalog)
 
     return app
 

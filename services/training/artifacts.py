@@ -16,9 +16,10 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from services.training import results
-from services.training.handlers import Deps, fine_tuned_model_name, merged_model_key
+from services.training import results_file
+from services.training.deps import Deps
 from services.training.models import Job
+from services.training.training_job_request import merged_model_key
 from shared.errors import NotFound
 
 LINK_TTL_S = 15 * 60
@@ -73,8 +74,8 @@ async def list_checkpoints(job: Job, deps: Deps, limit: int, after: str | None) 
             raise NotFound(f"No checkpoint found with id {after!r}.", param="after")
         start = ids.index(after) + 1
     page = found[start:start + limit]
-    records = await results.load_metrics(deps.s3, job.model_artifact) if page and job.model_artifact else []
-    model = job.fine_tuned_model or fine_tuned_model_name(job)
+    records = await results_file.load_metrics(deps.s3, job.model_artifact) if page and job.model_artifact else []
+    model = job.fine_tuned_model or job.fine_tuned_model_name()
     data = [{"id": checkpoint_id(job.job_id, f.step), "object": "fine_tuning.job.checkpoint",
              "created_at": f.modified, "fine_tuned_model_checkpoint": f"{model}:ckpt-step-{f.step}",
              "fine_tuning_job_id": job.job_id, "step_number": f.step, "metrics": _metrics(records, f.step)}
@@ -113,7 +114,7 @@ async def artifact_links(job: Job, deps: Deps) -> dict[str, Any]:
             data.append(link)
     for file_id in job.result_files:
         key = f"files/{job.user_id}/{file_id}"
-        link = await _link(deps, deps.launch.bucket, key, results.RESULTS_FILENAME, "results", expires_at)
+        link = await _link(deps, deps.launch.bucket, key, results_file.RESULTS_FILENAME, "results", expires_at)
         if link:
             data.append(link)
     return {"object": "list", "data": data}

@@ -1,11 +1,12 @@
-"""Builds the training service's dependencies once, for the API and the worker alike."""
+"""Builds the training service's dependencies (deps.py) once, for the API, the worker and the reconciler alike."""
 
 from __future__ import annotations
 
 from services.training.catalog import Catalog
-from services.training.handlers import Deps, LaunchConfig
+from services.training.deps import Deps, LaunchConfig
 from services.training.quotas import QuotaChecker
 from services.training.settings import Settings
+from services.training.source_bundle import SourceBundle
 from services.training.store import JobsStore
 from services.training.throughput import ThroughputStore
 from shared.aws import AwsClients
@@ -21,13 +22,14 @@ async def build_deps(aws: AwsClients, settings: Settings) -> Deps:
         commands=CommandQueue(await aws.get("sqs"), await aws.queue_url(settings.work_queue)),
         sagemaker=await aws.get("sagemaker"),
         s3=await aws.get("s3"),
+        logs=await aws.get("logs"),
         throughput=ThroughputStore(await aws.get("dynamodb"), settings.throughput_table),
+        sources=SourceBundle(),
         launch=LaunchConfig(bucket=settings.bucket, role_arn=settings.sagemaker_execution_role_arn,
                             image_uri=settings.trainer_image_uri, instance_type=settings.default_instance_type,
                             max_runtime_s=settings.max_runtime_s, kms_key_id=settings.s3_kms_key_id,
                             launch_mode=settings.launch_mode, region=settings.aws_default_region,
                             hf_token_secret_id=settings.hf_token_secret_id),
         quotas=QuotaChecker(await aws.get("service-quotas")) if settings.check_quotas else None,
-        logs=await aws.get("logs"),
         log_group=settings.metrics_log_group,
     )

@@ -1,10 +1,10 @@
-"""The catalog of base models and instance types (a dated data file, overridable with CATALOG_FILE)."""
+"""The catalog of base models and instance types (a dated data file, overridable with CATALOG_FILE). What GET
+/api/catalog shows, with the fit rule applied to each model, is fit.public_catalog."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel
 
@@ -85,12 +85,3 @@ class Catalog(BaseModel):
     def tokens_per_second(self, model_id: str, instance_id: str) -> float | None:
         return next((t.tokens_per_second for t in self.throughput
                      if t.model == model_id and t.instance_type == instance_id), None)
-
-    def public(self) -> dict[str, Any]:
-        from services.training.fit import fitting_instances, memory_needed_gib
-
-        body = self.model_dump()
-        for entry, model in zip(body["models"], self.models, strict=True):
-            entry["memory_needed_gib"] = round(memory_needed_gib(model), 1)
-            entry["fits_instance_types"] = [i.id for i in fitting_instances(self, model)]
-        return body

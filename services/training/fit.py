@@ -8,10 +8,9 @@ CPU: only tiny models (at most CPU_MAX_PARAMETERS), in fp32, within half the ins
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
-if TYPE_CHECKING:
-    from services.training.catalog import BaseModelEntry, Catalog, InstanceType
+from services.training.catalog import BaseModelEntry, Catalog, InstanceType
 
 GIB = 2**30
 LORA_OVERHEAD = 1.25
@@ -41,3 +40,12 @@ def default_instance(catalog: Catalog, model: BaseModelEntry) -> InstanceType | 
         return named
     fitting = fitting_instances(catalog, model)
     return fitting[0] if fitting else None
+
+
+def public_catalog(catalog: Catalog) -> dict[str, Any]:
+    """GET /api/catalog: the catalog, each model with its memory need and the instance types it fits."""
+    body = catalog.model_dump()
+    for entry, model in zip(body["models"], catalog.models, strict=True):
+        entry["memory_needed_gib"] = round(memory_needed_gib(model), 1)
+        entry["fits_instance_types"] = [i.id for i in fitting_instances(catalog, model)]
+    return body

@@ -1,12 +1,24 @@
-"""What a launch adds to the CreateTrainingJob request before it is sent.
+"""Launching a job: the `training.job.launch_requested` command (launch_job), from `validating_files` to a
+SageMaker training job.
+
+The launch waits on its files' validation by the event, not by a poll: while a file is not settled (validated,
+rejected or deleted) the command is simply done, the job left in validating_files; when the file settles, the
+files projection (file_projection.py) finds the jobs in validating_files that name it and sends their command
+again, however long the validation took. Then: a usable training file (and validation file) queues the job with
+its hyperparameters resolved; a rejected or deleted one fails it (`invalid_training_file` /
+`invalid_validation_file`), as does another user's file or one still unknown UNKNOWN_FILE_GRACE_S after the job's
+creation. A queued job gets its CreateTrainingJob request (training_job_request.py) with what a launch adds
+before it is sent, below; the training job's name is the job id, so a repeated command is harmless, and a launch
+that finds the job cancelled meanwhile stops its own training job.
+
+What a launch adds to the CreateTrainingJob request before it is sent:
 
 LAUNCH_MODE=image (the default): the request as built, TrainingImage = TRAINER_IMAGE_URI (our own image).
-LAUNCH_MODE=script: SageMaker script mode. The trainer (trainer_image/finetune.py, requirements.txt and the
-llmt_trainer package beside finetune.py) is packed into `sourcedir.tar.gz`, uploaded once per content hash to
-`s3://{bucket}/code/{sha256}/`, and the job runs a framework image (the catalog's dated DLC table) with the
-hyperparameters the sagemaker SDK sets: `sagemaker_program` and `sagemaker_submit_directory` (JSON-quoted, as
-the SDK encodes them), the region and the log level. The image's training toolkit downloads and unpacks the
-bundle, installs requirements.txt and runs `python finetune.py --name value ...`.
+LAUNCH_MODE=script: SageMaker script mode. The trainer's source bundle (source_bundle.py) is in the bucket, and
+the job runs a framework image (the catalog's dated DLC table) with the hyperparameters the sagemaker SDK sets:
+`sagemaker_program` and `sagemaker_submit_directory` (JSON-quoted, as the SDK encodes them), the region and the
+log level. The image's training toolkit downloads and unpacks the bundle, installs requirements.txt and runs
+`python finetune.py --name value ...`.
 
 Before either: a gated Hub model needs the Hugging Face token's secret (HF_TOKEN_SECRET_ID; only its name
 travels, as the hyperparameter `hf_token_secret`, and the trainer reads the token from Secrets Manager), and
@@ -15,28 +27,26 @@ a GPU instance type needs a training quota of at least 1 (services.training.quot
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import io
 import json
 import logging
-import tarfile
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+import time
+from typing import Any, Literal
 
 from botocore.exceptions import ClientError
 
+from services.training import hyperparameters as hparams
 from services.training.catalog import BaseModelEntry, Catalog
-from shared.s3 import sse_args
+from services.training.deps import Deps
+from services.training.job_events import announce, fail_job, record_event
+from services.training.models import FileView, Hyperparameters, Job
+from services.training.sagemaker_stop import stop_training_job
+from services.training.source_bundle import PROGRAM
+from services.training.training_job_request import training_job_request
+from shared.contracts.training_events import LaunchRequested
+from shared.logging import bound_request_id
 
 log = logging.getLogger(__name__)
 
-LAUNCH_MODES = ("image", "script")
-TRAINER_DIR = Path(__file__).resolve().parents[2] / "trainer_image"
-SOURCE_FILES = ("finetune.py", "requirements.txt")  # and every module of TRAINER_PACKAGE, beside them
-TRAINER_PACKAGE = "llmt_trainer"
-PROGRAM = "finetune.py"
 HF_TOKEN_SECRET_PARAM = "hf_token_secret"  # noqa: S105 - the hyperparameter's name, not a secret
 LOG_LEVEL_INFO = 20
 
@@ -47,46 +57,6 @@ class LaunchRefused(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
-
-
-def package_source(directory: Path = TRAINER_DIR, files: tuple[str, ...] = SOURCE_FILES) -> tuple[bytes, str]:
-    """`sourcedir.tar.gz` and its sha256: the same files give the same bytes (no times, owners or modes of
-    this machine), so the hash names the content and an unchanged trainer is never uploaded twice."""
-    package = sorted(p.relative_to(directory).as_posix() for p in (directory / TRAINER_PACKAGE).rglob("*.py"))
-    raw = io.BytesIO()
-    with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, tarfile.open(fileobj=gz, mode="w") as tar:
-        for name in (*files, *package):
-            data = (directory / name).read_bytes()
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(data), 0o644, 0
-            tar.addfile(info, io.BytesIO(data))
-    body = raw.getvalue()
-    return body, hashlib.sha256(body).hexdigest()
-
-
-@dataclass
-class SourceBundle:
-    """The trainer's source for script mode; what this process already knows is in S3 is not checked again."""
-
-    directory: Path = TRAINER_DIR
-    uploaded: set[str] = field(default_factory=set)
-
-    async def ensure_uploaded(self, s3: Any, bucket: str, kms_key_id: str | None) -> str:
-        body, digest = package_source(self.directory)
-        key = f"code/{digest}/sourcedir.tar.gz"
-        uri = f"s3://{bucket}/{key}"
-        if uri in self.uploaded:
-            return uri
-        try:
-            await s3.head_object(Bucket=bucket, Key=key)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
-                raise
-            await s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/gzip",
-                                **sse_args(kms_key_id))
-            log.info("trainer source uploaded", extra={"uri": uri, "bytes": len(body)})
-        self.uploaded.add(uri)
-        return uri
 
 
 def framework_image(catalog: Catalog, region: str, gpu: bool) -> str:
@@ -104,7 +74,7 @@ def needs_hub_token(base: BaseModelEntry) -> bool:
     return base.gated and not base.artifact_prefix and bool(base.hf_repo)
 
 
-async def prepare_request(deps: Any, job: Any, base: BaseModelEntry, request: dict[str, Any]) -> dict[str, Any]:
+async def prepare_request(deps: Deps, job: Job, base: BaseModelEntry, request: dict[str, Any]) -> dict[str, Any]:
     """The request to send for this launch (changed in place), or LaunchRefused."""
     cfg = deps.launch
     hyperparameters = request["HyperParameters"]
@@ -132,3 +102,134 @@ async def prepare_request(deps: Any, job: Any, base: BaseModelEntry, request: di
             "sagemaker_job_name": json.dumps(job.job_id),
         })
     return request
+
+
+# ---- the launch command ---------------------------------------------------------------------------------------
+
+MIN_TRAINING_EXAMPLES = 10  # OpenAI's rule: fewer fail the job (not the request) with invalid_n_examples
+# files announces an upload within seconds of answering it: a file still unknown this long after the job was
+# created is not coming (the reconciler sends a stuck job's launch again, which then fails it).
+UNKNOWN_FILE_GRACE_S = 300
+FileParam = Literal["training_file", "validation_file"]
+
+
+async def launch_job(command: LaunchRequested, deps: Deps) -> None:
+    """Sent by create, again by the files projection when a file this launch waits on settles, and by the
+    reconciler for a job stuck without a SageMaker job. Any of them may repeat: each step is conditional."""
+    job = await deps.jobs.get(command.job_id)
+    if job is None or job.status not in ("validating_files", "queued"):
+        return  # nothing to do: a repeated command is harmless
+    with bound_request_id(job.correlation_id):
+        if job.status == "validating_files":
+            uris = await _queue(deps, job)
+        else:  # queued: a previous delivery got this far; make sure SageMaker has the job
+            uris = await _validated_uris(deps, job)
+        if uris is not None:
+            await create_training_job(deps, job, *uris)
+
+
+async def _queue(deps: Deps, job: Job) -> tuple[str, str | None] | None:
+    """validating_files -> queued with the hyperparameters resolved, once its files are validated and usable: the
+    train and validation channels' URIs. None when the launch stops here (waiting for a file, or the job failed)."""
+    training = await _settled_file(deps, job, "training_file")
+    if training is None or not await _usable_training_file(deps, job, training):
+        return None
+    validation_uri = None
+    if job.validation_file:
+        validation = await _settled_file(deps, job, "validation_file")
+        if validation is None or not await _usable_validation_file(deps, job, validation):
+            return None
+        validation_uri = validation.train_uri
+    await record_event(deps, job, f"Validating training file: {job.training_file}")
+    resolved = hparams.resolve(Hyperparameters.model_validate(job.hyperparameters), training.examples or 0,
+                               deps.catalog.model(job.model), job.seed)
+    if not await deps.jobs.transition(job.job_id, "queued", hyperparameters=resolved):
+        return None
+    job.hyperparameters, job.status = resolved, "queued"
+    await record_event(deps, job, "Files validated, moving job to queued state")
+    await announce(deps, job, "queued")
+    return training.train_uri, validation_uri
+
+
+async def _validated_uris(deps: Deps, job: Job) -> tuple[str, str | None]:
+    training = await deps.jobs.get_file(job.training_file)
+    validation = await deps.jobs.get_file(job.validation_file) if job.validation_file else None
+    return training.train_uri if training else "", validation.train_uri if validation else None
+
+
+def _unsettled(view: FileView | None, job: Job) -> bool:
+    """Not heard of yet, or the caller's file still validating: what the launch waits for."""
+    return view is None or (view.user_id == job.user_id and view.status == "uploaded")
+
+
+async def _settled_file(deps: Deps, job: Job, param: FileParam) -> FileView | None:
+    """The job's file once files has settled it (validated, rejected or deleted). None when the launch stops here:
+    the job waits for the file (nothing to write: a job in validating_files naming the file is what the files
+    projection wakes when the file settles, and it settles after this read, or this read would have seen it), or
+    the file is another user's, or never came, and the job failed."""
+    file_id = job.validation_file if param == "validation_file" else job.training_file
+    assert file_id is not None
+    view = await deps.jobs.get_file(file_id)
+    if _unsettled(view, job) and (view is not None or time.time() - job.created_at_unix < UNKNOWN_FILE_GRACE_S):
+        log.info("launch waits for a file's validation", extra={"job_id": job.job_id, "file_id": file_id})
+        return None
+    if view is None or view.user_id != job.user_id:
+        what = param.replace("_", " ").capitalize()
+        await fail_job(deps, job, f"invalid_{param}", f"{what} {file_id} was not found.", param)
+        return None
+    return view
+
+
+async def _usable_training_file(deps: Deps, job: Job, view: FileView) -> bool:
+    if view.status != "processed":
+        await fail_job(deps, job, "invalid_training_file", "The job failed due to an invalid training file. "
+                       f"{view.error or 'File is not usable.'}", "training_file")
+        return False
+    if (view.examples or 0) < MIN_TRAINING_EXAMPLES:
+        await fail_job(deps, job, "invalid_n_examples", f"Training file has {view.examples or 0} example(s), but "
+                       f"must have at least {MIN_TRAINING_EXAMPLES} examples", "training_file")
+        return False
+    if view.example_type == "preference":
+        await fail_job(deps, job, "invalid_training_file", "The job failed due to an invalid training file. It "
+                       "holds preference pairs, which need DPO training; this trainer does supervised fine-tuning "
+                       "only.", "training_file")
+        return False
+    return True
+
+
+async def _usable_validation_file(deps: Deps, job: Job, view: FileView) -> bool:
+    if view.status != "processed" or view.example_type == "preference":
+        reason = view.error or ("It holds preference pairs." if view.example_type == "preference"
+                                else "File is not usable.")
+        await fail_job(deps, job, "invalid_validation_file",
+                       f"The job failed due to an invalid validation file. {reason}", "validation_file")
+        return False
+    return True
+
+
+async def create_training_job(deps: Deps, job: Job, train_uri: str, validation_uri: str | None = None) -> None:
+    """CreateTrainingJob for a queued job; SageMaker refusing it fails the job (`launch_failed`)."""
+    base = deps.catalog.model(job.model)
+    assert base is not None
+    try:
+        request = await prepare_request(deps, job, base, training_job_request(
+            job, base, train_uri, deps.launch, deps.catalog, validation_uri))
+    except LaunchRefused as exc:
+        await fail_job(deps, job, exc.code, str(exc))
+        return
+    try:
+        await deps.sagemaker.create_training_job(**request)
+    except ClientError as exc:
+        code = exc.response["Error"]["Code"]
+        if code == "ResourceInUse":
+            return  # the name is the job id: SageMaker already has it
+        if code in ("ValidationException", "ResourceLimitExceeded", "AccessDeniedException"):
+            await fail_job(deps, job, "launch_failed", f"SageMaker refused the training job: "
+                           f"{exc.response['Error'].get('Message', code)}")
+            return
+        raise
+    await deps.jobs.set_fields(job.job_id, sagemaker_job_name=job.job_id)
+    log.info("training job launched", extra={"job_id": job.job_id})
+    current = await deps.jobs.get(job.job_id)
+    if current is not None and current.status == "cancelled":  # cancelled while this launch was in flight
+        await stop_training_job(deps.sagemaker, job.job_id)

@@ -1,3 +1,6 @@
+"""training's types: the API's request bodies (CreateJob, EstimateRequest, Hyperparameters), a job as stored
+(Job), and its projection of a file (FileView)."""
+
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
@@ -126,8 +129,8 @@ class Job(BaseModel):
     sagemaker_job_name: str | None = None
     correlation_id: str | None = None  # the creating request's id, carried into SageMaker's later events
     cancel_requested_at: int | None = None  # a running job asked to stop; `cancelled` once SageMaker says Stopped
-    # Progress (services/training/reconciler.py, metrics.py): SageMaker's SecondaryStatus, the last metrics step
-    # seen in the job's log stream and the log timestamp (ms) to read on from, the estimated finish (unix).
+    # Progress (reconciler.py, sagemaker_state.py, metrics_from_logs.py): SageMaker's SecondaryStatus, the last
+    # metrics step seen in the job's log stream and the log timestamp (ms) to read on from, the estimated finish.
     secondary_status: str | None = None
     estimated_finish: int | None = None
     metrics_step: int | None = None
@@ -152,6 +155,10 @@ class Job(BaseModel):
             "spot": self.spot, "max_cost_usd": self.max_cost_usd,
             "cancel_requested_at": self.cancel_requested_at, "secondary_status": self.secondary_status,
         }
+
+    def fine_tuned_model_name(self) -> str:
+        """The model's name once it succeeds: `ft:{base}:{user}:{suffix}:{8 characters of the job id}`."""
+        return f"ft:{self.model}:{self.user_id}:{self.suffix or ''}:{self.job_id.removeprefix('ftjob-')[:8]}"
 
 
 class FileView(BaseModel):

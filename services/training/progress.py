@@ -1,7 +1,8 @@
-"""What the job page shows while a job runs: its metrics history (the loss chart after a reload) and the tail
-of its training log.
+"""What the job page reads while a job runs (GET /api/jobs/{id}/metrics and /logs): its metrics history (the loss
+chart after a reload) and the tail of its training log. (Turning log lines into those metrics is
+metrics_from_logs.py's; the results CSV of a finished job is results_file.py's.)
 
-The history is the job's `type: "metrics"` events (services/training/metrics.py writes one per trainer step),
+The history is the job's `type: "metrics"` events (metrics_from_logs.py writes one per trainer step),
 read in step order; a very long run is thinned to at most `MAX_POINTS` evenly spread points, always keeping
 the last. The log tail reads the job's CloudWatch log streams (`/aws/sagemaker/TrainingJobs`, streams named
 `{job}/...`), newest events last.
@@ -13,7 +14,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from services.training.handlers import Deps
+from services.training.deps import Deps, Logs
 from services.training.models import Job
 
 MAX_POINTS = 2_000
@@ -39,7 +40,7 @@ async def metrics_history(job: Job, deps: Deps) -> dict[str, Any]:
     return {"object": "list", "data": thin(points), "total_points": len(points)}
 
 
-async def log_tail(job: Job, logs: Any, log_group: str, limit: int) -> dict[str, Any]:
+async def log_tail(job: Job, logs: Logs, log_group: str, limit: int) -> dict[str, Any]:
     """The last `limit` lines of the job's training log, oldest first: `{timestamp (ms), message}`."""
     try:
         streams = (await logs.describe_log_streams(logGroupName=log_group,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -37,6 +37,18 @@ class QuotaCheck:
                 "then create the job again.")
 
 
+class ServiceQuotasClient(Protocol):
+    """The Service Quotas operations the check uses (an aiobotocore `service-quotas` client)."""
+
+    async def get_service_quota(self, *, ServiceCode: str, QuotaCode: str) -> Any: ...
+
+    async def list_service_quotas(self, *, ServiceCode: str, MaxResults: int,
+                                  NextToken: str | None = None) -> Any: ...
+
+    async def list_aws_default_service_quotas(self, *, ServiceCode: str, MaxResults: int,
+                                              NextToken: str | None = None) -> Any: ...
+
+
 def quota_name(instance_type: str, spot: bool = False) -> str:
     return f"{instance_type} for {'spot ' if spot else ''}training job usage"
 
@@ -44,7 +56,7 @@ def quota_name(instance_type: str, spot: bool = False) -> str:
 class QuotaChecker:
     """Quota codes found by name are kept for the process (they never change); values are read each time."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: ServiceQuotasClient) -> None:
         self._client = client
         self._codes: dict[str, str] = {}
 

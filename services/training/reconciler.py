@@ -2,15 +2,16 @@
 "training-reconciler"). Every `reconcile_interval_s` it looks at the platform's unfinished jobs so nothing
 depends on one message arriving:
 
-- a job SageMaker knows (validating_files, queued or running here): DescribeTrainingJob, and the answer goes
-  through the same handler as SageMaker's state-change events (`handlers.on_sagemaker_state`), so a lost or
-  late event never strands a job; its new `METRICS` log lines become metrics events (services/training/metrics);
+- a job SageMaker knows (validating_files, queued or running here): DescribeTrainingJob, and the answer, as a
+  TrainingJobStateChanged, goes through the same handler as SageMaker's state-change events
+  (`sagemaker_state.on_sagemaker_state`), so a lost or late event never strands a job; its new `METRICS` log
+  lines become metrics events (metrics_from_logs.py);
 - a job in validating_files or queued that SageMaker does not know, older than `reconcile_stuck_launch_s` (and
   not re-sent within that time): its launch command is sent again, for a lost or dead-lettered command.
 
 The unfinished jobs come from the jobs table's sparse `status-index` GSI (only unfinished jobs carry its key),
 one Query per active status, never a Scan. Safe to run in several replicas at once, and to repeat: every state
-change is a conditional write naming the expected states, the launch's training job name is the job id (a second
+change is a conditional write allowed by transitions.py, the launch's training job name is the job id (a second
 CreateTrainingJob is refused as ResourceInUse), metrics move a cursor forward conditionally.
 """
 
@@ -26,14 +27,17 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from services.training import events, metrics
+from services.training import metrics_from_logs
 from services.training.bootstrap import build_deps
-from services.training.handlers import Deps, on_sagemaker_state
+from services.training.deps import Deps
 from services.training.models import Job
+from services.training.sagemaker_state import on_sagemaker_state
 from services.training.settings import Settings
 from services.training.store import ACTIVE_STATUSES
 from shared.aws import AwsClients
-from shared.events import SAGEMAKER_STATE_CHANGE, new_event
+from shared.contracts.sagemaker_events import TrainingJobStateChanged
+from shared.contracts.training_events import LaunchRequested
+from shared.events import new_event
 from shared.logging import bound_request_id, configure_logging
 
 log = logging.getLogger(__name__)
@@ -54,6 +58,11 @@ def detail_from_describe(described: dict[str, Any]) -> dict[str, Any]:
     """A "SageMaker Training Job State Change" detail built from DescribeTrainingJob's answer."""
     detail: dict[str, Any] = _json_ready(described)
     return detail
+
+
+def state_from_describe(described: dict[str, Any]) -> TrainingJobStateChanged:
+    """DescribeTrainingJob's answer as the state-change event SageMaker would have sent."""
+    return TrainingJobStateChanged.model_validate(detail_from_describe(described))
 
 
 def _seconds(value: Any) -> float | None:
@@ -99,7 +108,6 @@ class Reconciler:
             if job.status in ("validating_files", "queued"):
                 await self._relaunch_if_stuck(job, report, now)
             return
-        detail = detail_from_describe(described)
         started = _seconds(described.get("TrainingStartTime"))
         if described.get("TrainingJobStatus") == "InProgress" and started is not None:
             self._training_started[job.job_id] = started
@@ -107,10 +115,8 @@ class Reconciler:
             self._training_started.pop(job.job_id, None)
         if described.get("TrainingJobStatus") == "InProgress" and job.status == "running":
             # (At the end, on_sagemaker_state reads the last lines itself before it applies the end.)
-            report.metrics_steps += await metrics.poll(self.deps, job,
-                                                       started, now)
-        await on_sagemaker_state(new_event(SAGEMAKER_STATE_CHANGE, detail, correlation_id=job.correlation_id),
-                                 self.deps)
+            report.metrics_steps += await metrics_from_logs.poll(self.deps, job, started, now)
+        await on_sagemaker_state(state_from_describe(described), self.deps)
         report.fed.append(job.job_id)
 
     async def _describe(self, name: str) -> dict[str, Any] | None:
@@ -129,8 +135,8 @@ class Reconciler:
         if now - since < self.settings.reconcile_stuck_launch_s:
             return
         await self.deps.jobs.set_fields(job.job_id, relaunch_requested_at=int(now))
-        await self.deps.commands.send(new_event(events.LAUNCH_REQUESTED, {"job_id": job.job_id},
-                                                user_id=job.user_id, correlation_id=job.correlation_id))
+        await self.deps.commands.send(new_event(LaunchRequested(job_id=job.job_id), user_id=job.user_id,
+                                                correlation_id=job.correlation_id))
         report.relaunched.append(job.job_id)
         log.warning("launch re-sent for a job stuck without a SageMaker job",
                     extra={"job_id": job.job_id, "status": job.status, "waited_s": int(now - since)})
@@ -145,7 +151,7 @@ class Reconciler:
         for job in await self.deps.jobs.active_jobs("running"):
             try:
                 with bound_request_id(job.correlation_id):
-                    steps += await metrics.poll(self.deps, job,
+                    steps += await metrics_from_logs.poll(self.deps, job,
                                                 self._training_started.get(job.job_id),
                                                 time.time() if now is None else now)
             except Exception:

@@ -4,8 +4,11 @@ The jobs table's sparse GSI `status-index` (hash `active_status`, range `created
 that are not over: `active_status` is the job's status while it is validating_files, queued or running, and is
 removed by the transition that ends it. The reconciler queries it per active status instead of scanning.
 
-Job states move only by conditional writes naming the expected current states, so two workers can never
-both launch, finish or cancel the same job.
+Job states move only by conditional writes naming the states the move is allowed from (transitions.py), so two
+workers can never both launch, finish or cancel the same job.
+
+The same index finds the jobs a file's validation wakes (jobs_waiting_on_file): a job in validating_files names
+its files, and its record, written before its launch command is sent, is all the waiting a launch needs to record.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
-from services.training.models import FileView, Job
+from services.training import transitions
+from services.training.models import FileView, Job, JobStatus
 from shared.dynamo import all_items, items_of_user
 
 _ser, _de = TypeSerializer(), TypeDeserializer()
@@ -25,13 +29,13 @@ ACTIVE_STATUSES = ("validating_files", "queued", "running")
 ACTIVE_ATTRIBUTE = "active_status"  # the sparse `status-index` GSI's hash key: present only while active
 
 
+def _attribute(key: str, value: Any) -> dict[str, Any]:
+    serialized: dict[str, Any] = _ser.serialize(json.dumps(value) if key in _JSON_FIELDS else value)
+    return serialized
+
+
 def _to_item(values: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for key, value in values.items():
-        if value is None:
-            continue
-        out[key] = _ser.serialize(json.dumps(value) if key in _JSON_FIELDS else value)
-    return out
+    return {key: _attribute(key, value) for key, value in values.items() if value is not None}
 
 
 def _from_item(item: dict[str, Any]) -> dict[str, Any]:
@@ -74,8 +78,13 @@ class JobsStore:
         jobs = [Job.model_validate(_from_item(i)) for i in items]
         return jobs[:limit], len(jobs) > limit
 
-    async def transition(self, job_id: str, to: str, expected: tuple[str, ...], **changes: Any) -> bool:
-        """Move a job to `to` if it is in one of `expected`; False when another writer got there first."""
+    async def transition(self, job_id: str, to: JobStatus, *, only_from: JobStatus | None = None,
+                         **changes: Any) -> bool:
+        """Move a job to `to` if its status allows it (transitions.py; with `only_from`: if it is still that one);
+        False when it does not, as when another writer got there first."""
+        expected = transitions.expected(to, only_from)
+        if not expected:
+            return False
         values: dict[str, Any] = {":to": {"S": to}}
         names = {"#s": "status"}
         sets = ["#s = :to"]
@@ -83,7 +92,7 @@ class JobsStore:
             if value is None:
                 continue
             names[f"#f{i}"] = key
-            values[f":v{i}"] = _ser.serialize(json.dumps(value) if key in _JSON_FIELDS else value)
+            values[f":v{i}"] = _attribute(key, value)
             sets.append(f"#f{i} = :v{i}")
         names["#active"] = ACTIVE_ATTRIBUTE  # the sparse status-index follows the status, or drops the job
         if to in ACTIVE_STATUSES:
@@ -255,3 +264,16 @@ class JobsStore:
                                     ExpressionAttributeValues={":r": {"N": str(_STATUS_RANK[view.status])}})
         except self._db.exceptions.ConditionalCheckFailedException:
             pass
+
+    async def jobs_waiting_on_file(self, file_id: str, page_size: int = 100) -> list[Job]:
+        """The jobs in validating_files that name this file (training or validation file): one Query of the sparse
+        `status-index`, so the cost follows the jobs waiting for files, never the table."""
+        jobs: list[Job] = []
+        async for item in all_items(self._db, TableName=self._jobs, IndexName="status-index", Limit=page_size,
+                                    KeyConditionExpression="#a = :s",
+                                    FilterExpression="training_file = :f OR validation_file = :f",
+                                    ExpressionAttributeNames={"#a": ACTIVE_ATTRIBUTE},
+                                    ExpressionAttributeValues={":s": {"S": "validating_files"},
+                                                               ":f": {"S": file_id}}):
+            jobs.append(Job.model_validate(_from_item(item)))
+        return jobs

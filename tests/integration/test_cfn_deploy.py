@@ -175,8 +175,8 @@ async def test_the_training_store_works_on_the_created_tables_and_index(stack: d
                                    hyperparameters={}, seed=1, instance_type="ml.m5.large"))
         jobs, has_more = await store.list_for_user("user-1", limit=10, after=None)
         assert [j.job_id for j in jobs] == ["ftjob-1", "ftjob-0"] and not has_more  # newest first
-        assert await store.transition("ftjob-0", "queued", ("validating_files",))
-        assert not await store.transition("ftjob-0", "queued", ("validating_files",))  # the condition holds
+        assert await store.transition("ftjob-0", "queued")
+        assert not await store.transition("ftjob-0", "queued")  # the condition holds
     finally:
         await aws.close()
 

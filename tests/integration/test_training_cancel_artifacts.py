@@ -14,15 +14,17 @@ import httpx
 import openai
 import pytest
 
-from deploy import resources
 from services.gateway.app import build_app as build_gateway
 from services.gateway.settings import Settings as GatewaySettings
-from tests.integration.conftest import bearer, register
-from tests.integration.events_tap import Tap
-from tests.integration.fake_emulator import emulator_with_fake_trainer
-from tests.integration.test_training_service import _announce_file, _job
-from tests.integration.workers import drain
-from tests.servers import serve
+from shared.contracts import resources
+from shared.contracts.training_events import JOB_CANCELLED
+from tests.support.accounts import bearer, register
+from tests.support.events_tap import Tap
+from tests.support.fake_emulator import emulator_with_fake_trainer
+from tests.support.polling import poll
+from tests.support.servers import serve
+from tests.support.training_cluster import announce_file, get_job
+from tests.support.workers import drain
 
 FAKE_TRAINER = r'''
 import json, os, time
@@ -35,7 +37,7 @@ def save(step):
     (checkpoints / f"checkpoint-{step}" / "adapter_model.safetensors").write_bytes(b"w" * step)
 save(1)
 if "PLEASE SLEEP" in text:
-    time.sleep(120)
+    time.sleep(120)  # a long-running job, on purpose: the test cancels it while it runs
 save(2)
 Path(os.environ["SM_MODEL_DIR"], "adapter_config.json").write_text("{}")
 records = [{"step": 1, "train_loss": 1.5, "train_mean_token_accuracy": 0.5},
@@ -79,14 +81,14 @@ def _create(gateway: str, session: dict[str, Any], file_id: str) -> str:
 
 
 def _drain_until(gateway: str, session: dict[str, Any], job_id: str, *statuses: str) -> dict[str, Any]:
-    asyncio.run(drain("training", lambda: _job(gateway, session, job_id)["status"] in statuses, 60))
-    return _job(gateway, session, job_id)
+    asyncio.run(drain("training", lambda: get_job(gateway, session, job_id)["status"] in statuses, 60))
+    return get_job(gateway, session, job_id)
 
 
 def test_a_finished_job_lists_checkpoints_and_download_links(gateway: str, auth_url: str,
                                                              provisioned: dict[str, Any]) -> None:
     session, other = register(auth_url), register(auth_url)
-    job_id = _create(gateway, session, _announce_file(provisioned, session["user"]["id"], '{"messages": []}\n'))
+    job_id = _create(gateway, session, announce_file(provisioned, session["user"]["id"], '{"messages": []}\n'))
     client = _client(gateway, session)
     assert client.fine_tuning.jobs.checkpoints.list(job_id).data == []  # none yet
     job = _drain_until(gateway, session, job_id, "succeeded", "failed")
@@ -133,12 +135,10 @@ def test_cancelling_a_running_job_stops_it(gateway: str, auth_url: str, provisio
     tap = Tap(provisioned["topics"][resources.TRAINING_TOPIC])
     session = register(auth_url)
     client = _client(gateway, session)
-    job_id = _create(gateway, session, _announce_file(provisioned, session["user"]["id"], "PLEASE SLEEP\n"))
+    job_id = _create(gateway, session, announce_file(provisioned, session["user"]["id"], "PLEASE SLEEP\n"))
     assert _drain_until(gateway, session, job_id, "running", "failed")["status"] == "running"
-    deadline = time.monotonic() + 20
-    while not client.fine_tuning.jobs.checkpoints.list(job_id).data:  # checkpoint-1, synced while it runs
-        assert time.monotonic() < deadline, "no checkpoint synced"
-        time.sleep(0.5)
+    poll(lambda: bool(client.fine_tuning.jobs.checkpoints.list(job_id).data), 20,
+         "checkpoint-1, synced while the job runs")
 
     answered = client.fine_tuning.jobs.cancel(job_id)
     assert answered.status == "running" and (answered.model_extra or {}).get("cancel_requested_at") is not None
@@ -149,7 +149,7 @@ def test_cancelling_a_running_job_stops_it(gateway: str, auth_url: str, provisio
     assert messages[0] == "Fine-tuning job cancelled" and messages.count("Job cancellation requested") == 1
     assert boto3.client("sagemaker").describe_training_job(TrainingJobName=job_id)["TrainingJobStatus"] == "Stopped"
     assert [c.step_number for c in client.fine_tuning.jobs.checkpoints.list(job_id).data] == [1]
-    event = tap.wait_for(lambda e: e["type"] == "training.job.cancelled" and e["data"]["job_id"] == job_id)
+    event = tap.wait_for(lambda e: e["type"] == JOB_CANCELLED and e["data"]["job_id"] == job_id)
     assert event["data"]["status"] == "cancelled"
     assert httpx.get(f"{gateway}/api/jobs/{job_id}/artifacts", headers=bearer(session)).json()["data"] == []
 
@@ -157,12 +157,12 @@ def test_cancelling_a_running_job_stops_it(gateway: str, auth_url: str, provisio
 def test_cancelling_before_the_launch_is_immediate(gateway: str, auth_url: str,
                                                    provisioned: dict[str, Any]) -> None:
     session = register(auth_url)
-    job_id = _create(gateway, session, _announce_file(provisioned, session["user"]["id"], '{"messages": []}\n'))
+    job_id = _create(gateway, session, announce_file(provisioned, session["user"]["id"], '{"messages": []}\n'))
     response = httpx.post(f"{gateway}/v1/fine_tuning/jobs/{job_id}/cancel", headers=bearer(session))
     assert response.status_code == 200, response.text
     assert response.json()["status"] == "cancelled" and response.json()["finished_at"] is not None
     asyncio.run(drain("training"))  # the launch command finds it cancelled
-    assert _job(gateway, session, job_id)["status"] == "cancelled"
+    assert get_job(gateway, session, job_id)["status"] == "cancelled"
     with pytest.raises(boto3.client("sagemaker").exceptions.ClientError):
         boto3.client("sagemaker").describe_training_job(TrainingJobName=job_id)
     again = httpx.post(f"{gateway}/v1/fine_tuning/jobs/{job_id}/cancel", headers=bearer(session))

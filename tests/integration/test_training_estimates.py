@@ -8,29 +8,19 @@ import math
 import os
 from typing import Any
 
-import boto3
 import httpx
 from aiobotocore.session import get_session
 
-from deploy import resources
 from services.training.throughput import ThroughputStore
-from shared.events import new_event
-from tests.integration.conftest import bearer, register
-from tests.integration.workers import drain
+from shared.contracts import resources
+from tests.support.accounts import bearer, register
+from tests.support.training_cluster import announce_file
+from tests.support.workers import drain
 
 
 def _validated_file(provisioned: dict[str, Any], user_id: str, examples: int = 20, tokens: int = 4000) -> str:
     """A validated file's events as files publishes them, estimated_tokens included; the projection takes them."""
-    file_id = f"file-{os.urandom(12).hex()}"
-    key = f"files/{user_id}/{file_id}"
-    boto3.client("s3").put_object(Bucket=resources.BUCKET, Key=key, Body=b'{"messages": []}\n')
-    data = {"file_id": file_id, "user_id": user_id, "purpose": "fine-tune", "filename": "t.jsonl", "bytes": 17,
-            "s3_uri": f"s3://{resources.BUCKET}/{key}", "examples": examples, "estimated_tokens": tokens}
-    sns = boto3.client("sns")
-    for type_ in ("file.uploaded", "file.validated"):
-        envelope = new_event(type_, data, user_id=user_id)
-        sns.publish(TopicArn=provisioned["topics"][resources.FILES_TOPIC], Message=envelope.model_dump_json(),
-                    MessageAttributes={"type": {"DataType": "String", "StringValue": type_}})
+    file_id = announce_file(provisioned, user_id, '{"messages": []}\n', examples=examples, estimated_tokens=tokens)
     asyncio.run(drain("training", lambda: True))
     return file_id
 

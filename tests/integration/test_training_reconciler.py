@@ -5,8 +5,9 @@ launch launching once, and metrics lines becoming `type: metrics` events and `tr
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -14,17 +15,22 @@ import httpx
 import openai
 import pytest
 
-from deploy import resources
-from services.training import events as training_events
-from services.training.reconciler import Reconciler, build_reconciler
+from services.training.bootstrap import build_deps
+from services.training.models import Job
+from services.training.reconciler import Reconciler
 from services.training.settings import Settings
+from services.training.store import JobsStore
 from shared.aws import AwsClients
+from shared.contracts import resources
+from shared.contracts.sagemaker_events import EVENTBRIDGE_DETAIL_TYPE
+from shared.contracts.training_events import JOB_METRICS, LaunchRequested
 from shared.events import new_event, send_command
-from tests.integration.conftest import bearer, register
-from tests.integration.events_tap import Tap
-from tests.integration.fake_emulator import emulator_with_fake_trainer
-from tests.integration.test_training_service import _announce_file, _job
-from tests.integration.workers import drain
+from tests.support.accounts import bearer, register
+from tests.support.events_tap import Tap
+from tests.support.fake_emulator import emulator_with_fake_trainer
+from tests.support.polling import poll
+from tests.support.training_cluster import announce_file, create_job, drop_training_queue, get_job
+from tests.support.workers import drain
 
 FAKE_TRAINER = r'''
 import json, os, time
@@ -39,7 +45,7 @@ records = [{"step": 1, "train_loss": 1.5, "learning_rate": 0.0002, "total_steps"
 print("loading the model", flush=True)
 with Path(os.environ["SM_OUTPUT_DATA_DIR"], "metrics.jsonl").open("w") as sink:
     for record in records:
-        time.sleep(pause)
+        time.sleep(pause)  # a deliberately slow trainer: the reconciler reads its steps while it runs
         print("METRICS " + json.dumps(record), flush=True)
         sink.write(json.dumps(record) + "\n")
 '''
@@ -57,22 +63,28 @@ def api(emulator: str, training_url: str) -> str:
     return training_url  # creates and reads jobs only; the reconciler and the worker build their own clients
 
 
+class OnlyTheseJobs(JobsStore):
+    """The real store, its unfinished jobs narrowed to one test's (other modules leave theirs in the shared tables)."""
+
+    def __init__(self, dynamodb: Any, settings: Settings, job_ids: set[str]) -> None:
+        super().__init__(dynamodb, settings.jobs_table, settings.job_events_table, settings.files_projection_table)
+        self.job_ids = job_ids
+
+    async def active_jobs(self, status: str, page_size: int = 100) -> list[Job]:
+        return [j for j in await super().active_jobs(status, page_size) if j.job_id in self.job_ids]
+
+
 def _reconcile(job_ids: set[str], now: float | None = None, metrics_only: bool = False,
                **settings: Any) -> Any:
-    """One reconciler pass over these jobs only (other modules leave unfinished jobs in the shared tables);
-    `metrics_only`: the quick metrics read between passes instead (how many steps were new)."""
+    """One reconciler pass over these jobs only; `metrics_only`: the quick metrics read between passes instead
+    (how many steps were new)."""
 
     async def once() -> Any:
         config = Settings(**settings)
         aws = AwsClients(config)
         try:
-            reconciler: Reconciler = await build_reconciler(aws, config)
-            active_jobs = reconciler.deps.jobs.active_jobs
-
-            async def only_ours(status: str, page_size: int = 100) -> Any:
-                return [j for j in await active_jobs(status, page_size) if j.job_id in job_ids]
-
-            reconciler.deps.jobs.active_jobs = only_ours  # type: ignore[method-assign]
+            ours = OnlyTheseJobs(await aws.get("dynamodb"), config, job_ids)
+            reconciler = Reconciler(dataclasses.replace(await build_deps(aws, config), jobs=ours), config)
             return await (reconciler.poll_metrics(now) if metrics_only else reconciler.run_once(now))
         finally:
             await aws.close()
@@ -80,25 +92,10 @@ def _reconcile(job_ids: set[str], now: float | None = None, metrics_only: bool =
     return asyncio.run(once())
 
 
-def _drop_training_queue() -> int:
-    """Lose whatever is waiting on training's queue (events, commands): what the reconciler must make up for."""
-    sqs = boto3.client("sqs")
-    url = sqs.get_queue_url(QueueName=resources.TRAINING_QUEUE)["QueueUrl"]
-    dropped = 0
-    while True:
-        messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
-        if not messages:
-            return dropped
-        for message in messages:
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-        dropped += len(messages)
-
-
-def _wait(predicate: Callable[[], bool], deadline_s: float = 30, what: str = "condition") -> None:
-    deadline = time.monotonic() + deadline_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.3)
+def _is_completed_state_change(body: dict[str, Any], job_id: str) -> bool:
+    detail = body.get("detail") or {}
+    return body.get("detail-type") == EVENTBRIDGE_DETAIL_TYPE and detail.get("TrainingJobName") == job_id \
+        and detail.get("TrainingJobStatus") == "Completed"
 
 
 def _sagemaker_status(job_id: str) -> str | None:
@@ -109,16 +106,6 @@ def _sagemaker_status(job_id: str) -> str | None:
         return None
 
 
-def _create(api: str, session: dict[str, Any], file_id: str) -> str:
-    import httpx
-
-    created = httpx.post(f"{api}/v1/fine_tuning/jobs", headers=bearer(session),
-                         json={"model": "llm-tuner/tiny-chat", "training_file": file_id})
-    assert created.status_code == 200, created.text
-    job_id: str = created.json()["id"]
-    return job_id
-
-
 def _events(api: str, session: dict[str, Any], job_id: str) -> list[Any]:
     client = openai.OpenAI(base_url=f"{api}/v1", api_key=session["access_token"], max_retries=0)
     return list(client.fine_tuning.jobs.list_events(job_id, limit=100).data)
@@ -126,16 +113,21 @@ def _events(api: str, session: dict[str, Any], job_id: str) -> list[Any]:
 
 def test_a_lost_state_change_is_recovered(api: str, auth_url: str, provisioned: dict[str, Any]) -> None:
     session = register(auth_url)
-    job_id = _create(api, session, _announce_file(provisioned, session["user"]["id"], "SLOW\n"))
+    job_id = create_job(api, session, announce_file(provisioned, session["user"]["id"], "SLOW\n"))
     asyncio.run(drain("training", lambda: _sagemaker_status(job_id) is not None, 60))
-    _wait(lambda: _sagemaker_status(job_id) == "Completed", 60, "the training job to complete")
-    time.sleep(1)  # the emulator's last state-change events reach the queue
-    assert _drop_training_queue() >= 1  # at least SageMaker's Completed event is lost
-    assert _job(api, session, job_id)["status"] in ("queued", "running")
+    poll(lambda: _sagemaker_status(job_id) == "Completed", 60, "the training job to complete")
+    lost: list[dict[str, Any]] = []  # SageMaker's Completed event among them, once it has reached the queue
+
+    def completed_event_lost() -> bool:
+        lost.extend(drop_training_queue())
+        return any(_is_completed_state_change(body, job_id) for body in lost)
+
+    poll(completed_event_lost, 30, "SageMaker's Completed event on training's queue, to lose it")
+    assert get_job(api, session, job_id)["status"] in ("queued", "running")
 
     report = _reconcile({job_id})
     assert report.fed == [job_id]
-    job = _job(api, session, job_id)
+    job = get_job(api, session, job_id)
     assert job["status"] == "succeeded", job["error"]
     assert job["secondary_status"] == "Completed" and job["fine_tuned_model"] and job["result_files"]
     assert job["trained_tokens"] == 480 and job["estimated_finish"] is None
@@ -145,41 +137,44 @@ def test_a_lost_state_change_is_recovered(api: str, auth_url: str, provisioned: 
 def test_a_job_stuck_without_a_sagemaker_job_is_relaunched(api: str, auth_url: str,
                                                            provisioned: dict[str, Any]) -> None:
     session = register(auth_url)
-    file_id = _announce_file(provisioned, session["user"]["id"], '{"messages": []}\n')
+    file_id = announce_file(provisioned, session["user"]["id"], '{"messages": []}\n')
     asyncio.run(drain("training"))  # the file projection
-    job_id = _create(api, session, file_id)
-    assert _drop_training_queue() >= 1  # the launch command is lost
+    job_id = create_job(api, session, file_id)
+    assert len(drop_training_queue()) >= 1  # the launch command is lost
     assert _reconcile({job_id}, reconcile_stuck_launch_s=600).relaunched == []  # not stuck for long yet
     later = time.time() + 601
     assert _reconcile({job_id}, later, reconcile_stuck_launch_s=600).relaunched == [job_id]
     assert _reconcile({job_id}, later + 1, reconcile_stuck_launch_s=600).relaunched == []  # re-sent once a while
-    asyncio.run(drain("training", lambda: _job(api, session, job_id)["status"] in ("succeeded", "failed"), 60))
-    job = _job(api, session, job_id)
+    asyncio.run(drain("training", lambda: get_job(api, session, job_id)["status"] in ("succeeded", "failed"), 60))
+    job = get_job(api, session, job_id)
     assert job["status"] == "succeeded", job["error"]
 
 
 def test_a_duplicated_launch_launches_once(api: str, auth_url: str, provisioned: dict[str, Any]) -> None:
     session = register(auth_url)
-    file_id = _announce_file(provisioned, session["user"]["id"], '{"messages": []}\n')
+    file_id = announce_file(provisioned, session["user"]["id"], '{"messages": []}\n')
     asyncio.run(drain("training"))
-    job_id = _create(api, session, file_id)
+    job_id = create_job(api, session, file_id)
+    # The create's own command first, so the repeats find the job launched. (Two different launch commands handled
+    # at the same instant rest on DynamoDB's conditional write, which moto does not make atomic across concurrent
+    # requests: test_training_transitions checks the condition every move writes.)
+    asyncio.run(drain("training", lambda: get_job(api, session, job_id)["status"] != "validating_files"))
     sqs = boto3.client("sqs")
     url = sqs.get_queue_url(QueueName=resources.TRAINING_QUEUE)["QueueUrl"]
-    command = new_event(training_events.LAUNCH_REQUESTED, {"job_id": job_id}, user_id=session["user"]["id"])
+    command = new_event(LaunchRequested(job_id=job_id), user_id=session["user"]["id"])
 
     async def send_twice() -> None:
         aws = AwsClients(Settings())
         try:
             for _ in range(2):  # the same command again (the inbox drops it), and a new one (the job state does)
                 await send_command(await aws.get("sqs"), url, command)
-            await send_command(await aws.get("sqs"), url, new_event(training_events.LAUNCH_REQUESTED,
-                                                                    {"job_id": job_id}))
+            await send_command(await aws.get("sqs"), url, new_event(LaunchRequested(job_id=job_id)))
         finally:
             await aws.close()
 
     asyncio.run(send_twice())
-    asyncio.run(drain("training", lambda: _job(api, session, job_id)["status"] in ("succeeded", "failed"), 60))
-    job = _job(api, session, job_id)
+    asyncio.run(drain("training", lambda: get_job(api, session, job_id)["status"] in ("succeeded", "failed"), 60))
+    job = get_job(api, session, job_id)
     messages = [e.message for e in _events(api, session, job_id)]
     assert job["status"] == "succeeded", (job["error"], messages)
     summaries = boto3.client("sagemaker").list_training_jobs(NameContains=job_id)["TrainingJobSummaries"]
@@ -191,24 +186,24 @@ def test_a_duplicated_launch_launches_once(api: str, auth_url: str, provisioned:
 def test_metrics_lines_become_events(api: str, auth_url: str, provisioned: dict[str, Any]) -> None:
     tap = Tap(provisioned["topics"][resources.TRAINING_TOPIC])
     session = register(auth_url)
-    job_id = _create(api, session, _announce_file(provisioned, session["user"]["id"], "SLOW\n"))
-    asyncio.run(drain("training", lambda: _job(api, session, job_id)["status"] in ("running", "failed"), 60))
-    assert _job(api, session, job_id)["status"] == "running"
+    job_id = create_job(api, session, announce_file(provisioned, session["user"]["id"], "SLOW\n"))
+    asyncio.run(drain("training", lambda: get_job(api, session, job_id)["status"] in ("running", "failed"), 60))
+    assert get_job(api, session, job_id)["status"] == "running"
 
     def some_metrics() -> bool:
         _reconcile({job_id})
-        return _job(api, session, job_id)["estimated_finish"] is not None or \
-            _job(api, session, job_id)["status"] != "running"
+        return get_job(api, session, job_id)["estimated_finish"] is not None or \
+            get_job(api, session, job_id)["status"] != "running"
 
-    _wait(some_metrics, 30, "a first metrics line while the job runs")
-    running = _job(api, session, job_id)
+    poll(some_metrics, 30, "a first metrics line while the job runs")
+    running = get_job(api, session, job_id)
     assert running["status"] == "running" and running["estimated_finish"] >= int(time.time()) - 1
     assert running["secondary_status"] == "Training"
 
-    _wait(lambda: _sagemaker_status(job_id) == "Completed", 60, "the training job to complete")
+    poll(lambda: _sagemaker_status(job_id) == "Completed", 60, "the training job to complete")
     for _ in range(2):  # a second pass finds nothing new: each step is one event
         _reconcile({job_id})
-    asyncio.run(drain("training", lambda: _job(api, session, job_id)["status"] in ("succeeded", "failed"), 60))
+    asyncio.run(drain("training", lambda: get_job(api, session, job_id)["status"] in ("succeeded", "failed"), 60))
     events = _events(api, session, job_id)
     steps = [e for e in events if e.type == "metrics"]
     assert [e.data["step"] for e in steps] == [3, 2, 1]  # newest first, once each
@@ -216,9 +211,9 @@ def test_metrics_lines_become_events(api: str, auth_url: str, provisioned: dict[
     assert steps[0].data == {"step": 3, "train_loss": 1.125, "valid_loss": 1.5, "total_steps": 3,
                              "trained_tokens": 480}
     assert steps[2].message == "Step 1/3: training loss=1.5"
-    job = _job(api, session, job_id)
+    job = get_job(api, session, job_id)
     assert job["status"] == "succeeded" and job["trained_tokens"] == 480
-    published = tap.wait_for(lambda e: e["type"] == "training.job.metrics" and e["data"]["job_id"] == job_id
+    published = tap.wait_for(lambda e: e["type"] == JOB_METRICS and e["data"]["job_id"] == job_id
                              and e["data"]["step"] == 3)
     assert published["data"]["train_loss"] == 1.125 and published["data"]["total_steps"] == 3
     assert published["user_id"] == session["user"]["id"]
@@ -228,16 +223,16 @@ def test_metrics_lines_become_events(api: str, auth_url: str, provisioned: dict[
 
 def test_running_jobs_metrics_are_read_between_passes(api: str, auth_url: str, provisioned: dict[str, Any]) -> None:
     session = register(auth_url)
-    job_id = _create(api, session, _announce_file(provisioned, session["user"]["id"], "SLOW\n"))
-    asyncio.run(drain("training", lambda: _job(api, session, job_id)["status"] in ("running", "failed"), 60))
-    assert _job(api, session, job_id)["status"] == "running"
+    job_id = create_job(api, session, announce_file(provisioned, session["user"]["id"], "SLOW\n"))
+    asyncio.run(drain("training", lambda: get_job(api, session, job_id)["status"] in ("running", "failed"), 60))
+    assert get_job(api, session, job_id)["status"] == "running"
     new_steps: list[int] = []
 
     def some_metrics() -> bool:
         new_steps.append(_reconcile({job_id}, metrics_only=True))
         return sum(new_steps) > 0 or _sagemaker_status(job_id) != "InProgress"
 
-    _wait(some_metrics, 30, "a first metrics line, read without a reconcile pass")
+    poll(some_metrics, 30, "a first metrics line, read without a reconcile pass")
     history = httpx.get(f"{api}/api/jobs/{job_id}/metrics", headers=bearer(session)).json()["data"]
     # Each step once, in order: as many as the quick reads found.
     assert [p["step"] for p in history] == list(range(1, sum(new_steps) + 1)) and history

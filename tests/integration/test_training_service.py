@@ -5,7 +5,7 @@ projection fed through SNS, and SageMaker played by the local emulator running a
 from __future__ import annotations
 
 import asyncio
-import os
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,12 +13,22 @@ import boto3
 import httpx
 import pytest
 
-from deploy import resources
-from shared.events import new_event
-from tests.integration.conftest import bearer, register
-from tests.integration.events_tap import Tap
-from tests.integration.fake_emulator import emulator_with_fake_trainer
-from tests.integration.workers import drain
+from shared.contracts import resources
+from shared.contracts.files_events import FileUploaded
+from shared.contracts.training_events import JOB_STATUS_EVENTS, JOB_SUCCEEDED, LAUNCH_REQUESTED
+from tests.support.accounts import bearer, register
+from tests.support.events_tap import Tap
+from tests.support.fake_emulator import emulator_with_fake_trainer
+from tests.support.training_cluster import (
+    announce_file,
+    create_job,
+    get_job,
+    publish_file_event,
+    rejected,
+    upload_file,
+    validated,
+)
+from tests.support.workers import drain
 
 FAKE_TRAINER = r'''
 import json, os, sys
@@ -54,39 +64,17 @@ async def _drain_worker(until: Any, deadline_s: float = 30) -> None:
     await drain("training", until, deadline_s)
 
 
-def _announce_file(provisioned: dict[str, Any], user_id: str, content: str, status: str = "validated") -> str:
-    """Put a file where files would, and publish its events through the real topic."""
-    file_id = f"file-{os.urandom(12).hex()}"
-    key = f"files/{user_id}/{file_id}"
-    boto3.client("s3").put_object(Bucket=resources.BUCKET, Key=key, Body=content.encode())
-    data = {"file_id": file_id, "user_id": user_id, "purpose": "fine-tune", "filename": "t.jsonl",
-            "bytes": len(content), "s3_uri": f"s3://{resources.BUCKET}/{key}", "examples": 20}
-    if status == "rejected":
-        data["error"] = "Invalid file format. Line 3 is not valid JSON."
-    sns = boto3.client("sns")
-    for type_ in ("file.uploaded", f"file.{status}"):
-        envelope = new_event(type_, data, user_id=user_id)
-        sns.publish(TopicArn=provisioned["topics"][resources.FILES_TOPIC], Message=envelope.model_dump_json(),
-                    MessageAttributes={"type": {"DataType": "String", "StringValue": type_}})
-    return file_id
-
-
-def _job(api: str, session: dict[str, Any], job_id: str) -> dict[str, Any]:
-    body: dict[str, Any] = httpx.get(f"{api}/v1/fine_tuning/jobs/{job_id}", headers=bearer(session)).json()
-    return body
-
-
 def test_job_goes_from_create_to_succeeded(api: str, auth_url: str, provisioned: dict[str, Any]) -> None:
     tap = Tap(provisioned["topics"][resources.TRAINING_TOPIC])
     session = register(auth_url)
-    file_id = _announce_file(provisioned, session["user"]["id"], '{"messages": []}\n')
+    file_id = announce_file(provisioned, session["user"]["id"], '{"messages": []}\n')
     created = httpx.post(f"{api}/v1/fine_tuning/jobs", headers=bearer(session),
                          json={"model": "llm-tuner/tiny-chat", "training_file": file_id, "suffix": "it",
                                "hyperparameters": {"n_epochs": 2}})
     assert created.status_code == 200, created.text
     job_id = created.json()["id"]
-    asyncio.run(_drain_worker(lambda: _job(api, session, job_id)["status"] in ("succeeded", "failed")))
-    job = _job(api, session, job_id)
+    asyncio.run(_drain_worker(lambda: get_job(api, session, job_id)["status"] in ("succeeded", "failed")))
+    job = get_job(api, session, job_id)
     assert job["status"] == "succeeded", job["error"]
     assert job["trained_tokens"] == 321 and job["hyperparameters"]["n_epochs"] == 2
     assert job["model_artifact"].endswith(f"/{job_id}/output/model.tar.gz")
@@ -99,30 +87,71 @@ def test_job_goes_from_create_to_succeeded(api: str, auth_url: str, provisioned:
     assert described["HyperParameters"]["n_epochs"] == "2"
     assert {t["ChannelName"] for t in described["InputDataConfig"]} == {"train", "model"}
     statuses = []
-    for status in ("created", "queued", "running", "succeeded"):
-        event = tap.wait_for(lambda e, s=status: e["type"] == f"training.job.{s}" and e["data"]["job_id"] == job_id)
+    for status in ("validating_files", "queued", "running", "succeeded"):
+        type_ = JOB_STATUS_EVENTS[status].TYPE
+        event = tap.wait_for(lambda e, t=type_: e["type"] == t and e["data"]["job_id"] == job_id)
         statuses.append(event["data"]["status"])
         # Every message the create request caused carries its request id, SageMaker's events included.
         assert event["correlation_id"] == created.headers["x-request-id"]
-    assert statuses == ["created", "queued", "running", "succeeded"]
-    succeeded = tap.wait_for(lambda e: e["type"] == "training.job.succeeded" and e["data"]["job_id"] == job_id)
+    assert statuses == ["validating_files", "queued", "running", "succeeded"]
+    succeeded = tap.wait_for(lambda e: e["type"] == JOB_SUCCEEDED and e["data"]["job_id"] == job_id)
     assert succeeded["data"]["result_file"]["file_id"] == result_id
 
 
 def test_training_failure_reaches_the_job(api: str, auth_url: str, provisioned: dict[str, Any]) -> None:
     session = register(auth_url)
-    file_id = _announce_file(provisioned, session["user"]["id"], "PLEASE FAIL\n")
+    file_id = announce_file(provisioned, session["user"]["id"], "PLEASE FAIL\n")
     job_id = httpx.post(f"{api}/v1/fine_tuning/jobs", headers=bearer(session),
                         json={"model": "llm-tuner/tiny-chat", "training_file": file_id}).json()["id"]
-    asyncio.run(_drain_worker(lambda: _job(api, session, job_id)["status"] in ("succeeded", "failed")))
-    job = _job(api, session, job_id)
+    asyncio.run(_drain_worker(lambda: get_job(api, session, job_id)["status"] in ("succeeded", "failed")))
+    job = get_job(api, session, job_id)
     assert job["status"] == "failed" and job["error"]["code"] == "training_failed"
     assert "the data asked to fail" in job["error"]["message"]
 
 
+def _job_waiting_on_a_validating_file(api: str, auth_url: str, provisioned: dict[str, Any], content: str,
+                                      caplog: pytest.LogCaptureFixture) -> tuple[dict[str, Any], FileUploaded, str]:
+    """A job whose launch found its file still validating: the job waits on it, and the launch command was done
+    with, not left on the queue to come back (the old launch re-sent itself for about three minutes, then failed
+    the job)."""
+    session = register(auth_url)
+    uploaded = upload_file(session["user"]["id"], content)
+    publish_file_event(provisioned, uploaded)
+    job_id = create_job(api, session, uploaded.file_id)
+    with caplog.at_level(logging.INFO, logger="shared.consumer"):
+        asyncio.run(_drain_worker(None))
+    launches = [r.getMessage() for r in caplog.records
+                if r.name == "shared.consumer" and getattr(r, "event_type", None) == LAUNCH_REQUESTED]
+    assert launches and set(launches) == {"message handled"}, launches  # not "not ready; retrying later"
+    assert get_job(api, session, job_id)["status"] == "validating_files"
+    return session, uploaded, job_id
+
+
+def test_a_validation_slower_than_any_retry_budget_still_launches_its_job(
+        api: str, auth_url: str, provisioned: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+    session, uploaded, job_id = _job_waiting_on_a_validating_file(api, auth_url, provisioned, '{"messages": []}\n',
+                                                                  caplog)
+    # WHEN the validation arrives, however much later: nothing polls in between
+    publish_file_event(provisioned, validated(uploaded))
+    # THEN it wakes the launch, and the job runs
+    asyncio.run(_drain_worker(lambda: get_job(api, session, job_id)["status"] in ("succeeded", "failed"), 60))
+    job = get_job(api, session, job_id)
+    assert job["status"] == "succeeded", job["error"]
+
+
+def test_a_file_rejected_while_its_job_waits_fails_the_job(api: str, auth_url: str, provisioned: dict[str, Any],
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    session, uploaded, job_id = _job_waiting_on_a_validating_file(api, auth_url, provisioned, "x\n", caplog)
+    publish_file_event(provisioned, rejected(uploaded))
+    asyncio.run(_drain_worker(lambda: get_job(api, session, job_id)["status"] != "validating_files"))
+    job = get_job(api, session, job_id)
+    assert job["status"] == "failed" and job["error"]["code"] == "invalid_training_file", job
+    assert job["error"]["param"] == "training_file" and "Line 3" in job["error"]["message"]
+
+
 def test_a_rejected_file_is_refused_at_create(api: str, auth_url: str, provisioned: dict[str, Any]) -> None:
     session = register(auth_url)
-    file_id = _announce_file(provisioned, session["user"]["id"], "x\n", status="rejected")
+    file_id = announce_file(provisioned, session["user"]["id"], "x\n", status="rejected")
     asyncio.run(_drain_worker(lambda: True))  # the projection takes the file's events in
     response = httpx.post(f"{api}/v1/fine_tuning/jobs", headers=bearer(session),
                           json={"model": "llm-tuner/tiny-chat", "training_file": file_id})
@@ -132,7 +161,7 @@ def test_a_rejected_file_is_refused_at_create(api: str, auth_url: str, provision
 
 def test_list_is_newest_first_paged_and_private(api: str, auth_url: str, provisioned: dict[str, Any]) -> None:
     alice, bob = register(auth_url), register(auth_url)
-    file_id = _announce_file(provisioned, alice["user"]["id"], "{}\n")
+    file_id = announce_file(provisioned, alice["user"]["id"], "{}\n")
     ids = [httpx.post(f"{api}/v1/fine_tuning/jobs", headers=bearer(alice),
                       json={"model": "llm-tuner/tiny-chat", "training_file": file_id}).json()["id"] for _ in range(3)]
     first = httpx.get(f"{api}/v1/fine_tuning/jobs?limit=2", headers=bearer(alice)).json()
@@ -142,7 +171,7 @@ def test_list_is_newest_first_paged_and_private(api: str, auth_url: str, provisi
     assert httpx.get(f"{api}/v1/fine_tuning/jobs", headers=bearer(bob)).json()["data"] == []
     assert httpx.get(f"{api}/v1/fine_tuning/jobs/{ids[0]}", headers=bearer(bob)).status_code == 404
     assert httpx.get(f"{api}/v1/fine_tuning/jobs/{ids[0]}/events", headers=bearer(bob)).status_code == 404
-    asyncio.run(_drain_worker(lambda: all(_job(api, alice, i)["status"] != "validating_files" for i in ids)))
+    asyncio.run(_drain_worker(lambda: all(get_job(api, alice, i)["status"] != "validating_files" for i in ids)))
 
 
 @pytest.mark.parametrize(("body", "param"), [

@@ -315,10 +315,10 @@ def test_only_the_training_worker_may_launch_and_pass_only_the_sagemaker_role(cf
 
 
 def test_training_job_names_have_the_prefix_the_policy_allows() -> None:
-    from services.training import handlers
+    from services.training import commands, training_job_request
 
-    assert f'_id("{iam.TRAINING_JOB_NAME_PREFIX}")' in inspect.getsource(handlers.create_job)
-    assert '"TrainingJobName": job.job_id' in inspect.getsource(handlers.training_job_request)
+    assert f'_id("{iam.TRAINING_JOB_NAME_PREFIX}")' in inspect.getsource(commands.create_job)
+    assert '"TrainingJobName": job.job_id' in inspect.getsource(training_job_request.training_job_request)
 
 
 def test_the_sagemaker_role_is_the_guides_minus_the_full_access(cfn: dict[str, Any]) -> None:

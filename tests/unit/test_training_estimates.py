@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 from typing import Any
 
@@ -10,57 +9,40 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from services.gateway.routes import upstream_for
-from services.training import estimates, fit, handlers
+from services.gateway.routing import upstream_for
+from services.training import commands, estimates, fit
 from services.training import hyperparameters as hparams
-from services.training.catalog import Catalog
-from services.training.models import CreateJob, EstimateRequest, FileView, Hyperparameters, Job
-from services.training.settings import Settings
-from shared.consumer import RetryLater
+from services.training.models import CreateJob, EstimateRequest, Hyperparameters, Job
+from shared.contracts.files_events import FileRejected, FileUploaded, FileValidated
 from shared.errors import InvalidRequest, install_error_handlers
-from shared.events import Envelope, MemoryCommandQueue, MemoryPublisher
-from tests.unit.test_training_handlers import FakeJobsStore, FakeS3, FakeSageMaker
+from tests.support.training import (
+    CATALOG,
+    TINY,
+    Fakes,
+    file_event,
+    launch_config,
+    project,
+    put_file,
+    relaunch_woken,
+    run,
+    sagemaker_state,
+)
 
-CATALOG = Catalog.load(Settings().catalog_file)
-TINY = "llm-tuner/tiny-chat"
 QWEN7 = "Qwen/Qwen2.5-7B-Instruct"
 
 
-class FakeThroughput:
-    def __init__(self) -> None:
-        self.totals: dict[tuple[str, str], tuple[float, int]] = {}
-
-    async def record(self, model: str, instance_type: str, seconds: float, tokens: int) -> None:
-        s, t = self.totals.get((model, instance_type), (0.0, 0))
-        self.totals[model, instance_type] = (s + seconds, t + tokens)
-
-    async def seconds_per_token(self, model: str, instance_type: str) -> float | None:
-        s, t = self.totals.get((model, instance_type), (0.0, 0))
-        return s / t if t else None
-
-
 @pytest.fixture
-def deps() -> handlers.Deps:
-    return handlers.Deps(jobs=FakeJobsStore(), catalog=CATALOG,  # type: ignore[arg-type]
-                         events=MemoryPublisher(), commands=MemoryCommandQueue(), sagemaker=FakeSageMaker(),
-                         s3=FakeS3(), throughput=FakeThroughput(),
-                         launch=handlers.LaunchConfig(bucket="b", role_arn="arn:role", image_uri="img",
-                                                      instance_type="ml.m5.large", max_runtime_s=86400))
+def fakes() -> Fakes:
+    return Fakes(launch=launch_config(max_runtime_s=86400))
 
 
-def run(coro: Any) -> Any:
-    return asyncio.run(coro)
-
-
-def _file(deps: handlers.Deps, examples: int = 20, tokens: int | None = 4000, status: str = "processed") -> None:
-    run(deps.jobs.put_file(FileView(file_id="file-1", user_id="u1", status=status,  # type: ignore[arg-type]
-                                    purpose="fine-tune", s3_uri="s3://b/files/u1/file-1", examples=examples,
-                                    estimated_tokens=tokens)))
+def _file(fakes: Fakes, examples: int = 20, tokens: int | None = 4000, status: str = "processed") -> None:
+    put_file(fakes, status=status, examples=examples, estimated_tokens=tokens)
 
 
 # ---- bounds: each violation a 400 naming the field ------------------------------------------------------------
 
-def _app(deps: handlers.Deps) -> TestClient:
+def _app(fakes: Fakes) -> TestClient:
     """The request models behind the real error handlers, without the service's auth and AWS wiring."""
     app = FastAPI()
     install_error_handlers(app)
@@ -68,12 +50,12 @@ def _app(deps: handlers.Deps) -> TestClient:
     @app.post("/jobs")
     async def create(body: CreateJob) -> dict[str, Any]:
         if body.dry_run:
-            return await handlers.dry_run_job(body, "u1", deps)
-        return (await handlers.create_job(body, "u1", deps)).openai()
+            return await commands.dry_run_job(body, "u1", fakes.deps)
+        return (await commands.create_job(body, "u1", fakes.deps)).openai()
 
     @app.post("/estimates")
     async def estimate(body: EstimateRequest) -> dict[str, Any]:
-        return await handlers.estimate_job(body, "u1", deps)
+        return await commands.estimate_job(body, "u1", fakes.deps)
 
     return TestClient(app)
 
@@ -91,8 +73,8 @@ BAD_HYPERPARAMETERS = [
 
 
 @pytest.mark.parametrize(("field", "value"), BAD_HYPERPARAMETERS)
-def test_each_out_of_bounds_hyperparameter_is_a_400_naming_it(deps: handlers.Deps, field: str, value: Any) -> None:
-    client = _app(deps)
+def test_each_out_of_bounds_hyperparameter_is_a_400_naming_it(fakes: Fakes, field: str, value: Any) -> None:
+    client = _app(fakes)
     for body, prefix in (({"hyperparameters": {field: value}}, "hyperparameters"),
                          ({"method": {"type": "supervised", "supervised": {"hyperparameters": {field: value}}}},
                           "method.supervised.hyperparameters")):
@@ -103,7 +85,7 @@ def test_each_out_of_bounds_hyperparameter_is_a_400_naming_it(deps: handlers.Dep
         if isinstance(value, (int, float)) and field not in ("surprise", "target_modules"):
             # the bound, not pydantic's "should be 'auto'" for the other branch of `"auto" | number`
             assert "'auto'" not in response.json()["error"]["message"], response.text
-    assert not deps.jobs.jobs  # type: ignore[attr-defined]
+    assert not fakes.jobs.jobs
 
 
 @pytest.mark.parametrize(("body", "param"), [
@@ -116,27 +98,27 @@ def test_each_out_of_bounds_hyperparameter_is_a_400_naming_it(deps: handlers.Dep
     ({"max_cost_usd": 0.001}, "max_cost_usd"),  # buys under a minute of ml.m5.large
     ({"instance_type": "ml.x9.huge"}, "instance_type"),
 ])
-def test_other_create_fields_are_bounded(deps: handlers.Deps, body: dict[str, Any], param: str) -> None:
-    response = _app(deps).post("/jobs", json={"model": TINY, "training_file": "file-1", **body})
+def test_other_create_fields_are_bounded(fakes: Fakes, body: dict[str, Any], param: str) -> None:
+    response = _app(fakes).post("/jobs", json={"model": TINY, "training_file": "file-1", **body})
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == param
 
 
-def test_in_bounds_values_are_accepted_from_either_place_and_resolved(deps: handlers.Deps) -> None:
-    _file(deps)
+def test_in_bounds_values_are_accepted_from_either_place_and_resolved(fakes: Fakes) -> None:
+    _file(fakes)
     hp = {"n_epochs": 2, "lora_r": 32, "lora_dropout": 0.1, "target_modules": ["q_proj", "v_proj"],
           "max_seq_length": 128, "warmup_ratio": 0.1, "weight_decay": 0.01, "gradient_accumulation_steps": 2,
           "lr_scheduler": "cosine", "learning_rate": 1e-4, "packing": True, "validation_split": 0}
-    client = _app(deps)
+    client = _app(fakes)
     for body in ({"hyperparameters": hp}, {"method": {"type": "supervised", "supervised": {"hyperparameters": hp}}}):
         created = client.post("/jobs", json={"model": TINY, "training_file": "file-1", "seed": 7, **body})
         assert created.status_code == 200, created.text
         job_id = created.json()["id"]
-        run(handlers.launch_job(Envelope(type="training.job.launch_requested", data={"job_id": job_id}), deps))
-        stored = deps.jobs.jobs[job_id]  # type: ignore[attr-defined]
+        relaunch_woken(fakes)
+        stored = fakes.jobs.jobs[job_id]
         assert stored.hyperparameters["lora_r"] == 32 and stored.hyperparameters["lora_alpha"] == 64
         assert stored.hyperparameters["learning_rate_multiplier"] == pytest.approx(0.5)
-    sent = deps.sagemaker.created[-1]["HyperParameters"]  # type: ignore[attr-defined]
+    sent = fakes.sagemaker.created[-1]["HyperParameters"]
     assert sent == {"n_epochs": "2", "batch_size": "4", "learning_rate": "0.0001", "lora_r": "32",
                     "lora_alpha": "64", "lora_dropout": "0.1", "target_modules": "q_proj,v_proj",
                     "max_seq_length": "128", "seed": "7", "gradient_accumulation_steps": "2",
@@ -145,8 +127,8 @@ def test_in_bounds_values_are_accepted_from_either_place_and_resolved(deps: hand
     assert set(sent) <= set(hparams.TRAINER_NAMES)
 
 
-def test_options_the_trainer_lacks_are_refused_unless_neutral(deps: handlers.Deps) -> None:
-    client = _app(deps)
+def test_options_the_trainer_lacks_are_refused_unless_neutral(fakes: Fakes) -> None:
+    client = _app(fakes)
     for field, value, extra in (("packing", False, {}), ("validation_split", 0.1, {"validation_file": "file-2"})):
         response = client.post("/jobs", json={"model": TINY, "training_file": "file-1",
                                               "hyperparameters": {field: value}, **extra})
@@ -156,28 +138,25 @@ def test_options_the_trainer_lacks_are_refused_unless_neutral(deps: handlers.Dep
     assert accepted.status_code == 200, accepted.text
 
 
-def test_a_validation_file_becomes_the_validation_channel(deps: handlers.Deps) -> None:
-    _file(deps)
-    run(deps.jobs.put_file(FileView(file_id="file-2", user_id="u1", status="uploaded", purpose="fine-tune",
-                                    s3_uri="s3://b/files/u1/file-2")))
-    job = run(handlers.create_job(CreateJob(model=TINY, training_file="file-1", validation_file="file-2"), "u1",
-                                  deps))
-    envelope = Envelope(type="training.job.launch_requested", data={"job_id": job.job_id})
-    with pytest.raises(RetryLater):  # waits for the validation file's validation too
-        run(handlers.launch_job(envelope, deps))
-    run(deps.jobs.put_file(FileView(file_id="file-2", user_id="u1", status="processed", purpose="fine-tune",
-                                    s3_uri="s3://b/files/u1/file-2", normalized_uri="s3://b/norm/file-2")))
-    run(handlers.launch_job(envelope, deps))
+def test_a_validation_file_becomes_the_validation_channel(fakes: Fakes) -> None:
+    _file(fakes)
+    project(fakes, file_event(FileUploaded, file_id="file-2"))
+    job = run(commands.create_job(CreateJob(model=TINY, training_file="file-1", validation_file="file-2"), "u1",
+                                  fakes.deps))
+    relaunch_woken(fakes)  # waits for the validation file's validation too
+    assert fakes.job(job.job_id).status == "validating_files" and fakes.sagemaker.created == []
+    project(fakes, file_event(FileValidated, file_id="file-2", normalized_uri="s3://b/norm/file-2"))
+    relaunch_woken(fakes)
     channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"]
-                for c in deps.sagemaker.created[-1]["InputDataConfig"]}  # type: ignore[attr-defined]
+                for c in fakes.sagemaker.created[-1]["InputDataConfig"]}
     assert channels["validation"] == "s3://b/norm/file-2"
-    rejected = run(handlers.create_job(CreateJob(model=TINY, training_file="file-1", validation_file="file-3"),
-                                       "u1", deps))
-    run(deps.jobs.put_file(FileView(file_id="file-3", user_id="u1", status="error", purpose="fine-tune",
-                                    s3_uri="s3://b/files/u1/file-3", error="Line 1 is not valid JSON")))
-    run(handlers.launch_job(Envelope(type="training.job.launch_requested", data={"job_id": rejected.job_id}), deps))
-    failed = deps.jobs.jobs[rejected.job_id]  # type: ignore[attr-defined]
-    assert failed.status == "failed" and failed.error["param"] == "validation_file"
+    rejected = run(commands.create_job(CreateJob(model=TINY, training_file="file-1", validation_file="file-3"),
+                                       "u1", fakes.deps))
+    project(fakes, file_event(FileRejected, file_id="file-3", error="Line 1 is not valid JSON"))
+    relaunch_woken(fakes)
+    failed = fakes.job(rejected.job_id)
+    assert failed.status == "failed" and failed.error is not None
+    assert (failed.error["code"], failed.error["param"]) == ("invalid_validation_file", "validation_file")
 
 
 def test_auto_keeps_the_e2e_defaults() -> None:
@@ -210,7 +189,7 @@ def test_catalog_lists_real_models_and_their_smallest_type_follows_the_fit_rule(
                    and i.gpus == named.gpus]
         assert not cheaper or model.id == TINY, model.id  # tiny-chat keeps ml.m5.large, the demo's type
     assert CATALOG.model("meta-llama/Llama-3.2-3B-Instruct").gated  # type: ignore[union-attr]
-    public = CATALOG.public()
+    public = fit.public_catalog(CATALOG)
     assert public["models"][0]["fits_instance_types"][0] == "ml.m5.large"
 
 
@@ -226,24 +205,24 @@ def test_fit_rule() -> None:
     assert small_qwen is not None and not fit.fits(small_qwen, m5)
 
 
-def test_a_model_too_big_for_the_instance_is_refused_naming_one_that_fits(deps: handlers.Deps) -> None:
+def test_a_model_too_big_for_the_instance_is_refused_naming_one_that_fits(fakes: Fakes) -> None:
     with pytest.raises(InvalidRequest) as refused:
-        run(handlers.create_job(CreateJob(model=QWEN7, training_file="file-1", instance_type="ml.p3.2xlarge"),
-                                "u1", deps))
+        run(commands.create_job(CreateJob(model=QWEN7, training_file="file-1", instance_type="ml.p3.2xlarge"),
+                                "u1", fakes.deps))
     assert refused.value.param == "instance_type" and "ml.g5.xlarge" in refused.value.message
-    job = run(handlers.create_job(CreateJob(model=QWEN7, training_file="file-1"), "u1", deps))
+    job = run(commands.create_job(CreateJob(model=QWEN7, training_file="file-1"), "u1", fakes.deps))
     assert job.instance_type == "ml.g5.xlarge"
-    assert run(handlers.create_job(CreateJob(model=TINY, training_file="file-1"), "u1", deps)).instance_type \
+    assert run(commands.create_job(CreateJob(model=TINY, training_file="file-1"), "u1", fakes.deps)).instance_type \
         == "ml.m5.large"
 
 
 # ---- estimates ------------------------------------------------------------------------------------------
 
-def test_estimate_arithmetic(deps: handlers.Deps) -> None:
-    _file(deps, examples=20, tokens=4000)
-    body = run(handlers.estimate_job(EstimateRequest(model=QWEN7, training_file="file-1",
+def test_estimate_arithmetic(fakes: Fakes) -> None:
+    _file(fakes, examples=20, tokens=4000)
+    body = run(commands.estimate_job(EstimateRequest(model=QWEN7, training_file="file-1",
                                                      hyperparameters=Hyperparameters(n_epochs=3, batch_size=4)),
-                                     "u1", deps))
+                                     "u1", fakes.deps))
     price, tps = 1.408, 450  # ml.g5.xlarge; the catalog's Qwen 7B figure
     assert body["instance_type"] == "ml.g5.xlarge" and body["tokens_per_epoch"] == 4000
     assert body["trained_tokens"] == 12000 and body["steps"] == 15  # ceil(20 / 4) x 3
@@ -271,30 +250,30 @@ def test_estimate_caps_tokens_at_max_seq_length_and_defaults_unknown_pairs() -> 
     assert (tps, overhead, source) == (CATALOG.default_tokens_per_second, 240, "default")
 
 
-def test_estimate_needs_a_validated_file(deps: handlers.Deps) -> None:
+def test_estimate_needs_a_validated_file(fakes: Fakes) -> None:
     request = EstimateRequest(model=TINY, training_file="file-1")
     with pytest.raises(InvalidRequest) as missing:
-        run(handlers.estimate_job(request, "u1", deps))
+        run(commands.estimate_job(request, "u1", fakes.deps))
     assert missing.value.param == "training_file"
-    _file(deps, status="uploaded")
+    _file(fakes, status="uploaded")
     with pytest.raises(InvalidRequest) as pending:
-        run(handlers.estimate_job(request, "u1", deps))
+        run(commands.estimate_job(request, "u1", fakes.deps))
     assert pending.value.code == "file_not_ready"
-    _file(deps)
+    _file(fakes)
     with pytest.raises(InvalidRequest):  # another user's file does not exist for this caller
-        run(handlers.estimate_job(request, "u2", deps))
+        run(commands.estimate_job(request, "u2", fakes.deps))
 
 
-def test_dry_run_returns_the_estimate_and_creates_nothing(deps: handlers.Deps) -> None:
-    _file(deps)
-    response = _app(deps).post("/jobs", json={"model": TINY, "training_file": "file-1", "dry_run": True,
+def test_dry_run_returns_the_estimate_and_creates_nothing(fakes: Fakes) -> None:
+    _file(fakes)
+    response = _app(fakes).post("/jobs", json={"model": TINY, "training_file": "file-1", "dry_run": True,
                                               "max_cost_usd": 1.0, "spot": True})
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["dry_run"] is True and body["object"] == "fine_tuning.estimate" and body["within_budget"]
     assert body["stopping_condition"] == {"MaxRuntimeInSeconds": math.floor(1.0 / 0.115 * 3600),
                                           "MaxWaitTimeInSeconds": 2 * math.floor(1.0 / 0.115 * 3600)}
-    assert not deps.jobs.jobs and not deps.commands.sent  # type: ignore[attr-defined]
+    assert not fakes.jobs.jobs and not fakes.commands.sent
 
 
 # ---- the budget cap, spot, measured throughput -------------------------------------------------------------
@@ -314,12 +293,12 @@ def test_budget_sets_max_runtime_so_the_job_cannot_cost_more() -> None:
     assert tiny_budget.value.param == "max_cost_usd"
 
 
-def test_budget_and_spot_reach_the_training_job(deps: handlers.Deps) -> None:
-    _file(deps)
-    job = run(handlers.create_job(CreateJob(model=QWEN7, training_file="file-1", max_cost_usd=2.0, spot=True),
-                                  "u1", deps))
-    run(handlers.launch_job(Envelope(type="training.job.launch_requested", data={"job_id": job.job_id}), deps))
-    request = deps.sagemaker.created[-1]  # type: ignore[attr-defined]
+def test_budget_and_spot_reach_the_training_job(fakes: Fakes) -> None:
+    _file(fakes)
+    job = run(commands.create_job(CreateJob(model=QWEN7, training_file="file-1", max_cost_usd=2.0, spot=True),
+                                  "u1", fakes.deps))
+    relaunch_woken(fakes)
+    request = fakes.sagemaker.created[-1]
     runtime = math.floor(2.0 / 1.408 * 3600)
     assert request["StoppingCondition"] == {"MaxRuntimeInSeconds": runtime, "MaxWaitTimeInSeconds": 2 * runtime}
     assert request["EnableManagedSpotTraining"] is True
@@ -327,26 +306,25 @@ def test_budget_and_spot_reach_the_training_job(deps: handlers.Deps) -> None:
     assert job.openai()["spot"] is True and job.openai()["max_cost_usd"] == 2.0
 
 
-def test_merge_adapter_names_where_the_trainer_uploads_the_merged_model(deps: handlers.Deps) -> None:
-    _file(deps)
-    job = run(handlers.create_job(CreateJob(model=TINY, training_file="file-1",
-                                            hyperparameters={"merge_adapter": True}), "u1", deps))
-    run(handlers.launch_job(Envelope(type="training.job.launch_requested", data={"job_id": job.job_id}), deps))
-    sent = deps.sagemaker.created[-1]["HyperParameters"]  # type: ignore[attr-defined]
+def test_merge_adapter_names_where_the_trainer_uploads_the_merged_model(fakes: Fakes) -> None:
+    _file(fakes)
+    job = run(commands.create_job(CreateJob(model=TINY, training_file="file-1",
+                                            hyperparameters={"merge_adapter": True}), "u1", fakes.deps))
+    relaunch_woken(fakes)
+    sent = fakes.sagemaker.created[-1]["HyperParameters"]
     assert sent["merge_adapter"] == "true"
-    assert sent["merged_model_uri"] == (f"s3://{deps.launch.bucket}/training-jobs/u1/{job.job_id}"
+    assert sent["merged_model_uri"] == (f"s3://{fakes.launch.bucket}/training-jobs/u1/{job.job_id}"
                                         "/output/merged-model.tar.gz")
 
 
-def test_completed_jobs_feed_the_next_estimate(deps: handlers.Deps) -> None:
-    _file(deps, examples=20, tokens=4000)
-    job = run(handlers.create_job(CreateJob(model=TINY, training_file="file-1"), "u1", deps))
-    run(handlers.launch_job(Envelope(type="training.job.launch_requested", data={"job_id": job.job_id}), deps))
-    run(handlers.on_sagemaker_state(Envelope(type="sagemaker", data={
-        "TrainingJobName": job.job_id, "TrainingJobStatus": "Completed", "TrainingTimeInSeconds": 100,
-        "FinalMetricDataList": [{"MetricName": "trained_tokens", "Value": 20000}]}), deps))
-    assert deps.throughput.totals == {(TINY, "ml.m5.large"): (100.0, 20000)}  # type: ignore[attr-defined]
-    body = run(handlers.estimate_job(EstimateRequest(model=TINY, training_file="file-1"), "u1", deps))
+def test_completed_jobs_feed_the_next_estimate(fakes: Fakes) -> None:
+    _file(fakes, examples=20, tokens=4000)
+    job = run(commands.create_job(CreateJob(model=TINY, training_file="file-1"), "u1", fakes.deps))
+    relaunch_woken(fakes)
+    sagemaker_state(fakes, job, "Completed", TrainingTimeInSeconds=100,
+                    FinalMetricDataList=[{"MetricName": "trained_tokens", "Value": 20000}])
+    assert fakes.throughput.totals == {(TINY, "ml.m5.large"): (100.0, 20000)}
+    body = run(commands.estimate_job(EstimateRequest(model=TINY, training_file="file-1"), "u1", fakes.deps))
     assert body["inputs"]["throughput_source"] == "measured" and body["inputs"]["tokens_per_second"] == 200
     assert body["estimated_duration_s"] == math.ceil(body["trained_tokens"] / 200)
 

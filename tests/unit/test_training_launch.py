@@ -15,35 +15,15 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from services.training import handlers, launch
-from services.training.catalog import Catalog
-from services.training.models import CreateJob, FileView, Job
+from services.training import source_bundle
+from services.training.models import Job
 from services.training.quotas import QuotaChecker, quota_name
 from services.training.settings import Settings
-from shared.events import MemoryCommandQueue, MemoryPublisher
-from tests.unit.test_training_handlers import FakeJobsStore, FakeSageMaker, run
+from tests.support.training import Fakes, create, launch_config, put_file, relaunch_woken, run
 
 GATED = "meta-llama/Llama-3.2-1B-Instruct"
 OPEN_GPU = "Qwen/Qwen2.5-0.5B-Instruct"
 ROLE = "arn:aws:iam::123456789012:role/SageMakerExecutionRole"
-
-
-class FakeS3:
-    def __init__(self) -> None:
-        self.objects: dict[tuple[str, str], bytes] = {}
-        self.puts: list[dict[str, Any]] = []
-        self.heads = 0
-
-    async def head_object(self, Bucket: str, Key: str) -> dict[str, Any]:
-        self.heads += 1
-        if (Bucket, Key) not in self.objects:
-            raise ClientError({"Error": {"Code": "404", "Message": "Not Found"}}, "HeadObject")
-        return {}
-
-    async def put_object(self, Bucket: str, Key: str, Body: bytes, **extra: Any) -> dict[str, Any]:
-        self.objects[Bucket, Key] = Body
-        self.puts.append({"Bucket": Bucket, "Key": Key, **extra})
-        return {}
 
 
 class FakeQuotas:
@@ -76,31 +56,23 @@ class FakeQuotas:
 
 
 def make_deps(mode: str = "image", kms: str | None = None, secret: str | None = None,
-              quotas: Any = None) -> handlers.Deps:
-    return handlers.Deps(
-        jobs=FakeJobsStore(), catalog=Catalog.load(Settings().catalog_file),  # type: ignore[arg-type]
-        events=MemoryPublisher(), commands=MemoryCommandQueue(), sagemaker=FakeSageMaker(), s3=FakeS3(),
-        quotas=quotas,
-        launch=handlers.LaunchConfig(bucket="b", role_arn=ROLE, image_uri="acct.dkr.ecr/llm-tuner-trainer:1",
-                                     instance_type="ml.m5.large", max_runtime_s=3600, kms_key_id=kms,
-                                     launch_mode=mode, region="eu-west-1", hf_token_secret_id=secret))
+              quotas: QuotaChecker | None = None) -> Fakes:
+    return Fakes(quotas=quotas, launch=launch_config(role_arn=ROLE, image_uri="acct.dkr.ecr/llm-tuner-trainer:1",
+                                                     kms_key_id=kms, launch_mode=mode, region="eu-west-1",
+                                                     hf_token_secret_id=secret))
 
 
-def launched(deps: handlers.Deps, model: str = "llm-tuner/tiny-chat", instance_type: str | None = None,
+def launched(deps: Fakes, model: str = "llm-tuner/tiny-chat", instance_type: str | None = None,
              spot: bool = False) -> Job:
     """Create a job on a validated file and run its launch command; the stored job after it."""
-    run(deps.jobs.put_file(FileView(file_id="file-1", user_id="u1", status="processed", purpose="fine-tune",
-                                    s3_uri="s3://b/files/u1/file-1", examples=20)))
-    job = run(handlers.create_job(CreateJob(model=model, training_file="file-1", instance_type=instance_type,
-                                            spot=spot), "u1", deps))
-    [command] = deps.commands.sent[-1:]  # type: ignore[attr-defined]
-    run(handlers.launch_job(command, deps))
-    stored: Job = deps.jobs.jobs[job.job_id]  # type: ignore[attr-defined]
-    return stored
+    put_file(deps)
+    job = create(deps, model=model, instance_type=instance_type, spot=spot)
+    relaunch_woken(deps)
+    return deps.job(job.job_id)
 
 
-def created(deps: handlers.Deps) -> list[dict[str, Any]]:
-    return deps.sagemaker.created  # type: ignore[no-any-return]
+def created(deps: Fakes) -> list[dict[str, Any]]:
+    return deps.sagemaker.created
 
 
 # --- image and script mode -----------------------------------------------------------------------------
@@ -120,7 +92,7 @@ def test_image_mode_runs_the_trainer_image_with_role_tags_and_no_script_hyperpar
 def test_script_mode_uploads_the_source_once_and_sends_the_sdk_hyperparameters() -> None:
     deps = make_deps("script")
     first, second = launched(deps), launched(deps)
-    body, digest = launch.package_source()
+    body, digest = source_bundle.package_source()
     key = f"code/{digest}/sourcedir.tar.gz"
     assert [(p["Bucket"], p["Key"]) for p in deps.s3.puts] == [("b", key)]  # type: ignore[attr-defined]
     assert deps.s3.heads == 1  # type: ignore[attr-defined]  # the second launch knew it was there
@@ -135,7 +107,7 @@ def test_script_mode_uploads_the_source_once_and_sends_the_sdk_hyperparameters()
         assert json.loads(hp["sagemaker_job_name"]) == job.job_id
         assert hp["n_epochs"] == str(job.hyperparameters["n_epochs"])  # the trainer's own, as in image mode
         assert request["RoleArn"] == ROLE
-    package = sorted(f"llmt_trainer/{p.name}" for p in (launch.TRAINER_DIR / "llmt_trainer").glob("*.py"))
+    package = sorted(f"llmt_trainer/{p.name}" for p in (source_bundle.TRAINER_DIR / "llmt_trainer").glob("*.py"))
     with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as tar:
         assert tar.getnames() == ["finetune.py", "requirements.txt", *package]
         assert "llmt_trainer/main.py" in package and "llmt_trainer/__init__.py" in package
@@ -145,27 +117,27 @@ def test_script_mode_uploads_the_source_once_and_sends_the_sdk_hyperparameters()
 
 def test_a_bundle_already_in_s3_is_not_uploaded_again_by_a_new_process() -> None:
     deps = make_deps("script")
-    body, digest = launch.package_source()
+    body, digest = source_bundle.package_source()
     deps.s3.objects["b", f"code/{digest}/sourcedir.tar.gz"] = body  # type: ignore[attr-defined]
     launched(deps)
     assert deps.s3.puts == [] and len(created(deps)) == 1  # type: ignore[attr-defined]
 
 
 def test_the_package_is_the_same_bytes_for_the_same_files(tmp_path: Any) -> None:
-    (tmp_path / launch.TRAINER_PACKAGE).mkdir()
-    for name in (*launch.SOURCE_FILES, f"{launch.TRAINER_PACKAGE}/loop.py"):
+    (tmp_path / source_bundle.TRAINER_PACKAGE).mkdir()
+    for name in (*source_bundle.SOURCE_FILES, f"{source_bundle.TRAINER_PACKAGE}/loop.py"):
         (tmp_path / name).write_text(f"# {name}\n")
-    first = launch.package_source(tmp_path)
+    first = source_bundle.package_source(tmp_path)
     (tmp_path / "finetune.py").touch()  # a new mtime, same content
-    os.chmod(tmp_path / launch.TRAINER_PACKAGE / "loop.py", 0o600)  # another mode, same content
-    assert launch.package_source(tmp_path) == first
-    (tmp_path / launch.TRAINER_PACKAGE / "loop.py").write_text("# changed\n")
-    assert launch.package_source(tmp_path)[1] != first[1]
+    os.chmod(tmp_path / source_bundle.TRAINER_PACKAGE / "loop.py", 0o600)  # another mode, same content
+    assert source_bundle.package_source(tmp_path) == first
+    (tmp_path / source_bundle.TRAINER_PACKAGE / "loop.py").write_text("# changed\n")
+    assert source_bundle.package_source(tmp_path)[1] != first[1]
 
 
 def test_the_unpacked_bundle_runs_on_its_own(tmp_path: Any) -> None:
     # GIVEN the bundle unpacked into a folder outside the repository, as script mode unpacks it
-    body, _ = launch.package_source()
+    body, _ = source_bundle.package_source()
     with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as tar:
         tar.extractall(tmp_path, filter="data")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # nothing of the repository on sys.path

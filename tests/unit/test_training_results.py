@@ -6,7 +6,7 @@ import io
 import json
 import tarfile
 
-from services.training.results import (
+from services.training.results_file import (
     metrics_from_archive,
     output_archive,
     result_file_id,

@@ -19,15 +19,14 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from services.training import events
-from services.training.handlers import Deps
+from services.training.deps import Deps, Logs
 from services.training.models import Job
+from shared.contracts.training_events import JobMetrics
 from shared.events import new_event
 
 log = logging.getLogger(__name__)
 
 PREFIX = "METRICS "
-METRICS_EVENT = events.JOB_PREFIX + "metrics"
 
 
 @dataclass(frozen=True)
@@ -97,7 +96,7 @@ def event_data(record: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-async def read_lines(logs: Any, log_group: str, job_name: str, since_ts: int | None,
+async def read_lines(logs: Logs, log_group: str, job_name: str, since_ts: int | None,
                      max_pages: int = 20) -> list[MetricsLine]:
     """The job's METRICS lines logged at or after `since_ts` (ms), oldest first, across all its streams."""
     try:
@@ -127,8 +126,8 @@ async def read_lines(logs: Any, log_group: str, job_name: str, since_ts: int | N
     return lines
 
 
-def _event_id(line: MetricsLine) -> str:
-    # Sortable with handlers' ids (microseconds, then 6 characters), and the same for the same line every time.
+def metrics_event_id(line: MetricsLine) -> str:
+    # Sortable with job_events' ids (microseconds, then 6 characters), and the same for the same line every time.
     return f"ftevent-{line.log_ts * 1000:016d}{line.step % 16 ** 6:06x}"
 
 
@@ -145,7 +144,7 @@ async def poll(deps: Deps, job: Job, started_at: float | None = None,
         return 0
     ordered = [new[step] for step in sorted(new)]
     for line in ordered:
-        await deps.jobs.add_event(job.job_id, {"id": _event_id(line), "created_at": line.log_ts // 1000,
+        await deps.jobs.add_event(job.job_id, {"id": metrics_event_id(line), "created_at": line.log_ts // 1000,
                                                "level": "info", "message": message(line.record),
                                                "type": "metrics", "data": event_data(line.record)})
     newest = ordered[-1]
@@ -156,9 +155,8 @@ async def poll(deps: Deps, job: Job, started_at: float | None = None,
                                            trained_tokens=tokens):
         return 0  # another poller moved the cursor first, and announces these steps
     for line in ordered:
-        await deps.events.publish(new_event(METRICS_EVENT, {"job_id": job.job_id, "user_id": job.user_id,
-                                                            "model": job.model, **event_data(line.record),
-                                                            "estimated_finish": finish},
-                                            user_id=job.user_id, correlation_id=job.correlation_id))
+        event = JobMetrics(job_id=job.job_id, user_id=job.user_id, model=job.model,
+                           **{**event_data(line.record), "estimated_finish": finish})
+        await deps.events.publish(new_event(event, user_id=job.user_id, correlation_id=job.correlation_id))
     log.info("metrics recorded", extra={"job_id": job.job_id, "steps": len(ordered), "step": newest.step})
     return len(ordered)

@@ -22,6 +22,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from services.training.deps import S3
+from shared.contracts.training_events import ResultFile
 from shared.s3 import sse_args
 
 log = logging.getLogger(__name__)
@@ -87,7 +89,7 @@ def output_archive(model_artifact: str) -> tuple[str, str] | None:
     return bucket, key.removesuffix("model.tar.gz") + "output.tar.gz"
 
 
-async def load_metrics(s3: Any, model_artifact: str | None) -> list[dict[str, Any]]:
+async def load_metrics(s3: S3, model_artifact: str | None) -> list[dict[str, Any]]:
     location = output_archive(model_artifact) if model_artifact else None
     if location is None:
         return []
@@ -110,11 +112,11 @@ async def load_metrics(s3: Any, model_artifact: str | None) -> list[dict[str, An
         return []
 
 
-async def write_results(s3: Any, bucket: str, user_id: str, job_id: str, model_artifact: str | None,
-                        kms_key_id: str | None = None) -> dict[str, Any]:
+async def write_results(s3: S3, bucket: str, user_id: str, job_id: str, model_artifact: str | None,
+                        kms_key_id: str | None = None) -> ResultFile:
     """Write the job's results CSV to `files/{user_id}/{file_id}`; the `result_file` of `training.job.succeeded`."""
     body = results_csv(await load_metrics(s3, model_artifact)).encode()
     file_id = result_file_id(job_id)
     key = f"files/{user_id}/{file_id}"
     await s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="text/csv", **sse_args(kms_key_id))
-    return {"file_id": file_id, "s3_key": key, "bytes": len(body), "filename": RESULTS_FILENAME}
+    return ResultFile(file_id=file_id, s3_key=key, bytes=len(body), filename=RESULTS_FILENAME)

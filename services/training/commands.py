@@ -1,0 +1,192 @@
+"""The jobs API's commands (app.py routes each request here): create (or its dry run), estimate, list, retrieve,
+list events, cancel.
+
+Creating a job writes it (`validating_files`) and sends the launch command to training's own work queue
+(launch.py takes it from there); nothing here calls SageMaker but cancel's StopTrainingJob.
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from services.training import estimates
+from services.training import hyperparameters as hparams
+from services.training.catalog import BaseModelEntry
+from services.training.deps import Deps
+from services.training.job_events import announce, record_event
+from services.training.models import TERMINAL, CreateJob, EstimateRequest, Hyperparameters, Job
+from services.training.sagemaker_stop import stop_training_job
+from shared.contracts.training_events import LaunchRequested
+from shared.errors import InvalidRequest, NotFound
+from shared.events import new_event
+from shared.logging import current_request_id
+
+_ALPHABET = string.ascii_letters + string.digits
+CANCEL_REQUESTED = "Job cancellation requested"
+CANCELLED = "Fine-tuning job cancelled"
+
+
+def _id(prefix: str, n: int = 24) -> str:
+    return prefix + "".join(secrets.choice(_ALPHABET) for _ in range(n))
+
+
+def _base_model(deps: Deps, model: str) -> BaseModelEntry:
+    base = deps.catalog.model(model)
+    if base is None:
+        raise InvalidRequest(f"Model {model!r} is not available for fine-tuning. "
+                             "GET /api/catalog lists the base models.", param="model", code="model_not_available")
+    return base
+
+
+# ---- estimates ----------------------------------------------------------------------------------------------
+
+async def _estimate(deps: Deps, user_id: str, base: BaseModelEntry, requested: Hyperparameters,
+                    instance_type: str | None, spot: bool, training_file: str, seed: int | None = None,
+                    ) -> dict[str, Any]:
+    """The estimate for a validated training file of this caller's (a 400 naming training_file otherwise)."""
+    instance = estimates.choose_instance(deps.catalog, base, instance_type)
+    hparams.check(requested, base)
+    view = await deps.jobs.get_file(training_file)
+    if view is None or view.user_id != user_id or view.status == "deleted":
+        raise InvalidRequest(f"Training file {training_file} was not found.", param="training_file",
+                             code="invalid_training_file")
+    if view.status != "processed":
+        detail = "is still being validated" if view.status == "uploaded" else f"failed validation: {view.error}"
+        raise InvalidRequest(f"Training file {training_file} {detail}; estimates need its statistics.",
+                             param="training_file", code="file_not_ready" if view.status == "uploaded"
+                             else "invalid_training_file")
+    examples = view.examples or 0
+    resolved = hparams.resolve(requested, examples, base, seed if seed is not None else 0)
+    tps, overhead, source = await estimates.tokens_per_second(deps.catalog, base, instance, deps.throughput)
+    return estimates.estimate(catalog=deps.catalog, base=base, instance=instance, hyperparameters=resolved,
+                              examples=examples, file_tokens=view.estimated_tokens, tokens_per_s=tps,
+                              overhead_s=overhead, source=source, spot=spot)
+
+
+async def estimate_job(cmd: EstimateRequest, user_id: str, deps: Deps) -> dict[str, Any]:
+    base = _base_model(deps, cmd.model)
+    return await _estimate(deps, user_id, base, cmd.requested_hyperparameters(), cmd.instance_type, cmd.spot,
+                           cmd.training_file)
+
+
+async def dry_run_job(cmd: CreateJob, user_id: str, deps: Deps) -> dict[str, Any]:
+    """`dry_run: true`: the estimate and the stopping condition a real create would use; no job is made."""
+    base = _base_model(deps, cmd.model)
+    body = await _estimate(deps, user_id, base, cmd.requested_hyperparameters(), cmd.instance_type, cmd.spot,
+                           cmd.training_file, cmd.seed)
+    instance = estimates.choose_instance(deps.catalog, base, cmd.instance_type)
+    stop = estimates.budget_stopping_condition(cmd.max_cost_usd, instance, cmd.spot, deps.launch.max_runtime_s)
+    return {**body, "dry_run": True, "max_cost_usd": cmd.max_cost_usd, "stopping_condition": stop,
+            "within_budget": cmd.max_cost_usd is None or body["estimated_cost_usd"] <= cmd.max_cost_usd}
+
+
+# ---- create, read -------------------------------------------------------------------------------------------
+
+async def _refuse_known_bad_files(cmd: CreateJob, user_id: str, deps: Deps) -> None:
+    for param in ("training_file", "validation_file"):
+        file_id = getattr(cmd, param)
+        if file_id is None:
+            continue
+        view = await deps.jobs.get_file(file_id)
+        # Unknown (or not yet projected) files are checked again by the launch; a known bad one fails now.
+        if view is not None and view.user_id == user_id:
+            if view.purpose != "fine-tune":
+                raise InvalidRequest(f"File {file_id} has purpose {view.purpose!r}; it must be 'fine-tune'.",
+                                     param=param, code="invalid_file_purpose")
+            if view.status == "error":
+                raise InvalidRequest(f"File {file_id} failed validation: {view.error}", param=param,
+                                     code="invalid_training_file")
+            if view.status == "deleted":
+                raise InvalidRequest(f"File {file_id} was deleted.", param=param, code="invalid_training_file")
+
+
+async def create_job(cmd: CreateJob, user_id: str, deps: Deps) -> Job:
+    base = _base_model(deps, cmd.model)
+    instance = estimates.choose_instance(deps.catalog, base, cmd.instance_type)
+    requested = cmd.requested_hyperparameters()
+    hparams.check(requested, base, cmd.validation_file)
+    estimates.budget_stopping_condition(cmd.max_cost_usd, instance, cmd.spot, deps.launch.max_runtime_s)
+    await _refuse_known_bad_files(cmd, user_id, deps)
+    now = datetime.now(UTC)
+    seed = cmd.seed if cmd.seed is not None else (
+        int(requested.seed) if requested.seed != "auto" else secrets.randbelow(2**31))
+    job = Job(job_id=_id("ftjob-"), user_id=user_id, created_at=now.isoformat(timespec="microseconds"),
+              created_at_unix=int(now.timestamp()), model=base.id, training_file=cmd.training_file,
+              validation_file=cmd.validation_file, hyperparameters=requested.model_dump(), suffix=cmd.suffix,
+              seed=seed, metadata=cmd.metadata, instance_type=instance.id, spot=cmd.spot,
+              max_cost_usd=cmd.max_cost_usd,
+              correlation_id=current_request_id())
+    await deps.jobs.create(job)
+    await record_event(deps, job, f"Created fine-tuning job: {job.job_id}")
+    await deps.commands.send(new_event(LaunchRequested(job_id=job.job_id), user_id=user_id))
+    await announce(deps, job, "validating_files")
+    return job
+
+
+async def get_job(job_id: str, user_id: str, deps: Deps) -> Job:
+    job = await deps.jobs.get(job_id) if job_id.startswith("ftjob-") else None
+    if job is None or job.user_id != user_id:  # another user's job does not exist for this caller
+        raise NotFound(f"No fine-tuning job found with id {job_id!r}.", param="fine_tuning_job_id")
+    return job
+
+
+async def list_jobs(user_id: str, deps: Deps, limit: int, after: str | None) -> tuple[list[Job], bool]:
+    after_job = await get_job(after, user_id, deps) if after else None
+    return await deps.jobs.list_for_user(user_id, limit, after_job)
+
+
+async def list_events(job_id: str, user_id: str, deps: Deps, limit: int, after: str | None,
+                      event_type: str | None) -> tuple[list[dict[str, Any]], bool]:
+    job = await get_job(job_id, user_id, deps)
+    return await deps.jobs.list_events(job.job_id, limit, after, event_type)
+
+
+# ---- cancel -------------------------------------------------------------------------------------------------
+
+def _finished(job: Job) -> InvalidRequest:
+    return InvalidRequest(f"Job {job.job_id} has already finished ({job.status}) and cannot be cancelled.",
+                          code="job_already_finished")
+
+
+async def cancel_job(job_id: str, user_id: str, deps: Deps) -> Job:
+    """`POST /v1/fine_tuning/jobs/{id}/cancel`.
+
+    - validating_files / queued: `cancelled` at once, by a conditional write from the status just read; a training
+      job SageMaker may already have (the launch can be in flight) is stopped, "not found" ignored, and a launch
+      that lands after the write stops its own training job (launch.py).
+    - running: StopTrainingJob, `cancel_requested_at` set; the job stays `running` until SageMaker's Stopped event
+      moves it to `cancelled` (sagemaker_state.py), so every read of the job (retrieve, list, this answer) tells
+      the same, true state and `finished_at` is set when it is really over.
+    - succeeded / failed / cancelled: 400 `job_already_finished`.
+    Either way `training.job.cancelled` is published once: by the one writer whose move to `cancelled` succeeds.
+    """
+    for _ in range(3):  # a state that moved under us is read again
+        job = await get_job(job_id, user_id, deps)
+        if job.status in TERMINAL:
+            raise _finished(job)
+        if job.status == "running":
+            return await _cancel_running(job, deps)
+        if await deps.jobs.transition(job.job_id, "cancelled", only_from=job.status, finished_at=int(time.time())):
+            await record_event(deps, job, CANCEL_REQUESTED)
+            if job.status == "queued" or job.sagemaker_job_name:
+                await stop_training_job(deps.sagemaker, job.job_id)  # SageMaker may have it already
+            await record_event(deps, job, CANCELLED)
+            await announce(deps, job, "cancelled")
+            return await get_job(job_id, user_id, deps)
+    return await get_job(job_id, user_id, deps)
+
+
+async def _cancel_running(job: Job, deps: Deps) -> Job:
+    if job.cancel_requested_at is not None:
+        return job  # asked before: the Stopped event finishes it
+    if not await stop_training_job(deps.sagemaker, job.job_id):
+        # SageMaker's job is already over; its Completed/Failed event is on its way and decides the outcome.
+        raise InvalidRequest(f"Job {job.job_id} has already finished training and cannot be cancelled.",
+                             code="job_already_finished")
+    await deps.jobs.set_fields(job.job_id, cancel_requested_at=int(time.time()))
+    await record_event(deps, job, CANCEL_REQUESTED)
+    return await get_job(job.job_id, job.user_id, deps)

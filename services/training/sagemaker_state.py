@@ -1,0 +1,123 @@
+"""SageMaker's state changes (EventBridge's "SageMaker Training Job State Change", or the reconciler's describe of
+the same job) moved onto the job: InProgress -> running; Completed -> the results file, then succeeded, then the
+measured speed for the next estimates; Failed -> failed; Stopped -> cancelled (or failed, past its maximum run
+time). SageMaker's SecondaryStatus (Starting, Downloading, Training...) is kept on the job, a change an event.
+
+Every move is a conditional write allowed by transitions.py, so a repeated or late event changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from botocore.exceptions import ClientError
+
+from services.training import metrics_from_logs, results_file
+from services.training.deps import Deps
+from services.training.job_events import announce, fail_job, record_event
+from services.training.models import TERMINAL, Job
+from shared.contracts.sagemaker_events import TrainingJobStateChanged
+from shared.logging import bound_request_id
+
+log = logging.getLogger(__name__)
+ENDED = ("Completed", "Failed", "Stopped")
+
+
+def _number(value: object) -> float | None:
+    """Epoch milliseconds and seconds arrive as numbers; anything else is unknown."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _final_metric(state: TrainingJobStateChanged, name: str) -> float | None:
+    for metric in state.FinalMetricDataList:
+        if metric.get("MetricName") == name:
+            return float(metric["Value"])
+    return None
+
+
+async def on_sagemaker_state(state: TrainingJobStateChanged, deps: Deps) -> None:
+    job = await deps.jobs.get(state.TrainingJobName)
+    if job is None:
+        return  # not one of ours
+    with bound_request_id(job.correlation_id):
+        await _record_secondary_status(deps, job, state)
+        if state.TrainingJobStatus in ENDED and job.status not in TERMINAL:
+            await _read_last_metrics(job, state, deps)
+        await _apply(job, state, deps)
+
+
+async def _read_last_metrics(job: Job, state: TrainingJobStateChanged, deps: Deps) -> None:
+    """The steps logged since the reconciler's last poll, read before the job ends (it reads only active
+    jobs): a short job's chart is complete even when it ran between two polls."""
+    started_ms = _number(state.TrainingStartTime)
+    try:
+        await metrics_from_logs.poll(deps, job, started_ms / 1000 if started_ms is not None else None)
+    except ClientError:  # the logs are a nicety here; the job's end is not
+        log.warning("could not read the last metrics", extra={"job_id": job.job_id}, exc_info=True)
+
+
+async def _record_secondary_status(deps: Deps, job: Job, state: TrainingJobStateChanged) -> None:
+    """SageMaker's SecondaryStatus (Starting, Downloading, Training, Uploading...) on the job; a change is an event."""
+    secondary = state.SecondaryStatus
+    if not secondary or secondary == job.secondary_status:
+        return
+    modified = _number(state.LastModifiedTime)  # epoch ms in events (and in the reconciler's details)
+    if await deps.jobs.set_secondary_status(job.job_id, secondary, int(modified) if modified is not None else None):
+        job.secondary_status = secondary
+        await record_event(deps, job, _secondary_message(state, secondary), data={"secondary_status": secondary})
+
+
+def _secondary_message(state: TrainingJobStateChanged, secondary: str) -> str:
+    for transition in reversed(state.SecondaryStatusTransitions):
+        if transition.get("Status") == secondary and transition.get("StatusMessage"):
+            return f"{secondary}: {transition['StatusMessage']}"
+    return f"Training job status: {secondary}"
+
+
+async def _apply(job: Job, state: TrainingJobStateChanged, deps: Deps) -> None:
+    status = state.TrainingJobStatus
+    if status == "InProgress":
+        if await deps.jobs.transition(job.job_id, "running"):
+            await record_event(deps, job, "Fine-tuning job started")
+            await announce(deps, job, "running")
+    elif status == "Completed":
+        await _succeed(job, state, deps)
+    elif status == "Failed":
+        await fail_job(deps, job, "training_failed", state.FailureReason or "Training failed.")
+    elif status == "Stopped":
+        if state.SecondaryStatus == "MaxRuntimeExceeded":
+            await fail_job(deps, job, "max_runtime_exceeded", "The job reached its maximum run time and was stopped.")
+        elif await deps.jobs.transition(job.job_id, "cancelled", finished_at=int(time.time())):
+            await record_event(deps, job, "Fine-tuning job cancelled")
+            await announce(deps, job, "cancelled")
+
+
+async def _succeed(job: Job, state: TrainingJobStateChanged, deps: Deps) -> None:
+    if job.status in TERMINAL:
+        return  # a repeated Completed: the results were written the first time
+    artifact = (state.ModelArtifacts or {}).get("S3ModelArtifacts")
+    tokens = _final_metric(state, "trained_tokens")
+    name = job.fine_tuned_model_name()
+    # Written before the job says succeeded, so the job never names a results file that does not exist.
+    result_file = await results_file.write_results(deps.s3, deps.launch.bucket, job.user_id, job.job_id, artifact,
+                                                   deps.launch.kms_key_id)
+    if await deps.jobs.transition(job.job_id, "succeeded", finished_at=int(time.time()), fine_tuned_model=name,
+                                  model_artifact=artifact, trained_tokens=int(tokens) if tokens is not None else None,
+                                  result_files=[result_file.file_id]):
+        await record_event(deps, job, f"New fine-tuned model created: {name}")
+        await record_event(deps, job, "The job has successfully completed")
+        await announce(deps, job, "succeeded", fine_tuned_model=name, model_artifact=artifact,
+                       result_file=result_file)
+        await _record_throughput(deps, job, state, tokens)
+
+
+async def _record_throughput(deps: Deps, job: Job, state: TrainingJobStateChanged, tokens: float | None) -> None:
+    """A finished job's measured seconds per token feed the next estimates for its model and instance type."""
+    seconds = _number(state.TrainingTimeInSeconds)
+    if not seconds or not tokens:
+        return
+    try:
+        await deps.throughput.record(job.model, job.instance_type, seconds, int(tokens))
+    except ClientError as exc:  # an estimate input, never worth failing the job's completion over
+        log.warning("throughput not recorded", extra={"job_id": job.job_id, "error": str(exc)})
