@@ -12,7 +12,7 @@ from itertools import cycle, islice
 from typing import Any
 
 from services.training.models import Job
-from services.training.store import _to_item
+from services.training.store import to_item
 
 BATCH = 25  # the most items one BatchWriteItem takes
 _EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
@@ -25,7 +25,7 @@ def job_item(user_id: str, created_at: datetime) -> dict[str, Any]:
               model="llm-tuner/tiny-chat", training_file="file-bench", seed=0, instance_type="ml.g5.xlarge",
               hyperparameters={"n_epochs": "auto", "batch_size": "auto", "learning_rate_multiplier": "auto"},
               status="succeeded")
-    return _to_item(job.model_dump())
+    return to_item(job.model_dump())
 
 
 def user_jobs(user_id: str, count: int) -> Iterator[dict[str, Any]]:

@@ -8,8 +8,9 @@ delivery), consumes it with the shared consumer loop, and deletes subscription a
 
 The events it carries are idempotent updates of in-memory state, so there is no inbox; a message a handler
 keeps failing on is dropped after a few receives, and one whose payload does not match its contract
-(InvalidPayload) at once, both logged: a queue that lives and dies with one process has nobody to read a DLQ. What happened before the queue existed is not in it: a replica that needs the
-past catches up some other way *after* `start()`, so that nothing falls between the two.
+(InvalidPayload) at once, both logged: a queue that lives and dies with one process has nobody to read a
+DLQ. What happened before the queue existed is not in it: a replica that needs the past catches up some
+other way *after* `start()`, so that nothing falls between the two.
 """
 
 from __future__ import annotations

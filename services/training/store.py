@@ -34,7 +34,7 @@ def _attribute(key: str, value: Any) -> dict[str, Any]:
     return serialized
 
 
-def _to_item(values: dict[str, Any]) -> dict[str, Any]:
+def to_item(values: dict[str, Any]) -> dict[str, Any]:
     return {key: _attribute(key, value) for key, value in values.items() if value is not None}
 
 
@@ -56,7 +56,7 @@ class JobsStore:
         self._files = files_table
 
     async def create(self, job: Job) -> None:
-        item = _to_item(job.model_dump())
+        item = to_item(job.model_dump())
         if job.status in ACTIVE_STATUSES:
             item[ACTIVE_ATTRIBUTE] = {"S": job.status}
         await self._db.put_item(TableName=self._jobs, Item=item, ConditionExpression="attribute_not_exists(job_id)")
@@ -167,7 +167,7 @@ class JobsStore:
 
     async def add_event(self, job_id: str, event: dict[str, Any]) -> None:
         # `data` is stored as JSON text (floats included, which DynamoDB's number type would refuse).
-        item = _to_item({**{k: v for k, v in event.items() if k != "data"}, "job_id": job_id, "event_id": event["id"]})
+        item = to_item({**{k: v for k, v in event.items() if k != "data"}, "job_id": job_id, "event_id": event["id"]})
         if event.get("data") is not None:
             item["data"] = {"S": json.dumps(event["data"])}
         await self._db.put_item(TableName=self._events, Item=item)
@@ -256,7 +256,7 @@ class JobsStore:
 
     async def put_file(self, view: FileView) -> None:
         """Apply a file event to the projection unless a later state is already recorded."""
-        item = _to_item({**view.model_dump(), "rank": _STATUS_RANK[view.status]})
+        item = to_item({**view.model_dump(), "rank": _STATUS_RANK[view.status]})
         try:
             await self._db.put_item(TableName=self._files, Item=item,
                                     ConditionExpression="attribute_not_exists(file_id) OR #r <= :r",

@@ -36,8 +36,10 @@ class JobStatusEvent(Event):
 
 
 class JobCreated(JobStatusEvent):
+    """The job's record is written (its status is then `validating_files`); the event's status says "created"."""
+
     TYPE = JOB_CREATED
-    status: Literal["validating_files"] = "validating_files"
+    status: Literal["created"] = "created"
 
 
 class JobQueued(JobStatusEvent):
@@ -84,9 +86,10 @@ class JobCancelled(JobStatusEvent):
     status: Literal["cancelled"] = "cancelled"
 
 
+# The event a job announces when it enters each status.
 JOB_STATUS_EVENTS: dict[str, type[JobStatusEvent]] = {
-    model.model_fields["status"].default: model
-    for model in (JobCreated, JobQueued, JobRunning, JobSucceeded, JobFailed, JobCancelled)
+    "validating_files": JobCreated, "queued": JobQueued, "running": JobRunning, "succeeded": JobSucceeded,
+    "failed": JobFailed, "cancelled": JobCancelled,
 }
 
 

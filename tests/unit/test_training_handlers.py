@@ -36,7 +36,7 @@ def test_create_writes_the_job_and_enqueues_its_launch(fakes: Fakes) -> None:
     assert job.status == "validating_files" and job.job_id.startswith("ftjob-") and len(job.job_id) == 30
     assert [c.data for c in fakes.commands.sent] == [{"job_id": job.job_id}]
     assert fakes.events.types() == [JOB_CREATED]
-    assert fakes.events.published[0].data["status"] == "validating_files"
+    assert fakes.events.published[0].data["status"] == "created"
     body = job.openai()
     assert body["object"] == "fine_tuning.job" and body["error"] is None and body["result_files"] == []
 
