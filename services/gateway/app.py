@@ -20,7 +20,7 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
 
-from services.gateway import live, proxy, routing
+from services.gateway import browser_events, live, proxy, routing
 from services.gateway.api_key_exchange import InvalidApiKey, is_api_key
 from services.gateway.bootstrap import build_deps, live_feed, revocation_feed
 from services.gateway.deps import Deps
@@ -122,6 +122,12 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/dashboard", include_in_schema=False)
     async def home() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers=headers)
+
+    events_module = browser_events.module_source()
+
+    @app.get("/static/events.js", include_in_schema=False)
+    async def event_names() -> Response:
+        return Response(events_module, media_type="text/javascript", headers=headers)
 
     @app.get("/static/{name:path}", include_in_schema=False)
     async def static(name: str) -> FileResponse:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -147,3 +148,23 @@ async def test_a_stopping_replica_ends_every_stream_at_once() -> None:
         hub.close_all()
         rest = [frame async for frame in body]
     assert rest == [] and hub.connected("u") == 0
+
+
+def test_the_web_apps_event_names_come_from_the_contracts() -> None:
+    """/static/events.js is written from shared/contracts/, so the browser listens for exactly what is published."""
+    from services.gateway import browser_events
+    from shared.contracts import files_events, training_events
+
+    source = browser_events.module_source()
+    exported = dict(line.removeprefix("export const ").rstrip(";").split(" = ", 1)
+                    for line in source.splitlines() if line.startswith("export const "))
+    assert json.loads(exported["FILE_VALIDATED"]) == files_events.FILE_VALIDATED
+    assert json.loads(exported["JOB_METRICS"]) == training_events.JOB_METRICS
+    assert json.loads(exported["JOB_STATUS_EVENTS"]) == [
+        training_events.JOB_CREATED, training_events.JOB_QUEUED, training_events.JOB_RUNNING,
+        training_events.JOB_SUCCEEDED, training_events.JOB_FAILED, training_events.JOB_CANCELLED]
+    static = Path(browser_events.__file__).parent / "static"
+    for script in static.glob("*.js"):  # no event name spelled out in the web app itself
+        for name in (*files_events.__dict__.values(), *training_events.__dict__.values()):
+            if isinstance(name, str) and name.count(".") >= 1 and name.startswith(("file.", "training.")):
+                assert f'"{name}"' not in script.read_text(), f"{script.name} spells out {name}"

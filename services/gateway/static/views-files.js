@@ -4,6 +4,7 @@
 import { api, ApiError, describeError } from "./api.js";
 import { h, replace, formatBytes, formatDate, relativeTime, formatNumber, nextId } from "./dom.js";
 import * as live from "./sse.js";
+import { FILE_EVENTS, FILE_REJECTED, FILE_VALIDATED } from "./events.js";
 import { navigate } from "./router.js";
 import { accessToken, renew, secondsLeft } from "./session.js";
 import { uploadFile } from "./upload.js";
@@ -13,7 +14,7 @@ import { announce, badge, card, confirmDialog, emptyState, errorState, facts, lo
 const ACCEPT = ".jsonl,.json,.csv,.txt,application/json,text/csv,text/plain";
 
 function fileEvents(fn) {
-  const offs = ["file.uploaded", "file.validated", "file.rejected", "file.deleted"].map((t) => live.on(t, fn));
+  const offs = FILE_EVENTS.map((t) => live.on(t, fn));
   return () => offs.forEach((off) => off());
 }
 
@@ -127,8 +128,8 @@ export async function filesView(main) {
   const soon = () => { clearTimeout(pending); pending = setTimeout(refresh, 250); };
   const offEvents = fileEvents((event) => {
     const data = (event && event.data) || {};
-    if (event.type === "file.validated") announce(`${data.filename || "A file"} is ready.`);
-    if (event.type === "file.rejected") announce(`${data.filename || "A file"} was rejected.`);
+    if (event.type === FILE_VALIDATED) announce(`${data.filename || "A file"} is ready.`);
+    if (event.type === FILE_REJECTED) announce(`${data.filename || "A file"} was rejected.`);
     soon();
   });
   const offPoll = live.whenOffline(refresh, 3000);

@@ -6,12 +6,12 @@ import { LossChart } from "./chart.js";
 import { h, replace, formatBytes, formatDate, formatDuration, formatTime, relativeTime, formatUsd } from "./dom.js";
 import { navigate } from "./router.js";
 import * as live from "./sse.js";
+import { JOB_METRICS, JOB_STATUS_EVENTS } from "./events.js";
 import { announce, badge, card, codeBlock, confirmDialog, emptyState, errorState, facts, loading, pageHeader,
   statusBadge, toast } from "./ui.js";
 
 const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
-const JOB_EVENTS = ["training.job.created", "training.job.queued", "training.job.running", "training.job.succeeded",
-  "training.job.failed", "training.job.cancelled"];
+const JOB_EVENTS = JOB_STATUS_EVENTS;
 const LOG_POLL_MS = 3000;
 
 function onJobEvents(fn) {
@@ -79,7 +79,7 @@ export async function jobsView(main) {
     if (d.job_id && d.status) announce(`Job ${d.job_id} is ${d.status}.`);
     soon();
   });
-  const offMetrics = live.on("training.job.metrics", (event) => {
+  const offMetrics = live.on(JOB_METRICS, (event) => {
     const d = (event && event.data) || {};
     progress.set(d.job_id, d);
     if (jobs) render();
@@ -325,7 +325,7 @@ export async function jobView(main, { id }, query, isCurrent) {
   };
   const soon = () => { clearTimeout(pending); pending = setTimeout(refreshAll, 200); };
   const offJobs = onJobEvents((event) => { if (event && event.data && event.data.job_id === job.id) soon(); });
-  const offMetrics = live.on("training.job.metrics", (event) => {
+  const offMetrics = live.on(JOB_METRICS, (event) => {
     const d = event && event.data;
     if (!d || d.job_id !== job.id) return;
     chart.add([d]);

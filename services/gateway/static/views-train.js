@@ -5,6 +5,7 @@ import { api, ApiError, describeError } from "./api.js";
 import { h, replace, formatBytes, formatDuration, formatNumber, formatParams, formatUsd, nextId } from "./dom.js";
 import { navigate } from "./router.js";
 import * as live from "./sse.js";
+import { FILE_VALIDATED } from "./events.js";
 import { badge, card, emptyState, errorState, loading, pageHeader, toast } from "./ui.js";
 
 const SCHEDULERS = ["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
@@ -54,7 +55,7 @@ export async function trainView(main, params, query, isCurrent) {
     replace(main, pageHeader("Train a model"), card(null, emptyState("No training data ready yet",
       "Upload a file on the Data page; once it is validated you can train on it.",
       h("a", { class: "btn btn-primary", href: "#/files" }, "Upload data"))));
-    const off = live.on("file.validated", () => navigate("/train", { replace: true }));
+    const off = live.on(FILE_VALIDATED, () => navigate("/train", { replace: true }));
     return off;
   }
 
