@@ -26,7 +26,8 @@ from services.training.models import Job
 from services.training.settings import Settings as TrainingSettings
 from services.training.store import JobsStore
 from shared.aws import AwsClients
-from shared.contracts import resources
+from shared.contracts import resources, sagemaker_events
+from shared.contracts.files_events import FILE_UPLOADED, FILE_VALIDATED, FileUploaded, FileValidated
 from shared.events import new_event, parse_wire, publish
 from tests.support.aws import AwsEndpoint
 
@@ -145,21 +146,23 @@ async def test_events_reach_exactly_the_queues_the_filter_policies_name(stack: d
     try:
         sns = await aws.get("sns")
         topic = stack["physical"]["FilesEventsTopic"]
-        for type_ in ("file.uploaded", "file.validated"):
-            await publish(sns, topic, new_event(type_, {"file_id": "file-1"}, user_id="user-1"))
+        fields = {"file_id": "file-1", "user_id": "user-1", "purpose": "fine-tune", "filename": "a.jsonl",
+                  "bytes": 3, "s3_uri": "s3://bucket/files/user-1/file-1"}
+        for event in (FileUploaded(**fields), FileValidated(**fields, examples=1)):
+            await publish(sns, topic, new_event(event, user_id="user-1"))
     finally:
         await aws.close()
     training = receive_types(queue_url(f"{prefix}-training-worker"), want=2)
-    assert sorted(training) == ["file.uploaded", "file.validated"]
-    assert receive_types(queue_url(f"{prefix}-files-worker"), want=2, deadline_s=3) == ["file.uploaded"]
+    assert sorted(training) == [FILE_UPLOADED, FILE_VALIDATED]
+    assert receive_types(queue_url(f"{prefix}-files-worker"), want=2, deadline_s=3) == [FILE_UPLOADED]
 
 
 def test_sagemaker_state_changes_reach_training_through_the_rule(stack: dict[str, Any]) -> None:
     boto3.client("events").put_events(Entries=[{
-        "Source": "aws.sagemaker", "DetailType": "SageMaker Training Job State Change",
+        "Source": sagemaker_events.EVENTBRIDGE_SOURCE, "DetailType": sagemaker_events.EVENTBRIDGE_DETAIL_TYPE,
         "Detail": json.dumps({"TrainingJobName": "ftjob-1", "TrainingJobStatus": "InProgress"})}])
     assert receive_types(queue_url(f"{stack['prefix']}-training-worker"), want=1) == [
-        "sagemaker.training_job.state_changed"]
+        sagemaker_events.TRAINING_JOB_STATE_CHANGED]
 
 
 async def test_the_training_store_works_on_the_created_tables_and_index(stack: dict[str, Any]) -> None:
