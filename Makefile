@@ -43,7 +43,7 @@ lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
 
 typecheck: $(VENV)/.dev
-	$(VENV)/bin/mypy shared services deploy trainer_image bench
+	$(VENV)/bin/mypy shared services deploy trainer_image bench tests
 
 test: $(VENV)/.dev $(CHROMIUM) lint typecheck
 	CHROMIUM=$(CHROMIUM) $(PY) -m pytest -q -ra

@@ -39,7 +39,7 @@ def _sign_up(gateway: str) -> str:
 
 def _wait_for_job(client: openai.OpenAI, job_id: str, deadline_s: float) -> Any:
     deadline = time.monotonic() + deadline_s
-    seen = []
+    seen: list[str] = []
     while time.monotonic() < deadline:
         job = client.fine_tuning.jobs.retrieve(job_id)
         if not seen or seen[-1] != job.status:
@@ -62,7 +62,7 @@ def test_fine_tuning_job_runs_end_to_end(cluster: Cluster, tmp_path: Path) -> No
     assert processed.status == "processed", processed.status_details
 
     job = client.fine_tuning.jobs.create(model=DEMO_MODEL_ID, training_file=uploaded.id, suffix="e2e",
-                                         hyperparameters={"merge_adapter": True})  # type: ignore[typeddict-unknown-key]
+                                         hyperparameters={"merge_adapter": True})  # type: ignore[arg-type,typeddict-unknown-key]
     assert job.status == "validating_files" and job.id.startswith("ftjob-")
     finished, statuses = _wait_for_job(client, job.id, deadline_s=420)
     assert finished.status == "succeeded", (finished.error, statuses)
@@ -117,7 +117,7 @@ def test_fine_tuning_job_runs_end_to_end(cluster: Cluster, tmp_path: Path) -> No
     assert len(story.data) == 5 and story.has_more and all(e.type == "message" for e in story.data)
     assert story.data[0].message == messages[0]
     per_step = client.fine_tuning.jobs.list_events(job.id, limit=100, extra_query={"type": "metrics"}).data
-    assert [e.data["step"] for e in per_step] == [p["step"] for p in reversed(points)]
+    assert [e.data["step"] for e in per_step] == [p["step"] for p in reversed(points)]  # type: ignore[index]
 
     # The training run's output went to CloudWatch Logs, where SageMaker puts it.
     logs = boto3.client("logs")

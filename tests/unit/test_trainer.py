@@ -279,7 +279,7 @@ def test_bad_hyperparameter_values_are_refused_by_name(name: str, value: str) ->
 def test_validation_split_holds_out_a_seeded_share_in_order() -> None:
     examples: list[Any] = [f"e{i}" for i in range(10)]
     train, held = split_validation(examples, 0.25, seed=3)
-    assert len(held) == 2 and len(train) == 8 and sorted(train + held) == sorted(examples)
+    assert len(held) == 2 and len(train) == 8 and sorted(map(str, train + held)) == sorted(examples)
     assert train == [e for e in examples if e in train] and held == [e for e in examples if e in held]
     assert split_validation(examples, 0.25, seed=3) == (train, held)
     assert split_validation(examples, 0.05, seed=3) == (examples, [])  # floor(0.5) holds none
