@@ -36,6 +36,9 @@ _S3_FILES = ("s3:GetObject", "s3:HeadObject", "s3:PutObject", "s3:CreateMultipar
 _S3_TRAINING = ("s3:GetObject", "s3:HeadObject", "s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploads",
                 "s3:ListObjectVersions", "s3:DeleteObjects")
 
+# A GPU launch checks its training quota: found by name in the listings, then read (services/training/quotas.py).
+_QUOTAS_READ = ("service-quotas:GetServiceQuota", "service-quotas:ListServiceQuotas",
+                "service-quotas:ListAWSDefaultServiceQuotas")
 CALLS: dict[str, frozenset[str]] = {
     # Hears auth's revocations (and other live events) on a queue of its own per replica (shared/replica.py).
     "gateway": frozenset({"sts:GetCallerIdentity", "sqs:CreateQueue", "sqs:GetQueueAttributes",
@@ -50,16 +53,16 @@ CALLS: dict[str, frozenset[str]] = {
                                "sts:GetCallerIdentity"}),
     "training": frozenset({*_DYNAMO_WRITE, "dynamodb:Query", "dynamodb:BatchWriteItem", *_S3_TRAINING,
                            "s3:ListObjectsV2", "sns:Publish", "sqs:GetQueueUrl", "sqs:SendMessage",
-                           "sagemaker:StopTrainingJob", "service-quotas:GetServiceQuota", "logs:DescribeLogStreams",
+                           "sagemaker:StopTrainingJob", *_QUOTAS_READ, "logs:DescribeLogStreams",
                            "logs:GetLogEvents", "sts:GetCallerIdentity"}),
     "training-worker": frozenset({*_DYNAMO_WRITE, "dynamodb:Query", "dynamodb:BatchWriteItem", *_S3_TRAINING,
                                   "sns:Publish", *_SQS_CONSUME, "sagemaker:CreateTrainingJob",
-                                  "sagemaker:StopTrainingJob", "service-quotas:GetServiceQuota",
+                                  "sagemaker:StopTrainingJob", *_QUOTAS_READ,
                                   # a job's last metrics steps, read when SageMaker says it ended
                                   "logs:DescribeLogStreams", "logs:FilterLogEvents", "sts:GetCallerIdentity"}),
     "training-reconciler": frozenset({*_DYNAMO_WRITE, "dynamodb:Query", "dynamodb:BatchWriteItem", *_S3_TRAINING,
                                       "sns:Publish", "sqs:GetQueueUrl", "sqs:SendMessage",
-                                      "sagemaker:DescribeTrainingJob", "service-quotas:GetServiceQuota",
+                                      "sagemaker:DescribeTrainingJob", *_QUOTAS_READ,
                                       "logs:DescribeLogStreams",
                                       "logs:FilterLogEvents", "sts:GetCallerIdentity"}),
 }
@@ -92,11 +95,15 @@ IAM_ACTIONS: dict[str, tuple[str, ...]] = {
     # The request carries Tags and a RoleArn: both are authorised separately.
     "sagemaker:CreateTrainingJob": ("sagemaker:CreateTrainingJob", "sagemaker:AddTags", "iam:PassRole"),
     "service-quotas:GetServiceQuota": ("servicequotas:GetServiceQuota",),
+    "service-quotas:ListServiceQuotas": ("servicequotas:ListServiceQuotas",),
+    "service-quotas:ListAWSDefaultServiceQuotas": ("servicequotas:ListAWSDefaultServiceQuotas",),
     "sts:GetCallerIdentity": (),  # needs no permission: AWS answers it for any caller
 }
 
 WILDCARD_REASONS = {
     "servicequotas:GetServiceQuota": "Service Quotas has no resource-level permission for reading a quota",
+    "servicequotas:ListServiceQuotas": "Service Quotas has no resource-level permission for listing quotas",
+    "servicequotas:ListAWSDefaultServiceQuotas": "Service Quotas has no resource-level permission for listing quotas",
     "ecr:GetAuthorizationToken": "an ECR login token is account-wide; pulls are then limited to our repositories",
     "cloudwatch:PutMetricData": "metrics have no ARN; limited by a cloudwatch:namespace condition instead",
 }

@@ -78,13 +78,21 @@ class QuotaChecker:
             return QuotaCheck("insufficient", name, value, code)
         return QuotaCheck("ok", name, value, code)
 
+    async def _applied_quotas(self, token: str | None) -> Any:
+        return await self._client.list_service_quotas(ServiceCode=SERVICE_CODE, MaxResults=100,
+                                                      **({"NextToken": token} if token else {}))
+
+    async def _default_quotas(self, token: str | None) -> Any:
+        return await self._client.list_aws_default_service_quotas(ServiceCode=SERVICE_CODE, MaxResults=100,
+                                                                  **({"NextToken": token} if token else {}))
+
     async def _find_code(self, name: str) -> str | None:
-        """The applied quotas first; a quota never changed may only be listed among the defaults."""
-        for operation in ("list_service_quotas", "list_aws_default_service_quotas"):
+        """The applied quotas first; a quota never changed may only be listed among the defaults. (Each listing is
+        its own call, written out: the IAM check reads the calls from the code, and grants only those.)"""
+        for list_page in (self._applied_quotas, self._default_quotas):
             token: str | None = None
             while True:
-                page = await getattr(self._client, operation)(
-                    ServiceCode=SERVICE_CODE, MaxResults=100, **({"NextToken": token} if token else {}))
+                page = await list_page(token)
                 for quota in page.get("Quotas") or []:
                     if quota.get("QuotaName") == name:
                         return str(quota["QuotaCode"])
