@@ -23,7 +23,7 @@ import httpx
 
 from bench import load, report
 from bench.stats import Aim, Result, median, ratio
-from deploy.local.cluster import Cluster, Ports, _free_port
+from deploy.local.cluster import Cluster, Ports, free_port
 
 RESULTS = report.RESULTS
 
@@ -39,7 +39,7 @@ class AuthPathCluster(Cluster):
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.check_ports()
         py, p = sys.executable, self.ports
-        self.stub_port = self.stub_port or _free_port()
+        self.stub_port = self.stub_port or free_port()
         first = [self._spawn("moto", [py, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(p.moto)],
                              f"http://127.0.0.1:{p.moto}/moto-api/"),
                  self._spawn("stub-upstream", [py, "-m", "bench.stub_upstream", str(self.stub_port)],

@@ -22,14 +22,14 @@ from botocore.config import Config
 
 from bench.dynalite import Dynalite
 from deploy.local import provision
-from deploy.local.cluster import Cluster, Process, _free_port, _port_in_use
+from deploy.local.cluster import Cluster, Process, free_port, port_in_use
 from shared.contracts import resources
 
 DYNALITES = ("dynalite-small", "dynalite-large")
 
 
 def _free_ports() -> dict[str, int]:
-    return {name: _free_port() for name in DYNALITES}
+    return {name: free_port() for name in DYNALITES}
 
 
 @dataclass
@@ -84,7 +84,7 @@ class RequestPathCluster(Cluster):
         super().check_ports()
         ports = [port for name in self.dynalites
                  for port in (self.dynalite_ports[name], self.training_dynalite_ports[name])]
-        busy = [str(port) for port in ports if _port_in_use(port)]
+        busy = [str(port) for port in ports if port_in_use(port)]
         if busy:
             raise RuntimeError(f"ports already in use: {', '.join(busy)}")
 

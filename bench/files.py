@@ -109,7 +109,7 @@ def upload_figures(cluster: UploadPathCluster, path: Path, size: int) -> Result:
     assert response.json()["bytes"] == size, response.text
     peak = {name: _rss_kib(cluster.pid(name), "VmHWM") for name in ("gateway", "files")}
 
-    with cluster._with_env():
+    with cluster.with_env():
         s3 = boto3.client("s3")
         started = time.perf_counter()
         s3.upload_file(str(path), resources.BUCKET, f"bench/{uuid.uuid4().hex}")

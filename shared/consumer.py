@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from shared.events import Envelope, MalformedMessage, parse_wire
+from shared.envelope import Envelope, MalformedMessage, parse_wire
 from shared.inbox import Claim, Inbox
 from shared.logging import bound_request_id
 

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from shared.aws import AwsClients
 from shared.consumer import Consumer, ConsumerConfig, InvalidPayload
 from shared.contracts.event import Event
-from shared.events import Envelope
+from shared.envelope import Envelope
 from shared.inbox import DynamoInbox
 from shared.logging import configure_logging
 from shared.settings import ServiceSettings

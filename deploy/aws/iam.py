@@ -67,13 +67,13 @@ CALLS: dict[str, frozenset[str]] = {
                                       "logs:FilterLogEvents", "sts:GetCallerIdentity"}),
 }
 
-_COMMANDS_UNUSED = "shared.events' CommandQueue: this service sends no commands"
+_COMMANDS_UNUSED = "shared.envelope' CommandQueue: this service sends no commands"
 _INBOX_UNUSED = "shared.inbox comes in with shared.worker's `dispatcher`; replica queues have no inbox"
 
 # Operations a process's imports contain but the process never runs, and why: not granted.
 NOT_CALLED: dict[str, dict[str, str]] = {
     "gateway": {**{op: _INBOX_UNUSED for op in _DYNAMO_WRITE},
-                "sns:Publish": "shared.events' Publisher: the gateway publishes nothing",
+                "sns:Publish": "shared.envelope' Publisher: the gateway publishes nothing",
                 "sqs:SendMessage": "replica queues have no DLQ to move messages to, and the gateway sends no commands",
                 "sqs:GetQueueUrl": "a replica creates its queue and keeps the URL CreateQueue answers"},
     "auth": {"sqs:GetQueueUrl": _COMMANDS_UNUSED, "sqs:SendMessage": _COMMANDS_UNUSED},

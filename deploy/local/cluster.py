@@ -38,16 +38,16 @@ class Ports:
 
     @classmethod
     def free(cls) -> Ports:
-        return cls(*(_free_port() for _ in range(6)))
+        return cls(*(free_port() for _ in range(6)))
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def _port_in_use(port: int) -> bool:
+def port_in_use(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
@@ -138,7 +138,7 @@ class Cluster:
 
     def check_ports(self) -> None:
         wanted = {name: port for name, port in vars(self.ports).items() if self.embedded_aws or name != "moto"}
-        busy = [f"{name} ({port})" for name, port in wanted.items() if _port_in_use(port)]
+        busy = [f"{name} ({port})" for name, port in wanted.items() if port_in_use(port)]
         if busy:
             raise RuntimeError(f"ports already in use: {', '.join(busy)}. Is the platform already running? "
                                "Stop it, or set other ports.")
@@ -175,7 +175,7 @@ class Cluster:
             if worker.popen.poll() is not None:
                 raise RuntimeError(f"{worker.name} exited with {worker.popen.returncode}; see its log")
 
-    def _with_env(self) -> contextlib.AbstractContextManager[None]:
+    def with_env(self) -> contextlib.AbstractContextManager[None]:
         @contextlib.contextmanager
         def scope() -> Any:
             saved = dict(os.environ)
@@ -188,14 +188,14 @@ class Cluster:
         return scope()
 
     def provision(self) -> dict[str, Any]:
-        with self._with_env():
+        with self.with_env():
             bucket = self.env().get("S3_BUCKET_NAME", resources.BUCKET)
             gateway = self.ports.gateway
             return provision.apply(resources.describe(bucket, web_origins=(
                 f"http://localhost:{gateway}", f"http://127.0.0.1:{gateway}")))
 
     def install_demo_model(self) -> None:
-        with self._with_env():
+        with self.with_env():
             install_demo_model(self.data_dir, self.env().get("S3_BUCKET_NAME", resources.BUCKET), self.env())
 
     def stop(self, grace_s: float = 10) -> None:

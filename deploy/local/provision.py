@@ -30,7 +30,7 @@ def _clients(region: str) -> dict[str, Any]:
             for name in ("dynamodb", "s3", "sns", "sqs", "events", "logs", "sts")}
 
 
-def _table_request(table: Table) -> dict[str, Any]:
+def table_request(table: Table) -> dict[str, Any]:
     keys = {table.hash_key} | ({table.range_key} if table.range_key else set())
     for index in table.indexes:
         keys |= {index.hash_key} | ({index.range_key} if index.range_key else set())
@@ -59,7 +59,7 @@ def ensure_table(db: Any, table: Table) -> None:
     except ClientError as exc:
         if exc.response["Error"]["Code"] != "ResourceNotFoundException":
             raise
-        db.create_table(**_table_request(table))
+        db.create_table(**table_request(table))
         db.get_waiter("table_exists").wait(TableName=table.name, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
         log.info("created table %s", table.name)
     if table.ttl_attribute:

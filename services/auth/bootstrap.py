@@ -15,7 +15,7 @@ from services.auth.settings import Settings
 from services.auth.signing_keys import Signer
 from services.auth.user_store import UsersStore
 from shared.aws import AwsClients
-from shared.events import Publisher
+from shared.envelope import Publisher
 from shared.tokens import JWKSVerifier, Principal
 
 

@@ -12,7 +12,7 @@ from services.auth.models import StoredUser
 from services.auth.oauth_states import PendingSignIn
 from services.auth.sessions import Session
 from services.auth.settings import Settings
-from shared.events import Envelope
+from shared.envelope import Envelope
 
 
 class UserStore(Protocol):

@@ -23,8 +23,8 @@ from services.auth.sessions import (
 )
 from services.auth.user_store import EmailTaken
 from shared.contracts.auth_events import ApiKeyRevoked, SessionRevoked, UserCreated, UserDeleted
+from shared.envelope import new_event
 from shared.errors import Conflict, InvalidRequest, NotFound, Unauthorized
-from shared.events import new_event
 from shared.tokens import Principal
 
 log = logging.getLogger(__name__)

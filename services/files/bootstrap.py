@@ -8,7 +8,7 @@ from services.files.quota import UsageStore
 from services.files.settings import Settings
 from services.files.store import FilesStore
 from shared.aws import AwsClients
-from shared.events import Publisher
+from shared.envelope import Publisher
 from shared.s3 import sse_args
 
 

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from services.files.formats import Limits
 from services.files.models import FileRecord
-from shared.events import Envelope
+from shared.envelope import Envelope
 
 
 class FileRecords(Protocol):
@@ -48,7 +48,7 @@ class UsageLedger(QuotaReservations, Protocol):
 
 
 class EventPublisher(Protocol):
-    """files' topic (shared.events.Publisher)."""
+    """files' topic (shared.envelope.Publisher)."""
 
     async def publish(self, envelope: Envelope) -> None: ...
 

@@ -26,8 +26,8 @@ from services.files.object_keys import new_file_id, object_key
 from services.files.upload_reservations import discard_upload, new_reservation, undo
 from services.files.validation import requested_format
 from shared.contracts.files_events import FileUploaded
+from shared.envelope import new_event
 from shared.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
-from shared.events import new_event
 from shared.s3 import delete_key_versions
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from services.files.object_keys import files_prefix, object_key, user_prefixes
 from shared.contracts.auth_events import UserDeleted
 from shared.contracts.files_events import FileDeleted, FileRejected, FileUploaded, FileValidated
 from shared.contracts.training_events import JobSucceeded
-from shared.events import new_event
+from shared.envelope import new_event
 from shared.s3 import abort_multipart_uploads, delete_key_versions, delete_object_versions
 from shared.worker import Route, on
 

@@ -19,8 +19,8 @@ from services.files.s3_writer import S3StreamWriter
 from services.files.upload_reservations import new_reservation, undo
 from services.files.validation import NORMALIZED_GROWTH, READ_CHUNK_BYTES, VALIDATED_PURPOSES, requested_format
 from shared.contracts.files_events import FileDeleted, FileUploaded
+from shared.envelope import new_event
 from shared.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
-from shared.events import new_event
 from shared.s3 import delete_key_versions
 
 # The multipart framing around the file part (boundaries, part headers, the purpose field) is far below this:

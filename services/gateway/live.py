@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from shared.contracts import files_events, training_events
 from shared.contracts.files_events import FileEvent
 from shared.contracts.training_events import JobMetrics, JobStatusEvent
-from shared.events import Envelope
+from shared.envelope import Envelope
 from shared.worker import parse_payload
 
 log = logging.getLogger(__name__)

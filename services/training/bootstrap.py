@@ -10,7 +10,7 @@ from services.training.source_bundle import SourceBundle
 from services.training.store import JobsStore
 from services.training.throughput import ThroughputStore
 from shared.aws import AwsClients
-from shared.events import CommandQueue, Publisher
+from shared.envelope import CommandQueue, Publisher
 
 
 async def build_deps(aws: AwsClients, settings: Settings) -> Deps:

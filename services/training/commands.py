@@ -21,8 +21,8 @@ from services.training.job_events import announce, record_event
 from services.training.models import TERMINAL, CreateJob, EstimateRequest, Hyperparameters, Job
 from services.training.sagemaker_stop import stop_training_job
 from shared.contracts.training_events import LaunchRequested
+from shared.envelope import new_event
 from shared.errors import InvalidRequest, NotFound
-from shared.events import new_event
 from shared.logging import current_request_id
 
 _ALPHABET = string.ascii_letters + string.digits

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 from services.training.catalog import Catalog
 from services.training.models import FileView, Job, JobStatus
 from services.training.quotas import QuotaCheck
-from shared.events import Envelope
+from shared.envelope import Envelope
 
 
 class Jobs(Protocol):
@@ -63,13 +63,13 @@ class Throughput(Protocol):
 
 
 class EventPublisher(Protocol):
-    """training's topic (shared.events.Publisher): call it after the write it announces has committed."""
+    """training's topic (shared.envelope.Publisher): call it after the write it announces has committed."""
 
     async def publish(self, envelope: Envelope) -> None: ...
 
 
 class CommandSender(Protocol):
-    """training's own work queue (shared.events.CommandQueue): the launch command."""
+    """training's own work queue (shared.envelope.CommandQueue): the launch command."""
 
     async def send(self, envelope: Envelope) -> None: ...
 

@@ -19,7 +19,7 @@ from services.training.deps import Deps
 from services.training.models import FileView
 from shared.contracts.files_events import FileDeleted, FileEvent, FileRejected, FileUploaded, ValidationResult
 from shared.contracts.training_events import LaunchRequested
-from shared.events import new_event
+from shared.envelope import new_event
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from typing import Any
 from services.training.deps import Deps
 from services.training.models import Job, JobStatus
 from shared.contracts.training_events import JOB_STATUS_EVENTS
-from shared.events import new_event
+from shared.envelope import new_event
 
 
 def event_id() -> str:

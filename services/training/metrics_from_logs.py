@@ -22,7 +22,7 @@ from botocore.exceptions import ClientError
 from services.training.deps import Deps, Logs
 from services.training.models import Job
 from shared.contracts.training_events import JobMetrics
-from shared.events import new_event
+from shared.envelope import new_event
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ from services.training.store import ACTIVE_STATUSES
 from shared.aws import AwsClients
 from shared.contracts.sagemaker_events import TrainingJobStateChanged
 from shared.contracts.training_events import LaunchRequested
-from shared.events import new_event
+from shared.envelope import new_event
 from shared.logging import bound_request_id, configure_logging
 
 log = logging.getLogger(__name__)

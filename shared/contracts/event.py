@@ -1,4 +1,4 @@
-"""The base of every event payload model (the `data` of an envelope, shared/events.py)."""
+"""The base of every event payload model (the `data` of an envelope, shared/envelope.py)."""
 
 from __future__ import annotations
 

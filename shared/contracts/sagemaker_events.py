@@ -1,5 +1,5 @@
 """What SageMaker publishes: "SageMaker Training Job State Change" through EventBridge (its `detail` is the
-DescribeTrainingJob response's shape). shared/events.py turns such an EventBridge event into an envelope of type
+DescribeTrainingJob response's shape). shared/envelope.py turns such an EventBridge event into an envelope of type
 TRAINING_JOB_STATE_CHANGED; the training service's reconciler builds the same payload from DescribeTrainingJob.
 """
 

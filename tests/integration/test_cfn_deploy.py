@@ -28,7 +28,7 @@ from services.training.store import JobsStore
 from shared.aws import AwsClients
 from shared.contracts import resources, sagemaker_events
 from shared.contracts.files_events import FILE_UPLOADED, FILE_VALIDATED, FileUploaded, FileValidated
-from shared.events import new_event, parse_wire, publish
+from shared.envelope import new_event, parse_wire, publish
 from tests.support.aws import AwsEndpoint
 
 MOTO_TYPES = {

@@ -14,7 +14,7 @@ from shared.aws import AwsClients
 from shared.consumer import Consumer, ConsumerConfig, RetryLater
 from shared.contracts import resources
 from shared.contracts.event import Event
-from shared.events import Envelope, new_event, send_command
+from shared.envelope import Envelope, new_event, send_command
 from shared.inbox import DynamoInbox
 from shared.settings import ServiceSettings
 from shared.worker import dispatcher, on

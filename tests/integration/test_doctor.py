@@ -23,7 +23,7 @@ from deploy.doctor.checks import CHECKS
 from deploy.doctor.context import load_context
 from deploy.doctor.model import Check, Status
 from deploy.doctor.runner import run_and_close
-from deploy.local.provision import _table_request
+from deploy.local.provision import table_request
 from shared.contracts import resources
 from shared.contracts.resources import EventRule
 from tests.support.aws import ROOT, AwsEndpoint, free_port, start_emulator_process
@@ -161,11 +161,11 @@ async def test_cors_fails_when_base_url_is_not_an_allowed_origin(env: pytest.Mon
 async def test_tables_fail_on_a_missing_gsi_ttl_key_or_table(env: pytest.MonkeyPatch) -> None:
     db = boto3.client("dynamodb")
     described = resources.describe()
-    no_gsi = {**_table_request(described.table(resources.USERS_TABLE)), "TableName": unique("users")}
+    no_gsi = {**table_request(described.table(resources.USERS_TABLE)), "TableName": unique("users")}
     no_gsi.pop("GlobalSecondaryIndexes")
     no_gsi["AttributeDefinitions"] = [{"AttributeName": "id", "AttributeType": "S"}]
-    no_ttl = {**_table_request(described.table(resources.SESSIONS_TABLE)), "TableName": unique("sessions")}
-    wrong_key = {**_table_request(described.table(resources.FILES_TABLE)), "TableName": unique("files")}
+    no_ttl = {**table_request(described.table(resources.SESSIONS_TABLE)), "TableName": unique("sessions")}
+    wrong_key = {**table_request(described.table(resources.FILES_TABLE)), "TableName": unique("files")}
     wrong_key["KeySchema"] = [{"AttributeName": "user_id", "KeyType": "HASH"}]
     wrong_key["AttributeDefinitions"] = [{"AttributeName": "user_id", "AttributeType": "S"}]
     for request in (no_gsi, no_ttl, wrong_key):

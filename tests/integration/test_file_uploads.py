@@ -26,7 +26,7 @@ from services.gateway.settings import Settings as GatewaySettings
 from shared.contracts import resources
 from shared.contracts.files_events import FILE_DELETED
 from shared.contracts.training_events import JobSucceeded, ResultFile
-from shared.events import new_event
+from shared.envelope import new_event
 from tests.support.accounts import bearer, register
 from tests.support.events_tap import Tap
 from tests.support.files import upload

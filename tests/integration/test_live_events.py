@@ -25,7 +25,7 @@ from shared.contracts import resources
 from shared.contracts.event import Event
 from shared.contracts.files_events import FILE_VALIDATED, FileValidated
 from shared.contracts.training_events import JOB_METRICS, JOB_RUNNING, JobMetrics, JobRunning
-from shared.events import new_event
+from shared.envelope import new_event
 from tests.support.accounts import bearer, register
 from tests.support.servers import serve
 

@@ -24,7 +24,7 @@ from shared.aws import AwsClients
 from shared.contracts import resources
 from shared.contracts.sagemaker_events import EVENTBRIDGE_DETAIL_TYPE
 from shared.contracts.training_events import JOB_METRICS, LaunchRequested
-from shared.events import new_event, send_command
+from shared.envelope import new_event, send_command
 from tests.support.accounts import bearer, register
 from tests.support.events_tap import Tap
 from tests.support.fake_emulator import emulator_with_fake_trainer

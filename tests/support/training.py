@@ -22,7 +22,7 @@ from services.training.source_bundle import SourceBundle
 from shared.contracts.files_events import FileEvent, FileRejected, FileValidated
 from shared.contracts.sagemaker_events import TrainingJobStateChanged
 from shared.contracts.training_events import LaunchRequested
-from shared.events import MemoryCommandQueue, MemoryPublisher
+from shared.envelope import MemoryCommandQueue, MemoryPublisher
 
 T = TypeVar("T")
 CATALOG = Catalog.load(Settings().catalog_file)

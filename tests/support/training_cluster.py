@@ -13,7 +13,7 @@ import httpx
 
 from shared.contracts import resources
 from shared.contracts.files_events import FileEvent, FileRejected, FileUploaded, FileValidated
-from shared.events import new_event
+from shared.envelope import new_event
 from tests.support.accounts import bearer
 
 

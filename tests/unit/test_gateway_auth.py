@@ -19,8 +19,8 @@ from services.gateway.revocations import ROUTES, RevocationSet, catch_up
 from shared.consumer import InvalidPayload
 from shared.contracts.auth_events import SESSION_REVOKED, ApiKeyRevoked, SessionRevoked, UserDeleted
 from shared.contracts.resources import GATEWAY_AUTH_EVENTS, GATEWAY_REPLICA_QUEUE_PREFIX
+from shared.envelope import Envelope, new_event
 from shared.errors import Unauthorized
-from shared.events import Envelope, new_event
 from shared.replica import MAX_QUEUE_NAME, replica_id, replica_queue_name
 from shared.tokens import Principal
 from shared.worker import dispatcher

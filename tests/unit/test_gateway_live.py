@@ -15,7 +15,7 @@ from shared.consumer import InvalidPayload
 from shared.contracts.files_events import FILE_VALIDATED, FileValidated
 from shared.contracts.resources import GATEWAY_FILE_EVENTS, GATEWAY_TRAINING_EVENTS
 from shared.contracts.training_events import JOB_METRICS, JobMetrics
-from shared.events import Envelope, new_event
+from shared.envelope import Envelope, new_event
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 

@@ -29,7 +29,7 @@ from services.auth.sessions import Session, SessionInvalid
 from services.auth.settings import Settings
 from services.auth.user_store import IdentityTaken
 from shared.contracts.auth_events import USER_CREATED, UserCreated
-from shared.events import MemoryPublisher
+from shared.envelope import MemoryPublisher
 
 ISSUER = "https://idp.test"
 CLIENT_ID = "llm-tuner-web"

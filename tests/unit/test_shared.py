@@ -14,8 +14,8 @@ from shared.consumer import plan_retry
 from shared.contracts.event import Event
 from shared.contracts.files_events import FileUploaded
 from shared.contracts.sagemaker_events import TRAINING_JOB_STATE_CHANGED
+from shared.envelope import MalformedMessage, new_event, parse_wire
 from shared.errors import NotFound
-from shared.events import MalformedMessage, new_event, parse_wire
 from shared.logging import JsonFormatter, request_id_var
 from shared.settings import ServiceSettings, is_placeholder
 from shared.web import create_app

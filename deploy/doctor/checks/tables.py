@@ -11,7 +11,7 @@ from botocore.exceptions import ClientError
 from deploy.doctor.context import Context
 from deploy.doctor.model import Check, failed, passed
 from deploy.doctor.runner import guarded
-from deploy.local.provision import _table_request
+from deploy.local.provision import table_request
 from shared.contracts.resources import Index, Key, Table
 
 
@@ -50,7 +50,7 @@ def table_problems(expected: Table, description: dict[str, Any], ttl: dict[str, 
 
 
 def _create_index_fix(ctx: Context, table: Table, name: str, index: Index) -> str:
-    request = _table_request(table)
+    request = table_request(table)
     spec = next(i for i in request["GlobalSecondaryIndexes"] if i["IndexName"] == index.name)
     used = {index.hash_key.name} | ({index.range_key.name} if index.range_key else set())
     attributes = [a for a in request["AttributeDefinitions"] if a["AttributeName"] in used]
@@ -81,7 +81,7 @@ async def _check_table(ctx: Context, table: Table) -> Check:
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
             raise
-        request = {**_table_request(table), "TableName": name}
+        request = {**table_request(table), "TableName": name}
         return failed(check, f"table {name} not found in {ctx.region}",
                       f"{ctx.provision_fix}; or `{ctx.aws_cli('dynamodb', 'create-table --cli-input-json')} "
                       f"'{json.dumps(request)}'`")
