@@ -19,6 +19,8 @@ class BaseModelEntry(BaseModel):
     license: str
     gated: bool = False
     lora_target_modules: str = "all-linear"
+    # The recommended LoRA learning rate: what "auto" uses, times learning_rate_multiplier (catalog.json's note).
+    learning_rate: float = 2e-4
     min_instance_type: str
     description: str = ""
 

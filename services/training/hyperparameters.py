@@ -15,7 +15,7 @@ from shared.errors import InvalidRequest
 if TYPE_CHECKING:
     from services.training.catalog import BaseModelEntry
 
-BASE_LEARNING_RATE = 2e-4
+BASE_LEARNING_RATE = 2e-4  # the base rate of a model the catalog gives none, and of jobs resolved before it did
 AUTO_MAX_SEQ_LENGTH = 2048  # "auto" never asks for more than this, whatever the model's context
 # What the trainer always does, with no switch: it packs each micro-batch's examples into one row (no padding,
 # position ids restarting per example), so `packing` is true or "auto"; false (padding) is not offered.
@@ -57,12 +57,14 @@ def resolve(requested: Hyperparameters, examples: int, base: BaseModelEntry | No
         value = getattr(requested, name)
         return default if value == "auto" else value
 
+    # The multiplier scales the model's own recommended rate (OpenAI's "base" learning rate), not one global rate.
+    base_rate = base.learning_rate if base else BASE_LEARNING_RATE
     if requested.learning_rate != "auto":
         learning_rate = float(requested.learning_rate)
-        multiplier = learning_rate / BASE_LEARNING_RATE
+        multiplier = learning_rate / base_rate
     else:
         multiplier = float(pick("learning_rate_multiplier", 1.0))
-        learning_rate = BASE_LEARNING_RATE * multiplier
+        learning_rate = base_rate * multiplier
     lora_r = int(pick("lora_r", 8))
     context = base.context_length if base else AUTO_MAX_SEQ_LENGTH
     if seed is None:
@@ -97,7 +99,7 @@ def sagemaker_hyperparameters(resolved: dict[str, Any], base: BaseModelEntry, se
     """The trainer's names, every value a string (SageMaker's rule); older jobs' resolved sets lack some."""
     filled = {**resolve(Hyperparameters(), 0, base, seed), **resolved, "seed": seed}
     if "learning_rate" not in resolved:  # resolved before learning_rate was kept: from the multiplier
-        filled["learning_rate"] = BASE_LEARNING_RATE * float(filled["learning_rate_multiplier"])
+        filled["learning_rate"] = BASE_LEARNING_RATE * float(filled["learning_rate_multiplier"])  # their base then
     out = {name: filled[name] for name in TRAINER_NAMES}
     if isinstance(out["target_modules"], list):
         out["target_modules"] = ",".join(out["target_modules"])

@@ -117,7 +117,10 @@ def test_in_bounds_values_are_accepted_from_either_place_and_resolved(fakes: Fak
         relaunch_woken(fakes)
         stored = fakes.jobs.jobs[job_id]
         assert stored.hyperparameters["lora_r"] == 32 and stored.hyperparameters["lora_alpha"] == 64
-        assert stored.hyperparameters["learning_rate_multiplier"] == pytest.approx(0.5)
+        # A multiplier of the tiny model's own recommended rate (the catalog's), not of one global rate.
+        tiny = CATALOG.model(TINY)
+        assert tiny is not None
+        assert stored.hyperparameters["learning_rate_multiplier"] == pytest.approx(1e-4 / tiny.learning_rate)
     sent = fakes.sagemaker.created[-1]["HyperParameters"]
     assert sent == {"n_epochs": "2", "batch_size": "4", "learning_rate": "0.0001", "lora_r": "32",
                     "lora_alpha": "64", "lora_dropout": "0.1", "target_modules": "q_proj,v_proj",
@@ -161,10 +164,14 @@ def test_a_validation_file_becomes_the_validation_channel(fakes: Fakes) -> None:
 
 def test_auto_keeps_the_e2e_defaults() -> None:
     tiny = CATALOG.model(TINY)
+    assert tiny is not None
     resolved = hparams.resolve(Hyperparameters(), 20, tiny, seed=1)
     assert resolved["n_epochs"] == 5 and resolved["batch_size"] == 4 and resolved["max_seq_length"] == 256
-    assert resolved["learning_rate"] == 2e-4 and resolved["target_modules"] == "all-linear"
+    assert resolved["learning_rate"] == tiny.learning_rate and resolved["target_modules"] == "all-linear"
     qwen = CATALOG.model(QWEN7)
+    assert qwen is not None and qwen.learning_rate == 2e-4 and tiny.learning_rate > 10 * qwen.learning_rate
+    doubled = hparams.resolve(Hyperparameters(learning_rate_multiplier=2), 20, qwen, seed=1)
+    assert doubled["learning_rate"] == pytest.approx(4e-4) and doubled["learning_rate_multiplier"] == 2
     assert hparams.resolve(Hyperparameters(), 20, qwen, seed=1)["max_seq_length"] == hparams.AUTO_MAX_SEQ_LENGTH
 
 

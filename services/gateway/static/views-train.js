@@ -17,7 +17,7 @@ const SLIDERS = [
   { name: "n_epochs", label: "Epochs", min: 1, max: 50, step: 1, fallback: 3, integer: true,
     help: "Passes over the training data. Auto picks from the number of examples." },
   { name: "learning_rate_multiplier", label: "Learning-rate multiplier", min: 0.1, max: 10, step: 0.1, fallback: 1,
-    help: "Scales the base learning rate (2e-4)." },
+    help: "Scales the model's recommended learning rate (from the catalog)." },
   { name: "batch_size", label: "Batch size", min: 1, max: 64, step: 1, fallback: 4, numberMax: 256, integer: true,
     help: "Examples per step on each device." },
   { name: "lora_r", label: "LoRA rank (r)", min: 1, max: 128, step: 1, fallback: 8, numberMax: 256, integer: true,
