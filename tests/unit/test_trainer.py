@@ -39,7 +39,7 @@ from trainer_image.llmt_trainer.masking import (
     tokenize_conversations,
 )
 from trainer_image.llmt_trainer.model_loading import (
-    FALLBACK_CHAT_TEMPLATE,
+    fallback_chat_template,
     load_model,
     load_tokenizer,
     resolve_model_source,
@@ -216,8 +216,15 @@ def test_text_examples_take_loss_on_every_token_and_end_with_eos(tokenizer: Any)
     assert as_text.labels == [IGNORE_INDEX, *as_text.input_ids[1:]]
     assert as_chat.loss_tokens < len(as_chat.input_ids)  # chat keeps its assistant-only loss
 
-    short = tokenize_conversations(tokenizer, [text], 5, use_generation_tags=True)
-    assert short.truncated == 1 and len(short.examples[0].input_ids) == 5
+    # Longer than max_seq_length: split into chunks, not cut short (continued pre-training). Consecutive chunks share
+    # one token, so every token after the first is a target exactly once.
+    split = tokenize_conversations(tokenizer, [text], 5, use_generation_tags=True)
+    assert split.truncated == 0 and split.split == 1 and len(split.examples) > 1
+    assert all(len(e.input_ids) <= 5 for e in split.examples)
+    targets = [t for e in split.examples for t in e.labels if t != IGNORE_INDEX]
+    assert targets == as_text.input_ids[1:]
+    rejoined = split.examples[0].input_ids + [t for e in split.examples[1:] for t in e.input_ids[1:]]
+    assert rejoined == as_text.input_ids
 
 
 def test_a_model_channel_holding_a_model_tarball_is_unpacked(demo_model_dir: Path, tmp_path: Path) -> None:
@@ -528,10 +535,14 @@ def test_a_tokenizer_without_a_chat_template_gets_the_fallback(demo_model_dir: P
     (tmp_path / "chat_template.jinja").unlink(missing_ok=True)
 
     tokenizer = load_tokenizer(str(tmp_path))
-    assert tokenizer.chat_template == FALLBACK_CHAT_TEMPLATE and has_generation_tags(tokenizer)
+    assert tokenizer.chat_template == fallback_chat_template(tokenizer.eos_token) and has_generation_tags(tokenizer)
     messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello there"}]
     input_ids, mask = assistant_token_mask(tokenizer, messages, use_generation_tags=True)
-    assert tokenizer.decode([t for t, m in zip(input_ids, mask, strict=True) if m]) == "hello there<|im_end|>"
+    # Each turn ends with the tokenizer's own end-of-sequence token: the tuned model learns to stop there.
+    assert input_ids[-1] == tokenizer.eos_token_id and input_ids.count(tokenizer.eos_token_id) == 2
+    targets = [t for t, m in zip(input_ids, mask, strict=True) if m]
+    assert targets[-1] == tokenizer.eos_token_id and tokenizer.decode(targets) == f"hello there{tokenizer.eos_token}"
+    assert fallback_chat_template(None).count('"<|im_end|>"') == 2  # no EOS token: ChatML's end marker
     # The prefix-rendering method finds the same tokens with this template.
     assert assistant_token_mask(tokenizer, messages, use_generation_tags=False) == (input_ids, mask)
 

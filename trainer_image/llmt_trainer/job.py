@@ -37,8 +37,11 @@ def _log_data(name: str, tokenized: TokenizedSet, hp: Hyperparameters) -> None:
         "%s data: %d examples, %d tokens, %d assistant (loss) tokens",
         name, len(tokenized.examples), tokenized.tokens, tokenized.loss_tokens,
     )  # fmt: skip
+    if tokenized.split:
+        log.info("%s data: %d texts longer than max_seq_length=%d were split into chunks",
+                 name, tokenized.split, hp.max_seq_length)  # fmt: skip
     if tokenized.truncated:
-        log.warning("%s data: %d examples longer than max_seq_length=%d were truncated",
+        log.warning("%s data: %d conversations longer than max_seq_length=%d were truncated",
                     name, tokenized.truncated, hp.max_seq_length)  # fmt: skip
     if tokenized.dropped:
         log.warning("%s data: %d examples dropped: no assistant token left within max_seq_length=%d",
@@ -118,6 +121,7 @@ def train(paths: Paths, overrides: Mapping[str, str], stop: StopSignal) -> dict[
         "examples": len(train_set.examples),
         "validation_examples": len(validation_set.examples),
         "truncated_examples": train_set.truncated,
+        "split_texts": train_set.split,
         "dropped_examples": train_set.dropped,
         "tokens_per_epoch": train_set.tokens,
         "assistant_tokens_per_epoch": train_set.loss_tokens,

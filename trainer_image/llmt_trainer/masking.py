@@ -31,8 +31,9 @@ class TokenizedExample:
 @dataclass
 class TokenizedSet:
     examples: list[TokenizedExample]
-    truncated: int = 0
+    truncated: int = 0  # conversations longer than max_seq_length, cut at it
     dropped: int = 0  # nothing left to learn from after truncation
+    split: int = 0  # plain texts longer than max_seq_length, split into chunks (continued pre-training)
 
     @property
     def tokens(self) -> int:
@@ -125,13 +126,15 @@ def tokenize_conversations(
 ) -> TokenizedSet:
     result = TokenizedSet(examples=[])
     for conversation in conversations:
+        if isinstance(conversation, TextDocument):
+            chunks = text_chunks(*text_tokens(tokenizer, conversation.text), max_seq_length)
+            result.split += len(chunks) > 1
+            result.examples += [_example(ids, mask) for ids, mask in chunks]
+            continue
         try:
-            if isinstance(conversation, TextDocument):
-                input_ids, mask = text_tokens(tokenizer, conversation.text)
-            else:
-                input_ids, mask = assistant_token_mask(
-                    tokenizer, conversation.messages, use_generation_tags=use_generation_tags
-                )
+            input_ids, mask = assistant_token_mask(
+                tokenizer, conversation.messages, use_generation_tags=use_generation_tags
+            )
         except DataError as exc:
             raise DataError(f"{conversation.source}: {exc}") from exc
         except Exception as exc:  # the chat template may raise on a message layout it does not support
@@ -139,16 +142,31 @@ def tokenize_conversations(
         if len(input_ids) > max_seq_length:
             result.truncated += 1
             input_ids, mask = input_ids[:max_seq_length], mask[:max_seq_length]
-        labels = [token if keep else IGNORE_INDEX for token, keep in zip(input_ids, mask, strict=True)]
-        # The first token is never a target; in a packed row it would otherwise be predicted from the end of
-        # the previous example.
-        labels[0] = IGNORE_INDEX
-        example = TokenizedExample(input_ids, labels)
+        example = _example(input_ids, mask)
         if example.loss_tokens == 0:
             result.dropped += 1
         else:
             result.examples.append(example)
     return result
+
+
+def _example(input_ids: list[int], mask: list[int]) -> TokenizedExample:
+    labels = [token if keep else IGNORE_INDEX for token, keep in zip(input_ids, mask, strict=True)]
+    # The first token is never a target; in a packed row it would otherwise be predicted from the end of
+    # the previous example.
+    labels[0] = IGNORE_INDEX
+    return TokenizedExample(input_ids, labels)
+
+
+def text_chunks(input_ids: list[int], mask: list[int], max_seq_length: int) -> list[tuple[list[int], list[int]]]:
+    """A text longer than max_seq_length as chunks of at most that many tokens, not cut short. Consecutive chunks
+    share one token (a chunk's first, never a target itself, is the previous chunk's last), so every token after
+    the text's first is a target exactly once."""
+    if len(input_ids) <= max_seq_length:
+        return [(input_ids, mask)]
+    stride = max(1, max_seq_length - 1)
+    starts = range(0, len(input_ids) - 1, stride)
+    return [(input_ids[i:i + max_seq_length], mask[i:i + max_seq_length]) for i in starts]
 
 
 def dataset_fingerprint(*sets: TokenizedSet) -> str:

@@ -94,20 +94,28 @@ def pick_device() -> tuple[torch.device, torch.dtype]:
     return torch.device("cpu"), torch.float32
 
 
-# Used when the base model's tokenizer has none (a base, not instruct, model): ChatML turns, with the
-# assistant's reply and its end marker inside {% generation %} so the loss mask comes from the template; no
-# separator after the end marker, so the prefix-rendering method finds the same spans.
+# Used when the base model's tokenizer has none (a base, not instruct, model): ChatML turns, each closed by the
+# tokenizer's own end-of-sequence token (so a model tuned on it stops where generation stops), with the
+# assistant's reply and its end inside {% generation %} so the loss mask comes from the template; no separator
+# after the end, so the prefix-rendering method finds the same spans. `{EOS}` is filled in per tokenizer.
 FALLBACK_CHAT_TEMPLATE = (
     "{%- for message in messages -%}"
     "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
     "{%- if message['role'] == 'assistant' -%}"
-    "{%- generation -%}{{- message['content'] + '<|im_end|>' -}}{%- endgeneration -%}"
+    "{%- generation -%}{{- message['content'] + {EOS} -}}{%- endgeneration -%}"
     "{%- else -%}"
-    "{{- message['content'] + '<|im_end|>' -}}"
+    "{{- message['content'] + {EOS} -}}"
     "{%- endif -%}"
     "{%- endfor -%}"
     "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
 )
+CHATML_END = "<|im_end|>"  # the end of a turn when the tokenizer has no end-of-sequence token
+
+
+def fallback_chat_template(eos_token: str | None) -> str:
+    """The fallback template closing each turn with `eos_token` (a Jinja string literal, quotes escaped)."""
+    end = json.dumps(eos_token or CHATML_END)
+    return FALLBACK_CHAT_TEMPLATE.replace("{EOS}", end)
 
 
 def load_tokenizer(source: str) -> Any:
@@ -119,7 +127,7 @@ def load_tokenizer(source: str) -> Any:
         raise ModelLoadError(f"the tokenizer of {source} is not a fast tokenizer; token offsets are needed")
     if not tokenizer.chat_template:
         log.warning("the tokenizer of %s has no chat template; using a ChatML fallback template", source)
-        tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
+        tokenizer.chat_template = fallback_chat_template(tokenizer.eos_token)
     return tokenizer
 
 
