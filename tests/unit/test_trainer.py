@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tarfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -627,3 +628,43 @@ def test_the_test_only_hold_ends_on_its_file_or_a_stop_signal_and_fails_when_not
     hold_after_checkpoint(release, stopped, deadline_s=0)  # returns: the run then stops at this checkpoint
     release.touch()
     hold_after_checkpoint(release, StopSignal(), deadline_s=0)  # returns: the run goes on
+
+
+def test_a_checkpoint_within_the_epoch_lets_a_stop_mid_epoch_resume_from_it(
+    demo_model_dir: Path, tmp_path: Path
+) -> None:
+    """GIVEN checkpoint_interval_s far below one step's time (so a checkpoint follows every step) and one 5-step
+    epoch, WHEN the trainer is held at its first checkpoint (step 1, mid-epoch: test-only hold) and stopped there,
+    THEN the restart resumes from that mid-epoch checkpoint and trains steps 2 to 5 only."""
+    env = _sagemaker_job(tmp_path, demo_model_dir, make_demo_dataset(20, seed=0), [])
+    (tmp_path / "config" / "hyperparameters.json").write_text(
+        json.dumps({**HYPERPARAMETERS, "n_epochs": "1", "checkpoint_interval_s": "1e-9"})
+    )
+    release = tmp_path / "never-released"
+    process = subprocess.Popen(
+        [sys.executable, str(FINETUNE_SCRIPT), "train"],
+        env={**env, HOLD_AT_CHECKPOINT_ENV: str(release)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    first = tmp_path / "checkpoints" / "checkpoint-00000001"
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    try:
+        while not first.exists():  # held there until a stop signal (or the release file) arrives
+            assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            assert time.monotonic() < deadline, "no checkpoint after the first step"
+            time.sleep(0.05)  # a poll interval, bounded by the deadline above
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=RUN_TIMEOUT_S)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == EXIT_STOPPED, output
+    assert [m["step"] for m in _metrics(output)] == [1]
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["checkpoint-00000001"]
+
+    resumed = _run(env)
+
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert [m["step"] for m in _metrics(resumed.stdout)] == [2, 3, 4, 5]

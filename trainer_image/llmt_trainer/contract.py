@@ -12,7 +12,8 @@ Contract (SageMaker training container; every path may be overridden by its envi
                                                    share of the train examples instead, chosen by the seed)
   SM_CHANNEL_MODEL      (optional)                 a base model + tokenizer saved with save_pretrained;
                                                    when present it is used instead of `model_id`
-  SM_CHECKPOINT_DIR     /opt/ml/checkpoints       checkpoints at each epoch end and on SIGTERM; a run
+  SM_CHECKPOINT_DIR     /opt/ml/checkpoints       checkpoints at each epoch end, every checkpoint_interval_s
+                                                   (900) within an epoch, and on SIGTERM; a run
                                                    restarted on the same data resumes from the newest
   SM_MODEL_DIR          /opt/ml/model             on success: the LoRA adapter, the tokenizer and
                                                    training_summary.json (nothing is written there otherwise);

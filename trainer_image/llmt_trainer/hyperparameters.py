@@ -41,6 +41,9 @@ class Hyperparameters:
     lr_scheduler: str = "linear"
     validation_split: float = 0.0
     gradient_checkpointing: bool = False
+    # A checkpoint within the epoch at least this often (seconds; 0: only at epoch ends and at a stop), so a long
+    # epoch interrupted by spot, a time limit or a crash loses at most this much training.
+    checkpoint_interval_s: float = 900.0
     load_in_4bit: bool = False  # QLoRA: needs CUDA and bitsandbytes
     merge_adapter: bool = False  # also save the base model with the adapter merged in, under merged/
     # Where the merged model goes as its own archive (s3://.../merged-model.tar.gz), so model.tar.gz stays the
@@ -184,6 +187,7 @@ def parse_hyperparameters(raw: Mapping[str, Any]) -> tuple[Hyperparameters, list
         lr_scheduler=lr_scheduler,
         validation_split=_parse_float("validation_split", get("validation_split"), minimum=0.0, maximum=0.5),
         gradient_checkpointing=_parse_bool("gradient_checkpointing", get("gradient_checkpointing")),
+        checkpoint_interval_s=_parse_float("checkpoint_interval_s", get("checkpoint_interval_s"), minimum=0.0),
         load_in_4bit=_parse_bool("load_in_4bit", get("load_in_4bit")),
         merge_adapter=_parse_bool("merge_adapter", get("merge_adapter")),
         merged_model_uri=_parse_s3_uri("merged_model_uri", get("merged_model_uri")),

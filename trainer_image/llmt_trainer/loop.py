@@ -1,6 +1,6 @@
 """The training loop: optimizer steps over packed batches with the loss on the labelled tokens only, evaluation,
-one metrics record per logged step, a checkpoint at each epoch's end, and a stop signal that ends the run with a
-checkpoint instead of mid-step."""
+one metrics record per logged step, a checkpoint at each epoch's end and every checkpoint_interval_s within one,
+and a stop signal that ends the run with a checkpoint instead of mid-step."""
 
 from __future__ import annotations
 
@@ -170,6 +170,7 @@ class TrainingRun:
         self.model.train()
         window_loss, window_tokens, window_correct = 0.0, 0, 0
         self.stop.deferred = True
+        last_saved = time.monotonic()
         for step, epoch, micro_batches in self.iterate(total_steps, per_epoch, progress.step):
             learning_rate = scheduler.get_last_lr()[0]
             step_loss, step_loss_tokens, step_tokens, step_correct = self._optimizer_step(
@@ -205,8 +206,15 @@ class TrainingRun:
                 log.info("epoch %d/%d done at step %d", epoch + 1, hp.n_epochs, step)
             if self.stop.received:
                 raise self._stopped(step, total_steps, checkpoint())
-            if epoch_done:  # the last one too: a restart after the final step publishes without retraining
+            interval_due = bool(hp.checkpoint_interval_s) and (
+                time.monotonic() - last_saved >= hp.checkpoint_interval_s)
+            # At each epoch's end (the last one too: a restart after the final step publishes without retraining),
+            # and within an epoch every checkpoint_interval_s.
+            if epoch_done or interval_due:
                 saved = checkpoint()
+                last_saved = time.monotonic()
+                if not epoch_done:
+                    log.info("checkpoint at step %d/%d, within epoch %d", step, total_steps, epoch + 1)
                 if hold is not None:
                     hold_after_checkpoint(hold, self.stop)
                     hold = None
