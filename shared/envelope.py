@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError
 
@@ -97,6 +97,19 @@ def parse_wire(raw: str) -> Envelope:
         return Envelope.model_validate(body)
     except ValidationError as exc:
         raise MalformedMessage(f"not an envelope: {exc.errors()[0]['msg']}") from exc
+
+
+class EventPublisher(Protocol):
+    """What a handler publishes through (a service's `deps.events`): Publisher, or MemoryPublisher in unit tests.
+    Call it after the write the event announces has committed."""
+
+    async def publish(self, envelope: Envelope) -> None: ...
+
+
+class CommandSender(Protocol):
+    """What a handler sends commands to its own work queue through: CommandQueue, or MemoryCommandQueue."""
+
+    async def send(self, envelope: Envelope) -> None: ...
 
 
 class Publisher:

@@ -12,7 +12,7 @@ from services.auth.models import StoredUser
 from services.auth.oauth_states import PendingSignIn
 from services.auth.sessions import Session
 from services.auth.settings import Settings
-from shared.envelope import Envelope
+from shared.envelope import EventPublisher
 
 
 class UserStore(Protocol):
@@ -62,10 +62,6 @@ class TokenSigner(Protocol):
                      api_key_id: str | None = None, ttl_s: int | None = None) -> str: ...
 
     def jwks(self) -> dict[str, Any]: ...
-
-
-class EventPublisher(Protocol):
-    async def publish(self, envelope: Envelope) -> None: ...
 
 
 @dataclass

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from services.files.formats import Limits
 from services.files.models import FileRecord
-from shared.envelope import Envelope
+from shared.envelope import EventPublisher
 
 
 class FileRecords(Protocol):
@@ -45,12 +45,6 @@ class UsageLedger(QuotaReservations, Protocol):
     async def remove_file(self, file_id: str, user_id: str, n: int, *, status: str | None = None) -> bool: ...
 
     async def forget(self, user_id: str) -> None: ...
-
-
-class EventPublisher(Protocol):
-    """files' topic (shared.envelope.Publisher)."""
-
-    async def publish(self, envelope: Envelope) -> None: ...
 
 
 class S3Client(Protocol):

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 from services.training.catalog import Catalog
 from services.training.models import FileView, Job, JobStatus
 from services.training.quotas import QuotaCheck
-from shared.envelope import Envelope
+from shared.envelope import CommandSender, EventPublisher
 
 
 class Jobs(Protocol):
@@ -60,18 +60,6 @@ class Throughput(Protocol):
     async def record(self, model: str, instance_type: str, seconds: float, tokens: int) -> None: ...
 
     async def seconds_per_token(self, model: str, instance_type: str) -> float | None: ...
-
-
-class EventPublisher(Protocol):
-    """training's topic (shared.envelope.Publisher): call it after the write it announces has committed."""
-
-    async def publish(self, envelope: Envelope) -> None: ...
-
-
-class CommandSender(Protocol):
-    """training's own work queue (shared.envelope.CommandQueue): the launch command."""
-
-    async def send(self, envelope: Envelope) -> None: ...
 
 
 class QuotaChecks(Protocol):

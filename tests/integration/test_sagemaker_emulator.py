@@ -23,7 +23,8 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.support.aws import AwsEndpoint, start_emulator_process
-from tests.support.emulator import ROLE_ARN, Emulator, state_change_queue, unique, wait_for, wait_status
+from tests.support.emulator import ROLE_ARN, Emulator, state_change_queue, unique, wait_status
+from tests.support.polling import wait_for
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/llm-tuner-trainer:latest"
 LOSS_METRIC = {"Name": "train:loss", "Regex": r'"train_loss": ([0-9.]+)'}

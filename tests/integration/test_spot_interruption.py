@@ -23,7 +23,8 @@ import boto3
 import pytest
 
 from tests.support.aws import ROOT, AwsEndpoint, start_emulator_process
-from tests.support.emulator import ROLE_ARN, Emulator, state_change_queue, unique, wait_for, wait_status
+from tests.support.emulator import ROLE_ARN, Emulator, state_change_queue, unique, wait_status
+from tests.support.polling import wait_for
 from trainer_image.demo_model import build_demo_model, make_demo_dataset, write_jsonl
 from trainer_image.llmt_trainer.contract import HOLD_AT_CHECKPOINT_ENV
 

@@ -6,32 +6,18 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import boto3
 import httpx
 
-T = TypeVar("T")
+from tests.support.polling import wait_for
 
 ROLE_ARN = "arn:aws:iam::123456789012:role/llm-tuner-sagemaker"
 TERMINAL = ("Completed", "Failed", "Stopped")
-
-
-def wait_for(probe: Callable[[], T], ok: Callable[[T], bool], what: str, timeout_s: float = 20) -> T:
-    """Call `probe` until `ok` holds for its value (returned), or fail naming `what` after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = probe()
-        if ok(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last seen: {value!r}")
-        time.sleep(0.1)  # the interval between polls
 
 
 def wait_status(sm: Any, name: str, statuses: tuple[str, ...] = TERMINAL,
