@@ -20,8 +20,10 @@ def _service(name: str) -> tuple[Any, Any, Any]:
 
 
 async def drain(service: str, until: Callable[[], bool] | None = None, deadline_s: float = 30,
-                idle_polls: int = 1) -> None:
-    """Handle `service`'s queue until it is idle and `until()` (when given) holds."""
+                idle_polls: int = 1, batch_size: int = 10) -> None:
+    """Handle `service`'s queue until it is idle and `until()` (when given) holds. `batch_size=1` handles one
+    message at a time: moto does not make a conditional write atomic across concurrent requests, so a test whose
+    claim rests on that condition must not race two handlers of one job against moto."""
     from shared.aws import AwsClients
     from shared.worker import build_consumer, dispatcher
 
@@ -29,7 +31,8 @@ async def drain(service: str, until: Callable[[], bool] | None = None, deadline_
     aws = AwsClients(settings)
     try:
         deps = await build_deps(aws, settings)
-        consumer = await build_consumer(aws, settings.work_queue, settings.inbox_table, dispatcher(handlers, deps))
+        consumer = await build_consumer(aws, settings.work_queue, settings.inbox_table, dispatcher(handlers, deps),
+                                         batch_size=batch_size)
         deadline = time.monotonic() + deadline_s
         while True:
             await consumer.run_until_idle(idle_polls=idle_polls)
