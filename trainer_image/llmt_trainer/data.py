@@ -20,6 +20,7 @@ ROLES = frozenset({"system", "user", "assistant", "tool"})
 class Conversation:
     messages: list[dict[str, Any]]
     source: str  # "file.jsonl:line", for error messages
+    tools: list[dict[str, Any]] | None = None  # the record's `tools`, given to the chat template
 
 
 @dataclass(frozen=True)
@@ -46,36 +47,83 @@ def _jsonl_files(channel: Path, channel_name: str) -> list[Path]:
     return files
 
 
-def _message_problem(message: Any) -> str | None:
+def _text(content: Any) -> str | None:
+    """Message content as text: a string, or OpenAI's list of text parts joined; None when it is neither."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(
+        isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str) for part in content
+    ):
+        return "".join(part["text"] for part in content)
+    return None
+
+
+def _tool_calls_problem(calls: Any) -> str | None:
+    if not isinstance(calls, list) or not calls:
+        return "tool_calls must be a non-empty list"
+    for call in calls:
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str) or not function["name"]:
+            return "each tool call must be an object with a function that has a name"
+        if not isinstance(function.get("arguments", {}), str | dict):
+            return "a tool call's function arguments must be a JSON string or an object"
+    return None
+
+
+def _message(message: Any) -> dict[str, Any] | str:
+    """The message as the chat template gets it (text parts joined, a legacy function_call as a tool call), or
+    what is wrong with it. An assistant message that calls tools may have null or no content, as OpenAI's
+    format allows; every other message needs text."""
     if not isinstance(message, dict):
         return "a message is not a JSON object"
     role = message.get("role")
     if role not in ROLES:
         return f"role must be one of {', '.join(sorted(ROLES))}, got {role!r}"
-    if not isinstance(message.get("content"), str):
-        return f"{role} message content must be a string"
-    if "weight" in message:
-        weight = message["weight"]
+    out = dict(message)
+    if role == "assistant" and message.get("function_call") is not None and message.get("tool_calls") is None:
+        out["tool_calls"] = [{"type": "function", "function": out.pop("function_call")}]
+    if out.get("tool_calls") is not None:
+        if role != "assistant":
+            return f"tool_calls is only allowed on assistant messages, found on a {role} message"
+        problem = _tool_calls_problem(out["tool_calls"])
+        if problem:
+            return problem
+    if out.get("content") is None and out.get("tool_calls"):
+        out.pop("content", None)  # as OpenAI's format allows; templates test for a missing content
+    else:
+        content = _text(out.get("content"))
+        if content is None:
+            return f"{role} message content must be a string"
+        out["content"] = content
+    for key in ("name", "tool_call_id"):
+        if key in out and not isinstance(out[key], str):
+            return f"{key} must be a string"
+    if "weight" in out:
+        weight = out["weight"]
         if isinstance(weight, bool) or weight not in (0, 1):
             return f"weight must be 0 or 1, got {weight!r}"
         if role != "assistant":
             return f"weight is only allowed on assistant messages, found on a {role} message"
-    return None
+    return out
 
 
-def _conversation_problem(record: Any) -> str | None:
+def _conversation(record: Any, source: str) -> Conversation | str:
     if not isinstance(record, dict) or not isinstance(record.get("messages"), list) or not record["messages"]:
         return 'each line must be an object with a non-empty "messages" list'
-    messages = record["messages"]
-    for message in messages:
-        problem = _message_problem(message)
-        if problem:
-            return problem
+    messages = []
+    for message in record["messages"]:
+        checked = _message(message)
+        if isinstance(checked, str):
+            return checked
+        messages.append(checked)
     if messages[0]["role"] == "assistant":
         return "a conversation must not start with an assistant message"
     if not any(m["role"] == "assistant" and m.get("weight", 1) == 1 for m in messages):
         return "no assistant message to learn from (none, or all have weight 0)"
-    return None
+    tools = record.get("tools")
+    if tools is not None and (not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools)):
+        return "tools must be a list of objects"
+    return Conversation(messages, source, tools or None)
 
 
 def _example(record: Any, source: str) -> Example | str:
@@ -90,8 +138,7 @@ def _example(record: Any, source: str) -> Example | str:
         raise DataError(f"{source}: {PREFERENCE_UNSUPPORTED}")
     if kind not in ("chat", None):
         return f"unknown example type {str(kind)[:40]!r}; expected chat or text"
-    problem = _conversation_problem(record)
-    return problem if problem else Conversation(record["messages"], source)
+    return _conversation(record, source)
 
 
 def load_conversations(channel: Path, channel_name: str) -> list[Example]:

@@ -46,6 +46,7 @@ def _log_data(name: str, tokenized: TokenizedSet, hp: Hyperparameters) -> None:
     if tokenized.dropped:
         log.warning("%s data: %d examples dropped: no assistant token left within max_seq_length=%d",
                     name, tokenized.dropped, hp.max_seq_length)  # fmt: skip
+    tokenized.log_masking(name)
 
 
 def train(paths: Paths, overrides: Mapping[str, str], stop: StopSignal) -> dict[str, Any]:
@@ -77,8 +78,7 @@ def train(paths: Paths, overrides: Mapping[str, str], stop: StopSignal) -> dict[
         log.info("base model: %s (device %s, %s)", source, device, str(dtype).removeprefix("torch."))
         tokenizer = load_tokenizer(source)
         use_generation_tags = has_generation_tags(tokenizer)
-        mask_method = "generation_tags" if use_generation_tags else "prefix_rendering"
-        log.info("assistant tokens located by %s", mask_method.replace("_", " "))
+        log.info("chat template %s generation markers", "with" if use_generation_tags else "without")
 
         train_set = tokenize_conversations(
             tokenizer, train_conversations, hp.max_seq_length, use_generation_tags=use_generation_tags
@@ -132,7 +132,7 @@ def train(paths: Paths, overrides: Mapping[str, str], stop: StopSignal) -> dict[
         "final_valid_loss": progress.last_valid_loss,
         "final_valid_mean_token_accuracy": progress.last_valid_accuracy,
         "merged_model": (hp.merged_model_uri or MERGED_DIR) if hp.merge_adapter else None,
-        "mask_method": mask_method,
+        **train_set.mask_summary(),
         "device": device.type,
         "dtype": str(dtype).removeprefix("torch."),
         "duration_s": round(time.monotonic() - started, 2),
