@@ -59,8 +59,13 @@ test-integration: $(VENV)/.dev
 test-e2e: $(VENV)/.dev $(CHROMIUM)
 	CHROMIUM=$(CHROMIUM) $(PY) -m pytest -q -ra tests/e2e
 
+$(VENV)/.bench: $(VENV)/.dev requirements/bench.txt
+	$(PIP) install -q -r requirements/bench.txt
+	touch $@
+
 # bench.run installs dynalite (npm) into .data/bench-node/ on first use, when node and npm are there.
-bench: $(VENV)/.dev
+# bench.trainer's TRL baseline needs requirements/bench.txt, which the test suite does not.
+bench: $(VENV)/.bench
 	$(PY) -m bench.run
 	$(PY) -m bench.auth
 	$(PY) -m bench.files

@@ -1,26 +1,49 @@
-"""`python -m bench.trainer [--quick] [--gpu]`: trained tokens per second of finetune.py against a plain
-transformers Trainer with padded batches, as a ratio measured in the same run.
+"""`python -m bench.trainer [--quick] [--gpu]`: trained tokens per second of our trainer (TrainingRun.run, through
+job.train as a SageMaker job runs it) against two baselines measured in the same run, with MFU and HFU.
 
-Both train the same LoRA adapter (all linear layers, r=8) on the same base model, built from a config (a
-Llama of hidden 256, 4 layers: big enough that padding costs show; no download), on the same mixed-length
-chat data (16 to ~400 tokens an example), tokenized by finetune.py, batch 8, one epoch. finetune.py packs
-each batch into one padding-free row; the Trainer pads each batch to its longest example. Tokens counted are
-the real (non-pad) tokens on both sides; only the training loop is timed (TrainingRun.run, Trainer.train).
-Runs alternate, median of 3. Aim: >= 1.5.
+Baselines (bench/trainer_baselines.py): a plain transformers Trainer that pads each batch of 8 to its longest
+example, and TRL's SFTTrainer as TRL's documentation recommends for speed here (packing "bfd", padding-free,
+assistant-only loss, no gradient checkpointing; fp32 and SDPA on CPU; the settings and the pages they come from
+are in that module's docstring). All three train the same LoRA adapter (r=8, alpha 16, all linear layers, no
+dropout) on the same base model with the same data, one epoch, learning rate 2e-4.
 
---gpu (only when CUDA is available): the same on a ~1B-parameter Llama from a config in bf16, and MFU
-(6 x parameters x tokens/s over --peak-tflops) printed beside the ratio. Not run on CPU-only machines.
+Models: the real shapes of catalog models, random weights from the config (no download):
+- Llama-3.2-1B: hidden 2048, intermediate 8192, 32 heads, 8 kv heads, vocabulary 128,256, tied embeddings,
+  rope_theta 500,000 (1.24B parameters at its 16 layers);
+- Llama-3.1-8B: hidden 4096, intermediate 14336, 32 heads, 8 kv heads, vocabulary 128,256, untied.
+Every width and the vocabulary are the real ones; on CPU only the depth is cut (CPU_PLAN: 4 of the 1B's 16 layers
+on 12 examples, 1 of the 8B's 32 on 8), so that a run takes tens of minutes, not hours, on 2 cores; --full-depth
+keeps every layer. Cutting layers raises the output layer's share of the FLOPs (the 1B: 21% at 16 layers, about
+half at 4; the 8B: 7% at 32, 70% at 1), so these figures weigh the loss and the output layer far more than the
+full models would. --gpu runs both at full depth in bf16 (not measured here: no GPU).
+--quick: the old small Llama (hidden 256, 4 layers, the demo tokenizer's ~1k vocabulary), a smoke run of a minute.
+
+Data: mixed-length chat examples (a quarter long, 16 to ~400 tokens), tokenized with the demo model's tokenizer
+(its ids all fall in the real vocabulary; what matters to speed is the shapes and lengths, not which ids).
+Tokens counted are real (non-pad) tokens; only the training loop is timed (TrainingRun.run, Trainer.train).
+Runs rotate (ours, padded, TRL; then padded, TRL, ours; ...), median of 3. Aims: >= 1.5x the padded Trainer,
+>= 1.2x TRL.
+
+MFU and HFU (bench/trainer_flops.py for the accounting): LoRA's FLOPs per token are about 4N (frozen weights get
+no weight gradient) + 6 x adapter + attention per example + the output layer over the positions each side
+computes; HFU adds recomputation. Ours is observed, not assumed: forward hooks on the output layer and on the first
+decoder layer's MLP count the positions each computes, in the forward pass and again in the backward pass. The peak on
+CPU is measured in the same run (a 4096 x 4096 fp32 matmul, the best of several, before and after the runs); on GPU
+it is --peak-tflops.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import importlib
 import os
 import random
 import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,23 +51,30 @@ import torch
 
 from bench import report
 from bench.stats import Aim, Result, median, ratio
+from bench.trainer_baselines import BATCH_SIZE, Run, require_trl, run_padded_trainer, run_trl_sft, tokenized_examples
+from bench.trainer_flops import LLAMA_3_1_8B, LLAMA_3_2_1B, Shape, Work, like_for_like, training_flops
 from trainer_image.demo_model import PROSE, build_tokenizer, write_jsonl
 from trainer_image.llmt_trainer import job
 from trainer_image.llmt_trainer.checkpoints import Progress
 from trainer_image.llmt_trainer.contract import Paths
-from trainer_image.llmt_trainer.data import Conversation
 from trainer_image.llmt_trainer.loop import StopSignal, TrainingRun
-from trainer_image.llmt_trainer.masking import IGNORE_INDEX, tokenize_conversations
-from trainer_image.llmt_trainer.model_loading import pick_device
 
-CPU_CONFIG = {"hidden_size": 256, "intermediate_size": 688, "num_hidden_layers": 4, "num_attention_heads": 4}
-# TinyLlama-1.1B's shape: about 0.97B parameters in its layers (the 1k vocabulary adds little).
-GPU_CONFIG = {"hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 22, "num_attention_heads": 32,
-              "num_key_value_heads": 4}  # fmt: skip
-BATCH_SIZE = 8
+# On CPU: (layers, examples) per real shape, so that a full run (3 sides x 3 repeats x 2 shapes) stays under about
+# 45 minutes on 2 cores; the 8B's single layer costs about twice the 1B's four per token.
+CPU_PLAN = {LLAMA_3_2_1B.name: (4, 12), LLAMA_3_1_8B.name: (1, 8)}
+QUICK_EXAMPLES, GPU_EXAMPLES = 48, 256
+REPEATS = 3
 HYPERPARAMETERS = {"n_epochs": "1", "batch_size": str(BATCH_SIZE), "learning_rate": "0.0002", "lora_r": "8",
                    "lora_alpha": "16", "lora_dropout": "0", "seed": "0", "logging_steps": "1000",
                    "max_seq_length": "512"}  # fmt: skip
+LORA_R = 8
+Side = Callable[[Path, list[dict[str, Any]], Path], Run]
+
+
+def quick_shape() -> Shape:
+    """The small Llama of earlier runs (big enough that padding costs show), with the demo tokenizer's vocabulary."""
+    return Shape("small Llama", hidden=256, intermediate=688, layers=4, heads=4, kv_heads=4,
+                 vocab=len(build_tokenizer()), tied_embeddings=True)  # fmt: skip
 
 
 def mixed_length_data(n: int, seed: int) -> list[dict[str, Any]]:
@@ -65,13 +95,12 @@ def mixed_length_data(n: int, seed: int) -> list[dict[str, Any]]:
     return examples
 
 
-def build_base(folder: Path, sizes: dict[str, Any], dtype: torch.dtype) -> Path:
+def build_base(folder: Path, shape: Shape, dtype: torch.dtype) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = build_tokenizer()
-    config = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=1024, tie_word_embeddings=True,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, **sizes)  # fmt: skip
+    config = LlamaConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, **shape.config())  # fmt: skip
     torch.manual_seed(0)
     model: Any = LlamaForCausalLM(config)
     model.to(dtype).save_pretrained(folder)
@@ -79,147 +108,195 @@ def build_base(folder: Path, sizes: dict[str, Any], dtype: torch.dtype) -> Path:
     return folder
 
 
-def run_finetune(base: Path, data: list[dict[str, Any]], work: Path) -> tuple[float, int]:
-    """(seconds in the training loop, trained tokens) of one finetune.py run."""
-    write_jsonl(data, work / "train" / "part-0.jsonl")
-    env = {"SM_INPUT_CONFIG_DIR": str(work / "config"), "SM_CHANNEL_TRAIN": str(work / "train"),
-           "SM_CHANNEL_MODEL": str(base), "SM_MODEL_DIR": str(work / "model"), "SM_OUTPUT_DIR": str(work / "out"),
-           "SM_OUTPUT_DATA_DIR": str(work / "out" / "data"), "SM_CHECKPOINT_DIR": str(work / "checkpoints")}
-    timed: list[float] = []
+class RowCounter:
+    """Positions through a module, counted by a forward pre-hook: in the forward pass, and again in the backward
+    pass (where gradient checkpointing or a checkpointed loss recomputes them)."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.forward = self.again = 0
+        self._handle = module.register_forward_pre_hook(self._count, with_kwargs=True)
+
+    def _count(self, _module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        hidden = args[0] if args else kwargs["hidden_states"]
+        rows = hidden.shape[:-1].numel()
+        if torch._C._current_graph_task_id() == -1:  # not inside a backward pass
+            self.forward += rows
+        else:
+            self.again += rows
+
+    def remove(self) -> None:
+        self._handle.remove()
+
+
+def run_ours(base: Path, data: list[dict[str, Any]], work_dir: Path) -> Run:
+    """One job.train run (as the container runs it), timing TrainingRun.run and counting what it computed."""
+    write_jsonl(data, work_dir / "train" / "part-0.jsonl")
+    env = {"SM_INPUT_CONFIG_DIR": str(work_dir / "config"), "SM_CHANNEL_TRAIN": str(work_dir / "train"),
+           "SM_CHANNEL_MODEL": str(base), "SM_MODEL_DIR": str(work_dir / "model"),
+           "SM_OUTPUT_DIR": str(work_dir / "out"), "SM_OUTPUT_DATA_DIR": str(work_dir / "out" / "data"),
+           "SM_CHECKPOINT_DIR": str(work_dir / "checkpoints")}  # fmt: skip
+    observed: dict[str, Any] = {}
     original = TrainingRun.run
 
     def run(self: TrainingRun, metrics_sink: Path) -> Progress:
+        model = self.model.get_base_model()
+        # The layer's MLP, not the layer: transformers checkpoints a layer's forward, so the layer's own hooks run
+        # once; its submodules' run again when the backward pass recomputes them.
+        head, layer = RowCounter(model.get_output_embeddings()), RowCounter(model.get_decoder().layers[0].mlp)
         started = time.perf_counter()
         try:
             return original(self, metrics_sink)
         finally:
-            timed.append(time.perf_counter() - started)
+            observed.update(seconds=time.perf_counter() - started, head=head, layer=layer)
+            head.remove()
+            layer.remove()
 
-    TrainingRun.run = run  # type: ignore[method-assign,assignment]
+    TrainingRun.run = run  # type: ignore[method-assign]
     try:
         summary = job.train(Paths.from_env(env), HYPERPARAMETERS, StopSignal())
     finally:
         TrainingRun.run = original  # type: ignore[method-assign]
-    return timed[0], int(summary["trained_tokens"])
+    lengths = tuple(len(e.input_ids) for e in tokenized_examples(base, data))
+    head, layer = observed["head"], observed["layer"]
+    work = Work(lengths, head_rows=head.forward, head_rows_recomputed=head.again,
+                layers_recomputed=layer.again / max(layer.forward, 1))  # fmt: skip
+    return Run(observed["seconds"], int(summary["trained_tokens"]), work)
 
 
-def run_trainer(base: Path, data: list[dict[str, Any]], work: Path) -> tuple[float, int]:
-    """(seconds in Trainer.train, trained tokens) of a plain Trainer run on padded batches."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
-
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    conversations = [Conversation(e["messages"], str(i)) for i, e in enumerate(data)]
-    tokenized = tokenize_conversations(tokenizer, conversations, 512, use_generation_tags=True)
-    rows: Any = [{"input_ids": e.input_ids, "labels": e.labels} for e in tokenized.examples]
-    device, dtype = pick_device()
-    model: Any = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
-    model.config.use_cache = False
-    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear",
-                                             bias="none", task_type="CAUSAL_LM"))  # fmt: skip
-    pad = tokenizer.pad_token_id
-
-    def collate(batch: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        width = max(len(r["input_ids"]) for r in batch)
-        ids = [r["input_ids"] + [pad] * (width - len(r["input_ids"])) for r in batch]
-        labels = [r["labels"] + [IGNORE_INDEX] * (width - len(r["labels"])) for r in batch]
-        mask = [[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"])) for r in batch]
-        return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels), "attention_mask": torch.tensor(mask)}
-
-    args = TrainingArguments(output_dir=str(work / "trainer"), per_device_train_batch_size=BATCH_SIZE,
-                             num_train_epochs=1, learning_rate=2e-4, lr_scheduler_type="linear", max_grad_norm=1.0,
-                             logging_steps=1000, save_strategy="no", report_to=[], seed=0, bf16=dtype == torch.bfloat16,
-                             remove_unused_columns=False, disable_tqdm=True, use_cpu=device.type == "cpu")  # fmt: skip
-    trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=collate)
-    started = time.perf_counter()
-    trainer.train()
-    return time.perf_counter() - started, tokenized.tokens
+SIDES: dict[str, Side] = {"ours": run_ours, "padded Trainer": run_padded_trainer, "TRL SFTTrainer": run_trl_sft}
 
 
-def measure(sizes: dict[str, Any], n_examples: int, repeats: int, dtype: torch.dtype) -> dict[str, Any]:
+def peak_flops(size: int = 4096, tries: int = 5) -> float:
+    """This machine's fp32 matmul FLOP/s now: the best of `tries` timed size x size products."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    best = 0.0
+    for _ in range(tries):
+        started = time.perf_counter()
+        a @ b
+        best = max(best, 2 * size**3 / (time.perf_counter() - started))
+    return best
+
+
+def measure(shape: Shape, n_examples: int, repeats: int, dtype: torch.dtype) -> dict[str, list[Run]]:
+    """Each side's runs on `shape`, rotating the order each repeat so that a slow patch hits all three."""
     data = mixed_length_data(n_examples, seed=0)
-    ours, theirs = [], []
+    runs: dict[str, list[Run]] = {name: [] for name in SIDES}
+    names = list(SIDES)
     with tempfile.TemporaryDirectory(prefix="bench-trainer-") as scratch:
         root = Path(scratch)
-        base = build_base(root / "base", sizes, dtype)
-        run_finetune(base, data[:BATCH_SIZE * 2], root / "warmup-ours")  # first-call costs out of the figures
-        run_trainer(base, data[:BATCH_SIZE * 2], root / "warmup-theirs")
-        for i in range(repeats):  # alternate, so a slow patch of the machine hits both
-            seconds, tokens = run_finetune(base, data, root / f"ours-{i}")
-            ours.append(tokens / seconds)
-            seconds, tokens = run_trainer(base, data, root / f"theirs-{i}")
-            theirs.append(tokens / seconds)
-            print(f"... run {i + 1}/{repeats}: finetune.py {ours[-1]:.0f} tok/s, Trainer {theirs[-1]:.0f} tok/s",
-                  file=sys.stderr, flush=True)  # fmt: skip
-        lengths = [len(r) for r in _lengths(base, data)]
-    n_params = sum(int(v) for v in _param_count(sizes))
-    return {"ours": ours, "theirs": theirs, "tokens": sum(lengths), "mean_len": sum(lengths) / len(lengths),
-            "max_len": max(lengths), "n_params": n_params}  # fmt: skip
+        print(f"... {shape.label}: building the base model", file=sys.stderr, flush=True)
+        base = build_base(root / "base", shape, dtype)
+        for index, name in enumerate(names):  # first-call costs (allocator, thread pools, imports) out of the figures
+            SIDES[name](base, data[:2], root / f"warmup-{index}")
+            gc.collect()
+        for i in range(repeats):
+            for name in names[i % len(names):] + names[: i % len(names)]:
+                result = SIDES[name](base, data, root / f"{names.index(name)}-{i}")
+                gc.collect()  # the model of one run is gone before the next loads its own
+                runs[name].append(result)
+                print(f"... {shape.label} run {i + 1}/{repeats}: {name} {result.tokens / result.seconds:.1f} tok/s",
+                      file=sys.stderr, flush=True)  # fmt: skip
+    return runs
 
 
-def _lengths(base: Path, data: list[dict[str, Any]]) -> list[list[int]]:
-    from transformers import AutoTokenizer
+def shape_results(key: str, shape: Shape, runs: dict[str, list[Run]], peak: float, peak_source: str,
+                  precision: str) -> list[Result]:  # fmt: skip
+    """The two ratios of one shape, each with tokens/s, MFU and HFU of both sides in its note."""
+    speed = {name: median([r.tokens / r.seconds for r in rs]) for name, rs in runs.items()}
+    util = {name: _utilisation(shape, rs, peak) for name, rs in runs.items()}
+    lengths = runs["ours"][0].work.lengths
+    per_token = like_for_like(shape, lengths, LORA_R) / sum(lengths)
+    padded = runs["padded Trainer"][0].padded_tokens
+    context = (f"{shape.label}, {precision}, LoRA r={LORA_R} all-linear, {len(lengths)} examples, {sum(lengths)} "
+               f"tokens (mean {sum(lengths) / len(lengths):.0f}, max {max(lengths)}); model FLOPs like-for-like "
+               f"{per_token / 1e9:.2f} GFLOP/token; peak {peak / 1e9:,.0f} GFLOP/s ({peak_source})")  # fmt: skip
+    results = []
+    padding = f"; the Trainer computed {padded} positions ({padded / sum(lengths):.2f}x: padding)"
+    trl = "; TRL 1.16: packing bfd, padding-free, assistant-only loss, no checkpointing"
+    for baseline, suffix, target, extra in (("padded Trainer", "padded_trainer", 1.5, padding),
+                                            ("TRL SFTTrainer", "trl_sft", 1.2, trl)):  # fmt: skip
+        both = ("ours", baseline)
+        note = "; ".join(f"{name}: {speed[name]:.1f} tok/s, MFU {util[name][0]:.1%}, HFU {util[name][1]:.1%}"
+                         for name in both)  # fmt: skip
+        results.append(Result(
+            f"{key}_ours_vs_{suffix}_tokens_per_s", ratio(speed["ours"], speed[baseline]),
+            f"ours {speed['ours']:.1f} tok/s / {baseline} {speed[baseline]:.1f} tok/s, median of {len(runs['ours'])}",
+            Aim(">=", target), note=f"{note}; {context}{extra}",
+            figures={"tokens_per_s": {n: [round(r.tokens / r.seconds, 2) for r in runs[n]] for n in both},
+                     "mfu": {n: round(util[n][0], 4) for n in both}, "hfu": {n: round(util[n][1], 4) for n in both},
+                     "peak_flops": peak, "like_for_like_flops_per_token": per_token},
+        ))  # fmt: skip
+    return results
 
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    conversations = [Conversation(e["messages"], str(i)) for i, e in enumerate(data)]
-    return [e.input_ids for e in tokenize_conversations(tokenizer, conversations, 512,
-                                                        use_generation_tags=True).examples]
+
+def _utilisation(shape: Shape, runs: list[Run], peak: float) -> tuple[float, float]:
+    """(MFU, HFU) of the median run by time."""
+    run = sorted(runs, key=lambda r: r.seconds)[len(runs) // 2]
+    flops = training_flops(shape, run.work, LORA_R)
+    return flops.counted / run.seconds / peak, flops.hardware / run.seconds / peak
 
 
-def _param_count(sizes: dict[str, Any]) -> list[int]:
-    h, i, layers = sizes["hidden_size"], sizes["intermediate_size"], sizes["num_hidden_layers"]
-    kv = h * sizes.get("num_key_value_heads", sizes["num_attention_heads"]) // sizes["num_attention_heads"]
-    return [layers * (2 * h * h + 2 * h * kv + 3 * h * i)]  # attention and MLP weights (embeddings left out)
+def _plan(quick: bool, gpu: bool, full_depth: bool, examples: int | None) -> list[tuple[str, Shape, int]]:
+    """(figure name, shape, examples) of each shape to measure."""
+    if quick:
+        return [("small_llama", quick_shape(), examples or QUICK_EXAMPLES)]
+    plan = []
+    for shape in (LLAMA_3_2_1B, LLAMA_3_1_8B):
+        layers, cpu_examples = CPU_PLAN[shape.name]
+        key = shape.name.lower().replace("-", "_").replace(".", "_")  # Llama-3.2-1B -> llama_3_2_1b
+        if gpu:
+            plan.append((key, shape, examples or GPU_EXAMPLES))
+        else:
+            plan.append((key, shape if full_depth else shape.with_layers(layers), examples or cpu_examples))
+    return plan
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.trainer", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer examples")
-    parser.add_argument("--gpu", action="store_true", help="also the ~1B model on CUDA, with MFU (needs CUDA)")
-    parser.add_argument("--peak-tflops", type=float, default=989.0, help="the GPU's dense bf16 peak (H100: 989)")
-    args = parser.parse_args(argv)
+def _quiet() -> None:
     import logging
 
-    logging.disable(logging.WARNING)  # finetune's INFO lines and METRICS would drown the figures
+    logging.disable(logging.WARNING)  # the trainer's INFO lines would drown the figures
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
-    warnings.filterwarnings("ignore", category=FutureWarning)  # peft on transformers 5: noise
+    warnings.filterwarnings("ignore", category=FutureWarning)  # peft on transformers 5, trl deprecations: noise
+    warnings.filterwarnings("ignore", category=UserWarning)
+    importlib.import_module("datasets").disable_progress_bars()  # TRL's dataset preparation (trl requires datasets)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.trainer", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--quick", action="store_true", help="the small Llama only: a smoke run of about a minute")
+    parser.add_argument("--full-depth", action="store_true", help="every layer of the real models on CPU too (slow)")
+    parser.add_argument("--gpu", action="store_true", help="the real models at full depth on CUDA in bf16")
+    parser.add_argument("--peak-tflops", type=float, default=989.0, help="the GPU's dense bf16 peak (H100: 989)")
+    parser.add_argument("--examples", type=int, help="examples per run (default: 48 quick, 12 and 8 CPU, 256 GPU)")
+    args = parser.parse_args(argv)
+    require_trl()
+    _quiet()
     started = time.monotonic()
-    sink = open(os.devnull, "w")
-    stdout, sys.stdout = sys.stdout, sink
+    gpu = args.gpu and torch.cuda.is_available()
+    if args.gpu and not gpu:
+        print("--gpu: no CUDA device here; measuring on CPU", file=sys.stderr)
+    plan = _plan(args.quick, gpu, args.full_depth, args.examples)
+    threads = f"fp32 CPU, {torch.get_num_threads()} threads"
+    dtype, precision = (torch.bfloat16, "bf16 CUDA") if gpu else (torch.float32, threads)
+    peak_before = args.peak_tflops * 1e12 if gpu else peak_flops()
+    measured: list[tuple[str, Shape, dict[str, list[Run]]]] = []
+    stdout, sys.stdout = sys.stdout, open(os.devnull, "w")  # the trainer's METRICS lines
     try:
-        figures = measure(CPU_CONFIG, 48 if args.quick else 96, 3, torch.float32)
+        for key, shape, examples in plan:
+            measured.append((key, shape, measure(shape, examples, REPEATS, dtype)))
     finally:
+        sys.stdout.close()
         sys.stdout = stdout
-    cpu = Result("finetune_vs_padded_trainer_tokens_per_s", ratio(median(figures["ours"]), median(figures["theirs"])),
-                 f"finetune.py {median(figures['ours']):.0f} tok/s / Trainer padded {median(figures['theirs']):.0f} "
-                 f"tok/s, median of 3", Aim(">=", 1.5),
-                 note=f"Llama hidden 256 x 4 layers, LoRA r=8 all-linear, batch 8, {figures['tokens']} tokens "
-                      f"(mean {figures['mean_len']:.0f}, max {figures['max_len']} an example), "
-                      f"{torch.get_num_threads()} threads",
-                 figures={k: figures[k] for k in ("ours", "theirs", "tokens")})  # fmt: skip
-    results = [cpu]
-    if args.gpu:
-        if not torch.cuda.is_available():
-            print("--gpu: no CUDA device here; GPU figures skipped", file=sys.stderr)
-        else:
-            sys.stdout = sink
-            try:
-                gpu = measure(GPU_CONFIG, 256, 3, torch.bfloat16)
-            finally:
-                sys.stdout = stdout
-            tflops = 6 * gpu["n_params"] * median(gpu["ours"]) / 1e12
-            results.append(Result("gpu_1b_finetune_vs_padded_trainer_tokens_per_s",
-                                  ratio(median(gpu["ours"]), median(gpu["theirs"])),
-                                  f"finetune.py {median(gpu['ours']):.0f} tok/s / Trainer padded "
-                                  f"{median(gpu['theirs']):.0f} tok/s", Aim(">=", 1.5),
-                                  note=f"MFU {tflops / args.peak_tflops:.1%} ({tflops:.1f} TFLOP/s by 6N, "
-                                       f"{torch.cuda.get_device_name()})",
-                                  figures={"mfu": tflops / args.peak_tflops}))  # fmt: skip
-    sink.close()
+    if gpu:
+        peak, source = peak_before, f"--peak-tflops, {torch.cuda.get_device_name()}"
+    else:
+        peak, source = max(peak_before, peak_flops()), "fp32 4096x4096 matmul, best of before and after the runs"
+    results = [r for key, shape, runs in measured for r in shape_results(key, shape, runs, peak, source, precision)]
     report.publish("trainer", results, time.monotonic() - started, torch=torch.__version__)
     return 0
 

@@ -1,8 +1,31 @@
-"""bench.trainer's data and sizes (the timed runs themselves are the bench, not a test)."""
+"""bench.trainer's data, model shapes, FLOPs accounting and what it observes of a run (the timed runs themselves
+are the bench, not a test)."""
 
 from __future__ import annotations
 
-from bench.trainer import CPU_CONFIG, GPU_CONFIG, _param_count, mixed_length_data
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from bench.trainer import RowCounter, mixed_length_data, quick_shape
+from bench.trainer_baselines import TRL_MISSING, require_trl
+from bench.trainer_flops import LLAMA_3_1_8B, LLAMA_3_2_1B, Shape, Work, like_for_like, training_flops
+
+CATALOG = Path(__file__).parents[2] / "services" / "training" / "catalog.json"
+# hidden 4, intermediate 8, 1 layer, 2 heads of 2 dims, 1 kv head, vocabulary 10, tied embeddings.
+TINY = Shape("tiny", hidden=4, intermediate=8, layers=1, heads=2, kv_heads=1, vocab=10, tied_embeddings=True)
+
+
+def built_parameters(shape: Shape) -> int:
+    """Parameters of the model transformers builds from the shape's config (on the meta device: no memory)."""
+    with torch.device("meta"):
+        model = LlamaForCausalLM(LlamaConfig(**shape.config()))
+    return sum(p.numel() for p in model.parameters())
 
 
 def test_bench_data_is_deterministic_and_mixed_in_length() -> None:
@@ -12,6 +35,69 @@ def test_bench_data_is_deterministic_and_mixed_in_length() -> None:
     assert min(words) < 30 and max(words) > 150  # short and long examples, so padding costs show
 
 
-def test_bench_model_sizes() -> None:
-    assert 0.9e9 < _param_count(GPU_CONFIG)[0] < 1.3e9
-    assert _param_count(CPU_CONFIG)[0] < 5e6
+def test_llama_3_2_1b_shape_is_the_catalog_model() -> None:
+    catalog: list[dict[str, Any]] = json.loads(CATALOG.read_text())["models"]
+    listed = next(m["parameters"] for m in catalog if m["id"] == "meta-llama/Llama-3.2-1B-Instruct")
+    assert LLAMA_3_2_1B.parameters() == listed == 1_235_814_400
+    assert built_parameters(LLAMA_3_2_1B) == listed
+
+
+def test_llama_3_1_8b_shape_counts_per_layer() -> None:
+    assert LLAMA_3_1_8B.parameters() == 8_030_261_248  # meta-llama/Llama-3.1-8B
+    one_layer = LLAMA_3_1_8B.with_layers(1)
+    # Untied input and output embeddings (2 x 128,256 x 4,096), one layer of 218,112,000, the final norm.
+    assert one_layer.parameters() == 2 * 128_256 * 4_096 + 218_112_000 + 4_096 == built_parameters(one_layer)
+    assert one_layer.label == "Llama-3.1-8B (1 of its 32 layers)"
+    assert built_parameters(quick_shape()) == quick_shape().parameters() < 5e6
+
+
+def test_lora_flops_match_a_hand_count() -> None:
+    # Projections (in x out): q 4x4, k 4x2, v 4x2, o 4x4, gate 4x8, up 4x8, down 8x4: N = 144 frozen weights.
+    assert TINY.linear_parameters() == 16 + 8 + 8 + 16 + 32 + 32 + 32 == 144
+    # A rank-1 adapter on each: in + out parameters: P = 8 + 6 + 6 + 8 + 12 + 12 + 12 = 64.
+    assert TINY.lora_parameters(1) == 64
+    # Two examples of 3 and 1 tokens: 4 tokens, 6 + 1 = 7 causal query-key pairs; 2 positions through the output.
+    work = Work((3, 1), head_rows=2)
+    frozen = 4 * 144 * 4  # forward 2N + activation gradient 2N, per token
+    adapter = 6 * 64 * 4
+    attention = 12 * 7 * 4  # QK^T and AV over q_dim 4: 4 x pairs x q_dim forward, twice that backward
+    output = 4 * (10 * 4) * 2  # 4VH per position through the output layer
+    flops = training_flops(TINY, work, lora_r=1)
+    assert flops.counted == flops.hardware == frozen + adapter + attention + output == 4496
+    # Like-for-like: all 4 tokens through the output layer.
+    assert like_for_like(TINY, (3, 1), lora_r=1) == frozen + adapter + attention + 4 * 40 * 4
+
+
+def test_recomputation_is_hardware_flops_only() -> None:
+    checkpointed = Work((3, 1), head_rows=2, head_rows_recomputed=2, layers_recomputed=1.0)
+    flops = training_flops(TINY, checkpointed, lora_r=1)
+    assert flops.counted == 4496  # the same useful work
+    # Another forward of the decoder (2N + 2P per token, attention's forward) and of the 2 output rows (2VH each).
+    assert flops.hardware == 4496 + (2 * 144 + 2 * 64) * 4 + 4 * 7 * 4 + 2 * 40 * 2 == 6432
+    assert flops.hardware > flops.counted
+
+
+def test_the_row_counter_sees_recomputation_in_the_backward_pass() -> None:
+    torch.manual_seed(0)
+    model: Any = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                              num_attention_heads=2, num_key_value_heads=2))  # fmt: skip
+    model.train()
+    ids = torch.randint(0, 50, (2, 5))
+    head, layer = RowCounter(model.get_output_embeddings()), RowCounter(model.get_decoder().layers[0].mlp)
+    model(input_ids=ids, use_cache=False).logits.sum().backward()
+    assert (head.forward, head.again, layer.forward, layer.again) == (10, 0, 10, 0)
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    model(input_ids=ids, use_cache=False).logits.sum().backward()
+    assert (head.forward, head.again, layer.forward, layer.again) == (20, 0, 20, 10)
+    head.remove()
+    layer.remove()
+    model(input_ids=ids, use_cache=False).logits.sum().backward()
+    assert head.forward == 20  # removed: no longer counting
+
+
+def test_the_bench_names_the_missing_trl_and_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "trl", None)  # `import trl` raises ImportError
+    with pytest.raises(SystemExit) as stopped:
+        require_trl()
+    assert stopped.value.code == TRL_MISSING
+    assert "requirements/bench.txt" in TRL_MISSING
