@@ -190,3 +190,6 @@ def test_the_trainer_image_trains_with_only_its_own_requirements(tmp_path: Path)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     assert "METRICS" in result.stdout
     assert (model_dir / "adapter_config.json").exists(), sorted(p.name for p in model_dir.iterdir())
+    # QLoRA's bitsandbytes installs and imports beside the pinned torch (its 4-bit kernels need CUDA: not run here).
+    probe = subprocess.run([str(python), "-c", "import bitsandbytes"], env=env, capture_output=True, text=True)
+    assert probe.returncode == 0, probe.stderr[-3000:]

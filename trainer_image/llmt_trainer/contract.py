@@ -16,8 +16,10 @@ Contract (SageMaker training container; every path may be overridden by its envi
                                                    (900) within an epoch, and on SIGTERM; a run
                                                    restarted on the same data resumes from the newest
   SM_MODEL_DIR          /opt/ml/model             on success: the LoRA adapter, the tokenizer and
-                                                   training_summary.json (nothing is written there otherwise);
-                                                   with merge_adapter=true also merged/: base + adapter merged
+                                                   training_summary.json; with merge_adapter=true also merged/:
+                                                   base + adapter merged. Written into .incomplete/ inside it and
+                                                   moved into place once complete: a failed or stopped run leaves
+                                                   nothing there (SageMaker uploads this folder for those too)
   SM_OUTPUT_DATA_DIR    /opt/ml/output/data       metrics.jsonl, results.csv (step, train_loss, train_accuracy,
                                                    valid_loss, valid_mean_token_accuracy) and a copy of
                                                    training_summary.json
@@ -36,15 +38,25 @@ with "valid_loss" and "valid_mean_token_accuracy" added on the step that ends an
 validation data. A tokenizer without a chat template gets a ChatML fallback template.
 
 GPU: bf16 (where supported) and SDPA attention. Options: gradient_checkpointing=true, load_in_4bit=true (QLoRA:
-needs CUDA and bitsandbytes, imported only then; the run fails saying so when either is missing).
+needs CUDA and bitsandbytes, imported only then; the run fails saying so when either is missing). On a GPU
+instance type (resourceconfig.json's current_instance_type) without usable CUDA the run fails at once, before the
+model is downloaded; LLMT_ALLOW_CPU_ON_GPU_INSTANCE=1 lets it train on the CPU instead (set by the local SageMaker
+emulator only, which runs GPU instance types on a CPU machine on purpose; logged as a warning).
 
 Test-only: LLMT_TRAINER_HOLD_AT_CHECKPOINT=<file>: after the first checkpoint this process writes, the trainer
 holds until <file> exists or SIGTERM/SIGINT arrives (then it stops as usual, keeping that checkpoint), so a
 test can interrupt a run at a known step instead of racing the machine's speed. Never set in a real job; a
 hold that nothing ends fails the run after 120 s.
 
-Exit status: 0 success, 1 failure (reason in `failure`), 143 stopped by SIGTERM/SIGINT (checkpoint kept,
-no model published).
+Exit status: 0 success, 1 failure (reason in `failure`), 143 stopped by SIGTERM/SIGINT in any phase (the reason,
+"Training stopped by SIGTERM...", in `failure`; a checkpoint kept when it came during training; nothing published
+in SM_MODEL_DIR). SageMaker documents 0 as Completed and any other code as Failed; a job it stops itself
+(StopTrainingJob, MaxRuntimeInSeconds, a spot interruption: SIGTERM, then up to 120 s of grace) gets its status
+from that stop (Stopped, with SecondaryStatus Stopped, MaxRuntimeExceeded or Interrupted and a restart). So a stop
+must never exit 0, which would claim a complete model; 143 = 128 + SIGTERM is the status of a process ended by
+that signal, the same whether or not the trainer got to handle it (before its handler is installed, during the
+first imports, the signal's default action ends the process with nothing written). A stop that arrives while
+the finished model is being moved into place is noted and the run completes (exit 0): the model is whole then.
 """
 
 from __future__ import annotations
@@ -63,6 +75,7 @@ EXIT_STOPPED = 128 + signal.SIGTERM  # 143, what a shell reports for a process e
 FAILURE_REASON_LIMIT = 1024  # SageMaker truncates FailureReason to this length
 FAILURE_FILE = "failure"
 HOLD_AT_CHECKPOINT_ENV = "LLMT_TRAINER_HOLD_AT_CHECKPOINT"  # test-only, see above
+MODEL_STAGING_DIR = ".incomplete"  # inside SM_MODEL_DIR: the model being written, see outputs.py
 
 
 @dataclass(frozen=True)
@@ -104,6 +117,10 @@ class Paths:
     @property
     def failure_file(self) -> Path:
         return self.output_dir / FAILURE_FILE
+
+    @property
+    def model_staging_dir(self) -> Path:
+        return self.model_dir / MODEL_STAGING_DIR
 
 
 def write_failure(paths: Paths, reason: str) -> None:

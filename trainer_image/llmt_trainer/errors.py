@@ -23,5 +23,12 @@ class ModelLoadError(TrainingError):
     pass
 
 
+class GpuUnavailableError(TrainingError):
+    """A GPU instance whose CUDA does not work: training there would burn GPU hours on the CPU."""
+
+
 class TrainingStopped(TrainingError):
+    """The training loop's stop, raised at a safe point after a deferred signal (the checkpoint written). A stop in
+    any other phase is stops.StopRequested, raised by the signal handler itself."""
+
     exit_code = EXIT_STOPPED

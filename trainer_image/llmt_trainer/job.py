@@ -16,7 +16,7 @@ from .contract import Paths
 from .data import load_conversations, split_validation
 from .errors import DataError
 from .hyperparameters import Hyperparameters, parse_hyperparameters, read_hyperparameters_file, unquote
-from .loop import StopSignal, TrainingRun
+from .loop import TrainingRun
 from .masking import TokenizedSet, dataset_fingerprint, has_generation_tags, tokenize_conversations
 from .model_loading import (
     HF_TOKEN_SECRET_PARAM,
@@ -27,7 +27,8 @@ from .model_loading import (
     resolve_model_source,
     use_hf_token,
 )
-from .outputs import MERGED_DIR, save_model, write_summary
+from .outputs import MERGED_DIR, publish_model, save_model, write_summary
+from .stops import StopSignal
 
 log = logging.getLogger(__name__)
 
@@ -138,4 +139,5 @@ def train(paths: Paths, overrides: Mapping[str, str], stop: StopSignal) -> dict[
         "duration_s": round(time.monotonic() - started, 2),
     }
     write_summary(paths, summary)
+    publish_model(paths, stop)
     return summary

@@ -8,7 +8,6 @@ import csv
 import json
 import logging
 import math
-import signal
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from .errors import TrainingError, TrainingStopped
 from .hyperparameters import Hyperparameters
 from .masking import IGNORE_INDEX, TokenizedExample
 from .packing import PackedBatch, epoch_steps, pack, steps_per_epoch
+from .stops import StopSignal
 
 log = logging.getLogger(__name__)
 
@@ -84,27 +84,6 @@ def evaluate(
         tokens += batch.loss_tokens
     model.train()
     return total / tokens, correct / tokens
-
-
-class StopSignal:
-    """SIGTERM (StopTrainingJob, spot interruption) or SIGINT.
-
-    Inside the training loop the signal only sets a flag, checked after every optimizer step so that a
-    checkpoint can be written; elsewhere it interrupts at once.
-    """
-
-    def __init__(self) -> None:
-        self.received: str | None = None
-        self.deferred = False
-
-    def install(self) -> None:
-        signal.signal(signal.SIGTERM, self._handle)
-        signal.signal(signal.SIGINT, self._handle)
-
-    def _handle(self, signum: int, _frame: Any) -> None:
-        self.received = signal.Signals(signum).name
-        if not self.deferred:
-            raise TrainingStopped(f"Training stopped by {self.received}; no model was published")
 
 
 def hold_after_checkpoint(release: Path, stop: StopSignal, deadline_s: float = HOLD_DEADLINE_S) -> None:

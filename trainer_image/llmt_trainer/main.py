@@ -1,5 +1,6 @@
 """The process: logging, the command line, the stop signals, and each outcome turned into an exit status
-(0 done, 1 failed with the reason in the `failure` file, 143 stopped). finetune.py calls main()."""
+(0 done, 1 failed with the reason in the `failure` file, 143 stopped: contract.py says why 143). finetune.py calls
+main()."""
 
 from __future__ import annotations
 
@@ -15,11 +16,13 @@ import torch
 from transformers.utils import logging as hf_logging
 
 from . import contract
-from .contract import EXIT_FAILED, Paths, write_failure
-from .errors import TrainingError
+from .contract import EXIT_FAILED, EXIT_STOPPED, Paths, write_failure
+from .errors import TrainingError, TrainingStopped
+from .gpu_check import require_usable_gpu
 from .hyperparameters import parse_cli_overrides
 from .job import train
-from .loop import StopSignal
+from .outputs import discard_unpublished_model
+from .stops import StopRequested, StopSignal, stopped_message
 
 log = logging.getLogger(__name__)
 
@@ -37,24 +40,51 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] in ("-h", "--help"):
         print(contract.__doc__)
         return 0
-    paths = Paths.from_env(os.environ)
-    with contextlib.suppress(OSError):  # left by an earlier attempt of a restarted job
-        paths.failure_file.unlink(missing_ok=True)
     stop = StopSignal()
     stop.install()
     log.info("fine-tune starting (torch %s)", torch.__version__)
+    return run(Paths.from_env(os.environ), argv, stop)
+
+
+def run(paths: Paths, argv: Sequence[str], stop: StopSignal) -> int:
+    """The job, and its outcome as the exit status. Whatever ends a run other than success, the model dir keeps
+    nothing of it."""
     try:
+        with contextlib.suppress(OSError):  # left by an earlier attempt of a restarted job
+            paths.failure_file.unlink(missing_ok=True)
+        discard_unpublished_model(paths)
+        require_usable_gpu(paths.input_config_dir, os.environ)
         summary = train(paths, parse_cli_overrides(argv), stop)
-    except TrainingError as exc:
-        log.error("%s", exc)
-        write_failure(paths, str(exc))
-        return exc.exit_code
-    except Exception as exc:
-        traceback.print_exc()
-        write_failure(paths, f"unexpected error: {type(exc).__name__}: {exc}")
-        return EXIT_FAILED
+    except (StopRequested, Exception) as exc:
+        stop.deferred = True  # the outcome is decided: a signal from now on cannot cut the clean-up short
+        status, reason = _outcome(exc, stop)
+        discard_unpublished_model(paths)
+        write_failure(paths, reason)
+        return status
+    if stop.received:
+        log.warning("%s arrived while the finished model was being published: the run is complete", stop.received)
     log.info(
         "done: %d steps, final train loss %s, %.1f s; adapter saved to %s",
         summary["steps"], summary["final_train_loss"], summary["duration_s"], paths.model_dir,
     )  # fmt: skip
     return 0
+
+
+def _outcome(exc: BaseException, stop: StopSignal) -> tuple[int, str]:
+    """(exit status, FailureReason). After a stop signal, whatever ended the run is reported as the stop: the
+    signal came first, and an error while stopping (or a library that turned the stop into its own error) must
+    not turn a stopped job into a failed one."""
+    if isinstance(exc, (StopRequested, TrainingStopped)):  # the signal's own, or the training loop's at a step
+        reason, status = str(exc), EXIT_STOPPED
+    elif stop.received:
+        reason, status = f"{stopped_message(stop.received)} (while stopping: {type(exc).__name__}: {exc})", EXIT_STOPPED
+    elif isinstance(exc, TrainingError):
+        reason, status = str(exc), exc.exit_code
+    else:
+        traceback.print_exception(exc)
+        reason, status = f"unexpected error: {type(exc).__name__}: {exc}", EXIT_FAILED
+    if status == EXIT_STOPPED:
+        log.warning("%s", reason)
+    else:
+        log.error("%s", reason)
+    return status, reason

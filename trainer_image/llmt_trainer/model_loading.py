@@ -1,6 +1,9 @@
 """The base model and its tokenizer: where they load from (the model channel, a model.tar.gz in it, or the
 Hub id, with a gated model's token read from Secrets Manager), on which device and dtype, optionally 4-bit
-(QLoRA), with the LoRA adapter added."""
+(QLoRA), with the LoRA adapter added (lora.py).
+
+The `except Exception` clauses below turn a library's error into a FailureReason; a stop signal arriving in the
+middle of a download or a load is a BaseException (stops.StopRequested) and passes through them unchanged."""
 
 from __future__ import annotations
 
@@ -12,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from peft import LoraConfig, get_peft_model
-from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .contract import Paths
 from .errors import HyperparameterError, ModelLoadError
 from .hyperparameters import Hyperparameters
+from .lora import add_lora_adapter, prepare_base_model
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +152,7 @@ def _quantization_config(device: torch.device, dtype: torch.dtype) -> Any:
 
 
 def load_model(source: str, hp: Hyperparameters, device: torch.device, dtype: torch.dtype) -> Any:
+    """The base model on `device` in `dtype` (4-bit with load_in_4bit), frozen, with the LoRA adapter (lora.py)."""
     kwargs: dict[str, Any] = {"dtype": dtype}
     if device.type == "cuda":
         kwargs["attn_implementation"] = "sdpa"  # flash/memory-efficient kernels; packed rows via position ids
@@ -157,34 +161,10 @@ def load_model(source: str, hp: Hyperparameters, device: torch.device, dtype: to
         kwargs["device_map"] = {"": device.index or 0}
     try:
         model: Any = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-    except Exception as exc:
+    except Exception as exc:  # a stop signal is no Exception: it passes through (stops.py)
         raise ModelLoadError(f"cannot load the base model {source}: {exc}") from exc
     model.config.use_cache = False  # packed rows rely on position ids, which the cache path ignores
-    if hp.load_in_4bit:
-        from peft import prepare_model_for_kbit_training
-
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=hp.gradient_checkpointing)
-    else:
+    if not hp.load_in_4bit:  # a 4-bit model is already on its device (device_map) and cannot be moved
         model.to(device)
-        if hp.gradient_checkpointing:
-            # transformers 5 renamed it activation_checkpointing_enable; the old name warns.
-            if hasattr(model, "activation_checkpointing_enable"):
-                model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-            else:
-                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            model.enable_input_require_grads()  # the frozen embeddings' output must carry grad for LoRA
-    # Seeded right before the adapter is created: that is what makes LoRA's initial weights reproducible.
-    set_seed(hp.seed)
-    target = hp.target_modules if isinstance(hp.target_modules, str) else list(hp.target_modules)
-    config = LoraConfig(
-        r=hp.lora_r,
-        lora_alpha=hp.lora_alpha,
-        lora_dropout=hp.lora_dropout,
-        target_modules=target,
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
-    try:
-        return get_peft_model(model, config)
-    except ValueError as exc:  # e.g. target modules that the model does not have
-        raise HyperparameterError(f"cannot add the LoRA adapter: {exc}") from exc
+    prepare_base_model(model, bool(hp.gradient_checkpointing))
+    return add_lora_adapter(model, hp, dtype)

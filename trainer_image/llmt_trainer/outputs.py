@@ -1,5 +1,12 @@
 """What a successful run leaves: the LoRA adapter and the tokenizer in SM_MODEL_DIR, optionally the base model
-with the adapter merged in (under merged/, or uploaded as its own archive), and training_summary.json."""
+with the adapter merged in (under merged/, or uploaded as its own archive), and training_summary.json.
+
+All of it is written into a staging folder and moved into the model dir only once complete (publish_model):
+SageMaker uploads the model dir at the end of every job, a stopped or failed one too, so a half-written adapter
+there would go out as the job's model. The staging folder lies inside the model dir, which may be a mount of its
+own: a move into it from elsewhere could cross filesystems and copy, one within it is a rename. A failed or
+stopped run removes it (discard_unpublished_model); only a hard kill while saving (SIGKILL, once SageMaker's 120 s
+of grace after SIGTERM are over) could leave it behind, and its name, `.incomplete`, says what it is."""
 
 from __future__ import annotations
 
@@ -13,6 +20,7 @@ from typing import Any
 
 from .contract import Paths
 from .hyperparameters import Hyperparameters
+from .stops import StopSignal
 
 log = logging.getLogger(__name__)
 
@@ -21,28 +29,57 @@ SUMMARY_FILE = "training_summary.json"
 
 
 def save_model(model: Any, tokenizer: Any, paths: Paths, hp: Hyperparameters, base_model: str) -> None:
+    """The adapter and the tokenizer (and the merged model) into the staging folder."""
+    staging = paths.model_staging_dir
     # The adapter records where its base model came from: name the model, not the container's channel path.
     model.peft_config["default"].base_model_name_or_path = base_model
-    paths.model_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(paths.model_dir)
-    tokenizer.save_pretrained(paths.model_dir)
+    staging.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
     if hp.merge_adapter:
-        merged_dir = paths.model_dir / MERGED_DIR
+        merged_dir = staging / MERGED_DIR
         merged = model.merge_and_unload()
         merged.config.use_cache = True
         merged.save_pretrained(merged_dir)
         tokenizer.save_pretrained(merged_dir)
-        log.info("merged model saved to %s", merged_dir)
+        log.info("merged model saved to %s", MERGED_DIR)
         if hp.merged_model_uri:
             publish_merged_model(merged_dir, hp.merged_model_uri, paths.model_dir.parent)
             shutil.rmtree(merged_dir)
 
 
 def write_summary(paths: Paths, summary: dict[str, Any]) -> None:
-    """In the model (it travels with the adapter) and in the output data (beside the metrics)."""
+    """Into the staging folder: it travels with the adapter (publish_model copies it beside the metrics too)."""
     text = json.dumps(summary, indent=2) + "\n"
-    (paths.model_dir / SUMMARY_FILE).write_text(text, encoding="utf-8")
-    (paths.output_data_dir / SUMMARY_FILE).write_text(text, encoding="utf-8")
+    (paths.model_staging_dir / SUMMARY_FILE).write_text(text, encoding="utf-8")
+
+
+def publish_model(paths: Paths, stop: StopSignal) -> None:
+    """Move the finished model from the staging folder into the model dir, then copy its summary beside the
+    metrics. From here on the run is complete: a stop signal is only noted (the process then ends as a success),
+    so that the renames are never cut short and what they moved is never taken back."""
+    stop.deferred = True
+    staging = paths.model_staging_dir
+    for entry in sorted(staging.iterdir()):
+        target = paths.model_dir / entry.name
+        _remove(target)  # published by an earlier attempt of this job, interrupted right after publishing
+        entry.replace(target)
+    staging.rmdir()
+    paths.output_data_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(paths.model_dir / SUMMARY_FILE, paths.output_data_dir / SUMMARY_FILE)
+    log.info("model published to %s", paths.model_dir)
+
+
+def discard_unpublished_model(paths: Paths) -> None:
+    """What a failed or stopped run (or an earlier attempt of this job) staged never reaches the model dir."""
+    shutil.rmtree(paths.model_staging_dir, ignore_errors=True)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def publish_merged_model(merged_dir: Path, uri: str, scratch: Path, client: Any = None) -> None:

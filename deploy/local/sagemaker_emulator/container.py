@@ -107,6 +107,9 @@ def environment(job_name: str, request: dict[str, Any], paths: ContainerPaths) -
         "SM_HOSTS": json.dumps([HOST]),
         "SM_NUM_GPUS": "0",
         "SM_NUM_CPUS": str(os.cpu_count() or 1),
+        # This machine runs GPU instance types (ml.g5.*) on its CPU on purpose: the trainer, which otherwise fails a
+        # GPU instance without CUDA at once, only warns (trainer_image/llmt_trainer/gpu_check.py). Never set on AWS.
+        "LLMT_ALLOW_CPU_ON_GPU_INSTANCE": "1",
         "PYTHONUNBUFFERED": "1",  # lines reach the log stream as they are printed
     })
     env.update({f"SM_CHANNEL_{name.upper()}": str(paths.channel(name)) for name in channels})
