@@ -255,7 +255,7 @@ def test_hyperparameters_parse_sagemaker_strings_and_keep_defaults() -> None:
 
     assert (hp.n_epochs, hp.learning_rate, hp.target_modules) == (5, 1e-4, ("q_proj", "v_proj"))
     assert (hp.batch_size, hp.lora_r, hp.lora_alpha, hp.max_seq_length, hp.lr_scheduler) == (
-        4,
+        0,  # "auto": optimizer steps by tokens (memory.auto_tokens_per_step)
         8,
         16,
         512,

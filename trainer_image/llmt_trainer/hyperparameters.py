@@ -26,7 +26,13 @@ MODULE_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 class Hyperparameters:
     model_id: str = DEFAULT_MODEL_ID
     n_epochs: int = 3
-    batch_size: int = 4
+    # Examples per micro-batch group: batch_size x gradient_accumulation_steps examples make an optimizer step.
+    # 0 ("auto"): a step is tokens_per_step tokens instead (memory.auto_tokens_per_step when that is 0 too).
+    batch_size: int = 0
+    tokens_per_step: int = 0
+    # The most tokens in one row (one forward and backward pass); 0 ("auto"): as the memory model plans it for
+    # the device (memory.plan), never below max_seq_length.
+    micro_batch_tokens: int = 0
     learning_rate: float = 2e-4
     lora_r: int = 8
     lora_alpha: int = 16
@@ -40,7 +46,7 @@ class Hyperparameters:
     weight_decay: float = 0.0
     lr_scheduler: str = "linear"
     validation_split: float = 0.0
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool | None = None  # None ("auto"): on only when the memory model says it is needed
     # A checkpoint within the epoch at least this often (seconds; 0: only at epoch ends and at a stop), so a long
     # epoch interrupted by spot, a time limit or a crash loses at most this much training.
     checkpoint_interval_s: float = 900.0
@@ -116,6 +122,19 @@ def _parse_bool(name: str, value: Any) -> bool:
     raise HyperparameterError(f"hyperparameter {name} must be true or false, got {value!r}")
 
 
+def _parse_auto_int(name: str, value: Any, minimum: int) -> int:
+    """An integer, or "auto" (0)."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return 0
+    return _parse_int(name, value, minimum) if value not in (0, "0") else 0
+
+
+def _parse_auto_bool(name: str, value: Any) -> bool | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
+        return None
+    return _parse_bool(name, value)
+
+
 def _parse_s3_uri(name: str, value: Any) -> str:
     text = str(value or "").strip()
     bucket, _, key = text.removeprefix("s3://").partition("/")
@@ -168,7 +187,9 @@ def parse_hyperparameters(raw: Mapping[str, Any]) -> tuple[Hyperparameters, list
     hp = Hyperparameters(
         model_id=model_id,
         n_epochs=_parse_int("n_epochs", get("n_epochs"), 1),
-        batch_size=_parse_int("batch_size", get("batch_size"), 1),
+        batch_size=_parse_auto_int("batch_size", get("batch_size"), 1),
+        tokens_per_step=_parse_auto_int("tokens_per_step", get("tokens_per_step"), 1),
+        micro_batch_tokens=_parse_auto_int("micro_batch_tokens", get("micro_batch_tokens"), 2),
         learning_rate=_parse_float(
             "learning_rate", get("learning_rate"), minimum=0.0, minimum_inclusive=False
         ),
@@ -186,13 +207,18 @@ def parse_hyperparameters(raw: Mapping[str, Any]) -> tuple[Hyperparameters, list
         weight_decay=_parse_float("weight_decay", get("weight_decay"), minimum=0.0),
         lr_scheduler=lr_scheduler,
         validation_split=_parse_float("validation_split", get("validation_split"), minimum=0.0, maximum=0.5),
-        gradient_checkpointing=_parse_bool("gradient_checkpointing", get("gradient_checkpointing")),
+        gradient_checkpointing=_parse_auto_bool("gradient_checkpointing", get("gradient_checkpointing")),
         checkpoint_interval_s=_parse_float("checkpoint_interval_s", get("checkpoint_interval_s"), minimum=0.0),
         load_in_4bit=_parse_bool("load_in_4bit", get("load_in_4bit")),
         merge_adapter=_parse_bool("merge_adapter", get("merge_adapter")),
         merged_model_uri=_parse_s3_uri("merged_model_uri", get("merged_model_uri")),
         given=frozenset(given),
     )
+    if hp.micro_batch_tokens and hp.micro_batch_tokens < hp.max_seq_length:
+        raise HyperparameterError(
+            f"hyperparameter micro_batch_tokens ({hp.micro_batch_tokens}) must be at least max_seq_length "
+            f"({hp.max_seq_length}): a row holds at least one whole example"
+        )
     if hp.load_in_4bit and hp.merge_adapter:
         raise HyperparameterError(
             "merge_adapter cannot be combined with load_in_4bit (merging into 4-bit weights loses precision); "

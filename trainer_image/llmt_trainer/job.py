@@ -14,10 +14,12 @@ from typing import Any
 
 from .contract import Paths
 from .data import load_conversations, split_validation
+from .device_plan import plan_for_device, read_architecture
 from .errors import DataError
 from .hyperparameters import Hyperparameters, parse_hyperparameters, read_hyperparameters_file, unquote
 from .loop import TrainingRun
 from .masking import TokenizedSet, dataset_fingerprint, has_generation_tags, tokenize_conversations
+from .memory import loss_chunk_tokens
 from .model_loading import (
     HF_TOKEN_SECRET_PARAM,
     fetch_hf_token,
@@ -95,6 +97,8 @@ def train(paths: Paths, overrides: Mapping[str, str], stop: StopSignal) -> dict[
         if validation_conversations:
             _log_data("validation", validation_set, hp)
 
+        architecture = read_architecture(source)
+        hp, batch_plan = plan_for_device(hp, architecture, device, dtype, train_set.tokens)
         model = load_model(source, hp, device, dtype)
     trainable, total = model.get_nb_trainable_parameters()
     log.info(
@@ -107,8 +111,9 @@ def train(paths: Paths, overrides: Mapping[str, str], stop: StopSignal) -> dict[
     ).hexdigest()
     paths.output_data_dir.mkdir(parents=True, exist_ok=True)
     metrics_sink = paths.output_data_dir / "metrics.jsonl"
+    chunk = loss_chunk_tokens(architecture.vocab_size if architecture else len(tokenizer))
     run = TrainingRun(
-        hp, paths, model, train_set.examples, validation_set.examples, device, fingerprint, stop
+        hp, paths, model, train_set.examples, validation_set.examples, device, fingerprint, stop, batch_plan, chunk
     )
     progress = run.run(metrics_sink)
 

@@ -1,6 +1,7 @@
-"""The training loop: optimizer steps over packed batches with the loss on the labelled tokens only, evaluation,
-one metrics record per logged step, a checkpoint at each epoch's end and every checkpoint_interval_s within one,
-and a stop signal that ends the run with a checkpoint instead of mid-step."""
+"""The training loop: optimizer steps over packed rows cut by a token budget (packing.py) with the loss on the
+labelled tokens only (loss.py), evaluation, one metrics record per logged step, a checkpoint at each epoch's end and
+every checkpoint_interval_s within one, and a stop signal honoured between two rows (micro-batches): the run ends
+with a checkpoint of the last whole step instead of finishing the step it is in."""
 
 from __future__ import annotations
 
@@ -15,15 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from transformers import get_scheduler
 
 from .checkpoints import Progress, load_checkpoint, save_checkpoint
 from .contract import METRICS_PREFIX, Paths
 from .errors import TrainingError, TrainingStopped
 from .hyperparameters import Hyperparameters
-from .masking import IGNORE_INDEX, TokenizedExample
-from .packing import PackedBatch, epoch_steps, pack, steps_per_epoch
+from .loss import LossSum, loss_over_targets
+from .masking import TokenizedExample
+from .packing import BatchPlan, PackedBatch, Step, epoch_steps, pack, rows
 from .stops import StopSignal
 
 log = logging.getLogger(__name__)
@@ -51,39 +52,33 @@ def emit_metrics(record: dict[str, Any], sink: Path) -> None:
 
 
 
-def loss_and_correct(model: Any, batch: PackedBatch) -> tuple[torch.Tensor, int]:
-    """Summed cross-entropy over the batch's loss tokens (normalised by the caller, across accumulation) and
-    how many of those tokens the model predicts exactly (argmax), for token accuracy."""
-    logits = model(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False).logits
-    flat_logits = logits[:, :-1, :].reshape(-1, logits.shape[-1])
-    targets = batch.labels[:, 1:].reshape(-1)
-    loss = F.cross_entropy(flat_logits.float(), targets, ignore_index=IGNORE_INDEX, reduction="sum")
-    with torch.no_grad():
-        keep = targets != IGNORE_INDEX
-        correct = int((flat_logits.argmax(dim=-1)[keep] == targets[keep]).sum().item())
-    return loss, correct
+def batch_loss(model: Any, batch: PackedBatch, chunk_tokens: int) -> LossSum:
+    """Summed cross-entropy over the row's loss tokens and how many of them the model predicts exactly."""
+    return loss_over_targets(model, batch.input_ids, batch.position_ids, batch.target_positions, batch.targets,
+                             chunk_tokens)
 
 
-def loss_sum(model: Any, batch: PackedBatch) -> torch.Tensor:
+def loss_sum(model: Any, batch: PackedBatch, chunk_tokens: int = 1024) -> torch.Tensor:
     """Summed cross-entropy over the batch's loss tokens."""
-    return loss_and_correct(model, batch)[0]
+    return batch_loss(model, batch, chunk_tokens).loss
 
 
 @torch.no_grad()
-def evaluate(
-    model: Any, examples: Sequence[TokenizedExample], batch_size: int, device: torch.device
-) -> tuple[float, float]:
-    """(mean loss, token accuracy) over the loss tokens of `examples`."""
+def evaluate(model: Any, examples: Sequence[TokenizedExample], row_tokens: int, chunk_tokens: int,
+             device: torch.device) -> tuple[float, float]:
+    """(mean loss, token accuracy) over the loss tokens of `examples`, packed into rows of the training budget."""
     model.eval()
-    total, correct, tokens = 0.0, 0, 0
-    for start in range(0, len(examples), batch_size):
-        batch = pack(examples[start : start + batch_size], device)
-        loss, hits = loss_and_correct(model, batch)
-        total += loss.item()
-        correct += hits
+    total = torch.zeros((), dtype=torch.float32, device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    tokens = 0
+    for row in rows(examples, row_tokens):
+        batch = pack(row, device)
+        result = batch_loss(model, batch, chunk_tokens)
+        total += result.loss
+        correct += result.correct
         tokens += batch.loss_tokens
     model.train()
-    return total / tokens, correct / tokens
+    return total.item() / tokens, correct.item() / tokens
 
 
 def hold_after_checkpoint(release: Path, stop: StopSignal, deadline_s: float = HOLD_DEADLINE_S) -> None:
@@ -109,22 +104,28 @@ class TrainingRun:
     device: torch.device
     fingerprint: str
     stop: StopSignal
+    plan: BatchPlan
+    loss_chunk_tokens: int = 1024
 
-    def iterate(
-        self, total_steps: int, per_epoch: int, start: int
-    ) -> Iterator[tuple[int, int, list[list[TokenizedExample]]]]:
-        """(global step, epoch, micro-batches) from step `start` + 1 on."""
-        for epoch in range(start // per_epoch, self.hp.n_epochs):
-            steps = epoch_steps(self.train, self.hp, epoch)
-            for index, micro_batches in enumerate(steps):
-                step = epoch * per_epoch + index + 1
-                if start < step <= total_steps:
-                    yield step, epoch, micro_batches
+    def schedule(self) -> list[list[Step]]:
+        """Every epoch's optimizer steps, planned up front: the scheduler needs their number, and a step's
+        tokens (hence how many steps an epoch has) depend on the epoch's order."""
+        return [epoch_steps(self.train, self.plan, self.hp.seed, epoch) for epoch in range(self.hp.n_epochs)]
+
+    @staticmethod
+    def iterate(schedule: list[list[Step]], start: int) -> Iterator[tuple[int, float, bool, Step]]:
+        """(global step, epoch progress after it, whether it ends its epoch, its rows) from step `start` + 1 on."""
+        step = 0
+        for epoch, steps in enumerate(schedule):
+            for index, rows_of_step in enumerate(steps, start=1):
+                step += 1
+                if step > start:
+                    yield step, epoch + index / len(steps), index == len(steps), rows_of_step
 
     def run(self, metrics_sink: Path) -> Progress:
         hp = self.hp
-        per_epoch = steps_per_epoch(len(self.train), hp)
-        total_steps = per_epoch * hp.n_epochs
+        schedule = self.schedule()
+        total_steps = sum(len(steps) for steps in schedule)
         optimizer = torch.optim.AdamW(self._trainable(), lr=hp.learning_rate, weight_decay=hp.weight_decay)
         scheduler = get_scheduler(
             hp.lr_scheduler,
@@ -150,11 +151,12 @@ class TrainingRun:
         window_loss, window_tokens, window_correct = 0.0, 0, 0
         self.stop.deferred = True
         last_saved = time.monotonic()
-        for step, epoch, micro_batches in self.iterate(total_steps, per_epoch, progress.step):
+        for step, epoch_progress, epoch_done, rows_of_step in self.iterate(schedule, progress.step):
             learning_rate = scheduler.get_last_lr()[0]
-            step_loss, step_loss_tokens, step_tokens, step_correct = self._optimizer_step(
-                micro_batches, step, optimizer
-            )
+            outcome = self._optimizer_step(rows_of_step, step, optimizer)
+            if outcome is None:  # stopped between two of the step's rows: the last whole step is what is saved
+                raise self._stopped(step - 1, total_steps, checkpoint())
+            step_loss, step_loss_tokens, step_tokens, step_correct = outcome
             scheduler.step()
             progress.step = step
             progress.trained_tokens += step_tokens
@@ -162,13 +164,12 @@ class TrainingRun:
             window_tokens += step_loss_tokens
             window_correct += step_correct
 
-            epoch_done = step % per_epoch == 0
             evaluated = epoch_done and bool(self.validation)
             if step % hp.logging_steps == 0 or step == total_steps or evaluated:
                 progress.last_train_loss = round(window_loss / window_tokens, 4)
                 record = {
                     "step": step,
-                    "epoch": round(step / per_epoch, 4),
+                    "epoch": round(epoch_progress, 4),
                     "train_loss": progress.last_train_loss,
                     "train_accuracy": round(window_correct / window_tokens, 4),
                     "learning_rate": float(f"{learning_rate:.6g}"),
@@ -176,13 +177,14 @@ class TrainingRun:
                     "trained_tokens": progress.trained_tokens,
                 }
                 if evaluated:
-                    valid_loss, valid_accuracy = evaluate(self.model, self.validation, hp.batch_size, self.device)
+                    valid_loss, valid_accuracy = evaluate(self.model, self.validation, self.plan.row_tokens,
+                                                          self.loss_chunk_tokens, self.device)
                     progress.last_valid_loss = record["valid_loss"] = round(valid_loss, 4)
                     progress.last_valid_accuracy = record["valid_mean_token_accuracy"] = round(valid_accuracy, 4)
                 emit_metrics(record, metrics_sink)
                 window_loss, window_tokens, window_correct = 0.0, 0, 0
             if epoch_done:
-                log.info("epoch %d/%d done at step %d", epoch + 1, hp.n_epochs, step)
+                log.info("epoch %d/%d done at step %d", round(epoch_progress), hp.n_epochs, step)
             if self.stop.received:
                 raise self._stopped(step, total_steps, checkpoint())
             interval_due = bool(hp.checkpoint_interval_s) and (
@@ -193,7 +195,7 @@ class TrainingRun:
                 saved = checkpoint()
                 last_saved = time.monotonic()
                 if not epoch_done:
-                    log.info("checkpoint at step %d/%d, within epoch %d", step, total_steps, epoch + 1)
+                    log.info("checkpoint at step %d/%d, within epoch %d", step, total_steps, int(epoch_progress) + 1)
                 if hold is not None:
                     hold_after_checkpoint(hold, self.stop)
                     hold = None
@@ -214,22 +216,34 @@ class TrainingRun:
         return [p for p in self.model.parameters() if p.requires_grad]
 
     def _optimizer_step(
-        self, micro_batches: list[list[TokenizedExample]], step: int, optimizer: torch.optim.Optimizer
-    ) -> tuple[float, int, int, int]:
-        """Forward and backward over the micro-batches, then one update. Returns the summed loss, the
-        number of loss tokens, the number of tokens and the number of loss tokens predicted exactly. The loss
-        is normalised over the whole step, so gradient accumulation gives the same update as one large batch."""
-        batches = [pack(examples, self.device) for examples in micro_batches]
+        self, rows_of_step: Step, step: int, optimizer: torch.optim.Optimizer
+    ) -> tuple[float, int, int, int] | None:
+        """Forward and backward over the step's rows, then one update. Returns the summed loss, the number of loss
+        tokens, the number of tokens and the number of loss tokens predicted exactly; None when a stop arrived
+        between two rows (the partial gradients are dropped, the random state put back as the step found it, so a
+        resumed run does this step exactly as an uninterrupted one would). The loss is normalised over the whole
+        step, so cutting it into rows gives the same update as one large batch."""
+        rng = torch.get_rng_state()
+        cuda_rng = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        batches = [pack(examples, self.device) for examples in rows_of_step]
         loss_tokens = sum(b.loss_tokens for b in batches)
-        total, correct = 0.0, 0
-        for batch in batches:
-            loss, hits = loss_and_correct(self.model, batch)
-            (loss / loss_tokens).backward()
-            total += loss.item()
-            correct += hits
-        if not math.isfinite(total):
-            raise TrainingError(f"the training loss became {total} at step {step}; lower the learning rate")
+        total = torch.zeros((), dtype=torch.float32, device=self.device)
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
+        for index, batch in enumerate(batches):
+            if index and self.stop.received:
+                optimizer.zero_grad(set_to_none=True)
+                torch.set_rng_state(rng)
+                if cuda_rng is not None:
+                    torch.cuda.set_rng_state(cuda_rng, self.device)
+                return None
+            result = batch_loss(self.model, batch, self.loss_chunk_tokens)
+            (result.loss / loss_tokens).backward()
+            total += result.loss.detach()
+            correct += result.correct
+        summed = total.item()  # the step's one host sync
+        if not math.isfinite(summed):
+            raise TrainingError(f"the training loss became {summed} at step {step}; lower the learning rate")
         torch.nn.utils.clip_grad_norm_(self._trainable(), MAX_GRAD_NORM)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return total, loss_tokens, sum(b.tokens for b in batches), correct
+        return summed, loss_tokens, sum(b.tokens for b in batches), int(correct.item())

@@ -1,29 +1,50 @@
-"""Batches without padding: each micro-batch's examples packed into one row, and the order of the optimizer
-steps of an epoch, a pure function of (seed, epoch) so that a resumed run sees the same."""
+"""Batches without padding, cut by a token budget, and the order of the optimizer steps, a pure function of (seed,
+epoch) so that a resumed run sees the same.
+
+An optimizer step takes the next examples of the epoch's shuffled order: `batch_size x gradient_accumulation_steps`
+of them, or, with `tokens_per_step` (what "auto" batch size means), as many as reach that many tokens (at least
+one). The step's examples are packed into rows of at most `row_tokens` tokens, first fit decreasing (the longest
+example first, each into the first row with room): each row is one micro-batch, one forward and backward pass,
+so the memory a pass needs is set by the token budget, never by how long the examples happen to be. The loss is
+summed over the step's rows and divided by the step's loss tokens (loop.py), so a step gives the same update
+however it is cut into rows.
+"""
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
-from .hyperparameters import Hyperparameters
+from .loss import target_positions
 from .masking import TokenizedExample
+
+Step = list[list[TokenizedExample]]  # an optimizer step: its rows, each a list of examples
 
 
 @dataclass(frozen=True)
 class PackedBatch:
     """Several examples concatenated into one row; position ids restart at each example, which (with the
-    cache off) keeps examples from attending to each other and wastes nothing on padding."""
+    cache off) keeps examples from attending to each other and wastes nothing on padding. The positions whose
+    next token is a target and those targets are computed here, on the host, so the loss needs no host sync."""
 
     input_ids: torch.Tensor
     position_ids: torch.Tensor
-    labels: torch.Tensor
+    target_positions: torch.Tensor
+    targets: torch.Tensor
     tokens: int
     loss_tokens: int
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """How an epoch is cut into optimizer steps and rows."""
+
+    row_tokens: int  # the most tokens in one row (micro-batch)
+    examples_per_step: int = 0  # batch_size x gradient_accumulation_steps; 0: by tokens_per_step
+    tokens_per_step: int = 0
 
 
 def pack(examples: Sequence[TokenizedExample], device: torch.device) -> PackedBatch:
@@ -34,13 +55,33 @@ def pack(examples: Sequence[TokenizedExample], device: torch.device) -> PackedBa
         input_ids += example.input_ids
         position_ids += range(len(example.input_ids))
         labels += example.labels
+    positions, targets = target_positions(labels)
     return PackedBatch(
         input_ids=torch.tensor([input_ids], dtype=torch.long, device=device),
         position_ids=torch.tensor([position_ids], dtype=torch.long, device=device),
-        labels=torch.tensor([labels], dtype=torch.long, device=device),
+        target_positions=torch.tensor(positions, dtype=torch.long, device=device),
+        targets=torch.tensor(targets, dtype=torch.long, device=device),
         tokens=len(input_ids),
-        loss_tokens=sum(e.loss_tokens for e in examples),
+        loss_tokens=len(targets),
     )
+
+
+def rows(examples: Sequence[TokenizedExample], row_tokens: int) -> list[list[TokenizedExample]]:
+    """First fit decreasing: the longest example first, each into the first row it fits; an example longer than
+    `row_tokens` (the budget is never below max_seq_length, so only by a caller's mistake) gets a row of its own."""
+    filled: list[list[TokenizedExample]] = []
+    room: list[int] = []
+    for example in sorted(examples, key=lambda e: -len(e.input_ids)):  # stable: equal lengths keep their order
+        size = len(example.input_ids)
+        index = next((i for i, free in enumerate(room) if size <= free), None)
+        if index is None:
+            filled.append([example])
+            room.append(row_tokens - size)
+        else:
+            filled[index].append(example)
+            room[index] -= size
+    return filled
+
 
 def epoch_order(n_examples: int, seed: int, epoch: int) -> list[int]:
     """The example order of one epoch, a pure function of (seed, epoch), so a resumed run sees the same."""
@@ -49,15 +90,22 @@ def epoch_order(n_examples: int, seed: int, epoch: int) -> list[int]:
     return order
 
 
-def epoch_steps(
-    examples: Sequence[TokenizedExample], hp: Hyperparameters, epoch: int
-) -> list[list[list[TokenizedExample]]]:
-    """The optimizer steps of one epoch: each a list of micro-batches, each a list of examples."""
-    order = epoch_order(len(examples), hp.seed, epoch)
-    micro = [[examples[i] for i in order[s : s + hp.batch_size]] for s in range(0, len(order), hp.batch_size)]
-    accumulate = hp.gradient_accumulation_steps
-    return [micro[s : s + accumulate] for s in range(0, len(micro), accumulate)]
-
-
-def steps_per_epoch(n_examples: int, hp: Hyperparameters) -> int:
-    return math.ceil(math.ceil(n_examples / hp.batch_size) / hp.gradient_accumulation_steps)
+def epoch_steps(examples: Sequence[TokenizedExample], plan: BatchPlan, seed: int, epoch: int) -> list[Step]:
+    """The optimizer steps of one epoch, each a list of rows."""
+    ordered = [examples[i] for i in epoch_order(len(examples), seed, epoch)]
+    groups: list[list[TokenizedExample]] = []
+    if plan.examples_per_step:
+        size = plan.examples_per_step
+        groups = [ordered[s : s + size] for s in range(0, len(ordered), size)]
+    else:
+        current: list[TokenizedExample] = []
+        tokens = 0
+        for example in ordered:
+            current.append(example)
+            tokens += len(example.input_ids)
+            if tokens >= plan.tokens_per_step:
+                groups.append(current)
+                current, tokens = [], 0
+        if current:
+            groups.append(current)
+    return [rows(group, plan.row_tokens) for group in groups]

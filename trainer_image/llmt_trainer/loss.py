@@ -1,0 +1,95 @@
+"""The loss over the tokens that carry a label, without ever holding the logits of a whole row in fp32.
+
+The decoder runs once over the packed row; only the hidden states of the positions whose next token is a target
+go through the output layer, in chunks of `chunk_tokens`. Each chunk's logits (upcast to fp32 for a stable
+softmax) exist only while that chunk's loss is computed: activation checkpointing recomputes them in the backward
+pass, so the output layer costs `chunk_tokens x vocabulary` fp32 values at a time instead of `row x vocabulary`
+(Qwen2.5's 152k vocabulary over an 8k-token row would be 4.6 GiB of fp32 logits, their softmax and gradient as
+much again). The memory model (memory.py) counts exactly this chunk.
+
+Models whose logits are not a plain linear map of the last hidden state (a soft cap or a scale after the output
+layer) take the plain path: the model's own forward, all logits, then the same selection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from .masking import IGNORE_INDEX
+
+# Config attributes that put something between the output layer and the logits (Gemma 2's soft cap, Cohere's
+# scale): such models are not split into decoder and output layer here.
+LOGIT_POSTPROCESSING = ("final_logit_softcapping", "logit_scale", "output_multiplier_scale")
+
+
+@dataclass(frozen=True)
+class LossSum:
+    """Summed cross-entropy over the loss tokens (normalised by the caller, across accumulation) and how many of
+    them the model predicts exactly, kept on the device: reading it is a host sync, done only when logging."""
+
+    loss: torch.Tensor
+    correct: torch.Tensor
+
+
+def _chunk_loss(
+    head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    logits = head(hidden).float()
+    loss = F.cross_entropy(logits, targets, reduction="sum")
+    correct = (logits.detach().argmax(dim=-1) == targets).sum()
+    return loss, correct
+
+
+def _splits_cleanly(base: Any) -> bool:
+    config = getattr(base, "config", None)
+    if any(getattr(config, name, None) not in (None, 1, 1.0) for name in LOGIT_POSTPROCESSING):
+        return False
+    return callable(getattr(base, "get_decoder", None)) and base.get_output_embeddings() is not None
+
+
+def _base_model(model: Any) -> Any:
+    """The transformers model under a peft wrapper (its linear layers carry the adapter), or the model itself."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def loss_over_targets(
+    model: Any,
+    input_ids: torch.Tensor,
+    position_ids: torch.Tensor,
+    target_positions: torch.Tensor,
+    targets: torch.Tensor,
+    chunk_tokens: int,
+) -> LossSum:
+    """Cross-entropy of predicting `targets` from the hidden states at `target_positions` (indices into the
+    flattened row: position p predicts token p + 1), the output layer run `chunk_tokens` positions at a time."""
+    base = _base_model(model)
+    if not _splits_cleanly(base):
+        logits = model(input_ids=input_ids, position_ids=position_ids, use_cache=False).logits
+        selected = logits.reshape(-1, logits.shape[-1]).index_select(0, target_positions)
+        loss, correct = _chunk_loss(torch.nn.Identity(), selected, targets)
+        return LossSum(loss, correct)
+    hidden = base.get_decoder()(input_ids=input_ids, position_ids=position_ids, use_cache=False).last_hidden_state
+    hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, target_positions)
+    head = base.get_output_embeddings()
+    total = hidden.new_zeros((), dtype=torch.float32)
+    correct = torch.zeros((), dtype=torch.long, device=hidden.device)
+    for start in range(0, hidden.shape[0], chunk_tokens):
+        part = slice(start, start + chunk_tokens)
+        if torch.is_grad_enabled():
+            loss, hits = checkpoint(_chunk_loss, head, hidden[part], targets[part], use_reentrant=False)
+        else:
+            loss, hits = _chunk_loss(head, hidden[part], targets[part])
+        total = total + loss
+        correct = correct + hits
+    return LossSum(total, correct)
+
+
+def target_positions(labels: list[int]) -> tuple[list[int], list[int]]:
+    """(positions, targets) of a packed row's labels: position p predicts labels[p + 1] where that is a target."""
+    positions = [p for p in range(len(labels) - 1) if labels[p + 1] != IGNORE_INDEX]
+    return positions, [labels[p + 1] for p in positions]
