@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -23,6 +24,8 @@ class BaseModelEntry(BaseModel):
     learning_rate: float = 2e-4
     min_instance_type: str
     description: str = ""
+    # The keys of the model's config.json the memory model reads (hidden_size, num_hidden_layers, vocab_size, ...).
+    architecture: dict[str, Any]
 
 
 class InstanceType(BaseModel):
@@ -66,6 +69,7 @@ class Catalog(BaseModel):
     models: list[BaseModelEntry]
     instance_types: list[InstanceType]
     not_offered: list[dict[str, str]] = []
+    architecture_note: str = ""
     spot_discount: float = 0.7  # planning figure for managed spot against on-demand
     spot_note: str = ""
     startup_overhead_s: int = 240  # provisioning, image and data download: billed, not training

@@ -48,8 +48,8 @@ async def _estimate(deps: Deps, user_id: str, base: BaseModelEntry, requested: H
                     instance_type: str | None, spot: bool, training_file: str, seed: int | None = None,
                     ) -> dict[str, Any]:
     """The estimate for a validated training file of this caller's (a 400 naming training_file otherwise)."""
-    instance = estimates.choose_instance(deps.catalog, base, instance_type)
     hparams.check(requested, base)
+    instance = estimates.choose_instance(deps.catalog, base, instance_type, requested)
     view = await deps.jobs.get_file(training_file)
     if view is None or view.user_id != user_id or view.status == "deleted":
         raise InvalidRequest(f"Training file {training_file} was not found.", param="training_file",
@@ -60,7 +60,8 @@ async def _estimate(deps: Deps, user_id: str, base: BaseModelEntry, requested: H
                              param="training_file", code="file_not_ready" if view.status == "uploaded"
                              else "invalid_training_file")
     examples = view.examples or 0
-    resolved = hparams.resolve(requested, examples, base, seed if seed is not None else 0)
+    resolved = hparams.resolve(requested, examples, base, seed if seed is not None else 0, instance=instance,
+                               file_tokens=view.estimated_tokens)
     tps, overhead, source = await estimates.tokens_per_second(deps.catalog, base, instance, deps.throughput)
     return estimates.estimate(catalog=deps.catalog, base=base, instance=instance, hyperparameters=resolved,
                               examples=examples, file_tokens=view.estimated_tokens, tokens_per_s=tps,
@@ -78,7 +79,7 @@ async def dry_run_job(cmd: CreateJob, user_id: str, deps: Deps) -> dict[str, Any
     base = _base_model(deps, cmd.model)
     body = await _estimate(deps, user_id, base, cmd.requested_hyperparameters(), cmd.instance_type, cmd.spot,
                            cmd.training_file, cmd.seed)
-    instance = estimates.choose_instance(deps.catalog, base, cmd.instance_type)
+    instance = estimates.choose_instance(deps.catalog, base, cmd.instance_type, cmd.requested_hyperparameters())
     stop = estimates.budget_stopping_condition(cmd.max_cost_usd, instance, cmd.spot, deps.launch.max_runtime_s)
     return {**body, "dry_run": True, "max_cost_usd": cmd.max_cost_usd, "stopping_condition": stop,
             "within_budget": cmd.max_cost_usd is None or body["estimated_cost_usd"] <= cmd.max_cost_usd}
@@ -106,9 +107,9 @@ async def _refuse_known_bad_files(cmd: CreateJob, user_id: str, deps: Deps) -> N
 
 async def create_job(cmd: CreateJob, user_id: str, deps: Deps) -> Job:
     base = _base_model(deps, cmd.model)
-    instance = estimates.choose_instance(deps.catalog, base, cmd.instance_type)
     requested = cmd.requested_hyperparameters()
     hparams.check(requested, base, cmd.validation_file)
+    instance = estimates.choose_instance(deps.catalog, base, cmd.instance_type, requested)
     estimates.budget_stopping_condition(cmd.max_cost_usd, instance, cmd.spot, deps.launch.max_runtime_s)
     await _refuse_known_bad_files(cmd, user_id, deps)
     now = datetime.now(UTC)

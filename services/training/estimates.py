@@ -3,9 +3,13 @@
 tokens per epoch  = the file's estimated tokens (files' validation report), less the validation split, and at most
                     max_seq_length per example (longer examples are truncated)
 trained tokens    = tokens per epoch x n_epochs
-steps             = ceil(training examples / (batch_size x gradient_accumulation_steps)) x n_epochs
+steps             = ceil(training examples / (batch_size x gradient_accumulation_steps)) x n_epochs, or with "auto"
+                    batch size ceil(tokens per epoch / tokens_per_step) x n_epochs
 duration          = startup overhead + trained tokens / tokens per second   (measured runs: trained tokens x the
-                    measured seconds per token, which already holds the overhead)
+                    measured seconds per token, which already holds the overhead); with gradient checkpointing
+                    the tokens per second of a run without it x CHECKPOINTING_SPEED (LoRA's ~4N FLOPs a token
+                    become ~6N with the forward pass run again)
+memory            = the memory model's plan on the instance (fit.py): checkpointing, tokens per pass, peak GiB
 cost              = duration in hours x the instance's on-demand price; spot: that x (1 - spot discount)
 """
 
@@ -14,35 +18,43 @@ from __future__ import annotations
 import math
 from typing import Any, Protocol
 
+from services.training import fit
 from services.training.catalog import BaseModelEntry, Catalog, InstanceType
-from services.training.fit import default_instance, fits, fitting_instances
+from services.training.hyperparameters import max_seq_length, memory_settings, steps_per_epoch
+from services.training.models import Hyperparameters
 from shared.errors import InvalidRequest
 
 MIN_BUDGET_RUNTIME_S = 60  # a budget that buys less than this is refused: SageMaker would only start and stop
 MAX_SPOT_WAIT_S = 48 * 3600
+CHECKPOINTING_SPEED = 4 / 6
 
 
 class ThroughputReader(Protocol):
     async def seconds_per_token(self, model: str, instance_type: str) -> float | None: ...
 
 
-def choose_instance(catalog: Catalog, base: BaseModelEntry, instance_type: str | None) -> InstanceType:
-    """The caller's type if the model fits it, else a 400 naming one that does; none given: the default fit."""
-    fallback = default_instance(catalog, base)
+def choose_instance(catalog: Catalog, base: BaseModelEntry, instance_type: str | None,
+                    requested: Hyperparameters | None = None) -> InstanceType:
+    """The caller's type if the model fits it (at the job's max_seq_length and memory settings), else a 400 saying
+    what would fit; none given: the default fit."""
+    requested = requested or Hyperparameters()
+    seq = max_seq_length(requested, base)
+    settings = memory_settings(requested)
+    fallback = fit.default_instance(catalog, base, seq, **settings)
     if instance_type is None:
         if fallback is None:
-            raise InvalidRequest(f"No instance type in the catalog fits {base.id}.", param="model",
+            raise InvalidRequest(f"No instance type in the catalog fits {base.id} at max_seq_length {seq} with these "
+                                 "settings; try load_in_4bit: true or a shorter max_seq_length.", param="model",
                                  code="model_not_available")
         return fallback
     instance = catalog.instance(instance_type)
     if instance is None:
         raise InvalidRequest(f"Unknown instance type {instance_type!r}; GET /api/catalog lists them.",
                              param="instance_type", code="invalid_instance_type")
-    if not fits(base, instance):
-        names = ", ".join(i.id for i in fitting_instances(catalog, base)) or "none"
-        raise InvalidRequest(f"{base.id} does not fit {instance_type} for LoRA training; use "
-                             f"{fallback.id if fallback else 'another model'} (fits: {names}).",
-                             param="instance_type", code="instance_too_small")
+    if not fit.fits(base, instance, seq, **settings):
+        message = fit.does_not_fit_message(catalog, base, instance, seq, load_in_4bit=settings["load_in_4bit"],
+                                           gradient_checkpointing=settings["gradient_checkpointing"])
+        raise InvalidRequest(message, param="instance_type", code="instance_too_small")
     return instance
 
 
@@ -74,8 +86,11 @@ def estimate(*, catalog: Catalog, base: BaseModelEntry, instance: InstanceType, 
         tokens_per_epoch, tokens_source = min(share, cap), "file validation"
     epochs = int(hp["n_epochs"])
     trained_tokens = tokens_per_epoch * epochs
-    per_step = int(hp["batch_size"]) * int(hp.get("gradient_accumulation_steps", 1))
-    steps = math.ceil(train_examples / per_step) * epochs if train_examples else 0
+    steps = steps_per_epoch(hp, train_examples, tokens_per_epoch) * epochs
+    planned = fit.plan_on(base, instance, int(hp["max_seq_length"]), **_memory_settings(hp))
+    checkpointing = bool(planned and planned.gradient_checkpointing)
+    if checkpointing and source != "measured":  # a measured figure already ran with the same plan
+        tokens_per_s *= CHECKPOINTING_SPEED
     duration_s = math.ceil(overhead_s + trained_tokens / tokens_per_s)
     on_demand = duration_s / 3600 * instance.price_per_hour
     spot_cost = on_demand * (1 - catalog.spot_discount)
@@ -86,8 +101,9 @@ def estimate(*, catalog: Catalog, base: BaseModelEntry, instance: InstanceType, 
         "estimated_cost_usd": round(spot_cost if spot else on_demand, 4),
         "cost_on_demand_usd": round(on_demand, 4), "cost_spot_usd": round(spot_cost, 4),
         "currency": catalog.currency, "as_of": catalog.as_of,
+        "memory": planned.as_dict() if planned else None,
         "inputs": {"file_tokens": file_tokens, "tokens_source": tokens_source, "n_epochs": epochs,
-                   "batch_size": int(hp["batch_size"]),
+                   "batch_size": int(hp["batch_size"]), "tokens_per_step": hp.get("tokens_per_step"),
                    "gradient_accumulation_steps": int(hp.get("gradient_accumulation_steps", 1)),
                    "max_seq_length": int(hp["max_seq_length"]),
                    "validation_split": float(hp.get("validation_split", 0.0)),
@@ -96,6 +112,13 @@ def estimate(*, catalog: Catalog, base: BaseModelEntry, instance: InstanceType, 
                    "spot_discount": catalog.spot_discount},
         "hyperparameters": hp,
     }
+
+
+def _memory_settings(hp: dict[str, Any]) -> dict[str, Any]:
+    """fit.plan_on's keywords from a resolved set (older jobs' sets lack the memory fields)."""
+    return {"load_in_4bit": bool(hp.get("load_in_4bit", False)),
+            "gradient_checkpointing": hp.get("gradient_checkpointing"), "lora_rank": int(hp.get("lora_r", 8)),
+            "micro_batch_tokens": hp.get("micro_batch_tokens")}
 
 
 def budget_stopping_condition(max_cost_usd: float | None, instance: InstanceType, spot: bool,

@@ -142,7 +142,9 @@ async def _queue(deps: Deps, job: Job) -> tuple[str, str | None] | None:
         validation_uri = validation.train_uri
     await record_event(deps, job, f"Validating training file: {job.training_file}")
     resolved = hparams.resolve(Hyperparameters.model_validate(job.hyperparameters), training.examples or 0,
-                               deps.catalog.model(job.model), job.seed)
+                               deps.catalog.model(job.model), job.seed,
+                               instance=deps.catalog.instance(job.instance_type),
+                               file_tokens=training.estimated_tokens)
     if not await deps.jobs.transition(job.job_id, "queued", hyperparameters=resolved):
         return None
     job.hyperparameters, job.status = resolved, "queued"

@@ -41,6 +41,14 @@ class Hyperparameters(BaseModel):
     packing: Auto | bool = "auto"
     validation_split: Auto | Annotated[float, Field(ge=0, le=0.5)] = "auto"
     merge_adapter: Auto | bool = "auto"  # also publish the base model with the adapter merged in
+    # Memory and batching (the memory model decides each "auto" for the model and instance type, fit.py):
+    tokens_per_step: Auto | Annotated[int, Field(ge=1, le=4_194_304)] = "auto"  # what "auto" batch_size means
+    micro_batch_tokens: Auto | Annotated[int, Field(ge=16, le=1_048_576)] = "auto"  # tokens in one pass
+    gradient_checkpointing: Auto | bool = "auto"  # on only when the rows do not fit without it
+    load_in_4bit: Auto | bool = "auto"  # QLoRA ("auto": off; the 400 of a model that does not fit suggests it)
+    # A checkpoint within an epoch at least this often (0: only at epoch ends and stops), so an interruption
+    # loses at most this much training.
+    checkpoint_interval_s: Auto | Annotated[int, Field(ge=0, le=86_400)] = "auto"
 
 
 class SupervisedMethod(BaseModel):

@@ -27,6 +27,7 @@ from tests.support.training import (
     run,
     sagemaker_state,
 )
+from trainer_image.llmt_trainer.memory import AUTO_MIN_STEPS_PER_EPOCH
 
 QWEN7 = "Qwen/Qwen2.5-7B-Instruct"
 
@@ -122,11 +123,17 @@ def test_in_bounds_values_are_accepted_from_either_place_and_resolved(fakes: Fak
         assert tiny is not None
         assert stored.hyperparameters["learning_rate_multiplier"] == pytest.approx(1e-4 / tiny.learning_rate)
     sent = fakes.sagemaker.created[-1]["HyperParameters"]
-    assert sent == {"n_epochs": "2", "batch_size": "4", "learning_rate": "0.0001", "lora_r": "32",
+    planned = fakes.jobs.jobs[job_id].hyperparameters
+    # batch_size "auto": the trainer cuts steps by tokens; the memory model planned the tiny model's passes.
+    assert sent == {"n_epochs": "2", "batch_size": "auto", "learning_rate": "0.0001", "lora_r": "32",
                     "lora_alpha": "64", "lora_dropout": "0.1", "target_modules": "q_proj,v_proj",
                     "max_seq_length": "128", "seed": "7", "gradient_accumulation_steps": "2",
                     "warmup_ratio": "0.1", "weight_decay": "0.01", "lr_scheduler": "cosine",
-                    "validation_split": "0.0", "merge_adapter": "false"}
+                    "validation_split": "0.0", "merge_adapter": "false",
+                    "tokens_per_step": str(planned["tokens_per_step"]),
+                    "micro_batch_tokens": str(planned["micro_batch_tokens"]), "gradient_checkpointing": "false",
+                    "load_in_4bit": "false", "checkpoint_interval_s": "900"}
+    assert planned["tokens_per_step"] >= 1 and planned["micro_batch_tokens"] >= 128
     assert set(sent) <= set(hparams.TRAINER_NAMES)
 
 
@@ -166,7 +173,13 @@ def test_auto_keeps_the_e2e_defaults() -> None:
     tiny = CATALOG.model(TINY)
     assert tiny is not None
     resolved = hparams.resolve(Hyperparameters(), 20, tiny, seed=1)
-    assert resolved["n_epochs"] == 5 and resolved["batch_size"] == 4 and resolved["max_seq_length"] == 256
+    assert resolved["n_epochs"] == 5 and resolved["max_seq_length"] == 256
+    # "auto" batch size: steps of tokens (a file with no token count: 20 examples of at most 256 tokens), at least
+    # AUTO_MIN_STEPS_PER_EPOCH of them an epoch; batch_size shows about how many examples a step holds.
+    assert resolved["tokens_per_step"] == math.ceil(20 * 256 / AUTO_MIN_STEPS_PER_EPOCH)
+    assert resolved["batch_size"] == round(resolved["tokens_per_step"] / 256)
+    given = hparams.resolve(Hyperparameters(batch_size=4), 20, tiny, seed=1)
+    assert given["batch_size"] == 4 and given["tokens_per_step"] is None
     assert resolved["learning_rate"] == tiny.learning_rate and resolved["target_modules"] == "all-linear"
     qwen = CATALOG.model(QWEN7)
     assert qwen is not None and qwen.learning_rate == 2e-4 and tiny.learning_rate > 10 * qwen.learning_rate
@@ -197,7 +210,10 @@ def test_catalog_lists_real_models_and_their_smallest_type_follows_the_fit_rule(
         assert not cheaper or model.id == TINY, model.id  # tiny-chat keeps ml.m5.large, the demo's type
     assert CATALOG.model("meta-llama/Llama-3.2-3B-Instruct").gated  # type: ignore[union-attr]
     public = fit.public_catalog(CATALOG)
-    assert public["models"][0]["fits_instance_types"][0] == "ml.m5.large"
+    tiny_types = public["models"][0]["fits_instance_types"]
+    assert "ml.m5.large" in tiny_types and all(CATALOG.instance(i) for i in tiny_types)
+    qwen7 = next(m for m in public["models"] if m["id"] == QWEN7)
+    assert qwen7["fit"]["ml.g5.xlarge"]["plan"]["gradient_checkpointing"] is True
 
 
 def test_fit_rule() -> None:
@@ -205,8 +221,12 @@ def test_fit_rule() -> None:
     assert qwen7 is not None and tiny is not None
     g5, p3, m5 = (CATALOG.instance(i) for i in ("ml.g5.xlarge", "ml.p3.2xlarge", "ml.m5.large"))
     assert g5 and p3 and m5
-    assert fit.memory_needed_gib(qwen7) == pytest.approx(7615616512 * 2 / 2**30 * 1.25 + 2.0)
-    assert fit.fits(qwen7, g5) and not fit.fits(qwen7, p3)  # 16 GiB V100 without bf16
+    # A 7B model in bf16 fits a 24 GiB A10G at 2,048 tokens only with gradient checkpointing; without it only
+    # rows of a few hundred tokens fit (the weights alone take 14 GiB, and each token's activations ~14 MiB).
+    assert fit.fits(qwen7, g5, 2048) and not fit.fits(qwen7, g5, 2048, gradient_checkpointing=False)
+    assert 256 < fit.longest_sequence(qwen7, g5) < 1024
+    assert fit.longest_sequence(qwen7, g5, gradient_checkpointing=True) > 4096
+    assert not fit.fits(qwen7, p3) and fit.fits(qwen7, p3, load_in_4bit=True)  # 16 GiB V100 without bf16
     assert not fit.fits(qwen7, m5) and fit.fits(tiny, m5)  # CPUs for tiny models only
     small_qwen = CATALOG.model("Qwen/Qwen2.5-0.5B-Instruct")
     assert small_qwen is not None and not fit.fits(small_qwen, m5)
@@ -217,6 +237,17 @@ def test_a_model_too_big_for_the_instance_is_refused_naming_one_that_fits(fakes:
         run(commands.create_job(CreateJob(model=QWEN7, training_file="file-1", instance_type="ml.p3.2xlarge"),
                                 "u1", fakes.deps))
     assert refused.value.param == "instance_type" and "ml.g5.xlarge" in refused.value.message
+    # It says by how much, and what would fit: QLoRA on that very type, a shorter max_seq_length, a larger type.
+    assert "GiB" in refused.value.message and "load_in_4bit: true" in refused.value.message
+    assert "max_seq_length" in refused.value.message
+    qlora = run(commands.create_job(CreateJob(model=QWEN7, training_file="file-1", instance_type="ml.p3.2xlarge",
+                                              hyperparameters=Hyperparameters(load_in_4bit=True)), "u1", fakes.deps))
+    assert qlora.instance_type == "ml.p3.2xlarge"
+    with pytest.raises(InvalidRequest) as no_checkpointing:
+        run(commands.create_job(CreateJob(model=QWEN7, training_file="file-1", instance_type="ml.g5.xlarge",
+                                          hyperparameters=Hyperparameters(gradient_checkpointing=False)),
+                                "u1", fakes.deps))
+    assert "gradient_checkpointing" in no_checkpointing.value.message
     job = run(commands.create_job(CreateJob(model=QWEN7, training_file="file-1"), "u1", fakes.deps))
     assert job.instance_type == "ml.g5.xlarge"
     assert run(commands.create_job(CreateJob(model=TINY, training_file="file-1"), "u1", fakes.deps)).instance_type \
@@ -230,7 +261,8 @@ def test_estimate_arithmetic(fakes: Fakes) -> None:
     body = run(commands.estimate_job(EstimateRequest(model=QWEN7, training_file="file-1",
                                                      hyperparameters=Hyperparameters(n_epochs=3, batch_size=4)),
                                      "u1", fakes.deps))
-    price, tps = 1.408, 450  # ml.g5.xlarge; the catalog's Qwen 7B figure
+    # ml.g5.xlarge; the catalog's Qwen 7B figure, less the forward pass that gradient checkpointing runs again
+    price, tps = 1.408, 450 * estimates.CHECKPOINTING_SPEED
     assert body["instance_type"] == "ml.g5.xlarge" and body["tokens_per_epoch"] == 4000
     assert body["trained_tokens"] == 12000 and body["steps"] == 15  # ceil(20 / 4) x 3
     duration = math.ceil(240 + 12000 / tps)
@@ -239,8 +271,9 @@ def test_estimate_arithmetic(fakes: Fakes) -> None:
     assert body["cost_spot_usd"] == round(duration / 3600 * price * 0.3, 4)
     assert body["estimated_cost_usd"] == body["cost_on_demand_usd"]
     assert body["inputs"] == {"file_tokens": 4000, "tokens_source": "file validation", "n_epochs": 3,
-                              "batch_size": 4, "gradient_accumulation_steps": 1, "max_seq_length": 2048,
-                              "validation_split": 0.0, "tokens_per_second": tps, "throughput_source": "catalog",
+                              "batch_size": 4, "tokens_per_step": None, "gradient_accumulation_steps": 1,
+                              "max_seq_length": 2048, "validation_split": 0.0, "tokens_per_second": round(tps, 3),
+                              "throughput_source": "catalog",
                               "startup_overhead_s": 240, "price_per_hour": price, "spot_discount": 0.7}
 
 

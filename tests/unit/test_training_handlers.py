@@ -57,8 +57,9 @@ def test_launch_queues_and_creates_the_training_job(fakes: Fakes) -> None:
     launch_job(fakes, job)
     stored = fakes.job(job.job_id)
     assert stored.status == "queued"
-    assert {k: stored.hyperparameters[k] for k in ("n_epochs", "batch_size", "learning_rate_multiplier")} == {
-        "n_epochs": 5, "batch_size": 4, "learning_rate_multiplier": 1.0}
+    assert {k: stored.hyperparameters[k] for k in ("n_epochs", "learning_rate_multiplier")} == {
+        "n_epochs": 5, "learning_rate_multiplier": 1.0}
+    assert stored.hyperparameters["tokens_per_step"] >= 1 and stored.hyperparameters["batch_size"] >= 1
     assert "auto" not in stored.hyperparameters.values()  # every field resolved (issue #5)
     [request] = fakes.sagemaker.created
     assert request["TrainingJobName"] == job.job_id

@@ -19,7 +19,7 @@ const SLIDERS = [
   { name: "learning_rate_multiplier", label: "Learning-rate multiplier", min: 0.1, max: 10, step: 0.1, fallback: 1,
     help: "Scales the model's recommended learning rate (from the catalog)." },
   { name: "batch_size", label: "Batch size", min: 1, max: 64, step: 1, fallback: 4, numberMax: 256, integer: true,
-    help: "Examples per step on each device." },
+    help: "Examples per optimizer step. Auto: steps of a fixed number of tokens, sized to the file." },
   { name: "lora_r", label: "LoRA rank (r)", min: 1, max: 128, step: 1, fallback: 8, numberMax: 256, integer: true,
     help: "Adapter capacity: higher learns more and trains slower." },
   { name: "lora_alpha", label: "LoRA alpha", min: 1, max: 256, step: 1, fallback: 16, numberMax: 1024, integer: true,
@@ -30,7 +30,7 @@ const SLIDERS = [
 
 const ADVANCED_NUMBERS = [
   { name: "max_seq_length", label: "Max sequence length", min: 16, step: 1, integer: true,
-    help: "Longer examples are truncated. Auto: the model's context, at most 2048." },
+    help: "Longer conversations are truncated, longer texts split. Auto: the model's context, at most 2048." },
   { name: "warmup_ratio", label: "Warmup ratio", min: 0, max: 0.5, step: 0.01 },
   { name: "weight_decay", label: "Weight decay", min: 0, max: 1, step: 0.01 },
   { name: "gradient_accumulation_steps", label: "Gradient accumulation steps", min: 1, max: 64, step: 1, integer: true },
@@ -318,7 +318,9 @@ export async function trainView(main, params, query, isCurrent) {
         row("Trained tokens", formatNumber(est.trained_tokens)),
         row("Steps", formatNumber(est.steps)),
         row("Examples", formatNumber(est.training_examples ?? est.examples)),
-        row("Instance", est.instance_type)),
+        row("Instance", est.instance_type),
+        est.memory ? row("Memory", `${est.memory.predicted_peak_gib} GiB predicted peak` +
+          (est.memory.gradient_checkpointing ? ", gradient checkpointing on" : "")) : null),
       capped ? h("p", { class: ["notice", over ? "notice-warning" : "notice-success"] },
         over ? `Over the ${formatUsd(b.max_cost_usd)} cap: the job would stop early.` : `Within the ${formatUsd(b.max_cost_usd)} cap.`) : null,
       h("p", { class: "muted small" }, `Throughput: ${est.inputs ? est.inputs.throughput_source : "catalog"} figure; `,
