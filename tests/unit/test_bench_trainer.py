@@ -12,8 +12,9 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from bench.trainer import RowCounter, mixed_length_data, quick_shape
-from bench.trainer_baselines import TRL_MISSING, require_trl
+from bench.stats import Aim
+from bench.trainer import RowCounter, mixed_length_data, quick_shape, shape_results
+from bench.trainer_baselines import TRL_MISSING, Run, require_trl
 from bench.trainer_flops import LLAMA_3_1_8B, LLAMA_3_2_1B, Shape, Work, like_for_like, training_flops
 
 CATALOG = Path(__file__).parents[2] / "services" / "training" / "catalog.json"
@@ -37,9 +38,12 @@ def test_bench_data_is_deterministic_and_mixed_in_length() -> None:
 
 def test_llama_3_2_1b_shape_is_the_catalog_model() -> None:
     catalog: list[dict[str, Any]] = json.loads(CATALOG.read_text())["models"]
-    listed = next(m["parameters"] for m in catalog if m["id"] == "meta-llama/Llama-3.2-1B-Instruct")
-    assert LLAMA_3_2_1B.parameters() == listed == 1_235_814_400
-    assert built_parameters(LLAMA_3_2_1B) == listed
+    listed = next(m for m in catalog if m["id"] == "meta-llama/Llama-3.2-1B-Instruct")
+    assert LLAMA_3_2_1B.parameters() == listed["parameters"] == 1_235_814_400
+    assert built_parameters(LLAMA_3_2_1B) == listed["parameters"]
+    config = LLAMA_3_2_1B.config()
+    assert {k: config[k] for k in listed["architecture"] if k != "model_type"} == {
+        k: v for k, v in listed["architecture"].items() if k != "model_type"}
 
 
 def test_llama_3_1_8b_shape_counts_per_layer() -> None:
@@ -101,3 +105,18 @@ def test_the_bench_names_the_missing_trl_and_how_to_install_it(monkeypatch: pyte
         require_trl()
     assert stopped.value.code == TRL_MISSING
     assert "requirements/bench.txt" in TRL_MISSING
+
+
+def test_each_shape_reports_both_ratios_with_mfu_and_hfu() -> None:
+    work = Work((3, 1), head_rows=4)
+    seconds = {"ours": [1.0, 2.0, 1.0], "padded Trainer": [2.0, 2.0, 3.0], "TRL SFTTrainer": [1.0, 3.0, 1.5]}
+    runs = {name: [Run(s, 4, work) for s in times] for name, times in seconds.items()}
+    padded, trl = shape_results("tiny", TINY, runs, peak=1e3, peak_source="test", precision="fp32")
+    assert padded.name == "tiny_ours_vs_padded_trainer_tokens_per_s" and padded.aim == Aim(">=", 1.5)
+    assert trl.name == "tiny_ours_vs_trl_sft_tokens_per_s" and trl.aim == Aim(">=", 1.2)
+    # Per round (time ratios): padded 2, 1, 3 -> median 2; TRL 1, 1.5, 1.5 -> 1.5.
+    assert (padded.ratio, trl.ratio) == (2.0, 1.5)
+    # MFU of the median run by time (1 s): the hand count with all 4 positions through the output layer (4816), its
+    # rank-1 adapter (6 x 64 x 4) swapped for the bench's rank 8 (6 x 8 x 64 x 4), over a peak of 1000 FLOP/s.
+    assert padded.figures["mfu"]["ours"] == round((4816 - 6 * 64 * 4 + 6 * 8 * 64 * 4) / 1.0 / 1e3, 4)
+    assert all(f"{side}: " in trl.note for side in ("ours", "TRL SFTTrainer")) and "HFU" in trl.note
