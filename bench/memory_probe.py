@@ -115,3 +115,41 @@ def measure_step(config: dict[str, Any], *, layers: int, tokens: int, label_shar
     gc.collect()
     return Measured(peak_bytes=peak, weights_bytes=weights)
 
+
+
+# The shapes tests/unit/test_memory_model.py checks, as (catalog model, layers, gradient checkpointing).
+CALIBRATION = (
+    ("Qwen/Qwen2.5-0.5B-Instruct", 2, False),
+    ("meta-llama/Llama-3.2-1B-Instruct", 2, True),
+    ("mistralai/Mistral-7B-Instruct-v0.3", 1, False),
+    ("microsoft/Phi-3.5-mini-instruct", 1, True),
+)
+
+
+def main() -> None:
+    """`python -m bench.memory_probe`: measured against predicted step memory (above the weights), fp32, 256
+    tokens of which half are labelled, for the calibration shapes."""
+    from pathlib import Path
+
+    from services.training.catalog import Catalog
+    from trainer_image.llmt_trainer.memory import Architecture, predict
+
+    catalog = Catalog.load(Path(__file__).resolve().parents[1] / "services" / "training" / "catalog.json")
+    tokens, share = 256, 0.5
+    print(f"{'model':40} layers ckpt  measured MiB  predicted MiB  ratio")
+    for model_id, layers, checkpointing in CALIBRATION:
+        entry = catalog.model(model_id)
+        assert entry is not None
+        measured = measure_step(entry.architecture, layers=layers, tokens=tokens, label_share=share,
+                                checkpointing=checkpointing)
+        predicted = predict(Architecture.from_config(entry.architecture), tokens, dtype_bytes=4, layers=layers,
+                            gradient_checkpointing=checkpointing, overhead=0,
+                            labelled_tokens=int((tokens - 1) * share))
+        step = measured.peak_bytes - measured.weights_bytes
+        guess = predicted.total - predicted.weights
+        print(f"{model_id:40} {layers:6} {checkpointing!s:5} {step / 2**20:13.1f} {guess / 2**20:14.1f} "
+              f"{guess / step:6.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -72,10 +72,12 @@ def _model(demo_dir: Path) -> Any:
     return load_model(str(demo_dir), hp, CPU, torch.float32)
 
 
+@pytest.mark.parametrize("trainable_head", [False, True])  # the fused path, and the checkpointed chunks
 def test_the_chunked_loss_over_labelled_tokens_equals_the_loss_over_all_logits(
-    demo_dir: Path, examples: list[TokenizedExample]
+    demo_dir: Path, examples: list[TokenizedExample], trainable_head: bool
 ) -> None:
     model = _model(demo_dir)
+    model.get_base_model().get_output_embeddings().weight.requires_grad_(trainable_head)
     batch = pack(examples[:4], CPU)
     labels = torch.tensor([[t for e in examples[:4] for t in e.labels]])
     logits = model(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False).logits

@@ -2,10 +2,16 @@
 
 The decoder runs once over the packed row; only the hidden states of the positions whose next token is a target
 go through the output layer, in chunks of `chunk_tokens`. Each chunk's logits (upcast to fp32 for a stable
-softmax) exist only while that chunk's loss is computed: activation checkpointing recomputes them in the backward
-pass, so the output layer costs `chunk_tokens x vocabulary` fp32 values at a time instead of `row x vocabulary`
-(Qwen2.5's 152k vocabulary over an 8k-token row would be 4.6 GiB of fp32 logits, their softmax and gradient as
-much again). The memory model (memory.py) counts exactly this chunk.
+softmax) exist only while that chunk is computed, so the output layer costs `chunk_tokens x vocabulary` fp32
+values at a time instead of `row x vocabulary` (Qwen2.5's 152k vocabulary over an 8k-token row would be 4.6 GiB
+of fp32 logits, their softmax and gradient as much again). The memory model (memory.py) counts exactly this chunk.
+
+A frozen output layer without bias (every catalog model's, LoRA on "all-linear" leaves it out) takes the fused
+path: each chunk's loss and its gradient with respect to the hidden states are computed together in the forward
+pass (softmax minus one-hot, times the weight), so the backward pass only scales that gradient: the output
+layer's matmul runs twice per labelled token, as in plain training, and nothing of the logits is kept. Any other
+head (one with an adapter or a bias) recomputes each chunk's logits in the backward pass (activation
+checkpointing): a third matmul, but still one chunk at a time.
 
 Models whose logits are not a plain linear map of the last hidden state (a soft cap or a scale after the output
 layer) take the plain path: the model's own forward, all logits, then the same selection.
@@ -45,6 +51,41 @@ def _chunk_loss(
     return loss, correct
 
 
+class _FusedLinearCrossEntropy(torch.autograd.Function):
+    """Summed cross-entropy of `hidden @ weight.T` against `targets` over chunks, the gradient with respect to
+    `hidden` made in the same pass (the weight is frozen: it gets none)."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_tokens: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        correct = torch.zeros((), dtype=torch.long, device=hidden.device)
+        grad = torch.empty_like(hidden)
+        for start in range(0, hidden.shape[0], chunk_tokens):
+            part = slice(start, start + chunk_tokens)
+            logits = F.linear(hidden[part], weight).float()
+            picked = targets[part]
+            log_norm = torch.logsumexp(logits, dim=-1)
+            total += (log_norm - logits.gather(1, picked.unsqueeze(1)).squeeze(1)).sum()
+            correct += (logits.argmax(dim=-1) == picked).sum()
+            probabilities = logits.sub_(log_norm.unsqueeze(1)).exp_()  # in place: the chunk's only fp32 copy
+            probabilities[torch.arange(picked.shape[0], device=picked.device), picked] -= 1
+            grad[part] = probabilities.to(weight.dtype) @ weight
+        ctx.save_for_backward(grad)
+        ctx.mark_non_differentiable(correct)
+        return total, correct
+
+    @staticmethod
+    def backward(ctx: Any, grad_total: torch.Tensor, _grad_correct: Any) -> tuple[Any, ...]:  # type: ignore[override]
+        (grad,) = ctx.saved_tensors
+        return grad * grad_total.to(grad.dtype), None, None, None
+
+
+def _fusable(head: Any) -> bool:
+    return type(head) is torch.nn.Linear and head.bias is None and not head.weight.requires_grad
+
+
 def _splits_cleanly(base: Any) -> bool:
     config = getattr(base, "config", None)
     if any(getattr(config, name, None) not in (None, 1, 1.0) for name in LOGIT_POSTPROCESSING):
@@ -76,6 +117,9 @@ def loss_over_targets(
     hidden = base.get_decoder()(input_ids=input_ids, position_ids=position_ids, use_cache=False).last_hidden_state
     hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, target_positions)
     head = base.get_output_embeddings()
+    if torch.is_grad_enabled() and hidden.requires_grad and _fusable(head):
+        loss, hits = _FusedLinearCrossEntropy.apply(hidden, head.weight, targets, chunk_tokens)
+        return LossSum(loss, hits)
     total = hidden.new_zeros((), dtype=torch.float32)
     correct = torch.zeros((), dtype=torch.long, device=hidden.device)
     for start in range(0, hidden.shape[0], chunk_tokens):

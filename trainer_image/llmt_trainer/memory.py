@@ -20,8 +20,9 @@ Python: the services import it without torch.
                  gradients of its activations, BACKWARD_TERMS x bytes x (h + i) per token), never alive together
                  with the logits: the larger of the two counts.
     logits       the loss (loss.py) runs the output layer over at most loss_chunk_tokens(vocab) labelled tokens
-                 at a time: chunk x vocab x LOGIT_BYTES, the chunk's logits, their fp32 copy, log-softmax and
-                 gradients. Vocabulary size matters: Qwen2.5's 152k against Mistral's 33k.
+                 at a time: chunk x vocab x (LOGIT_BYTES + bytes in bf16), the chunk's fp32 logits (made into
+                 probabilities in place) and in bf16 the head's output and the probabilities' bf16 copy.
+                 Vocabulary size sets the chunk: Qwen2.5's 152k words take 441 tokens a chunk, Mistral's 33k 2,048.
     mask         packed rows get a dense T x T boolean attention mask from transformers: T^2 bytes.
     overhead     OVERHEAD_BYTES: the CUDA context, cuBLAS workspaces and the caching allocator's slack.
 
@@ -54,9 +55,11 @@ BACKWARD_TERMS = 2.0
 # about 25x slower than fp32, too slow for the test suite).
 FP32_NORM_TERMS = 6.0
 ACTIVATION_SCALE = 1.0  # measured / counted (see the module docstring); set by the calibration
-# Per logit of a loss chunk: the head's output, its fp32 copy, log-softmax and their gradients, as many alive at
-# once as measured: 12 bytes in fp32 (4 + 8) and 12.5 in bf16 alike.
-LOGIT_BYTES = 12
+# Per logit of a loss chunk (loss.py's fused path: the loss and its gradient made in the forward pass, nothing of
+# the logits kept for the backward): the chunk's fp32 logits, turned into probabilities in place (measured: 3.8
+# bytes a logit in fp32), plus in bf16 the head's bf16 output before the upcast and the bf16 copy of the
+# probabilities that multiplies the weight (counted, not measured: see FP32_NORM_TERMS).
+LOGIT_BYTES = 4
 OVERHEAD_BYTES = int(1.0 * GIB)
 NF4_BYTES = 0.5 + 0.0625  # 4-bit weights plus double-quantised block scales, bitsandbytes' NF4
 ADAPTER_BYTES = 16  # fp32 weight, gradient and two AdamW moments per LoRA parameter
@@ -180,7 +183,7 @@ def predict(arch: Architecture, row_tokens: int, *, dtype_bytes: int = 2, load_i
     adapter = n_layers * lora_rank * sum(a + b for a, b in arch.layer_linears()) * ADAPTER_BYTES
     per_layer = activation_bytes_per_token(arch, dtype_bytes)
     chunk = min(loss_chunk_tokens(arch.vocab_size), row_tokens if labelled_tokens is None else labelled_tokens)
-    logits = chunk * arch.vocab_size * LOGIT_BYTES
+    logits = chunk * arch.vocab_size * (LOGIT_BYTES + (dtype_bytes if dtype_bytes < 4 else 0))
     if gradient_checkpointing:
         # Each layer's input stays; one layer is rebuilt at a time in the backward pass, after the loss chunks
         # are done, so the rebuilt layer and the logits are never alive together: the larger of the two counts.
