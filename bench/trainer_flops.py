@@ -20,7 +20,7 @@ size, V the vocabulary:
 What "the positions that go through the output layer" are differs by trainer, and so the figures say which:
 - MFU counts the work each side actually does, for the real tokens only: the decoder over every real token, and
   the output layer over the positions that side computes logits for (ours: only the positions whose next token is
-  a target, once the loss does that; a plain Trainer or TRL on CPU: every position). Padding is counted in
+  a target; a plain Trainer, or TRL on CPU: every position). Padding is counted in
   neither MFU nor HFU: it is the waste the comparison is about.
 - HFU (hardware FLOPs) adds what is computed twice: with gradient checkpointing, the decoder's forward again in the
   backward pass (2N + 2P + attention's forward per token); with a checkpointed or chunked loss, the output layer's

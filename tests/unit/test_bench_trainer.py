@@ -10,12 +10,14 @@ from typing import Any
 
 import pytest
 import torch
+from peft import get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from bench.stats import Aim
-from bench.trainer import RowCounter, mixed_length_data, quick_shape, shape_results
-from bench.trainer_baselines import TRL_MISSING, Run, require_trl
+from bench.trainer import mixed_length_data, observing, quick_shape, shape_results
+from bench.trainer_baselines import TRL_MISSING, Run, lora_config, require_trl
 from bench.trainer_flops import LLAMA_3_1_8B, LLAMA_3_2_1B, Shape, Work, like_for_like, training_flops
+from trainer_image.llmt_trainer.loss import loss_over_targets
 
 CATALOG = Path(__file__).parents[2] / "services" / "training" / "catalog.json"
 # hidden 4, intermediate 8, 1 layer, 2 heads of 2 dims, 1 kv head, vocabulary 10, tied embeddings.
@@ -81,22 +83,37 @@ def test_recomputation_is_hardware_flops_only() -> None:
     assert flops.hardware > flops.counted
 
 
-def test_the_row_counter_sees_recomputation_in_the_backward_pass() -> None:
+def tiny_llama() -> Any:
     torch.manual_seed(0)
-    model: Any = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                                              num_attention_heads=2, num_key_value_heads=2))  # fmt: skip
+    return LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                        num_attention_heads=2, num_key_value_heads=2))  # fmt: skip
+
+
+def test_observing_sees_recomputation_in_the_backward_pass() -> None:
+    model = tiny_llama()
     model.train()
     ids = torch.randint(0, 50, (2, 5))
-    head, layer = RowCounter(model.get_output_embeddings()), RowCounter(model.get_decoder().layers[0].mlp)
+    with observing(model) as (head, layer):
+        model(input_ids=ids, use_cache=False).logits.sum().backward()
+        assert (head.forward, head.again, layer.forward, layer.again) == (10, 0, 10, 0)
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        model(input_ids=ids, use_cache=False).logits.sum().backward()
+        assert (head.forward, head.again, layer.forward, layer.again) == (20, 0, 20, 10)
     model(input_ids=ids, use_cache=False).logits.sum().backward()
-    assert (head.forward, head.again, layer.forward, layer.again) == (10, 0, 10, 0)
-    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    model(input_ids=ids, use_cache=False).logits.sum().backward()
-    assert (head.forward, head.again, layer.forward, layer.again) == (20, 0, 20, 10)
-    head.remove()
-    layer.remove()
-    model(input_ids=ids, use_cache=False).logits.sum().backward()
-    assert head.forward == 20  # removed: no longer counting
+    assert (head.forward, layer.forward) == (20, 20)  # the block is over: nothing counts any more
+
+
+def test_observing_sees_the_trainers_own_loss_put_only_the_labelled_positions_through_the_output_layer() -> None:
+    # GIVEN a LoRA model as the trainer builds it (frozen output layer) and a row of 12 tokens, 4 of them targets
+    model = get_peft_model(tiny_llama(), lora_config())
+    ids = torch.randint(0, 50, (1, 12))
+    positions = torch.tensor([3, 4, 9, 10])
+    # WHEN the trainer's loss runs forward and backward under observation
+    with observing(model.get_base_model()) as (head, layer):
+        result = loss_over_targets(model, ids, torch.arange(12).unsqueeze(0), positions, ids[0, positions + 1], 2)
+        result.loss.backward()
+    # THEN the decoder saw every position, the output layer only the 4 targets
+    assert (layer.forward, head.forward) == (12, 4)
 
 
 def test_the_bench_names_the_missing_trl_and_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
