@@ -66,7 +66,7 @@ class UploadPathCluster(Cluster):
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.check_ports()
         py, p = sys.executable, self.ports
-        moto = self._spawn("moto", [py, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(p.moto)],
+        moto = self._spawn("moto", [py, "-m", "deploy.local.embedded_aws", "-H", "127.0.0.1", "-p", str(p.moto)],
                            f"http://127.0.0.1:{p.moto}/moto-api/")
         self._wait_healthy([moto])
         self.provision()

@@ -148,7 +148,7 @@ class Cluster:
         self.check_ports()
         py, p = sys.executable, self.ports
         if self.embedded_aws:
-            moto = self._spawn("moto", [py, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(p.moto)],
+            moto = self._spawn("moto", [py, "-m", "deploy.local.embedded_aws", "-H", "127.0.0.1", "-p", str(p.moto)],
                                f"http://127.0.0.1:{p.moto}/moto-api/")
             self._wait_healthy([moto])
         self.provision()

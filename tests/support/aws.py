@@ -119,7 +119,7 @@ def moto_endpoint(log_dir: Path) -> Iterator[AwsEndpoint]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = (log_dir / "moto.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "deploy.local.embedded_aws", "-H", "127.0.0.1", "-p", str(port)],
                             stdout=log, stderr=subprocess.STDOUT)
     try:
         with _env({**AWS_TEST_ENV, "AWS_ENDPOINT_URL": url}):
