@@ -33,6 +33,10 @@ from shared.web import create_app
 
 STATIC = Path(__file__).parent / "static"
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+# An idle upstream connection is dropped here well before the services' uvicorn closes its side (its
+# timeout_keep_alive, 5 s): reusing one just as the server closes it fails the request with a ReadError (a 502
+# seen under load), and a proxied upload cannot be retried once its body has been streamed.
+UPSTREAM_KEEPALIVE_S = 2.0
 
 
 @asynccontextmanager
@@ -41,7 +45,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.http = httpx.AsyncClient(
         timeout=httpx.Timeout(settings.upstream_read_timeout_s, connect=settings.upstream_connect_timeout_s),
         limits=httpx.Limits(max_connections=settings.max_upstream_connections,
-                            max_keepalive_connections=settings.max_upstream_connections),
+                            max_keepalive_connections=settings.max_upstream_connections,
+                            keepalive_expiry=UPSTREAM_KEEPALIVE_S),
         follow_redirects=False, cookies=proxy.refuse_all_cookies())
     aws = AwsClients(settings)
     try:
