@@ -548,12 +548,13 @@ def test_a_tokenizer_without_a_chat_template_gets_the_fallback(demo_model_dir: P
     assert assistant_token_mask(tokenizer, messages, use_generation_tags=False) == (input_ids, mask)
 
 
-def test_load_in_4bit_fails_clearly_without_cuda_and_never_imports_bitsandbytes(demo_model_dir: Path) -> None:
+def test_load_in_4bit_fails_clearly_without_cuda(demo_model_dir: Path) -> None:
+    # (bitsandbytes may well be imported by now: it is in the image's requirements, and peft imports it when
+    # it is installed; what matters is the clear error before any weight is loaded.)
     hp, _ = parse_hyperparameters({"load_in_4bit": "true", "gradient_checkpointing": "True"})
     assert hp.load_in_4bit and hp.gradient_checkpointing and not hp.merge_adapter
     with pytest.raises(HyperparameterError, match=r"load_in_4bit.*CUDA"):
         load_model(str(demo_model_dir), hp, torch.device("cpu"), torch.float32)
-    assert "bitsandbytes" not in sys.modules
     with pytest.raises(HyperparameterError, match="merge_adapter cannot be combined"):
         parse_hyperparameters({"load_in_4bit": "true", "merge_adapter": "true"})
     with pytest.raises(HyperparameterError, match="merge_adapter must be true or false"):
