@@ -25,6 +25,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from tests.support.trainer_job import sagemaker_env
 from trainer_image.demo_model import build_demo_model, make_demo_dataset, write_jsonl
 from trainer_image.llmt_trainer import job
 from trainer_image.llmt_trainer.contract import EXIT_STOPPED, HOLD_AT_CHECKPOINT_ENV, Paths
@@ -312,17 +313,7 @@ def _sagemaker_job(
     (root / "config" / "hyperparameters.json").write_text(json.dumps(hyperparameters))
     write_jsonl(train, root / "train" / "part-0.jsonl")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SM_")}
-    env |= {
-        "HF_HUB_OFFLINE": "1",
-        "SM_INPUT_CONFIG_DIR": str(root / "config"),
-        "SM_CHANNEL_TRAIN": str(root / "train"),
-        "SM_MODEL_DIR": str(root / "model"),
-        "SM_OUTPUT_DIR": str(root / "output"),
-        "SM_OUTPUT_DATA_DIR": str(root / "output" / "data"),
-        "SM_CHECKPOINT_DIR": str(root / "checkpoints"),
-    }
-    if model_channel:
-        env["SM_CHANNEL_MODEL"] = str(model_dir)
+    env |= {"HF_HUB_OFFLINE": "1", **sagemaker_env(root, model_dir if model_channel else None)}
     if validation:
         write_jsonl(validation, root / "validation" / "part-0.jsonl")
         env["SM_CHANNEL_VALIDATION"] = str(root / "validation")

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoTokenizer
 
+from tests.support.trainer_job import sagemaker_env
 from trainer_image.demo_model import build_demo_model, make_demo_dataset, write_jsonl
 from trainer_image.llmt_trainer import job, loop
 from trainer_image.llmt_trainer.contract import Paths
@@ -113,12 +114,7 @@ def test_a_step_gives_the_same_update_however_it_is_cut_into_rows(
 
 def _job(root: Path, demo_dir: Path) -> Paths:
     write_jsonl(make_demo_dataset(12, seed=0), root / "train" / "part-0.jsonl")
-    return Paths.from_env({
-        "SM_CHANNEL_TRAIN": str(root / "train"), "SM_CHANNEL_MODEL": str(demo_dir),
-        "SM_MODEL_DIR": str(root / "model"), "SM_OUTPUT_DIR": str(root / "output"),
-        "SM_OUTPUT_DATA_DIR": str(root / "output" / "data"), "SM_CHECKPOINT_DIR": str(root / "checkpoints"),
-        "SM_INPUT_CONFIG_DIR": str(root / "config"),
-    })
+    return Paths.from_env(sagemaker_env(root, demo_dir))
 
 
 # Rows of at most 64 tokens: each step of 4 examples takes several rows, so a stop can fall between two.

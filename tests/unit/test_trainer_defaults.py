@@ -16,6 +16,7 @@ from transformers import AutoTokenizer
 from services.training import hyperparameters as hparams
 from services.training.catalog import Catalog
 from services.training.models import Hyperparameters
+from tests.support.trainer_job import sagemaker_env
 from trainer_image.demo_model import build_demo_model, write_jsonl
 from trainer_image.llmt_trainer import job
 from trainer_image.llmt_trainer.contract import Paths
@@ -52,17 +53,7 @@ def test_repeated_question_answer_pairs_learn_with_every_setting_auto(tmp_path: 
                                file_tokens=file_tokens)
     sent = hparams.sagemaker_hyperparameters(resolved, demo, seed=0)
     assert sent["batch_size"] == "auto" and sent["learning_rate"] == str(demo.learning_rate)
-    env = {
-        "SM_INPUT_CONFIG_DIR": str(tmp_path / "config"),
-        "SM_CHANNEL_TRAIN": str(tmp_path / "train"),
-        "SM_CHANNEL_MODEL": str(base_dir),
-        "SM_MODEL_DIR": str(tmp_path / "model"),
-        "SM_OUTPUT_DIR": str(tmp_path / "output"),
-        "SM_OUTPUT_DATA_DIR": str(tmp_path / "output" / "data"),
-        "SM_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
-    }
-
-    summary = job.train(Paths.from_env(env), sent, StopSignal())
+    summary = job.train(Paths.from_env(sagemaker_env(tmp_path, base_dir)), sent, StopSignal())
 
     lines = (tmp_path / "output" / "data" / "metrics.jsonl").read_text().splitlines()
     losses = [json.loads(line)["train_loss"] for line in lines]

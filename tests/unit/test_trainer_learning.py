@@ -20,6 +20,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from tests.support.trainer_job import sagemaker_env
 from trainer_image.demo_model import build_demo_model, write_jsonl
 from trainer_image.llmt_trainer import job
 from trainer_image.llmt_trainer.contract import Paths
@@ -84,16 +85,7 @@ def test_fine_tuning_learns_a_rule_that_holds_on_held_out_prompts(tmp_path: Path
     before = exact_match(base, tokenizer, held_out)
 
     write_jsonl([_chat(p, a) for p, a in train], tmp_path / "train" / "part-0.jsonl")
-    env = {
-        "SM_INPUT_CONFIG_DIR": str(tmp_path / "config"),
-        "SM_CHANNEL_TRAIN": str(tmp_path / "train"),
-        "SM_CHANNEL_MODEL": str(base_dir),
-        "SM_MODEL_DIR": str(tmp_path / "model"),
-        "SM_OUTPUT_DIR": str(tmp_path / "output"),
-        "SM_OUTPUT_DATA_DIR": str(tmp_path / "output" / "data"),
-        "SM_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
-    }
-    summary = job.train(Paths.from_env(env), HYPERPARAMETERS, StopSignal())
+    summary = job.train(Paths.from_env(sagemaker_env(tmp_path, base_dir)), HYPERPARAMETERS, StopSignal())
 
     from peft import PeftModel
 
