@@ -75,7 +75,11 @@ def build_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/api/catalog")
     async def catalog(_: Caller, d: Deps) -> dict[str, Any]:
-        return public_catalog(d.catalog)
+        # The catalog is a static file: its fit tables (~60 ms of memory-model searches) are made once.
+        if getattr(app.state, "public_catalog", None) is None:
+            app.state.public_catalog = public_catalog(d.catalog)
+        body: dict[str, Any] = app.state.public_catalog
+        return body
 
     return app
 

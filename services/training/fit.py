@@ -12,10 +12,18 @@ from __future__ import annotations
 from typing import Any
 
 from services.training.catalog import BaseModelEntry, Catalog, InstanceType
-from trainer_image.llmt_trainer.memory import GIB, USABLE_SHARE, Architecture, Plan, max_row_tokens, plan, predict
+from trainer_image.llmt_trainer.memory import (
+    CPU_MEMORY_SHARE,
+    GIB,
+    USABLE_SHARE,
+    Architecture,
+    Plan,
+    max_row_tokens,
+    plan,
+    predict,
+)
 
 CPU_MAX_PARAMETERS = 100_000_000
-CPU_MEMORY_SHARE = 0.5  # what the trainer's own plan takes on a CPU (device_plan.CPU_MEMORY_SHARE)
 AUTO_MAX_SEQ_LENGTH = 2048  # "auto" never asks for more than this, whatever the model's context
 
 

@@ -16,14 +16,11 @@ import torch
 
 from .errors import HyperparameterError
 from .hyperparameters import Hyperparameters
-from .memory import GIB, Architecture, auto_tokens_per_step, plan, predict
+from .memory import CPU_MEMORY_SHARE, GIB, Architecture, auto_tokens_per_step, plan, predict
 from .packing import BatchPlan
 
 log = logging.getLogger(__name__)
 
-# The share of the host's memory a CPU run plans with: the container shares the host with the data loader, the
-# tokenizer and (locally) the emulator's other jobs.
-CPU_MEMORY_SHARE = 0.5
 
 
 def read_architecture(source: str) -> Architecture | None:

@@ -76,6 +76,9 @@ AUTO_MIN_STEPS_PER_EPOCH = 8
 AUTO_MAX_ROW_TOKENS = 16_384
 AUTO_ROW_CAP = 4096
 ATTENTION_WASTE = 0.25
+# The share of a CPU host's memory a plan takes: the container shares the host with the data loader, the tokenizer
+# and (locally) the emulator's other jobs.
+CPU_MEMORY_SHARE = 0.5
 # Of the device memory, what the plan may use (the rest absorbs what the model does not count).
 USABLE_SHARE = 0.92
 
