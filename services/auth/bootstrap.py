@@ -9,13 +9,13 @@ from services.auth.api_key_store import ApiKeysStore
 from services.auth.deps import Deps
 from services.auth.oauth_states import OAuthStatesStore
 from services.auth.passwords import warm_up
-from services.auth.ratelimit import RateLimiter
 from services.auth.sessions import SessionsStore
 from services.auth.settings import Settings
 from services.auth.signing_keys import Signer
 from services.auth.user_store import UsersStore
 from shared.aws import AwsClients
 from shared.envelope import Publisher
+from shared.ratelimit import RateLimiter
 from shared.tokens import JWKSVerifier, Principal
 
 

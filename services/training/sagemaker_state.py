@@ -108,7 +108,8 @@ async def _succeed(job: Job, state: TrainingJobStateChanged, deps: Deps) -> None
         await record_event(deps, job, f"New fine-tuned model created: {name}")
         await record_event(deps, job, "The job has successfully completed")
         await announce(deps, job, "succeeded", fine_tuned_model=name, model_artifact=artifact,
-                       result_file=result_file)
+                       result_file=result_file, training_file=job.training_file,
+                       validation_file=job.validation_file, created_at=int(time.time()))
         await _record_throughput(deps, job, state, tokens)
 
 

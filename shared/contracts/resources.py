@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from shared.contracts import auth_events, files_events, sagemaker_events, training_events
+from shared.contracts import auth_events, files_events, inference_events, sagemaker_events, training_events
 
 PREFIX = "llm-tuner"
 
@@ -131,13 +131,20 @@ FILES_INBOX_TABLE = f"{PREFIX}-files-inbox"
 FILES_USAGE_TABLE = f"{PREFIX}-files-usage"
 TRAINING_INBOX_TABLE = f"{PREFIX}-training-inbox"
 TRAINING_THROUGHPUT_TABLE = f"{PREFIX}-training-throughput"
+INFERENCE_MODELS_TABLE = f"{PREFIX}-inference-models"
+INFERENCE_DEPLOYMENTS_TABLE = f"{PREFIX}-inference-deployments"
+INFERENCE_EVALUATIONS_TABLE = f"{PREFIX}-inference-evaluations"
+INFERENCE_INBOX_TABLE = f"{PREFIX}-inference-inbox"
+INFERENCE_RATE_LIMITS_TABLE = f"{PREFIX}-inference-rate-limits"
 
 AUTH_TOPIC = f"{PREFIX}-auth-events"
 FILES_TOPIC = f"{PREFIX}-files-events"
 TRAINING_TOPIC = f"{PREFIX}-training-events"
+INFERENCE_TOPIC = f"{PREFIX}-inference-events"
 
 FILES_QUEUE = f"{PREFIX}-files-worker"
 TRAINING_QUEUE = f"{PREFIX}-training-worker"
+INFERENCE_QUEUE = f"{PREFIX}-inference-worker"
 GATEWAY_REPLICA_QUEUE_PREFIX = f"{PREFIX}-gateway-replica-"
 
 # What every gateway replica must hear at once: a revoked key or session stops working everywhere.
@@ -150,6 +157,9 @@ GATEWAY_TRAINING_EVENTS = (*(model.TYPE for model in training_events.JOB_STATUS_
                            training_events.JOB_METRICS)
 GATEWAY_LIVE_FILES_QUEUE_PREFIX = f"{GATEWAY_REPLICA_QUEUE_PREFIX}files-"
 GATEWAY_LIVE_TRAINING_QUEUE_PREFIX = f"{GATEWAY_REPLICA_QUEUE_PREFIX}training-"
+GATEWAY_INFERENCE_EVENTS = (*(model.TYPE for model in inference_events.DEPLOYMENT_STATUS_EVENTS.values()),
+                            *(model.TYPE for model in inference_events.EVALUATION_STATUS_EVENTS.values()))
+GATEWAY_LIVE_INFERENCE_QUEUE_PREFIX = f"{GATEWAY_REPLICA_QUEUE_PREFIX}inference-"
 
 BUCKET = f"{PREFIX}-local"
 
@@ -181,13 +191,26 @@ def describe(bucket_name: str = BUCKET, web_origins: tuple[str, ...] = ("http://
             Table(TRAINING_INBOX_TABLE, "training", message_id, ttl_attribute="expires_at"),
             # Measured seconds and tokens per (model, instance type): what estimates learn from.
             Table(TRAINING_THROUGHPUT_TABLE, "training", Key("model_instance")),
+            # The models inference serves: each user's fine-tuned ones, projected from training.job.succeeded.
+            Table(INFERENCE_MODELS_TABLE, "inference", Key("model_id"), indexes=(Index("user-index", Key("user_id")),)),
+            # status-index is sparse like the jobs': only deployments not yet deleted carry `active_status`.
+            Table(INFERENCE_DEPLOYMENTS_TABLE, "inference", Key("deployment_id"),
+                  indexes=(Index("user-index", Key("user_id"), Key("created_at")),
+                           Index("status-index", Key("active_status"), Key("created_at")))),
+            Table(INFERENCE_EVALUATIONS_TABLE, "inference", Key("evaluation_id"),
+                  indexes=(Index("user-index", Key("user_id"), Key("created_at")),)),
+            Table(INFERENCE_INBOX_TABLE, "inference", message_id, ttl_attribute="expires_at"),
+            Table(INFERENCE_RATE_LIMITS_TABLE, "inference", Key("bucket"), ttl_attribute="expires_at"),
         ),
         bucket=Bucket(bucket_name, cors_origins=web_origins),
-        topics=(Topic(AUTH_TOPIC, "auth"), Topic(FILES_TOPIC, "files"), Topic(TRAINING_TOPIC, "training")),
+        topics=(Topic(AUTH_TOPIC, "auth"), Topic(FILES_TOPIC, "files"), Topic(TRAINING_TOPIC, "training"),
+                Topic(INFERENCE_TOPIC, "inference")),
         queues=(
             Queue(FILES_QUEUE, "files", visibility_timeout_s=120),
             # Launching waits on SageMaker's API; state changes are quick. Long handlers extend visibility.
             Queue(TRAINING_QUEUE, "training", visibility_timeout_s=120),
+            # Evaluations run many generations; their handler extends its visibility while it works.
+            Queue(INFERENCE_QUEUE, "inference", visibility_timeout_s=120),
         ),
         subscriptions=(
             Subscription(FILES_TOPIC, FILES_QUEUE, (files_events.FILE_UPLOADED,)),
@@ -198,6 +221,12 @@ def describe(bucket_name: str = BUCKET, web_origins: tuple[str, ...] = ("http://
             Subscription(AUTH_TOPIC, TRAINING_QUEUE, (auth_events.USER_DELETED,)),
             # training keeps its own projection of the files its jobs use.
             Subscription(FILES_TOPIC, TRAINING_QUEUE, FILE_EVENTS),
+            # A fine-tuned model its owner deleted: training removes the job's artifacts.
+            Subscription(INFERENCE_TOPIC, TRAINING_QUEUE, (inference_events.MODEL_DELETED,)),
+            # inference's own projections: the fine-tuned models it serves, the files evaluations read.
+            Subscription(TRAINING_TOPIC, INFERENCE_QUEUE, (training_events.JOB_SUCCEEDED,)),
+            Subscription(FILES_TOPIC, INFERENCE_QUEUE, FILE_EVENTS),
+            Subscription(AUTH_TOPIC, INFERENCE_QUEUE, (auth_events.USER_DELETED,)),
         ),
         rules=(
             EventRule(
@@ -213,5 +242,7 @@ def describe(bucket_name: str = BUCKET, web_origins: tuple[str, ...] = ("http://
             ReplicaSubscription(FILES_TOPIC, "gateway", GATEWAY_LIVE_FILES_QUEUE_PREFIX, GATEWAY_FILE_EVENTS),
             ReplicaSubscription(TRAINING_TOPIC, "gateway", GATEWAY_LIVE_TRAINING_QUEUE_PREFIX,
                                 GATEWAY_TRAINING_EVENTS),
+            ReplicaSubscription(INFERENCE_TOPIC, "gateway", GATEWAY_LIVE_INFERENCE_QUEUE_PREFIX,
+                                GATEWAY_INFERENCE_EVENTS),
         ),
     )

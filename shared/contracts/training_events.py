@@ -5,7 +5,7 @@ Status events (one per status a job enters; JOB_STATUS_EVENTS maps each status t
 status, model, ...}. `training.job.succeeded` adds the fine-tuned model's name, the artifact and `result_file`:
 the results CSV, already written to `files/{user_id}/{file_id}`, which files registers as a fine-tune-results file.
 `training.job.metrics`: one per trainer step read from the job's log stream (live charts).
-Consumers: files (`training.job.succeeded`), every gateway replica (all of them: live updates).
+Consumers: files and inference (`training.job.succeeded`), every gateway replica (all of them: live updates).
 
 Command (to training's own work queue, never published): `training.job.launch_requested` {job_id}.
 """
@@ -66,6 +66,10 @@ class JobSucceeded(JobStatusEvent):
     fine_tuned_model: str
     model_artifact: str | None = None
     result_file: ResultFile
+    # What inference needs for a fine-tuned model's automatic base-vs-tuned evaluation (its held-out set).
+    training_file: str | None = None
+    validation_file: str | None = None
+    created_at: int | None = None
 
 
 class JobError(BaseModel):
