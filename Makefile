@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check
 .PHONY: up test test-unit test-integration test-e2e lint typecheck bench provision doctor deploy teardown clean help
 
 help:
-	@echo "make up      - run the whole platform locally (embedded AWS, SageMaker emulator, 4 services)"
+	@echo "make up      - run the whole platform locally (embedded AWS, SageMaker emulator, 5 services)"
 	@echo "make test    - install and run the whole test suite (lint, types, unit, integration, e2e)"
 	@echo "make test-unit | test-integration | test-e2e - one layer of the suite (tests/unit, tests/integration, tests/e2e)"
 	@echo "make bench   - run the benchmarks in bench/ (ratios against a baseline measured in the same run)"

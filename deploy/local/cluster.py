@@ -1,5 +1,5 @@
 """The whole platform on one machine: the embedded AWS (moto's server), the local SageMaker emulator, the
-four services and their workers, each its own process. Used by `make up`, the e2e tests and bench/."""
+five services and their workers, each its own process. Used by `make up`, the e2e tests and bench/."""
 
 from __future__ import annotations
 
@@ -35,10 +35,11 @@ class Ports:
     auth: int = 5001
     files: int = 5002
     training: int = 5003
+    inference: int = 5004
 
     @classmethod
     def free(cls) -> Ports:
-        return cls(*(free_port() for _ in range(6)))
+        return cls(*(free_port() for _ in range(7)))
 
 
 def free_port() -> int:
@@ -91,10 +92,15 @@ class Cluster:
         env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1",
                "AWS_ENDPOINT_URL": self.aws_url,
                "AWS_ENDPOINT_URL_SAGEMAKER": f"http://127.0.0.1:{p.emulator}",
+               "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": f"http://127.0.0.1:{p.emulator}",
                "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
                "AUTH_JWKS_URL": f"http://127.0.0.1:{p.auth}/.well-known/jwks.json",
                "AUTH_URL": f"http://127.0.0.1:{p.auth}", "FILES_URL": f"http://127.0.0.1:{p.files}",
                "TRAINING_URL": f"http://127.0.0.1:{p.training}",
+               "INFERENCE_URL": f"http://127.0.0.1:{p.inference}",
+               # A chat on a model with no deployment starts one here (README): the SDK flow needs no extra step.
+               "DEPLOY_ON_DEMAND": os.environ.get("DEPLOY_ON_DEMAND", "true"),
+               "INFERENCE_RECONCILE_INTERVAL_S": os.environ.get("INFERENCE_RECONCILE_INTERVAL_S", "2"),
                "JWT_KEY_FILE": str(self.data_dir / "auth" / "jwt-signing-key.pem"),
                "ENVIRONMENT": os.environ.get("ENVIRONMENT", "development")}
         if self.embedded_aws:  # moto accepts any credentials; never send a developer's real ones to it
@@ -161,13 +167,18 @@ class Cluster:
             self._spawn("files", [py, "-m", "services.files.app"], f"http://127.0.0.1:{p.files}/healthz", p.files),
             self._spawn("training", [py, "-m", "services.training.app"],
                         f"http://127.0.0.1:{p.training}/healthz", p.training),
+            self._spawn("inference", [py, "-m", "services.inference.app"],
+                        f"http://127.0.0.1:{p.inference}/healthz", p.inference),
             self._spawn("gateway", [py, "-m", "services.gateway.app"], f"http://127.0.0.1:{p.gateway}/healthz",
                         p.gateway),
         ]
         workers = [self._spawn("files-worker", [py, "-m", "services.files.worker"], None),
                    self._spawn("training-worker", [py, "-m", "services.training.worker"], None),
                    # Describes unfinished jobs and reads their metrics every TRAINING_RECONCILE_INTERVAL_S.
-                   self._spawn("training-reconciler", [py, "-m", "services.training.reconciler"], None)]
+                   self._spawn("training-reconciler", [py, "-m", "services.training.reconciler"], None),
+                   self._spawn("inference-worker", [py, "-m", "services.inference.worker"], None),
+                   # Advances deployments and takes idle ones down every INFERENCE_RECONCILE_INTERVAL_S.
+                   self._spawn("inference-reconciler", [py, "-m", "services.inference.reconciler"], None)]
         self._wait_healthy(servers)
         time.sleep(0.5)  # a worker that cannot start fails at once; catch it here rather than later
         for worker in workers:

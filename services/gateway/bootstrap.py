@@ -28,7 +28,12 @@ from services.gateway.live import LiveHub
 from services.gateway.revocations import ROUTES, RevocationSet, catch_up
 from services.gateway.settings import Settings
 from shared.aws import AwsClients
-from shared.contracts.resources import GATEWAY_AUTH_EVENTS, GATEWAY_FILE_EVENTS, GATEWAY_TRAINING_EVENTS
+from shared.contracts.resources import (
+    GATEWAY_AUTH_EVENTS,
+    GATEWAY_FILE_EVENTS,
+    GATEWAY_INFERENCE_EVENTS,
+    GATEWAY_TRAINING_EVENTS,
+)
 from shared.replica import ReplicaQueue
 from shared.tokens import JWKSVerifier
 from shared.worker import dispatcher
@@ -74,12 +79,15 @@ async def revocation_feed(aws: AwsClients, settings: Settings, deps: Deps) -> As
 
 @contextlib.asynccontextmanager
 async def live_feed(aws: AwsClients, settings: Settings, hub: LiveHub) -> AsyncIterator[None]:
-    """This replica's queues on files' and training's events, feeding the browsers connected to it. What
+    """This replica's queues on files', training's and inference's events, feeding the browsers connected to it. What
     happened before they existed is not replayed: a client resuming from then is told `resumed: false`."""
     files = ReplicaQueue(aws, topic=settings.files_events_topic, queue_prefix=settings.live_files_queue_prefix,
                          event_types=GATEWAY_FILE_EVENTS, handle=hub.handle, wait_time_s=settings.live_poll_s)
     training = ReplicaQueue(aws, topic=settings.training_events_topic,
                             queue_prefix=settings.live_training_queue_prefix, event_types=GATEWAY_TRAINING_EVENTS,
                             handle=hub.handle, wait_time_s=settings.live_poll_s)
-    async with files, training:
+    inference = ReplicaQueue(aws, topic=settings.inference_events_topic,
+                             queue_prefix=settings.live_inference_queue_prefix, event_types=GATEWAY_INFERENCE_EVENTS,
+                             handle=hub.handle, wait_time_s=settings.live_poll_s)
+    async with files, training, inference:
         yield

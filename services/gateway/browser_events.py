@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from shared.contracts import files_events, training_events
+from shared.contracts import files_events, inference_events, training_events
 
 EXPORTS: dict[str, str | list[str]] = {
     "FILE_UPLOADED": files_events.FILE_UPLOADED,
@@ -19,6 +19,8 @@ EXPORTS: dict[str, str | list[str]] = {
                     files_events.FILE_DELETED],
     "JOB_STATUS_EVENTS": [model.TYPE for model in training_events.JOB_STATUS_EVENTS.values()],
     "JOB_METRICS": training_events.JOB_METRICS,
+    "DEPLOYMENT_EVENTS": [model.TYPE for model in inference_events.DEPLOYMENT_STATUS_EVENTS.values()],
+    "EVALUATION_EVENTS": [model.TYPE for model in inference_events.EVALUATION_STATUS_EVENTS.values()],
 }
 
 

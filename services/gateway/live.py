@@ -28,8 +28,9 @@ from collections import deque
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 
-from shared.contracts import files_events, training_events
+from shared.contracts import files_events, inference_events, training_events
 from shared.contracts.files_events import FileEvent
+from shared.contracts.inference_events import DeploymentEvent, EvaluationEvent
 from shared.contracts.training_events import JobMetrics, JobStatusEvent
 from shared.envelope import Envelope
 from shared.worker import parse_payload
@@ -38,9 +39,10 @@ log = logging.getLogger(__name__)
 
 # Every event relayed to browsers: what the replica's live queues subscribe to (shared/contracts/resources.py
 # GATEWAY_FILE_EVENTS, GATEWAY_TRAINING_EVENTS), each with its contract model. Each one names its user.
-RELAYED_MODELS: tuple[type[FileEvent | JobStatusEvent | JobMetrics], ...] = (
+RELAYED_MODELS: tuple[type[FileEvent | JobStatusEvent | JobMetrics | DeploymentEvent | EvaluationEvent], ...] = (
     files_events.FileUploaded, files_events.FileValidated, files_events.FileRejected, files_events.FileDeleted,
-    *training_events.JOB_STATUS_EVENTS.values(), training_events.JobMetrics)
+    *training_events.JOB_STATUS_EVENTS.values(), training_events.JobMetrics,
+    *inference_events.DEPLOYMENT_STATUS_EVENTS.values(), *inference_events.EVALUATION_STATUS_EVENTS.values())
 RELAYED = {model.TYPE: model for model in RELAYED_MODELS}
 
 REPLAY_SLACK_MS = 5_000

@@ -30,6 +30,11 @@ UPSTREAMS = (
     Upstream("/api/jobs", "training"),
     Upstream("/api/uploads", "files"),
     Upstream("/api/files", "files"),
+    Upstream("/v1/models", "inference"),
+    Upstream("/v1/chat/completions", "inference"),
+    Upstream("/api/serving", "inference"),
+    Upstream("/api/deployments", "inference"),
+    Upstream("/api/evaluations", "inference"),
 )
 
 
@@ -56,7 +61,8 @@ def upstream_for(path: str) -> str | None:
 
 
 def base_urls(settings: Settings) -> dict[str, str]:
-    return {"auth": settings.auth_url, "files": settings.files_url, "training": settings.training_url}
+    return {"auth": settings.auth_url, "files": settings.files_url, "training": settings.training_url,
+            "inference": settings.inference_url}
 
 
 def is_public(method: str, path: str) -> bool:

@@ -10,6 +10,7 @@ class Settings(ServiceSettings):
     auth_url: str = "http://127.0.0.1:5001"
     files_url: str = "http://127.0.0.1:5002"
     training_url: str = "http://127.0.0.1:5003"
+    inference_url: str = "http://127.0.0.1:5004"
     upstream_connect_timeout_s: float = 3.0
     # Uploads and downloads stream through; a read may wait on a slow client or a big object.
     upstream_read_timeout_s: float = 300.0
@@ -26,13 +27,16 @@ class Settings(ServiceSettings):
     revocation_catch_up_wait_s: float = 10.0
     revocation_catch_up_give_up_s: float = 300.0
 
-    # Live updates (GET /api/events): each replica's own queues on files' and training's events.
+    # Live updates (GET /api/events): each replica's own queues on files', training's and inference's events.
     files_events_topic: str = Field(resources.FILES_TOPIC, alias="FILES_EVENTS_TOPIC")
     training_events_topic: str = Field(resources.TRAINING_TOPIC, alias="TRAINING_EVENTS_TOPIC")
     live_files_queue_prefix: str = Field(resources.GATEWAY_LIVE_FILES_QUEUE_PREFIX,
                                          alias="GATEWAY_LIVE_FILES_QUEUE_PREFIX")
     live_training_queue_prefix: str = Field(resources.GATEWAY_LIVE_TRAINING_QUEUE_PREFIX,
                                             alias="GATEWAY_LIVE_TRAINING_QUEUE_PREFIX")
+    inference_events_topic: str = Field(resources.INFERENCE_TOPIC, alias="INFERENCE_EVENTS_TOPIC")
+    live_inference_queue_prefix: str = Field(resources.GATEWAY_LIVE_INFERENCE_QUEUE_PREFIX,
+                                             alias="GATEWAY_LIVE_INFERENCE_QUEUE_PREFIX")
     live_poll_s: int = Field(1, ge=1, le=20)
     # At a stop, how long requests in flight (uploads, live streams) may take before they are closed.
     shutdown_grace_s: int = Field(8, ge=1, alias="GATEWAY_SHUTDOWN_GRACE_S")

@@ -144,6 +144,7 @@ class Job(BaseModel):
     metrics_step: int | None = None
     metrics_log_ts: int | None = None
     relaunch_requested_at: int | None = None  # the reconciler re-enqueued a stuck launch then
+    model_deleted_at: int | None = None  # its owner deleted the fine-tuned model (and so its artifacts)
 
     def openai(self) -> dict[str, Any]:
         """The FineTuningJob object the openai SDK expects, every required key present."""
@@ -162,6 +163,7 @@ class Job(BaseModel):
             "instance_type": self.instance_type, "model_artifact": self.model_artifact,
             "spot": self.spot, "max_cost_usd": self.max_cost_usd,
             "cancel_requested_at": self.cancel_requested_at, "secondary_status": self.secondary_status,
+            "model_deleted_at": self.model_deleted_at,
         }
 
     def fine_tuned_model_name(self) -> str:

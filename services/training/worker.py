@@ -7,11 +7,13 @@ from services.training.bootstrap import build_deps
 from services.training.deps import Deps
 from services.training.file_projection import project_file
 from services.training.launch import launch_job
+from services.training.model_deletion import delete_model_artifacts
 from services.training.sagemaker_state import on_sagemaker_state
 from services.training.settings import Settings
 from services.training.user_deletion import delete_user_data
 from shared.contracts.auth_events import UserDeleted
 from shared.contracts.files_events import FileDeleted, FileRejected, FileUploaded, FileValidated
+from shared.contracts.inference_events import ModelDeleted
 from shared.contracts.sagemaker_events import TrainingJobStateChanged
 from shared.contracts.training_events import LaunchRequested
 from shared.worker import Route, on, run_worker
@@ -24,6 +26,7 @@ ROUTES: tuple[Route[Deps], ...] = (
     on(FileDeleted, project_file),
     on(TrainingJobStateChanged, on_sagemaker_state),
     on(UserDeleted, delete_user_data),
+    on(ModelDeleted, delete_model_artifacts),
 )
 
 

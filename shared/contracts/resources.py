@@ -135,6 +135,7 @@ INFERENCE_MODELS_TABLE = f"{PREFIX}-inference-models"
 INFERENCE_DEPLOYMENTS_TABLE = f"{PREFIX}-inference-deployments"
 INFERENCE_EVALUATIONS_TABLE = f"{PREFIX}-inference-evaluations"
 INFERENCE_INBOX_TABLE = f"{PREFIX}-inference-inbox"
+INFERENCE_FILES_TABLE = f"{PREFIX}-inference-files"
 INFERENCE_RATE_LIMITS_TABLE = f"{PREFIX}-inference-rate-limits"
 
 AUTH_TOPIC = f"{PREFIX}-auth-events"
@@ -199,6 +200,8 @@ def describe(bucket_name: str = BUCKET, web_origins: tuple[str, ...] = ("http://
                            Index("status-index", Key("active_status"), Key("created_at")))),
             Table(INFERENCE_EVALUATIONS_TABLE, "inference", Key("evaluation_id"),
                   indexes=(Index("user-index", Key("user_id"), Key("created_at")),)),
+            # inference's own projection of the files evaluations read (fed by files' events).
+            Table(INFERENCE_FILES_TABLE, "inference", Key("file_id")),
             Table(INFERENCE_INBOX_TABLE, "inference", message_id, ttl_attribute="expires_at"),
             Table(INFERENCE_RATE_LIMITS_TABLE, "inference", Key("bucket"), ttl_attribute="expires_at"),
         ),
