@@ -39,7 +39,7 @@ async def run_until(deps: Deps, deployment_id: str, status: str, rounds: int = 6
         if current.status == status:
             return current
         sagemaker(deps).settle()
-    raise AssertionError(f"{deployment_id} is {current.status}, not {status}")
+    raise AssertionError(f"{deployment_id} did not reach {status}")
 
 
 async def test_a_base_model_deployment_builds_endpoint_then_component() -> None:
@@ -56,7 +56,8 @@ async def test_a_base_model_deployment_builds_endpoint_then_component() -> None:
     variant = sagemaker(deps).calls[1][1]["ProductionVariants"][0]
     assert "ModelName" not in variant  # an endpoint for inference components: the model is the component's
     assert sagemaker(deps).calls[1][1]["ExecutionRoleArn"] == deps.config.role_arn
-    assert (await deployments.advance(deployment.deployment_id, deps)).status == "creating"  # still Creating
+    still = await deployments.advance(deployment.deployment_id, deps)
+    assert still is not None and still.status == "creating"  # SageMaker is still Creating
     done = await run_until(deps, deployment.deployment_id, "in_service")
     assert done.in_service_at is not None
     base = sagemaker(deps).components[endpoints.base_component_name(deployment.endpoint_name)]
