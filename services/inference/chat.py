@@ -37,7 +37,7 @@ NEUTRAL: dict[str, tuple[Any, ...]] = {
     "parallel_tool_calls": (None, True, False), "response_format": (None, {"type": "text"}),
     "modalities": (None, ["text"]), "audio": (None,), "prediction": (None,), "reasoning_effort": (None,),
     "service_tier": (None, "auto", "default"), "web_search_options": (None,), "functions": (None, []),
-    "function_call": (None, "none"),
+    "function_call": (None, "none"), "verbosity": (None, "medium"),
 }
 
 

@@ -181,6 +181,9 @@ class ChatRequest(BaseModel):
     user: str | None = Field(default=None, max_length=256)
     metadata: dict[str, str] | None = None
     store: bool | None = None
+    safety_identifier: str | None = Field(default=None, max_length=256)
+    prompt_cache_key: str | None = Field(default=None, max_length=256)
+    prompt_cache_retention: str | None = None
     # OpenAI's, and refused with a clear 400 when set to anything that would change the answer (chat.py).
     frequency_penalty: float | None = None
     presence_penalty: float | None = None
@@ -196,6 +199,7 @@ class ChatRequest(BaseModel):
     prediction: dict[str, Any] | None = None
     reasoning_effort: str | None = None
     service_tier: str | None = None
+    verbosity: str | None = None
     web_search_options: dict[str, Any] | None = None
     functions: list[Any] | None = None
     function_call: Any = None
