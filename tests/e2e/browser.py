@@ -84,6 +84,17 @@ def sign_up(page: Page, base_url: str, shots: Screenshots | None = None) -> str:
     return email
 
 
+def sign_in(page: Page, base_url: str, email: str, password: str = PASSWORD) -> None:
+    """Open the dashboard and sign in through the form as an existing account; lands on the jobs page."""
+    page.goto(f"{base_url}/")
+    expect(page).to_have_url(re.compile(r"#/signin"))
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    expect(page).to_have_url(re.compile(r"#/jobs$"))
+    expect(page.get_by_role("heading", name="Fine-tuning jobs")).to_be_visible()
+
+
 def open_nav(page: Page, name: str) -> None:
     """Follow a link of the main navigation (the sidebar; the top bar's menu on a phone)."""
     menu = page.get_by_role("button", name="Menu")

@@ -104,22 +104,24 @@ export async function filesView(main) {
       return;
     }
     const rows = files.map((f) => h("tr", { "data-file-id": f.id },
-      h("td", h("a", { href: `#/files/${encodeURIComponent(f.id)}`, class: "strong" }, f.filename),
-        h("div", { class: "mono muted small" }, f.id)),
+      h("td", h("a", { href: `#/files/${encodeURIComponent(f.id)}`, class: "strong file-name", title: f.filename }, f.filename),
+        h("div", { class: "mono muted small file-id", title: f.id }, f.id)),
       h("td", statusBadge(f.status), f.status === "error" && f.status_details
-        ? h("div", { class: "small danger-text clamp" }, f.status_details) : null),
-      h("td", { class: "hide-sm" }, f.purpose === "fine-tune-results" ? badge("results", "neutral") : f.purpose),
-      h("td", { class: "num" }, formatBytes(f.bytes)),
-      h("td", { class: "hide-sm", title: formatDate(f.created_at) }, relativeTime(f.created_at)),
+        ? h("div", { class: "small danger-text clamp", title: f.status_details }, f.status_details) : null),
+      h("td", { class: "hide-md" }, f.purpose === "fine-tune-results" ? badge("results", "neutral") : f.purpose),
+      h("td", { class: "num hide-sm nowrap" }, formatBytes(f.bytes)),
+      h("td", { class: "hide-md", title: formatDate(f.created_at) }, relativeTime(f.created_at)),
       h("td", { class: "actions" },
         f.status === "processed" && f.purpose === "fine-tune"
           ? h("a", { class: "btn btn-secondary btn-sm", href: `#/train?file=${encodeURIComponent(f.id)}` }, "Train") : null,
         h("button", { type: "button", class: "btn btn-ghost btn-sm", "aria-label": `Delete ${f.filename}`,
           onClick: async () => { if (await deleteFile(f)) refresh(); } }, "Delete"))));
-    replace(tableHost, h("table", { class: "table" },
-      h("thead", h("tr", h("th", { scope: "col" }, "Name"), h("th", { scope: "col" }, "Status"),
-        h("th", { scope: "col", class: "hide-sm" }, "Purpose"), h("th", { scope: "col", class: "num" }, "Size"),
-        h("th", { scope: "col", class: "hide-sm" }, "Created"), h("th", { scope: "col" }, h("span", { class: "sr-only" }, "Actions")))),
+    // Fixed columns: a long name wraps (two lines, then an ellipsis) instead of pushing Delete out of the window.
+    replace(tableHost, h("table", { class: "table files-table" },
+      h("thead", h("tr", h("th", { scope: "col" }, "Name"), h("th", { scope: "col", class: "col-status" }, "Status"),
+        h("th", { scope: "col", class: "hide-md col-purpose" }, "Purpose"), h("th", { scope: "col", class: "num hide-sm col-size" }, "Size"),
+        h("th", { scope: "col", class: "hide-md col-created" }, "Created"),
+        h("th", { scope: "col", class: "col-actions" }, h("span", { class: "sr-only" }, "Actions")))),
       h("tbody", rows)));
   }
 
