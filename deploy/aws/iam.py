@@ -44,11 +44,13 @@ CALLS: dict[str, frozenset[str]] = {
     "gateway": frozenset({"sts:GetCallerIdentity", "sqs:CreateQueue", "sqs:GetQueueAttributes",
                           "sqs:SetQueueAttributes", "sqs:DeleteQueue", "sqs:ReceiveMessage", "sqs:DeleteMessage",
                           "sqs:ChangeMessageVisibility", "sns:Subscribe", "sns:Unsubscribe"}),
-    "auth": frozenset({*_DYNAMO_WRITE, "dynamodb:Query", "dynamodb:TransactWriteItems", "sns:Publish",
-                       "sts:GetCallerIdentity"}),
-    "files": frozenset({*_DYNAMO_WRITE, "dynamodb:TransactWriteItems", *_S3_FILES, "sns:Publish",
+    # Scan: a gateway replica's catch-up on revoked sessions (SessionsStore.revoked_since).
+    "auth": frozenset({*_DYNAMO_WRITE, "dynamodb:Query", "dynamodb:Scan", "dynamodb:TransactWriteItems",
+                       "sns:Publish", "sts:GetCallerIdentity"}),
+    # Query: a user's files, through the user-files-index (FilesStore.list_for_user).
+    "files": frozenset({*_DYNAMO_WRITE, "dynamodb:Query", "dynamodb:TransactWriteItems", *_S3_FILES, "sns:Publish",
                         "sts:GetCallerIdentity"}),
-    "files-worker": frozenset({*_DYNAMO_WRITE, "dynamodb:TransactWriteItems",
+    "files-worker": frozenset({*_DYNAMO_WRITE, "dynamodb:Query", "dynamodb:TransactWriteItems",
                                *(a for a in _S3_FILES if a != "s3:HeadObject"), "sns:Publish", *_SQS_CONSUME,
                                "sts:GetCallerIdentity"}),
     "training": frozenset({*_DYNAMO_WRITE, "dynamodb:Query", "dynamodb:BatchWriteItem", *_S3_TRAINING,

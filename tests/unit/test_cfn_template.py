@@ -171,6 +171,8 @@ _SERVICES = ("dynamodb", "s3", "sns", "sqs", "sagemaker", "logs", "service-quota
 # How the code names its clients (stores take `db`, handlers get `deps.s3`, ...).
 _CLIENT_NAMES = {"db": "dynamodb", "_db": "dynamodb", "s3": "s3", "_s3": "s3", "sqs": "sqs", "_sqs": "sqs",
                  "sns": "sns", "_sns": "sns", "sagemaker": "sagemaker", "logs": "logs", "sts": "sts"}
+# shared/dynamo.py's helpers page through a Query (or the Scan named as their second argument) themselves.
+_DYNAMO_HELPERS = {"all_items", "items_of_user"}
 
 
 @cache
@@ -224,11 +226,26 @@ def _client_of(receiver: ast.expr, method: str) -> str | None:
     return None
 
 
+def _helper_call(node: ast.Call) -> str | None:
+    """The DynamoDB operation a shared/dynamo.py helper runs: `all_items(db, "scan", ...)` scans, else a Query."""
+    name = node.func.id if isinstance(node.func, ast.Name) else node.func.attr \
+        if isinstance(node.func, ast.Attribute) else None
+    if name not in _DYNAMO_HELPERS:
+        return None
+    operation = "query"
+    if name == "all_items" and len(node.args) > 1 and isinstance(node.args[1], ast.Constant):
+        operation = str(node.args[1].value)
+    return f"dynamodb:{_operations()[operation]['dynamodb']}"
+
+
 def aws_calls(files: set[Path]) -> set[str]:
-    """`service:Operation` for every AWS client call in the files (paginators and presigned URLs included)."""
+    """`service:Operation` for every AWS client call in the files (paginators, presigned URLs and
+    shared/dynamo.py's helpers included)."""
     calls: set[str] = set()
     for path in files:
         for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and (helper := _helper_call(node)):
+                calls.add(helper)
             if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
                 continue
             method = node.func.attr
@@ -248,6 +265,8 @@ def test_the_scanner_finds_the_calls_it_must() -> None:
             "sns:Publish", "s3:ListObjectVersions"} <= worker
     assert "sns:Subscribe" in aws_calls(import_closure("services.gateway.app"))
     assert "s3:UploadPart" in aws_calls(import_closure("services.files.app"))  # a presigned part URL
+    assert "dynamodb:Scan" in aws_calls(import_closure("services.auth.app"))  # all_items(db, "scan", ...)
+    assert "dynamodb:Query" in aws_calls(import_closure("services.files.app"))  # items_of_user(...)
 
 
 @pytest.mark.parametrize("process", PROCESSES, ids=lambda p: p.name)
