@@ -1,5 +1,6 @@
-"""The HTTP edge: SageMaker's JSON 1.1 protocol (POST / with `X-Amz-Target: SageMaker.<Operation>`), and
-`bootstrap()`, which builds the AWS clients, the store, the runner and the event publisher in one place.
+"""The HTTP edge: SageMaker's JSON 1.1 protocol (POST / with `X-Amz-Target: SageMaker.<Operation>`), the
+runtime API's invocation routes (runtime.py), and `bootstrap()`, which builds the AWS clients, the stores,
+the runner, the hosting and the event publisher in one place.
 
 TEST-ONLY, no part of SageMaker's API: `POST /_emulator/jobs/{name}/interrupt` interrupts a managed-spot job
 that is training, as a spot interruption would (SAGEMAKER_EMULATOR_SPOT_RESTART_DELAY_SECONDS: the unbilled
@@ -23,10 +24,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .endpoint_records import hosting_arn
+from .endpoint_store import EndpointStore
 from .errors import SageMakerError, SerializationError, UnknownOperation
 from .handlers import OPERATIONS, Deps
+from .hosting import HOSTING_DIR, Hosting
 from .job_store import JobStore
 from .runner import JobRunner
+from .runtime import Invoker, runtime_routes
 from .settings import Settings
 from .state_change_events import EventPublisher
 
@@ -43,6 +48,7 @@ class Runtime:
     publisher: EventPublisher
 
     def close(self) -> None:
+        self.deps.hosting.shutdown()
         self.deps.runner.shutdown()
         self.publisher.close()
 
@@ -59,8 +65,15 @@ def bootstrap(settings: Settings) -> Runtime:
     publisher = EventPublisher(aws_client("events", settings), settings.event_bus)
     store = JobStore(settings.workdir.resolve(), on_change=publisher.job_changed)
     store.load(interrupted_reason=RESTART_REASON)
-    runner = JobRunner(settings, store, s3=aws_client("s3", settings), logs=aws_client("logs", settings))
-    return Runtime(Deps(settings, store, runner), publisher)
+    s3, logs = aws_client("s3", settings), aws_client("logs", settings)
+    runner = JobRunner(settings, store, s3=s3, logs=logs)
+    region, account = settings.aws_default_region, settings.account_id
+    endpoints = EndpointStore(settings.workdir.resolve() / HOSTING_DIR,
+                              lambda kind, name: hosting_arn(region, account, kind, name))
+    endpoints.load()
+    hosting = Hosting(settings, endpoints, s3=s3, logs=logs)
+    hosting.restore()
+    return Runtime(Deps(settings, store, runner, hosting), publisher)
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -68,16 +81,19 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         runtime = bootstrap(settings)
         app.state.deps = runtime.deps
+        app.state.invoker = Invoker(runtime.deps.hosting.target, settings.aws_default_region,
+                                    settings.account_id, settings.invocation_timeout_s)
         log.info("sagemaker emulator ready",
                  extra={"workdir": str(settings.workdir), "max_jobs": settings.max_jobs})
         try:
             yield
         finally:
-            log.info("sagemaker emulator stopping its jobs")
+            log.info("sagemaker emulator stopping its jobs and model servers")
+            await app.state.invoker.close()
             await run_in_threadpool(runtime.close)
 
     routes = [Route("/", dispatch, methods=["POST"]), Route("/health", health, methods=["GET"]),
-              Route("/_emulator/jobs/{name}/interrupt", interrupt, methods=["POST"])]
+              Route("/_emulator/jobs/{name}/interrupt", interrupt, methods=["POST"]), *runtime_routes()]
     return Starlette(routes=routes, lifespan=lifespan)
 
 

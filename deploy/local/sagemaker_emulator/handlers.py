@@ -1,19 +1,20 @@
-"""One function per SageMaker operation: `(params, deps) -> response`, the wire shapes of service-2.json."""
+"""One function per SageMaker operation: `(params, deps) -> response`, the wire shapes of service-2.json.
+The hosting operations (models, endpoints, inference components) live in endpoint_handlers.py."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from .container import ScriptMode
+from .endpoint_handlers import HOSTING_OPERATIONS, HostingHandler
 from .errors import JobNotFound, ValidationError
+from .hosting import Hosting
 from .job_store import JobStore
 from .models import IN_PROGRESS, STARTING, TrainingJob, now
+from .paging import decode_token, encode_token
 from .runner import JobRunner
 from .settings import Settings
 from .validation import (
@@ -30,6 +31,7 @@ class Deps:
     settings: Settings
     store: JobStore
     runner: JobRunner
+    hosting: Hosting
 
     def arn(self, name: str) -> str:
         region, account = self.settings.aws_default_region, self.settings.account_id
@@ -73,11 +75,11 @@ def list_training_jobs(params: dict[str, Any], deps: Deps) -> dict[str, Any]:
         "Name": lambda j: j.name, "Status": lambda j: (j.status, j.creation_time),
         "CreationTime": lambda j: j.creation_time}[query["SortBy"]]
     jobs.sort(key=sort_key, reverse=query["SortOrder"] == "Descending")
-    start = _decode_token(query["NextToken"])
+    start = decode_token(query["NextToken"])
     page = jobs[start:start + query["MaxResults"]]
     response: dict[str, Any] = {"TrainingJobSummaries": [job.summary() for job in page]}
     if start + len(page) < len(jobs):
-        response["NextToken"] = _encode_token(start + len(page))
+        response["NextToken"] = encode_token(start + len(page))
     return response
 
 
@@ -103,11 +105,15 @@ def list_tags(params: dict[str, Any], deps: Deps) -> dict[str, Any]:
     name = _job_name_of(require(params, "ResourceArn"), deps)
     with deps.store.reading(name) as job:
         tags = list(job.tags)
-    start, size = _decode_token(params.get("NextToken")), int(params.get("MaxResults") or 50)
+    start, size = decode_token(params.get("NextToken")), int(params.get("MaxResults") or 50)
     response: dict[str, Any] = {"Tags": tags[start:start + size]}
     if start + size < len(tags):
-        response["NextToken"] = _encode_token(start + size)
+        response["NextToken"] = encode_token(start + size)
     return response
+
+
+def _on_hosting(handler: HostingHandler) -> Handler:
+    return lambda params, deps: handler(params, deps.hosting)
 
 
 OPERATIONS: dict[str, Handler] = {
@@ -118,6 +124,7 @@ OPERATIONS: dict[str, Handler] = {
     "AddTags": add_tags,
     "DeleteTags": delete_tags,
     "ListTags": list_tags,
+    **{operation: _on_hosting(handler) for operation, handler in HOSTING_OPERATIONS.items()},
 }
 
 
@@ -140,19 +147,3 @@ def _job_name_of(arn: str, deps: Deps) -> str:
     if not re.fullmatch(NAME_PATTERN, name):
         raise JobNotFound(arn)
     return name
-
-
-def _encode_token(offset: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"offset": offset}).encode()).decode()
-
-
-def _decode_token(token: str | None) -> int:
-    if not token:
-        return 0
-    try:
-        offset = json.loads(base64.urlsafe_b64decode(token.encode()))["offset"]
-    except (binascii.Error, ValueError, KeyError, TypeError) as exc:
-        raise ValidationError("The pagination token is invalid.") from exc
-    if not isinstance(offset, int) or offset < 0:
-        raise ValidationError("The pagination token is invalid.")
-    return offset

@@ -1,4 +1,4 @@
-"""A job's output, line by line, to CloudWatch Logs (batched) and to a local file."""
+"""A job's (or a model server's) output, line by line, to CloudWatch Logs (batched) and to a local file."""
 
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ def stream_name(job_name: str, host: str, started: float) -> str:
 class JobLog:
     """Lines go to the local file at once and to CloudWatch every `flush_s`; `close()` flushes."""
 
-    def __init__(self, logs: Any, stream: str, local_file: Path, flush_s: float) -> None:
-        self._logs, self.stream, self._flush_s = logs, stream, flush_s
+    def __init__(self, logs: Any, stream: str, local_file: Path, flush_s: float, group: str = LOG_GROUP) -> None:
+        self._logs, self.stream, self._flush_s, self.group = logs, stream, flush_s, group
         self._file = local_file.open("a", encoding="utf-8")
         self._pending: list[dict[str, Any]] = []
         self._lock = threading.Lock()
@@ -55,7 +55,7 @@ class JobLog:
             pending, self._pending = self._pending, []
         for batch in _batches(pending):
             try:
-                self._logs.put_log_events(logGroupName=LOG_GROUP, logStreamName=self.stream, logEvents=batch)
+                self._logs.put_log_events(logGroupName=self.group, logStreamName=self.stream, logEvents=batch)
             except (BotoCoreError, ClientError) as exc:  # the job goes on; its local file has every line
                 log.warning("put_log_events failed", extra={"stream": self.stream, "error": str(exc),
                                                             "dropped": len(batch)})
@@ -65,8 +65,8 @@ class JobLog:
             self.flush()
 
     def _ensure_stream(self) -> None:
-        for create, kwargs in ((self._logs.create_log_group, {"logGroupName": LOG_GROUP}),
-                               (self._logs.create_log_stream, {"logGroupName": LOG_GROUP,
+        for create, kwargs in ((self._logs.create_log_group, {"logGroupName": self.group}),
+                               (self._logs.create_log_stream, {"logGroupName": self.group,
                                                                "logStreamName": self.stream})):
             try:
                 create(**kwargs)

@@ -16,6 +16,7 @@ from shared.settings import ServiceSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_ENTRYPOINT = [sys.executable, str(REPO_ROOT / "trainer_image" / "finetune.py")]
+DEFAULT_SERVING_COMMAND = (sys.executable, "-m", "deploy.local.generation_server")
 
 
 def _env(name: str) -> AliasChoices:
@@ -42,6 +43,27 @@ class Settings(ServiceSettings):
     log_flush_s: float = Field(1.0, gt=0, validation_alias=_env("LOG_FLUSH_SECONDS"))
     account_id: str = Field("123456789012", validation_alias=_env("ACCOUNT_ID"))
     event_bus: str = Field("default", validation_alias=_env("EVENT_BUS"))
+
+    # Hosting (endpoints and inference components, see hosting.py): each base inference component runs
+    # `serving_command --model-dir DIR|--hub-id ID --port P ...` (the local LMI stand-in).
+    serving_command: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_SERVING_COMMAND), validation_alias=_env("SERVING_COMMAND"))
+    # SageMaker's ContainerStartupHealthCheckTimeoutInSeconds: how long a server may take to answer /ping.
+    serving_startup_s: float = Field(300.0, gt=0, validation_alias=_env("SERVING_STARTUP_SECONDS"))
+    # torch's CPU threads in each server (unset: the server's own default, OMP_NUM_THREADS or 2).
+    serving_torch_threads: int | None = Field(None, ge=1, validation_alias=_env("SERVING_TORCH_THREADS"))
+    serving_max_waiting: int = Field(256, ge=0, validation_alias=_env("SERVING_MAX_WAITING"))
+    # How long an invocation may wait for the server's answer (its first byte, for a stream).
+    invocation_timeout_s: float = Field(600.0, gt=0, validation_alias=_env("INVOCATION_TIMEOUT_SECONDS"))
+    hosting_workers: int = Field(16, ge=1, validation_alias=_env("HOSTING_WORKERS"))
+
+    @field_validator("serving_command", mode="before")
+    @classmethod
+    def _parse_serving_command(cls, value: object) -> object:
+        if isinstance(value, str):
+            stripped = value.strip()
+            return json.loads(stripped) if stripped.startswith("[") else shlex.split(stripped)
+        return value
 
     @field_validator("entrypoint", mode="before")
     @classmethod
