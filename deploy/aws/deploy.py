@@ -28,9 +28,9 @@ from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from botocore.exceptions import ClientError, WaiterError
+from botocore.exceptions import BotoCoreError, ClientError, WaiterError
 
-from deploy.aws import images, template
+from deploy.aws import iam, images, template
 from shared.contracts import resources
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,6 +57,7 @@ class Config:
     prefix: str = resources.PREFIX
     sagemaker_cost_alarm_usd: int = 100
     google_client_id: str = ""
+    serving_image_uri: str = ""  # empty: AWS's LMI image in `region` (deploy.aws.images.serving_image)
 
     @property
     def stack(self) -> str:
@@ -73,6 +74,10 @@ class Config:
     @property
     def bucket(self) -> str:
         return f"{self.prefix}-{self.account_id}-{self.region}"  # as the template names it
+
+    @property
+    def serving_image(self) -> images.EcrImage:
+        return images.serving_image(self.serving_image_uri, self.region)
 
 
 def load_config(path: Path, env: dict[str, str]) -> Config:
@@ -106,6 +111,13 @@ def load_config(path: Path, env: dict[str, str]) -> Config:
     for name in ("private_subnet_ids", "public_subnet_ids"):
         if len(getattr(config, name)) < 2:
             raise DeployError(f"{name}: the load balancer and the tasks need subnets in two availability zones")
+    try:
+        image = config.serving_image
+    except ValueError as exc:
+        raise DeployError(f"serving_image_uri: {exc}: SageMaker endpoints run images from ECR") from exc
+    if image.region != config.region:
+        raise DeployError(f"serving_image_uri: {image.uri} is in {image.region}; SageMaker endpoints in "
+                          f"{config.region} pull images from their own region")
     return config
 
 
@@ -170,7 +182,9 @@ def parameters(config: Config, tag: str, *, exists: bool, log_groups_present: se
               value("PublicSubnetIds", ",".join(config.public_subnet_ids)), value("ImageTag", tag),
               value("AlarmEmail", config.alarm_email),
               value("SageMakerCostAlarmUsd", str(config.sagemaker_cost_alarm_usd)),
-              value("GoogleClientId", config.google_client_id)]
+              value("GoogleClientId", config.google_client_id),
+              value("ServingImageUri", config.serving_image.uri),
+              value("ServingImageRepositoryArn", config.serving_image.repository_arn)]
     if exists:
         params.append(keep("JwtPrivateKeyPem"))  # rotating the key is its own step (README)
     else:
@@ -330,9 +344,41 @@ def empty_bucket(s3: Any, bucket: str, say: Say) -> int:
     return removed
 
 
+def serving_endpoints(sagemaker: Any) -> list[str]:
+    """The SageMaker endpoints the inference service made (named `llmt-...`): not the stack's resources."""
+    names: list[str] = []
+    for page in sagemaker.get_paginator("list_endpoints").paginate(NameContains=iam.SERVING_NAME_PREFIX):
+        names += [e["EndpointName"] for e in page.get("Endpoints", [])
+                  if e["EndpointName"].startswith(iam.SERVING_NAME_PREFIX)]
+    return names
+
+
+def warn_about_endpoints(config: Config, aws: Callable[..., Any] | None, say: Say) -> None:
+    """Endpoints bill by the hour, and without the stack nothing takes idle ones down: say which are left."""
+    if aws is None:
+        say(f"0. would list the SageMaker endpoints named {iam.SERVING_NAME_PREFIX}* (deployments): the stack does "
+            "not own them")
+        return
+    try:
+        names = serving_endpoints(aws("sagemaker"))
+    except (ClientError, BotoCoreError) as exc:
+        say(f"0. could not list SageMaker endpoints ({exc}): check for {iam.SERVING_NAME_PREFIX}* ones yourself")
+        return
+    if not names:
+        say("0. no SageMaker endpoints of deployments left")
+        return
+    say(f"0. WARNING: {len(names)} SageMaker endpoint(s) of deployments are still up and billed by the hour; "
+        "the stack does not own them and, once it is gone, nothing takes them down: " + ", ".join(names))
+    cli = f"aws sagemaker --region {config.region}"
+    say(f"   for each: its inference components ({cli} list-inference-components --endpoint-name-equals <name>, "
+        f"then delete-inference-component), then {cli} delete-endpoint --endpoint-name <name>, and the endpoint "
+        "config and model of the same name")
+
+
 def teardown(config: Config, *, dry_run: bool, empty: bool, say: Say = print,
              aws: Callable[..., Any] | None = None) -> None:
     aws = None if dry_run else (aws or Aws(config.region))
+    warn_about_endpoints(config, aws, say)
     verb = "would delete" if dry_run else "deleting"
     for step, (stack, region) in enumerate(((config.stack, config.region), (config.billing_stack, BILLING_REGION)), 1):
         say(f"{step}. {verb} stack {stack} in {region}")

@@ -9,11 +9,13 @@ goes to `docker login` on stdin and is never printed.
 
 Repositories are `<prefix>/<service>` and `<prefix>/trainer`, created when missing (scan on push, AES256).
 Images are built for linux/amd64: Fargate tasks (X86_64 in the template) and SageMaker's instances run it.
+The serving container is AWS's own (`serving_image`): nothing to build or push for it.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 import subprocess
 from collections.abc import Callable, Sequence
@@ -21,9 +23,54 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deploy.aws.processes import SERVICES, api_of
+from services.inference.settings import Settings as InferenceSettings
 from shared.contracts import resources
 
 SERVICE_DOCKERFILE = "deploy/docker/service.Dockerfile"
+_ECR_URI = re.compile(r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.(?P<suffix>amazonaws\.com(?:\.cn)?)/"
+                      r"(?P<repository>[a-z0-9][a-z0-9._/-]*)(?P<reference>[:@].+)$")
+
+
+@dataclass(frozen=True)
+class EcrImage:
+    """An image in an ECR registry: `<account>.dkr.ecr.<region>.<suffix>/<repository>:<tag>` (or `@<digest>`)."""
+
+    account: str
+    region: str
+    suffix: str  # amazonaws.com, or amazonaws.com.cn in China
+    repository: str
+    reference: str  # ":<tag>" or "@sha256:<digest>"
+
+    @classmethod
+    def parse(cls, uri: str) -> EcrImage:
+        match = _ECR_URI.match(uri)
+        if match is None:
+            raise ValueError(f"{uri!r} is not an ECR image URI (<account>.dkr.ecr.<region>.amazonaws.com/<repo>:<tag>)")
+        return cls(**match.groupdict())
+
+    def in_region(self, region: str) -> EcrImage:
+        return EcrImage(self.account, region, self.suffix, self.repository, self.reference)
+
+    @property
+    def uri(self) -> str:
+        return f"{self.account}.dkr.ecr.{self.region}.{self.suffix}/{self.repository}{self.reference}"
+
+    @property
+    def repository_arn(self) -> str:
+        partition = "aws-cn" if self.suffix.endswith(".cn") else "aws"
+        return f"arn:{partition}:ecr:{self.region}:{self.account}:repository/{self.repository}"
+
+
+def lmi_image() -> EcrImage:
+    """AWS's Large Model Inference container (DJL Serving with vLLM), as the inference service's settings name it
+    (SERVING_IMAGE_URI's default, in us-east-1). AWS publishes it from its Deep Learning Containers account in
+    most regions under the same name; `in_region` gives the copy next to the endpoints."""
+    return EcrImage.parse(str(InferenceSettings.model_fields["serving_image_uri"].default))
+
+
+def serving_image(configured: str, region: str) -> EcrImage:
+    """The image SageMaker endpoints run: the configured one, else AWS's LMI image in the deployment's region."""
+    return EcrImage.parse(configured) if configured else lmi_image().in_region(region)
 
 
 @dataclass(frozen=True)

@@ -38,10 +38,18 @@ PROCESSES: tuple[Process, ...] = (
     Process("auth", "auth", "services.auth.app", "api", port=5001),  # bcrypt is CPU-bound: it scales on CPU
     Process("files", "files", "services.files.app", "api", port=5002),
     Process("training", "training", "services.training.app", "api", port=5003),
+    # Chat completions hold a connection open while the endpoint generates (awaiting, not computing): CPU is
+    # still the signal, streams cost little of it.
+    Process("inference", "inference", "services.inference.app", "api", port=5004, max_tasks=6),
     # Validation streams whole files: more memory than an API needs.
     Process("files-worker", "files", "services.files.worker", "worker", memory_mib=2048, max_tasks=6),
     Process("training-worker", "training", "services.training.worker", "worker"),
     Process("training-reconciler", "training", "services.training.reconciler", "singleton", cpu=256,
+            memory_mib=512, max_tasks=1),
+    # Deployments (SageMaker's create and delete calls) and evaluations (many generations, then a results file).
+    Process("inference-worker", "inference", "services.inference.worker", "worker"),
+    # Advances creating and deleting deployments and takes idle ones down, on a timer.
+    Process("inference-reconciler", "inference", "services.inference.reconciler", "singleton", cpu=256,
             memory_mib=512, max_tasks=1),
 )
 

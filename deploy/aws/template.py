@@ -2,9 +2,10 @@
 
 Tables, bucket, topics, queues, subscriptions, rules and log groups come from the one resource description the
 local cluster provisions too, so an addition there reaches AWS without a second list to keep in step. Around
-them: the SageMaker execution role, one least-privilege task role per process (`deploy.aws.iam`), Secrets
-Manager secrets, ECS Fargate services per process (`deploy.aws.processes`), an HTTPS load balancer in front of
-the gateway only, per-process scaling, and the SageMaker cost alarm.
+them: the SageMaker execution role (training jobs) and serving role (endpoints), one least-privilege task role
+per process (`deploy.aws.iam`), Secrets Manager secrets, ECS Fargate services per process
+(`deploy.aws.processes`), an HTTPS load balancer in front of the gateway only, per-process scaling, and the
+SageMaker cost alarm.
 
 Each service's environment is derived from its Settings class: a setting whose default is a resource's local
 name (`DYNAMODB_USERS_TABLE` defaults to `llm-tuner-users`) gets that resource's deployed name. So a new table
@@ -23,7 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from deploy.aws import iam
+from deploy.aws import iam, images
 from deploy.aws.processes import PROCESSES, SERVICES, Process, api_of
 from shared.contracts import resources as res
 from shared.contracts.resources import Queue, Resources, Table
@@ -37,6 +38,14 @@ HEALTHCHECK = ["CMD", "python", "/app/deploy/docker/healthcheck.py"]
 TMP_VOLUME = "tmp"
 # SageMaker writes training metrics to CloudWatch under this namespace, as the execution role.
 SAGEMAKER_METRICS_NAMESPACE = "/aws/sagemaker/TrainingJobs"
+# ...and endpoints' instance and inference-component utilisation under these, as the serving role.
+SERVING_METRICS_NAMESPACES = ["/aws/sagemaker/Endpoints", "/aws/sagemaker/InferenceComponents"]
+# Each endpoint logs to a group of its own, `/aws/sagemaker/Endpoints/<endpoint name>`, which SageMaker creates.
+SERVING_LOG_GROUP_PREFIX = "/aws/sagemaker/Endpoints/"
+# What endpoints load from the bucket: the copies of base models (services/training/catalog.json's
+# artifact_prefix) and the adapters, each job's `training-jobs/{user}/{job}/output/model.tar.gz`.
+BASE_MODELS_PREFIX = "base-models/"
+ADAPTER_OBJECTS = "training-jobs/*/output/model.tar.gz"
 # Browsers PUT direct-upload parts to presigned URLs and read back each part's ETag (deploy/local/provision.py).
 CORS_RULE = {"AllowedMethods": ["PUT"], "AllowedHeaders": ["*"], "ExposedHeaders": ["ETag"], "MaxAge": 3600}
 
@@ -248,7 +257,7 @@ class _Builder:
             queue_arn=lambda name: get_att(self.queue_ids[self._local_name(name)], "Arn"),
             topic_arn=lambda name: ref(self.topic_ids[self._local_name(name)]),
             bucket_arn=get_att("Bucket", "Arn"), sagemaker_role_arn=get_att("SageMakerExecutionRole", "Arn"),
-            sub=sub)
+            serving_role_arn=get_att("SageMakerServingRole", "Arn"), sub=sub)
 
     def _local_name(self, name: str) -> str:
         return res.PREFIX + name.removeprefix(self.prefix) if name.startswith(self.prefix) else name
@@ -290,6 +299,54 @@ class _Builder:
                 "Version": "2012-10-17", "Statement": statements}}],
             "Tags": self.tags()})
 
+    def serving_role(self) -> None:
+        """What SageMaker endpoints run as: they read base models and adapters from the bucket (nothing else
+        there, and write nothing), pull the serving image and write their own logs and metrics."""
+        bucket_arn = get_att("Bucket", "Arn")
+        log_groups = sub(f"arn:${{AWS::Partition}}:logs:${{AWS::Region}}:${{AWS::AccountId}}:log-group:"
+                         f"{SERVING_LOG_GROUP_PREFIX}{iam.SERVING_NAME_PREFIX}*")
+        statements: list[Json] = [
+            # LMI copies a base model's whole prefix (HF_MODEL_ID=s3://...): it lists it first.
+            {"Sid": "BaseModelListing", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": bucket_arn,
+             "Condition": {"StringLike": {"s3:prefix": [BASE_MODELS_PREFIX + "*"]}}},
+            {"Sid": "BucketLocation", "Effect": "Allow", "Action": "s3:GetBucketLocation", "Resource": bucket_arn},
+            {"Sid": "ReadModels", "Effect": "Allow", "Action": "s3:GetObject",
+             "Resource": [{"Fn::Join": ["", [bucket_arn, f"/{BASE_MODELS_PREFIX}*"]]},
+                          {"Fn::Join": ["", [bucket_arn, f"/{ADAPTER_OBJECTS}"]]}]},
+            {"Sid": "EndpointLogs", "Effect": "Allow",
+             "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+             "Resource": [log_groups, {"Fn::Join": ["", [log_groups, ":log-stream:*"]]}]},
+            {"Sid": "EndpointMetrics", "Effect": "Allow", "Action": "cloudwatch:PutMetricData", "Resource": "*",
+             "Condition": {"StringEquals": {"cloudwatch:namespace": SERVING_METRICS_NAMESPACES}}},
+            {"Sid": "EcrLogin", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
+            {"Sid": "PullServingImage", "Effect": "Allow",
+             "Action": ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
+             "Resource": {"Fn::If": ["HasServingImageRepositoryArn", ref("ServingImageRepositoryArn"),
+                                     self.lmi_repository_arn()]}},
+            {"Fn::If": ["HasHuggingFaceToken", {
+                "Sid": "HuggingFaceToken", "Effect": "Allow", "Action": "secretsmanager:GetSecretValue",
+                "Resource": ref("HuggingFaceTokenSecret")}, ref("AWS::NoValue")]},
+        ]
+        self.add("SageMakerServingRole", "AWS::IAM::Role", {
+            "Description": "Assumed by SageMaker endpoints: base models and adapters in the bucket, their logs, "
+                           "the serving image",
+            "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [{
+                "Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"}, "Action": "sts:AssumeRole",
+                "Condition": {"StringEquals": {"aws:SourceAccount": ref("AWS::AccountId")}}}]},
+            "Policies": [{"PolicyName": "serving", "PolicyDocument": {
+                "Version": "2012-10-17", "Statement": statements}}],
+            "Tags": self.tags()})
+
+    def serving_image_uri(self) -> Json:
+        """SERVING_IMAGE_URI: the ServingImageUri parameter, else AWS's LMI image in the stack's region."""
+        lmi = images.lmi_image()
+        default = sub(f"{lmi.account}.dkr.ecr.${{AWS::Region}}.${{AWS::URLSuffix}}/{lmi.repository}{lmi.reference}")
+        return {"Fn::If": ["HasServingImageUri", ref("ServingImageUri"), default]}
+
+    def lmi_repository_arn(self) -> Json:
+        lmi = images.lmi_image()
+        return sub(f"arn:${{AWS::Partition}}:ecr:${{AWS::Region}}:{lmi.account}:repository/{lmi.repository}")
+
     def task_role(self, process: Process) -> str:
         return self.add(process.logical_id + "TaskRole", "AWS::IAM::Role", {
             "Description": f"{process.name}: only what its code calls, on its own service's resources",
@@ -330,7 +387,8 @@ class _Builder:
             # cfn-lint checks the parameter's empty default, but the secret exists only when both are set.
             Metadata={"cfn-lint": {"config": {"ignore_checks": ["W1030"]}}})
         self.add("HuggingFaceTokenSecret", "AWS::SecretsManager::Secret", {
-            "Description": "HF_TOKEN_SECRET_ID: the Hugging Face token training jobs read for gated models",
+            "Description": "HF_TOKEN_SECRET_ID: the Hugging Face token training jobs and endpoints read for gated "
+                           "models",
             "SecretString": ref("HuggingFaceToken"), "Tags": self.tags()}, Condition="HasHuggingFaceToken")
 
     # ---- containers ----------------------------------------------------------------------------------------
@@ -357,11 +415,20 @@ class _Builder:
                        TRAINER_IMAGE_URI=self.image_uri("trainer"), LAUNCH_MODE="image",
                        HF_TOKEN_SECRET_ID={"Fn::If": ["HasHuggingFaceToken", ref("HuggingFaceTokenSecret"),
                                                       ref("AWS::NoValue")]})
-        if process.service == "gateway":
+        if process.service == "inference":
+            env.update(SERVING_EXECUTION_ROLE_ARN=get_att("SageMakerServingRole", "Arn"),
+                       SERVING_IMAGE_URI=self.serving_image_uri(),
+                       HF_TOKEN_SECRET_ID={"Fn::If": ["HasHuggingFaceToken", ref("HuggingFaceTokenSecret"),
+                                                      ref("AWS::NoValue")]})
+        if process.service == "gateway":  # AUTH_URL, FILES_URL, TRAINING_URL, INFERENCE_URL
             env.update({f"{s.upper()}_URL": self.internal_url(s) for s in SERVICES if s != "gateway"})
         entries = [{"Name": k, "Value": v} for k, v in sorted(env.items())]
+
+        def optional(value: Any) -> bool:
+            return isinstance(value, dict) and "Fn::If" in value and value["Fn::If"][2] == ref("AWS::NoValue")
+
         # An optional setting that is off is left out, rather than set to an empty string.
-        return [e if not (isinstance(e["Value"], dict) and "Fn::If" in e["Value"]) else
+        return [e if not optional(e["Value"]) else
                 {"Fn::If": [e["Value"]["Fn::If"][0], {"Name": e["Name"], "Value": e["Value"]["Fn::If"][1]},
                             ref("AWS::NoValue")]} for e in entries]
 
@@ -559,6 +626,7 @@ class _Builder:
         self.messaging()
         self.log_groups()
         self.sagemaker_role()
+        self.serving_role()
         self.secrets()
         self.network()
         self.execution_role()
@@ -584,6 +652,7 @@ class _Builder:
                                   "Value": sub("https://${DomainName}/auth/google/callback")},
             "BucketName": {"Value": ref("Bucket")},
             "SageMakerExecutionRoleArn": {"Value": get_att("SageMakerExecutionRole", "Arn")},
+            "SageMakerServingRoleArn": {"Value": get_att("SageMakerServingRole", "Arn")},
             "ClusterName": {"Value": ref("Cluster")},
             "AlarmTopicArn": {"Value": ref("AlarmTopic")},
         }
@@ -650,6 +719,12 @@ PARAMETERS: Json = {
                               "Description": "Deleted or overwritten objects are kept this long"},
     "ArtifactsTieringDays": {"Type": "Number", "Default": 30, "MinValue": 0,
                              "Description": "Training artifacts move to Intelligent-Tiering after this many days"},
+    "ServingImageUri": {"Type": "String", "Default": "", "AllowedPattern": r"^$|^\d{12}\.dkr\.ecr\.[a-z0-9.-]+/.+$",
+                        "Description": "The container SageMaker endpoints run (an ECR image); empty: AWS's LMI "
+                                       "image (DJL Serving with vLLM) in the stack's region"},
+    "ServingImageRepositoryArn": {"Type": "String", "Default": "", "AllowedPattern": r"^$|^arn:aws[a-z-]*:ecr:.+",
+                                  "Description": "ServingImageUri's ECR repository, which the serving role may pull "
+                                                 "from (make deploy derives it); empty: the LMI repository"},
     **_ALARM_PARAMETERS,
 }
 
@@ -657,6 +732,8 @@ CONDITIONS: Json = {
     "HasGoogle": {"Fn::And": [{"Fn::Not": [{"Fn::Equals": [ref("GoogleClientId"), ""]}]},
                               {"Fn::Not": [{"Fn::Equals": [ref("GoogleClientSecretValue"), ""]}]}]},
     "HasHuggingFaceToken": {"Fn::Not": [{"Fn::Equals": [ref("HuggingFaceToken"), ""]}]},
+    "HasServingImageUri": {"Fn::Not": [{"Fn::Equals": [ref("ServingImageUri"), ""]}]},
+    "HasServingImageRepositoryArn": {"Fn::Not": [{"Fn::Equals": [ref("ServingImageRepositoryArn"), ""]}]},
     "BillingMetricsHere": {"Fn::Equals": [ref("AWS::Region"), "us-east-1"]},
 }
 

@@ -7,6 +7,7 @@ import ast
 import importlib
 import inspect
 import json
+import re
 from dataclasses import replace
 from functools import cache
 from pathlib import Path
@@ -166,11 +167,12 @@ def test_a_second_prefix_renames_every_resource() -> None:
 
 # ---- IAM: what each process calls is granted, on its own resources only ----------------------------------
 
-_SERVICES = ("dynamodb", "s3", "sns", "sqs", "sagemaker", "logs", "service-quotas", "secretsmanager", "events", "sts",
-             "iam", "ecr", "cloudwatch")
+_SERVICES = ("dynamodb", "s3", "sns", "sqs", "sagemaker", "sagemaker-runtime", "logs", "service-quotas",
+             "secretsmanager", "events", "sts", "iam", "ecr", "cloudwatch")
 # How the code names its clients (stores take `db`, handlers get `deps.s3`, ...).
 _CLIENT_NAMES = {"db": "dynamodb", "_db": "dynamodb", "s3": "s3", "_s3": "s3", "sqs": "sqs", "_sqs": "sqs",
-                 "sns": "sns", "_sns": "sns", "sagemaker": "sagemaker", "logs": "logs", "sts": "sts"}
+                 "sns": "sns", "_sns": "sns", "sagemaker": "sagemaker", "runtime": "sagemaker-runtime",
+                 "logs": "logs", "sts": "sts"}
 # shared/dynamo.py's helpers page through a Query (or the Scan named as their second argument) themselves.
 _DYNAMO_HELPERS = {"all_items", "items_of_user"}
 
@@ -239,20 +241,23 @@ def _helper_call(node: ast.Call) -> str | None:
 
 
 def aws_calls(files: set[Path]) -> set[str]:
-    """`service:Operation` for every AWS client call in the files (paginators, presigned URLs and
-    shared/dynamo.py's helpers included)."""
+    """`service:Operation` for every AWS client operation in the files: called, or passed on to be called
+    (`_create(deps.sagemaker.create_model, ...)`), paginators, presigned URLs and shared/dynamo.py's helpers
+    included."""
     calls: set[str] = set()
     for path in files:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Call) and (helper := _helper_call(node)):
                 calls.add(helper)
-            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
-                continue
-            method = node.func.attr
-            if method in ("get_paginator", "generate_presigned_url") and node.args \
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                    and node.func.attr in ("get_paginator", "generate_presigned_url") and node.args \
                     and isinstance(node.args[0], ast.Constant):
-                method = str(node.args[0].value)
-            service = _client_of(node.func.value, method)
+                receiver, method = node.func.value, str(node.args[0].value)
+            elif isinstance(node, ast.Attribute):
+                receiver, method = node.value, node.attr
+            else:
+                continue
+            service = _client_of(receiver, method)
             if service and service in _operations().get(method, {}):
                 calls.add(f"{service}:{_operations()[method][service]}")
     return calls
@@ -267,6 +272,8 @@ def test_the_scanner_finds_the_calls_it_must() -> None:
     assert "s3:UploadPart" in aws_calls(import_closure("services.files.app"))  # a presigned part URL
     assert "dynamodb:Scan" in aws_calls(import_closure("services.auth.app"))  # all_items(db, "scan", ...)
     assert "dynamodb:Query" in aws_calls(import_closure("services.files.app"))  # items_of_user(...)
+    serving = aws_calls(import_closure("services.inference.worker"))
+    assert {"sagemaker:CreateModel", "sagemaker-runtime:InvokeEndpointWithResponseStream"} <= serving  # passed on
 
 
 @pytest.mark.parametrize("process", PROCESSES, ids=lambda p: p.name)
@@ -306,7 +313,8 @@ def test_each_role_grants_its_calls_on_its_own_resources_only(cfn: dict[str, Any
         if "*" in statement["Resource"]:
             assert statement["Resource"] == ["*"]
             assert set(statement["Action"]) <= set(iam.WILDCARD_REASONS), statement
-        for logical_id in references(statement["Resource"]) - {"Bucket", "SageMakerExecutionRole"}:
+        for logical_id in references(statement["Resource"]) - {"Bucket", "SageMakerExecutionRole",
+                                                               "SageMakerServingRole"}:
             type_, owner = _owner_of(cfn, logical_id)
             if type_ == "AWS::SNS::Topic" and statement["Sid"] == "ReplicaSubscriptions":
                 assert logical_id in replica_topics
@@ -322,15 +330,113 @@ def test_the_files_role_has_nothing_of_training() -> None:
     assert "sagemaker" not in files and "TrainingWorkerQueue" not in files and "iam:PassRole" not in files
 
 
-def test_only_the_training_worker_may_launch_and_pass_only_the_sagemaker_role(cfn: dict[str, Any]) -> None:
-    passing = {p.name for p in PROCESSES if "iam:PassRole" in iam.granted_actions(p.name)}
-    assert passing == {"training-worker"}
-    worker = next(p for p in PROCESSES if p.name == "training-worker")
-    statement = next(s for s in _policy(cfn, worker)["Statement"] if s["Action"] == ["iam:PassRole"])
-    assert statement["Resource"] == [{"Fn::GetAtt": ["SageMakerExecutionRole", "Arn"]}]
-    assert statement["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
-    jobs = next(s for s in _policy(cfn, worker)["Statement"] if s["Sid"] == "OwnTrainingJobs")
+def test_only_the_processes_that_launch_pass_a_role_each_only_its_own_to_sagemaker(cfn: dict[str, Any]) -> None:
+    passing = {p.name: p for p in PROCESSES if "iam:PassRole" in iam.granted_actions(p.name)}
+    assert set(passing) == {"training-worker", "inference-worker", "inference-reconciler"}
+    roles = {"training": "SageMakerExecutionRole", "inference": "SageMakerServingRole"}
+    for process in passing.values():
+        statement = next(s for s in _policy(cfn, process)["Statement"] if s["Action"] == ["iam:PassRole"])
+        assert statement["Resource"] == [{"Fn::GetAtt": [roles[process.service], "Arn"]}]
+        assert statement["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
+    jobs = next(s for s in _policy(cfn, passing["training-worker"])["Statement"] if s["Sid"] == "OwnTrainingJobs")
     assert jobs["Resource"][0]["Fn::Sub"].endswith(f":training-job/{iam.TRAINING_JOB_NAME_PREFIX}*")
+
+
+_INFERENCE = [p for p in PROCESSES if p.service == "inference"]
+
+
+@pytest.mark.parametrize("process", _INFERENCE, ids=lambda p: p.name)
+def test_serving_roles_touch_only_sagemaker_resources_named_llmt_each_action_on_its_types(
+        cfn: dict[str, Any], process: Process) -> None:
+    statements = [s for s in _policy(cfn, process)["Statement"] if any(a.startswith("sagemaker:") for a in s["Action"])]
+    allowed: dict[str, set[str]] = {}  # action -> the resource types some statement allows it on
+    for statement in statements:
+        types = set()
+        for resource in statement["Resource"]:
+            resource_type, name = resource["Fn::Sub"].rsplit(":", 1)[1].split("/")
+            assert name == f"{iam.SERVING_NAME_PREFIX}*", resource
+            types.add(resource_type)
+        for action in statement["Action"]:
+            allowed.setdefault(action, set()).update(types)
+    for action, types in allowed.items():
+        documented = iam.SAGEMAKER_RESOURCE_TYPES.get(action)
+        if documented is None:  # AddTags: on what the process creates
+            assert types == {iam.SAGEMAKER_CREATES[a] for a in allowed if a in iam.SAGEMAKER_CREATES}
+        else:  # every type the Service Authorization Reference requires, and no other
+            assert types == set(documented), action
+    if process.kind == "api":  # describes and invokes, creates and deletes nothing
+        assert set(allowed) == {"sagemaker:DescribeEndpoint", "sagemaker:DescribeInferenceComponent",
+                                "sagemaker:InvokeEndpoint", "sagemaker:InvokeEndpointWithResponseStream"}
+        return
+    assert {"sagemaker:CreateModel", "sagemaker:CreateEndpoint", "sagemaker:DeleteEndpoint"} <= set(allowed)
+    tagging = next(s for s in statements if s["Action"] == ["sagemaker:AddTags"])
+    assert tagging["Condition"] == {"ForAllValues:StringEquals": {"aws:TagKeys": list(iam.SERVING_TAG_KEYS)}}
+
+
+def test_serving_names_and_tags_are_what_the_serving_policies_allow() -> None:
+    from services.inference import endpoints
+
+    stack = endpoints.stack_name("user-1", "llm-tuner/tiny-chat", "ml.g5.xlarge")
+    for name in (stack, endpoints.base_component_name(stack), endpoints.adapter_component_name(stack, "ft:x")):
+        assert name.startswith(iam.SERVING_NAME_PREFIX) and name == name.lower() and len(name) <= 63
+    tag_keys = set(re.findall(r'"Key": "([^"]+)"', inspect.getsource(endpoints)))
+    assert tag_keys and tag_keys <= set(iam.SERVING_TAG_KEYS)
+
+
+@pytest.mark.parametrize("process", _INFERENCE, ids=lambda p: p.name)
+def test_serving_roles_use_only_their_prefixes_of_the_bucket(cfn: dict[str, Any], process: Process) -> None:
+    objects = [r for s in _policy(cfn, process)["Statement"] for r in s["Resource"]
+               if isinstance(r, dict) and references(r) == {"Bucket"}]
+    suffixes = {r["Fn::Join"][1][1] for r in objects}
+    assert "/*" not in suffixes  # never the whole bucket
+    expected = {"/evaluations/*", "/normalized/*"} if process.name == "inference-worker" else \
+        {"/evaluations/*"} if iam.granted_actions(process.name) & {"s3:GetObject"} else set()
+    assert suffixes == expected
+    for statement in _policy(cfn, process)["Statement"]:
+        if statement["Resource"] == [{"Fn::Join": ["", [{"Fn::GetAtt": ["Bucket", "Arn"]}, "/normalized/*"]]}]:
+            assert statement["Action"] == ["s3:GetObject"]  # files' objects: read only
+
+
+def test_the_serving_role_reads_models_pulls_its_image_and_writes_only_its_logs(cfn: dict[str, Any]) -> None:
+    role = cfn["Resources"]["SageMakerServingRole"]["Properties"]
+    trust = role["AssumeRolePolicyDocument"]["Statement"][0]
+    assert trust["Principal"] == {"Service": "sagemaker.amazonaws.com"} and trust["Action"] == "sts:AssumeRole"
+    assert "ManagedPolicyArns" not in role
+    statements = {s["Sid"]: s for s in role["Policies"][0]["PolicyDocument"]["Statement"] if "Sid" in s}
+    actions = {a for s in statements.values() for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+    assert not {a for a in actions if a.startswith("s3:") and a not in ("s3:GetObject", "s3:ListBucket",
+                                                                          "s3:GetBucketLocation")}
+    read = statements["ReadModels"]["Resource"]
+    assert [r["Fn::Join"][1][1] for r in read] == [f"/{template.BASE_MODELS_PREFIX}*", f"/{template.ADAPTER_OBJECTS}"]
+    assert statements["BaseModelListing"]["Condition"] == {"StringLike": {"s3:prefix": ["base-models/*"]}}
+    group, streams = statements["EndpointLogs"]["Resource"]
+    assert group["Fn::Sub"].endswith(":log-group:/aws/sagemaker/Endpoints/llmt-*")
+    assert streams == {"Fn::Join": ["", [group, ":log-stream:*"]]}
+    assert statements["EndpointMetrics"]["Condition"]["StringEquals"]["cloudwatch:namespace"] == \
+        template.SERVING_METRICS_NAMESPACES
+    pull = statements["PullServingImage"]["Resource"]["Fn::If"]
+    assert pull[0] == "HasServingImageRepositoryArn" and pull[2] == {
+        "Fn::Sub": "arn:${AWS::Partition}:ecr:${AWS::Region}:763104351884:repository/djl-inference"}
+    for s in statements.values():
+        if s["Resource"] == "*":
+            assert s["Action"] in iam.WILDCARD_REASONS
+
+
+def test_the_gateway_reaches_the_inference_api_which_the_tasks_configure(cfn: dict[str, Any]) -> None:
+    def environment(process: str) -> dict[str, Any]:
+        container = cfn["Resources"][process + "TaskDefinition"]["Properties"]["ContainerDefinitions"][0]
+        return {e["Name"]: e["Value"] for e in container["Environment"] if "Name" in e}
+
+    assert environment("Gateway")["INFERENCE_URL"] == "http://inference.llm-tuner.internal:5004"
+    assert cfn["Resources"]["InferenceDiscovery"]["Properties"]["Name"] == "inference"
+    assert cfn["Resources"]["ServicesFromServices"]["Properties"]["ToPort"] >= 5004
+    for process in _INFERENCE:
+        env = environment(process.logical_id)
+        assert env["SERVING_EXECUTION_ROLE_ARN"] == {"Fn::GetAtt": ["SageMakerServingRole", "Arn"]}
+        assert env["SERVING_IMAGE_URI"]["Fn::If"][1:] == [{"Ref": "ServingImageUri"}, {
+            "Fn::Sub": "763104351884.dkr.ecr.${AWS::Region}.${AWS::URLSuffix}/djl-inference:0.33.0-lmi15.0.0-cu128"}]
+        assert "DEPLOY_ON_DEMAND" not in env  # deploying is the user's choice on AWS (it costs money)
+        assert env["DYNAMODB_DEPLOYMENTS_TABLE"] == "llm-tuner-inference-deployments"
 
 
 def test_training_job_names_have_the_prefix_the_policy_allows() -> None:
@@ -485,9 +591,11 @@ def test_deploy_dry_run_prints_every_step_and_calls_no_aws(capsys: pytest.Captur
                  "5. cost alarm", "6. outputs", "make doctor"):
         assert step in out
     assert "JwtPrivateKeyPem=<secret>" in out and "BEGIN PRIVATE KEY" not in out
+    assert "ServingImageUri=763104351884.dkr.ecr.eu-west-1.amazonaws.com/djl-inference:" in out
     deploy.main(["teardown", "--dry-run", "--config", str(EXAMPLE_CONFIG)])
     out = capsys.readouterr().out
     assert "would delete stack llm-tuner in eu-west-1" in out and "kept by the stack" in out
+    assert "would list the SageMaker endpoints named llmt-*" in out  # deployments are not the stack's
 
 
 def test_the_config_names_what_is_missing_and_the_environment_overrides_it(tmp_path: Path) -> None:
@@ -498,3 +606,19 @@ def test_the_config_names_what_is_missing_and_the_environment_overrides_it(tmp_p
     config = deploy.load_config(EXAMPLE_CONFIG, {"DEPLOY_REGION": "us-west-2", "DEPLOY_PUBLIC_SUBNET_IDS": "a,b"})
     assert config.region == "us-west-2" and config.public_subnet_ids == ("a", "b")
     assert config.account_id == "123456789012"
+
+
+def test_the_serving_image_is_lmi_in_the_region_unless_configured_and_is_an_ecr_image_there() -> None:
+    def shown(config: deploy.Config) -> dict[str, Any]:
+        params = deploy.parameters(config, "t", exists=False, log_groups_present=set(), env={}, dry_run=True)
+        return {p["ParameterKey"]: p["ParameterValue"] for p in params}
+
+    lmi = shown(deploy.load_config(EXAMPLE_CONFIG, {}))
+    assert lmi["ServingImageUri"] == images.lmi_image().in_region("eu-west-1").uri
+    assert lmi["ServingImageRepositoryArn"] == "arn:aws:ecr:eu-west-1:763104351884:repository/djl-inference"
+    own = shown(deploy.load_config(EXAMPLE_CONFIG, {
+        "DEPLOY_SERVING_IMAGE_URI": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/team/lmi@sha256:abc"}))
+    assert own["ServingImageRepositoryArn"] == "arn:aws:ecr:eu-west-1:123456789012:repository/team/lmi"
+    for elsewhere in ("docker.io/library/vllm:latest", "763104351884.dkr.ecr.us-east-1.amazonaws.com/djl-inference:1"):
+        with pytest.raises(deploy.DeployError, match="serving_image_uri"):
+            deploy.load_config(EXAMPLE_CONFIG, {"DEPLOY_SERVING_IMAGE_URI": elsewhere})
