@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings
 from services.auth.settings import Settings as AuthSettings
 from services.files.settings import Settings as FilesSettings
 from services.gateway.settings import Settings as GatewaySettings
+from services.inference.settings import Settings as InferenceSettings
 from services.training.settings import Settings as TrainingSettings
 from shared.aws import AwsClients
 from shared.contracts import resources
@@ -62,6 +63,7 @@ class Context:
     files: FilesSettings
     training: TrainingSettings
     gateway: GatewaySettings
+    inference: InferenceSettings
     resources: Resources  # what shared/contracts/resources.py describes, under the default names
     names: dict[str, str]
     aws: AwsClients
@@ -123,10 +125,11 @@ def load_context(connect_timeout_s: float = 3.0, read_timeout_s: float = 10.0) -
     files = FilesSettings(environment="development")
     training = TrainingSettings(environment="development")
     gateway = GatewaySettings(environment="development")
+    inference = InferenceSettings(environment="development")
     described = resources.describe()
-    names = configured_names([auth, files, training, gateway], described)
+    names = configured_names([auth, files, training, gateway, inference], described)
     # Few retries: an unreachable endpoint should fail a check in seconds, not after a long backoff.
     aws_settings = training.model_copy(update={
         "aws_connect_timeout_s": connect_timeout_s, "aws_read_timeout_s": read_timeout_s, "aws_max_attempts": 2})
     return Context(environment=environment, auth=auth, files=files, training=training, gateway=gateway,
-                   resources=described, names=names, aws=AwsClients(aws_settings))
+                   inference=inference, resources=described, names=names, aws=AwsClients(aws_settings))

@@ -15,6 +15,7 @@ CHECKS: tuple[Probe, ...] = (
     Probe("subscriptions", messaging.subscriptions),
     Probe("rules", messaging.rules),
     Probe("sagemaker-role", sagemaker.execution_role),
+    Probe("serving-role", sagemaker.serving_role),
     Probe("sagemaker", sagemaker.sagemaker_api),
     Probe("gpu-quotas", sagemaker.gpu_quotas),
     Probe("google-oauth", config.google_oauth),

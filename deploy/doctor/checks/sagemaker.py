@@ -1,10 +1,11 @@
-"""SageMaker: the execution role (assumable by SageMaker, passable by the caller), the API answering, and the
-training quotas of the catalog's GPU instance types."""
+"""SageMaker: the execution role of training jobs and the serving role of endpoints (each assumable by SageMaker,
+passable by the caller), the API answering, and the training quotas of the catalog's GPU instance types."""
 
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
@@ -13,6 +14,7 @@ from botocore.parsers import ResponseParserError
 
 from deploy.doctor.context import Context
 from deploy.doctor.model import Check, Status, failed, passed, skipped, warned
+from services.inference.settings import Settings as InferenceSettings
 from services.training.catalog import Catalog
 from services.training.quotas import SERVICE_CODE, QuotaCheck, QuotaChecker
 from services.training.settings import Settings as TrainingSettings
@@ -45,44 +47,72 @@ def _role_fix(ctx: Context, name: str) -> str:
             f"'{json.dumps(TRUST_POLICY)}'")
 
 
-def _is_default_role(ctx: Context) -> bool:
-    return ctx.training.sagemaker_execution_role_arn == TrainingSettings.model_fields[
-        "sagemaker_execution_role_arn"].default
+@dataclass(frozen=True)
+class _Role:
+    """A role the platform hands to SageMaker, as one service's settings name it."""
+
+    check: str  # the check's name
+    setting: str  # the variable that names it
+    arn: str
+    default: str  # the local default, which the local SageMaker emulator never assumes
+    runs: str  # what runs as it
+    grants: str  # what it needs beyond the trust policy
+    passed_by: str  # whose credentials pass it
+
+
+def _training_role(ctx: Context) -> _Role:
+    return _Role("sagemaker-role", "SAGEMAKER_EXECUTION_ROLE_ARN", ctx.training.sagemaker_execution_role_arn,
+                 str(TrainingSettings.model_fields["sagemaker_execution_role_arn"].default), "training jobs",
+                 "the guide's S3 and logs permissions", "the training service")
+
+
+def _serving_role(ctx: Context) -> _Role:
+    return _Role("serving-role", "SERVING_EXECUTION_ROLE_ARN", ctx.inference.serving_execution_role_arn,
+                 str(InferenceSettings.model_fields["serving_execution_role_arn"].default), "endpoints",
+                 "read on the bucket's base-models/ and the jobs' model.tar.gz, ECR pull of the serving image and "
+                 "logs (deploy/aws/template.py's SageMakerServingRole)", "the inference worker")
 
 
 async def execution_role(ctx: Context) -> list[Check]:
-    arn = ctx.training.sagemaker_execution_role_arn
+    return await _role_checks(ctx, _training_role(ctx))
+
+
+async def serving_role(ctx: Context) -> list[Check]:
+    return await _role_checks(ctx, _serving_role(ctx))
+
+
+async def _role_checks(ctx: Context, wanted: _Role) -> list[Check]:
+    arn, check, setting = wanted.arn, wanted.check, wanted.setting
     match = _ROLE_ARN.match(arn)
     if match is None:
-        return [failed("sagemaker-role", f"SAGEMAKER_EXECUTION_ROLE_ARN {arn!r} is not an IAM role ARN",
+        return [failed(check, f"{setting} {arn!r} is not an IAM role ARN",
                        "set it to the role's ARN: `aws iam get-role --role-name <name> --query Role.Arn`")]
     account, name = match.group(1), match.group(2)
     caller_account = str((await ctx.identity())["Account"])
     if account != caller_account:
-        return [failed("sagemaker-role", f"role {arn} is in account {account}, but the credentials are for account "
+        return [failed(check, f"role {arn} is in account {account}, but the credentials are for account "
                        f"{caller_account}: SageMaker takes a role of the job's own account",
-                       "set SAGEMAKER_EXECUTION_ROLE_ARN to a role in this account, or use that account's credentials")]
+                       f"set {setting} to a role in this account, or use that account's credentials")]
     iam = await ctx.client("iam")
     try:
         role = (await iam.get_role(RoleName=name))["Role"]
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") != "NoSuchEntity":
             raise
-        if ctx.is_development and _is_default_role(ctx):
-            return [skipped("sagemaker-role", "SAGEMAKER_EXECUTION_ROLE_ARN is the local default and the local "
+        if ctx.is_development and arn == wanted.default:
+            return [skipped(check, f"{setting} is the local default and the local "
                             "SageMaker emulator assumes no role; set it to check a real role")]
         create = ctx.aws_cli("iam", f"create-role --role-name {name} --assume-role-policy-document")
-        by_hand = f"`{create} '{json.dumps(TRUST_POLICY)}'`, then attach the guide's S3 and logs permissions"
-        return [failed("sagemaker-role", f"role {name} ({arn}) does not exist",
+        by_hand = f"`{create} '{json.dumps(TRUST_POLICY)}'`, then attach {wanted.grants}"
+        return [failed(check, f"role {name} ({arn}) does not exist",
                        by_hand if ctx.is_development else f"{ctx.provision_fix} (it creates the role); or {by_hand}")]
     if role.get("Arn", arn) != arn:
-        return [failed("sagemaker-role", f"role {name} exists as {role['Arn']}, not {arn}",
-                       f"set SAGEMAKER_EXECUTION_ROLE_ARN={role['Arn']}")]
+        return [failed(check, f"role {name} exists as {role['Arn']}, not {arn}", f"set {setting}={role['Arn']}")]
     if not trusts_sagemaker(role.get("AssumeRolePolicyDocument", {})):
-        return [failed("sagemaker-role", f"role {name}'s trust policy does not let {SAGEMAKER_PRINCIPAL} assume it: "
-                       "training jobs fail to start", _role_fix(ctx, name))]
-    return [passed("sagemaker-role", f"role {name} exists and {SAGEMAKER_PRINCIPAL} may assume it"),
-            await _pass_role(ctx, arn)]
+        return [failed(check, f"role {name}'s trust policy does not let {SAGEMAKER_PRINCIPAL} assume it: "
+                       f"{wanted.runs} fail to start", _role_fix(ctx, name))]
+    return [passed(check, f"role {name} exists and {SAGEMAKER_PRINCIPAL} may assume it"),
+            await _pass_role(ctx, arn, f"{check}.passrole", wanted.passed_by)]
 
 
 async def _principal_arn(ctx: Context) -> str | None:
@@ -97,12 +127,12 @@ async def _principal_arn(ctx: Context) -> str | None:
     return caller.replace(":sts::", ":iam::", 1)
 
 
-async def _pass_role(ctx: Context, role_arn: str) -> Check:
-    name = "sagemaker-role.passrole"
+async def _pass_role(ctx: Context, role_arn: str, name: str = "sagemaker-role.passrole",
+                     passed_by: str = "the training service") -> Check:
     principal = await _principal_arn(ctx)
     if principal is None:
         return warned(name, "the doctor runs as the account's root user, which may pass any role; the services "
-                      "must not run as root", "run the doctor with the training service's credentials")
+                      "must not run as root", f"run the doctor with {passed_by}'s credentials")
     policy = {"Version": "2012-10-17", "Statement": [{
         "Effect": "Allow", "Action": "iam:PassRole", "Resource": role_arn,
         "Condition": {"StringEquals": {"iam:PassedToService": SAGEMAKER_PRINCIPAL}}}]}
