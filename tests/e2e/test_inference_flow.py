@@ -24,7 +24,8 @@ from shared.contracts import resources
 from trainer_image.demo_model import SYSTEM_PROMPT, demo_facts
 
 pytestmark = pytest.mark.e2e
-FACTS = demo_facts()[:8]  # few enough that the default hyperparameters learn them (about 12 epochs)
+# Five facts, each twice: OpenAI's minimum of 10 examples, for which the default hyperparameters run 10 epochs.
+FACTS = demo_facts()[:5]
 PASSWORD = "e2e password 123"
 
 
@@ -68,7 +69,7 @@ def trained(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> dict[
     client = openai.OpenAI(base_url=f"{cluster.gateway_url}/v1", api_key=token, max_retries=0, timeout=600)
     data: Path = tmp_path_factory.mktemp("inference") / "facts.jsonl"
     data.write_text("".join(json.dumps({"messages": [*question(q), {"role": "assistant", "content": a}]}) + "\n"
-                            for q, a in FACTS))
+                            for q, a in FACTS * 2))
     files = []
     for _ in range(2):  # training and validation
         uploaded = client.files.create(file=data.open("rb"), purpose="fine-tune")
@@ -151,6 +152,7 @@ def test_many_concurrent_chats_queue_and_are_served(trained: dict[str, Any]) -> 
         answers = list(pool.map(lambda i: answer(client, trained["model"], FACTS[i % len(FACTS)][0]), range(32)))
     # Every request served (none refused or failed), and at temperature 0 the same question gets the same answer.
     assert all(answers[i] == answers[i % len(FACTS)] for i in range(len(answers)))
+    assert sum(answers[i].strip() == a for i, (_, a) in enumerate(FACTS)) >= 4
 
 
 def test_the_job_gets_a_base_versus_tuned_evaluation(cluster: Cluster, trained: dict[str, Any]) -> None:
@@ -166,7 +168,7 @@ def test_the_job_gets_a_base_versus_tuned_evaluation(cluster: Cluster, trained: 
     assert summary[trained["model"]]["exact_match"] >= 0.8 and summary[DEMO_MODEL_ID]["exact_match"] <= 0.2
     assert summary[trained["model"]]["loss"] < summary[DEMO_MODEL_ID]["loss"]  # the local server exposes it
     detail = httpx.get(f"{url}/{evaluation['id']}", headers=headers).json()
-    assert len(detail["results"]) == len(FACTS)
+    assert len(detail["results"]) == 2 * len(FACTS)
     assert {r["reference"] for r in detail["results"]} == {a for _, a in FACTS}
 
 
