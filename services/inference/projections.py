@@ -4,30 +4,19 @@ account's deletion (auth's `user.deleted`: its deployments come down, its models
 from __future__ import annotations
 
 import logging
-from typing import Literal
 
 from services.inference.deployments import take_down
 from services.inference.deps import Deps
 from services.inference.models import FileView
 from shared.contracts.auth_events import UserDeleted
-from shared.contracts.files_events import FileDeleted, FileEvent, FileRejected, FileUploaded, ValidationResult
+from shared.contracts.files_events import FileEvent, ValidationResult, file_status
 
 log = logging.getLogger(__name__)
 
 
-def _status(event: FileEvent) -> Literal["uploaded", "processed", "error", "deleted"]:
-    if isinstance(event, FileUploaded):
-        return "uploaded"
-    if isinstance(event, FileRejected):
-        return "error"
-    if isinstance(event, FileDeleted):
-        return "deleted"
-    return "processed"
-
-
 async def project_file(event: FileEvent, deps: Deps) -> None:
     report = event if isinstance(event, ValidationResult) else None
-    await deps.files.put(FileView(file_id=event.file_id, user_id=event.user_id, status=_status(event),
+    await deps.files.put(FileView(file_id=event.file_id, user_id=event.user_id, status=file_status(event),
                                   purpose=event.purpose, filename=event.filename,
                                   example_type=report.example_type if report else None,
                                   normalized_uri=report.normalized_uri if report else None,

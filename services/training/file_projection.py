@@ -13,30 +13,19 @@ moment of its file settling, whose launch read the file just before, is the reco
 from __future__ import annotations
 
 import logging
-from typing import Literal
 
 from services.training.deps import Deps
 from services.training.models import FileView
-from shared.contracts.files_events import FileDeleted, FileEvent, FileRejected, FileUploaded, ValidationResult
+from shared.contracts.files_events import FileEvent, FileRejected, ValidationResult, file_status
 from shared.contracts.training_events import LaunchRequested
 from shared.envelope import new_event
 
 log = logging.getLogger(__name__)
 
 
-def _status(event: FileEvent) -> Literal["uploaded", "processed", "error", "deleted"]:
-    if isinstance(event, FileUploaded):
-        return "uploaded"
-    if isinstance(event, FileRejected):
-        return "error"
-    if isinstance(event, FileDeleted):
-        return "deleted"
-    return "processed"
-
-
 def file_view(event: FileEvent) -> FileView:
     report = event if isinstance(event, ValidationResult) else None
-    return FileView(file_id=event.file_id, user_id=event.user_id, status=_status(event), purpose=event.purpose,
+    return FileView(file_id=event.file_id, user_id=event.user_id, status=file_status(event), purpose=event.purpose,
                     s3_uri=event.s3_uri, examples=report.examples if report else None,
                     error=event.error if isinstance(event, FileRejected) else None,
                     normalized_uri=report.normalized_uri if report else None,

@@ -61,3 +61,17 @@ class FileRejected(ValidationResult):
 class FileDeleted(FileEvent):
     TYPE = FILE_DELETED
     reason: Literal["deleted", "user_deleted"]
+
+
+FileStatus = Literal["uploaded", "processed", "error", "deleted"]
+
+
+def file_status(event: FileEvent) -> FileStatus:
+    """The file's status (OpenAI's names) as the event leaves it: what every consumer's projection records."""
+    if isinstance(event, FileUploaded):
+        return "uploaded"
+    if isinstance(event, FileRejected):
+        return "error"
+    if isinstance(event, FileDeleted):
+        return "deleted"
+    return "processed"
