@@ -337,5 +337,13 @@ class Hosting:
         picks the work up again)."""
         if self._closing.is_set():
             return
-        clipped = reason if len(reason) <= MAX_FAILURE_REASON else "..." + reason[-(MAX_FAILURE_REASON - 3):]
-        self.store.update(cls, name, when=lambda r: r.status in ALIVE, status=FAILED, failure_reason=clipped)
+        self.store.update(cls, name, when=lambda r: r.status in ALIVE, status=FAILED,
+                          failure_reason=_clip(reason))
+
+
+def _clip(reason: str) -> str:
+    """FailureReason holds 1024 characters: the first line (what happened) and the end (a server's last words)."""
+    if len(reason) <= MAX_FAILURE_REASON:
+        return reason
+    first = reason.split("\n", 1)[0][:300]
+    return f"{first}\n...\n{reason[-(MAX_FAILURE_REASON - len(first) - 5):]}"
