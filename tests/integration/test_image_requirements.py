@@ -37,7 +37,7 @@ def services_python() -> Path:
 def env(provisioned: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """What the processes are configured with: the embedded AWS, and the local service URLs on free ports.
     Nothing from this test process's environment leaks in (no PYTHONPATH, no virtualenv on PATH)."""
-    ports = {name: free_port() for name in ("gateway", "auth", "files", "training")}
+    ports = {name: free_port() for name in ("gateway", "auth", "files", "training", "inference")}
     data = tmp_path_factory.mktemp("image-run")
     return {
         "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(data), "PYTHONUNBUFFERED": "1",
@@ -46,6 +46,7 @@ def env(provisioned: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -
                                       "AWS_SECRET_ACCESS_KEY") if k in os.environ},
         "AUTH_URL": f"http://127.0.0.1:{ports['auth']}", "FILES_URL": f"http://127.0.0.1:{ports['files']}",
         "TRAINING_URL": f"http://127.0.0.1:{ports['training']}",
+        "INFERENCE_URL": f"http://127.0.0.1:{ports['inference']}",
         "AUTH_JWKS_URL": f"http://127.0.0.1:{ports['auth']}/.well-known/jwks.json",
         "JWT_KEY_FILE": str(data / "jwt-signing-key.pem"),
         **{f"PORT_{name.upper()}": str(port) for name, port in ports.items()},
