@@ -13,7 +13,8 @@ import pytest
 from services.gateway.live import RELAYED, LiveHub, cursor_ms, live_event, stream
 from shared.consumer import InvalidPayload
 from shared.contracts.files_events import FILE_VALIDATED, FileValidated
-from shared.contracts.resources import GATEWAY_FILE_EVENTS, GATEWAY_TRAINING_EVENTS
+from shared.contracts.inference_events import DEPLOYMENT_IN_SERVICE, DeploymentInService
+from shared.contracts.resources import GATEWAY_FILE_EVENTS, GATEWAY_INFERENCE_EVENTS, GATEWAY_TRAINING_EVENTS
 from shared.contracts.training_events import JOB_METRICS, JobMetrics
 from shared.envelope import Envelope, new_event
 
@@ -39,7 +40,7 @@ def _hub(now_s: float = 0.0, **kwargs: Any) -> LiveHub:
 
 
 def test_every_event_the_live_queues_subscribe_to_has_its_contract_model() -> None:
-    assert sorted(RELAYED) == sorted({*GATEWAY_FILE_EVENTS, *GATEWAY_TRAINING_EVENTS})
+    assert sorted(RELAYED) == sorted({*GATEWAY_FILE_EVENTS, *GATEWAY_TRAINING_EVENTS, *GATEWAY_INFERENCE_EVENTS})
 
 
 def test_cursors_sort_by_time_and_read_back() -> None:
@@ -57,6 +58,15 @@ async def test_events_reach_only_their_users_streams() -> None:
     assert got_a is not None and json.loads(got_a.payload)["data"]["file_id"] == "a"
     assert got_b is not None and json.loads(got_b.payload)["data"]["file_id"] == "b"
     assert alice.empty() and bob.empty()
+
+
+async def test_deployment_events_reach_their_owner() -> None:
+    hub = _hub()
+    owner, other = hub.open("alice"), hub.open("bob")
+    await hub.handle(new_event(DeploymentInService(deployment_id="dep-1", user_id="alice", model="m",
+                                                   instance_type="ml.m5.large", status="in_service")))
+    got = owner.get_nowait()
+    assert got is not None and got.type == DEPLOYMENT_IN_SERVICE and other.empty()
 
 
 async def test_a_browser_gets_the_event_as_published() -> None:
@@ -153,7 +163,7 @@ async def test_a_stopping_replica_ends_every_stream_at_once() -> None:
 def test_the_web_apps_event_names_come_from_the_contracts() -> None:
     """/static/events.js is written from shared/contracts/, so the browser listens for exactly what is published."""
     from services.gateway import browser_events
-    from shared.contracts import files_events, training_events
+    from shared.contracts import files_events, inference_events, training_events
 
     source = browser_events.module_source()
     exported = dict(line.removeprefix("export const ").rstrip(";").split(" = ", 1)
@@ -163,8 +173,13 @@ def test_the_web_apps_event_names_come_from_the_contracts() -> None:
     assert json.loads(exported["JOB_STATUS_EVENTS"]) == [
         training_events.JOB_CREATED, training_events.JOB_QUEUED, training_events.JOB_RUNNING,
         training_events.JOB_SUCCEEDED, training_events.JOB_FAILED, training_events.JOB_CANCELLED]
+    assert json.loads(exported["DEPLOYMENT_EVENTS"]) == [
+        inference_events.DEPLOYMENT_CREATING, inference_events.DEPLOYMENT_IN_SERVICE,
+        inference_events.DEPLOYMENT_FAILED, inference_events.DEPLOYMENT_DELETING, inference_events.DEPLOYMENT_DELETED]
     static = Path(browser_events.__file__).parent / "static"
     for script in static.glob("*.js"):  # no event name spelled out in the web app itself
-        for name in (*files_events.__dict__.values(), *training_events.__dict__.values()):
-            if isinstance(name, str) and name.count(".") >= 1 and name.startswith(("file.", "training.")):
+        for name in (*files_events.__dict__.values(), *training_events.__dict__.values(),
+                     *inference_events.__dict__.values()):
+            if isinstance(name, str) and name.count(".") >= 1 and name.startswith(("file.", "training.",
+                                                                                   "inference.")):
                 assert f'"{name}"' not in script.read_text(), f"{script.name} spells out {name}"
