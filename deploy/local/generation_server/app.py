@@ -58,9 +58,14 @@ def create_app(engine: Engine, max_waiting: int = 256) -> Starlette:
               Route(ADAPTERS_PATH, list_adapters, methods=["GET"]),
               Route(ADAPTERS_PATH, load_adapter, methods=["POST"]),
               Route(ADAPTERS_PATH + "/{name}", unload_adapter, methods=["DELETE"])]
-    app = Starlette(routes=routes)
+    app = Starlette(routes=routes, exception_handlers={Exception: _internal_error})
     app.state.engine, app.state.scheduler = engine, scheduler
     return app
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.error("request failed", exc_info=exc)
+    return _error(500, f"The model server failed: {type(exc).__name__}: {exc}")
 
 
 def _error(status: int, message: str) -> JSONResponse:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,8 @@ class Engine:
     def __init__(self, model: Any, tokenizer: Any, context_length: int) -> None:
         self._base, self.tokenizer, self.context_length = model, tokenizer, context_length
         self._peft: Any = None  # a PeftModel around the base while at least one adapter is loaded
+        # `prepare` runs beside the generation thread; the Rust tokenizer refuses concurrent mutable use.
+        self._tokenizer_lock = threading.Lock()
         eos = model.generation_config.eos_token_id
         self._eos = {t for t in ([eos] if isinstance(eos, int) else eos or []) if t is not None}
         if tokenizer.eos_token_id is not None:
@@ -115,7 +118,7 @@ class Engine:
                 generator.seed()
             else:
                 generator.manual_seed(request.seed)
-        text = TextAssembler(lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True), request.stop)
+        text = TextAssembler(self._decode, request.stop)
         tokens: list[int] = []
         with self._selected(prepared.adapter) as model, torch.inference_mode():
             out = model(input_ids=torch.tensor([prepared.prompt_ids]), use_cache=True)
@@ -198,8 +201,9 @@ class Engine:
         from jinja2 import TemplateError
 
         try:
-            ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt,
-                                                     tokenize=True, return_dict=False)
+            with self._tokenizer_lock:
+                ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt,
+                                                         tokenize=True, return_dict=False)
         except TemplateError as exc:  # e.g. a template that refuses a role or an order of roles
             raise InvalidRequest(f"The model's chat template refused the messages: {exc}") from exc
         return list(ids)
@@ -210,8 +214,13 @@ class Engine:
         whole = self._render(messages, add_generation_prompt=False)
         if whole[:len(before)] == before and len(whole) > len(before):
             return whole[len(before):]
-        answer = self.tokenizer.encode(messages[-1]["content"], add_special_tokens=False)
+        with self._tokenizer_lock:
+            answer = self.tokenizer.encode(messages[-1]["content"], add_special_tokens=False)
         return [*answer, self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else answer
+
+    def _decode(self, ids: Sequence[int]) -> str:
+        with self._tokenizer_lock:
+            return str(self.tokenizer.decode(ids, skip_special_tokens=True))
 
     def _too_long_message(self, tokens: int) -> str:
         return (f"This model's maximum context length is {self.context_length} tokens. However, your messages "
