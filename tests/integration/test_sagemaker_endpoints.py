@@ -256,6 +256,26 @@ def test_a_component_whose_model_cannot_load_fails_with_the_reason(
              lambda listed: [c["InferenceComponentName"] for c in listed] == [BASE], "the failed ones to go")
 
 
+def test_an_endpoint_whose_variant_names_a_model_fails_saying_why(emulator: Emulator,
+                                                                  endpoint: dict[str, Any]) -> None:
+    """This emulator hosts inference components only; listing pages through what it has."""
+    sm = emulator.sagemaker()
+    sm.create_endpoint_config(EndpointConfigName="with-model", ProductionVariants=[{
+        "VariantName": "main", "ModelName": ENDPOINT, "InstanceType": "ml.g5.xlarge", "InitialInstanceCount": 1}])
+    sm.create_endpoint(EndpointName="with-model", EndpointConfigName="with-model")
+    failed = wait_for(lambda: sm.describe_endpoint(EndpointName="with-model"),
+                      lambda d: d["EndpointStatus"] != "Creating", "the endpoint to fail")
+    assert failed["EndpointStatus"] == "Failed" and "hosts inference components only" in failed["FailureReason"]
+    first = sm.list_endpoints(MaxResults=1, SortBy="Name", SortOrder="Ascending")
+    second = sm.list_endpoints(MaxResults=1, SortBy="Name", SortOrder="Ascending", NextToken=first["NextToken"])
+    assert [e["EndpointName"] for e in first["Endpoints"] + second["Endpoints"]] == [ENDPOINT, "with-model"]
+    assert "NextToken" not in second
+    assert [e["EndpointName"] for e in sm.list_endpoints(StatusEquals="Failed")["Endpoints"]] == ["with-model"]
+    sm.delete_endpoint(EndpointName="with-model")
+    wait_for(lambda: [e["EndpointName"] for e in sm.list_endpoints()["Endpoints"]], lambda n: n == [ENDPOINT],
+             "the failed endpoint to go")
+
+
 def model_sources(bucket: str, demo_model: Path) -> list[dict[str, Any]]:
     prefix, tarball = f"s3://{bucket}/{DEMO_MODEL_PREFIX}", f"s3://{bucket}/base-models/demo/model.tar.gz"
     return [
