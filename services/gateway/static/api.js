@@ -39,11 +39,8 @@ async function parse(response) {
   }
 }
 
-/**
- * api("/v1/files") / api("/api/estimates", {method: "POST", json: {...}, signal})
- * `auth: false` for the sign-in routes; `quiet401` keeps a 401 from ending the session (a wrong password).
- */
-export async function api(path, options = {}) {
+/** Send a request with the session's token; one silent renewal on a 401. Returns the Response, whatever its status. */
+async function request(path, options) {
   const { method = "GET", json, body, signal, auth = true, headers = {}, quiet401 = false } = options;
   const send = async () => {
     const all = { Accept: "application/json", ...headers, ...(auth ? await authHeaders() : {}) };
@@ -68,9 +65,25 @@ export async function api(path, options = {}) {
     if (err.name === "AbortError") throw err;
     throw new ApiError(0, null, null);
   }
+  return response;
+}
+
+/**
+ * api("/v1/files") / api("/api/estimates", {method: "POST", json: {...}, signal})
+ * `auth: false` for the sign-in routes; `quiet401` keeps a 401 from ending the session (a wrong password).
+ */
+export async function api(path, options = {}) {
+  const response = await request(path, options);
   const data = await parse(response);
   if (!response.ok) throw new ApiError(response.status, data, response.headers);
   return data;
+}
+
+/** As api(), for a streamed answer: resolves to the Response once its status is a success (its body unread). */
+export async function apiStream(path, options = {}) {
+  const response = await request(path, { ...options, headers: { Accept: "text/event-stream", ...(options.headers || {}) } });
+  if (!response.ok) throw new ApiError(response.status, await parse(response), response.headers);
+  return response;
 }
 
 export function describeError(err) {

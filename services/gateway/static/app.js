@@ -8,17 +8,25 @@ import * as live from "./sse.js";
 import { emptyState, pageHeader, toast } from "./ui.js";
 import { accountView } from "./views-account.js";
 import { authView, setGoogleError } from "./views-auth.js";
+import { deploymentsView } from "./views-deployments.js";
+import { evaluationView, evaluationsView } from "./views-evaluations.js";
 import { fileView, filesView } from "./views-files.js";
 import { jobView, jobsView } from "./views-jobs.js";
+import { playgroundView } from "./views-playground.js";
 import { trainView } from "./views-train.js";
 
 const ICONS = {
   files: "M4 4h10l6 6v10a0 0 0 0 1 0 0H4z M14 4v6h6",
   train: "M12 3v4 M12 17v4 M3 12h4 M17 12h4 M6 6l2.5 2.5 M15.5 15.5 18 18 M6 18l2.5-2.5 M15.5 8.5 18 6 M12 9a3 3 0 1 0 0 6a3 3 0 1 0 0-6",
   jobs: "M4 19V9 M10 19V5 M16 19v-7 M22 19H2",
+  playground: "M4 5h16v11H9l-5 4z M8 9h8 M8 12h5",
+  evaluations: "M9 11l2 2l4-4 M5 4h14v16H5z",
+  deployments: "M4 5h16v5H4z M4 14h16v5H4z M7.5 7.5h.01 M7.5 16.5h.01",
   account: "M12 12a4 4 0 1 0 0-8a4 4 0 0 0 0 8z M4 21a8 8 0 0 1 16 0",
 };
-const NAV = [["files", "Data", "#/files"], ["train", "Train", "#/train"], ["jobs", "Jobs", "#/jobs"], ["account", "Account", "#/account"]];
+const NAV = [["files", "Data", "#/files"], ["train", "Train", "#/train"], ["jobs", "Jobs", "#/jobs"],
+  ["playground", "Playground", "#/playground"], ["evaluations", "Evaluations", "#/evaluations"],
+  ["deployments", "Deployments", "#/deployments"], ["account", "Account", "#/account"]];
 
 function icon(name) {
   return svg("svg", { class: "icon", viewBox: "0 0 24 24", "aria-hidden": "true", focusable: "false" },
@@ -77,6 +85,10 @@ function registerRoutes() {
   route("/train", trainView, { nav: "train" });
   route("/jobs", jobsView, { nav: "jobs" });
   route("/jobs/:id", jobView, { nav: "jobs" });
+  route("/playground", playgroundView, { nav: "playground" });
+  route("/evaluations", evaluationsView, { nav: "evaluations" });
+  route("/evaluations/:id", evaluationView, { nav: "evaluations" });
+  route("/deployments", deploymentsView, { nav: "deployments" });
   route("/account", accountView, { nav: "account" });
   route("/", () => {}, { nav: null });
   route("*", notFound);

@@ -1,18 +1,22 @@
 // Jobs: the list with live status badges, and a job's page: status, live loss chart, timeline, log tail,
-// checkpoints, downloads, cancel, and the openai SDK call that creates the same job.
+// checkpoints, downloads, cancel, the openai SDK call that creates the same job, and once it has succeeded its
+// automatic evaluation (base against tuned), a link to the playground and a Deploy button.
 
 import { api, ApiError, describeError } from "./api.js";
 import { LossChart } from "./chart.js";
 import { h, replace, formatBytes, formatDate, formatDuration, formatTime, relativeTime, formatUsd } from "./dom.js";
 import { navigate } from "./router.js";
+import { BUSY_EVALUATION, deployModel, onEvaluationEvents, pollWithBackoff } from "./serving.js";
 import * as live from "./sse.js";
 import { JOB_METRICS, JOB_STATUS_EVENTS } from "./events.js";
+import { jobEvaluation } from "./views-evaluations.js";
 import { announce, badge, card, codeBlock, confirmDialog, emptyState, errorState, facts, loading, pageHeader,
   statusBadge, toast } from "./ui.js";
 
 const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
 const JOB_EVENTS = JOB_STATUS_EVENTS;
 const LOG_POLL_MS = 3000;
+const EVALUATION_WAIT_S = 600;
 
 function onJobEvents(fn) {
   const offs = JOB_EVENTS.map((t) => live.on(t, fn));
@@ -112,6 +116,10 @@ export async function jobView(main, { id }, query, isCurrent) {
   const secondary = h("p", { class: "page-subtitle" });
   const progressHost = h("div", { class: "job-progress" });
   const cancelBtn = h("button", { type: "button", class: "btn btn-secondary btn-danger-outline" }, "Cancel job");
+  const playLink = h("a", { class: "btn btn-secondary", hidden: true }, "Try in playground");
+  const deployBtn = h("button", { type: "button", class: "btn btn-primary", hidden: true }, "Deploy");
+  const evaluationHost = h("div");
+  const evaluationCard = card("Evaluation: base against tuned", evaluationHost);
   const detailsHost = h("div");
   const timelineHost = h("ol", { class: "timeline", "aria-label": "Job events, newest first" });
   const logBox = h("pre", { class: "log", tabindex: "0", "aria-label": "Log tail", "aria-live": "off" });
@@ -129,9 +137,10 @@ export async function jobView(main, { id }, query, isCurrent) {
         h("h1", { class: "page-title title-with-badge", tabindex: "-1" }, titleText, statusHost), secondary),
       h("div", { class: "page-actions" },
         h("a", { class: "btn btn-secondary", href: `#/train?file=${encodeURIComponent(job.training_file)}` }, "Train again"),
-        cancelBtn)),
+        playLink, deployBtn, cancelBtn)),
     errorHost, progressHost,
     card("Loss", chart.element),
+    evaluationCard,
     h("div", { class: "grid grid-2" },
       card("Timeline", timelineHost),
       card("Details", detailsHost)),
@@ -153,6 +162,43 @@ export async function jobView(main, { id }, query, isCurrent) {
       cancelBtn.disabled = false;
     }
   });
+
+  deployBtn.addEventListener("click", async () => {
+    deployBtn.disabled = true;
+    try {
+      const dep = await deployModel(job.fine_tuned_model);
+      toast(`Deploying ${dep.model} on ${dep.instance_type}.`, "success");
+      navigate(`/deployments`);
+    } catch (err) {
+      toast(describeError(err), "error");
+      deployBtn.disabled = false;
+    }
+  });
+
+  // The automatic evaluation: looked up once the job has succeeded, again while it runs (or, for a few minutes
+  // after the job ended, until it appears).
+  let evaluationPoller = null;
+  async function loadEvaluation() {
+    try {
+      const evaluation = await jobEvaluation(evaluationHost, job, isCurrent);
+      if (evaluation) return BUSY_EVALUATION.has(evaluation.status);
+      return Date.now() / 1000 - (job.finished_at || 0) < EVALUATION_WAIT_S;
+    } catch (err) {
+      replace(evaluationHost, err instanceof ApiError && err.status === 404
+        ? h("p", { class: "muted" }, "Evaluations are not available on this server.") : errorState(describeError(err), loadEvaluation));
+      return false;
+    }
+  }
+  async function showSucceeded() {
+    const ready = job.status === "succeeded" && Boolean(job.fine_tuned_model) && !job.model_deleted_at;
+    playLink.hidden = !ready;
+    deployBtn.hidden = !ready;
+    evaluationCard.hidden = job.status !== "succeeded";
+    if (job.status !== "succeeded" || evaluationPoller) return;
+    playLink.href = `#/playground?model=${encodeURIComponent(job.fine_tuned_model)}`;
+    evaluationPoller = { stop() {} }; // one lookup at a time
+    if (await loadEvaluation() && isCurrent()) evaluationPoller = pollWithBackoff(loadEvaluation, { firstMs: 2000, maxMs: 15000 });
+  }
 
   let lastStatus = null;
   let lastMetrics = null;
@@ -181,6 +227,7 @@ export async function jobView(main, { id }, query, isCurrent) {
     replace(sdkHost, h("p", { class: "muted" }, "The same job from Python, with the official openai SDK (use an API key from your Account page):"),
       codeBlock(sdkSnippet(job), "Python"));
     renderProgress();
+    showSucceeded();
     if (lastStatus && lastStatus !== job.status) announce(`Job status: ${job.status}`);
     if (lastStatus && lastStatus !== job.status) {
       if (job.status === "succeeded") loadArtifacts();
@@ -333,13 +380,19 @@ export async function jobView(main, { id }, query, isCurrent) {
     renderProgress();
   });
   const offResync = live.on("resync", async () => { const evs = await refreshAll(); await loadMetrics(evs); });
+  const offEvaluations = onEvaluationEvents((event) => {
+    const d = (event && event.data) || {};
+    if (job.status === "succeeded" && (!d.job_id || d.job_id === job.id)) loadEvaluation();
+  });
   const offPoll = live.whenOffline(async () => {
     if (TERMINAL.has(job.status)) return;
     const evs = await refreshAll();
     await loadMetrics(evs);
   }, 3000);
   return () => {
-    offJobs(); offMetrics(); offResync(); offPoll(); clearTimeout(pending); clearTimeout(logTimer); clearTimeout(artifactsTimer);
+    offJobs(); offMetrics(); offResync(); offEvaluations(); offPoll();
+    clearTimeout(pending); clearTimeout(logTimer); clearTimeout(artifactsTimer);
+    if (evaluationPoller) evaluationPoller.stop();
     document.title = "LLM Tuner";
   };
 }
