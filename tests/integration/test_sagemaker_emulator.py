@@ -461,8 +461,8 @@ def test_names_outside_sagemakers_pattern_are_refused(sm: Any, bucket: str, name
 
 
 def test_operations_it_does_not_emulate_are_refused_by_name(sm: Any) -> None:
-    error = error_of(lambda: sm.list_endpoints())
-    assert error["Code"] == "UnknownOperationException" and "SageMaker.ListEndpoints" in error["Message"]
+    error = error_of(lambda: sm.list_transform_jobs())
+    assert error["Code"] == "UnknownOperationException" and "SageMaker.ListTransformJobs" in error["Message"]
 
 
 # --- listing and tags ------------------------------------------------------------------------------------

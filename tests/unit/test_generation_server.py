@@ -98,6 +98,17 @@ def test_the_stream_is_json_lines_of_chunks_ending_with_the_usage(client: TestCl
     assert all(c["choices"] for c in without_usage) and "usage" not in without_usage[-1]
 
 
+def test_a_conversation_with_a_tool_call_reaches_the_template(client: TestClient) -> None:
+    """An assistant turn that only calls a tool (content null) and the tool's reply are rendered, not refused."""
+    messages = [{"role": "user", "content": "weather?"},
+                {"role": "assistant", "content": None, "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}]
+    response = client.post("/invocations", json={"messages": messages, "max_tokens": 2, "temperature": 0})
+    assert response.status_code == 200, response.text
+    assert response.json()["usage"]["prompt_tokens"] > 0
+
+
 def test_the_same_seed_samples_the_same_text(client: TestClient) -> None:
     sampled = {seed: content(ask(client, temperature=1.0, top_p=0.9, seed=seed, max_tokens=30)) for seed in (1, 2)}
     assert content(ask(client, temperature=1.0, top_p=0.9, seed=1, max_tokens=30)) == sampled[1]

@@ -87,10 +87,10 @@ def _score_request(body: dict[str, Any], messages: list[dict[str, str]], stream:
     return ChatRequest(messages=messages, score=True)
 
 
-def _messages(value: Any) -> list[dict[str, str]]:
+def _messages(value: Any) -> list[dict[str, Any]]:
     if not isinstance(value, list) or not value:
         raise InvalidRequest("'messages' must be a non-empty list of {role, content} objects.")
-    messages: list[dict[str, str]] = []
+    messages: list[dict[str, Any]] = []
     for i, message in enumerate(value):
         at = f"messages[{i}]"
         if not isinstance(message, dict):
@@ -98,7 +98,15 @@ def _messages(value: Any) -> list[dict[str, str]]:
         role = message.get("role")
         if role not in ROLES:
             raise InvalidRequest(f"{at}.role must be one of {', '.join(ROLES)}, not {role!r}.")
-        messages.append({"role": role, "content": _content(message.get("content"), f"{at}.content")})
+        if role == "assistant" and message.get("content") is None and isinstance(message.get("tool_calls"), list):
+            rendered: dict[str, Any] = {"role": role, "content": ""}
+        else:
+            rendered = {"role": role, "content": _content(message.get("content"), f"{at}.content")}
+        # What chat templates render besides the text: an assistant's tool calls, a tool reply's call id, names.
+        for key in ("tool_calls", "tool_call_id", "name"):
+            if message.get(key) is not None:
+                rendered[key] = message[key]
+        messages.append(rendered)
     return messages
 
 
