@@ -9,6 +9,7 @@ anywhere.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import os
 import threading
@@ -65,6 +66,11 @@ class Engine:
         self._eos = {t for t in ([eos] if isinstance(eos, int) else eos or []) if t is not None}
         if tokenizer.eos_token_id is not None:
             self._eos.add(tokenizer.eos_token_id)
+        # The loop reads only the last position's logits: asking for those alone spares the prefill the output
+        # layer over the whole prompt (with a 150k vocabulary, more than the layers' own work on a small model).
+        # transformers' generate does the same where the model's forward takes it.
+        self._last_logits = ({"logits_to_keep": 1}
+                             if "logits_to_keep" in inspect.signature(model.forward).parameters else {})
 
     @classmethod
     def load(cls, model_dir: str, max_model_len: int | None = None) -> Engine:
@@ -121,7 +127,7 @@ class Engine:
         text = TextAssembler(self._decode, request.stop)
         tokens: list[int] = []
         with self._selected(prepared.adapter) as model, torch.inference_mode():
-            out = model(input_ids=torch.tensor([prepared.prompt_ids]), use_cache=True)
+            out = model(input_ids=torch.tensor([prepared.prompt_ids]), use_cache=True, **self._last_logits)
             while not cancelled():
                 token = pick_token(out.logits[0, -1], request.temperature, request.top_p, generator)
                 tokens.append(token)
