@@ -65,11 +65,13 @@ $(VENV)/.bench: $(VENV)/.dev requirements/bench.txt
 
 # bench.run installs dynalite (npm) into .data/bench-node/ on first use, when node and npm are there.
 # bench.trainer's TRL baseline needs requirements/bench.txt, which the test suite does not.
+# bench.inference builds its models once into .data/bench-models/.
 bench: $(VENV)/.bench
 	$(PY) -m bench.run
 	$(PY) -m bench.auth
 	$(PY) -m bench.files
 	$(PY) -m bench.trainer
+	$(PY) -m bench.inference
 
 provision: $(VENV)/.runtime
 	$(PY) -m deploy.local.provision
