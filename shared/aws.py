@@ -17,14 +17,16 @@ from shared.settings import ServiceSettings
 
 
 def client_config(settings: ServiceSettings, **overrides: Any) -> AioConfig:
-    return AioConfig(
-        region_name=settings.aws_default_region,
-        connect_timeout=settings.aws_connect_timeout_s,
-        read_timeout=settings.aws_read_timeout_s,
-        retries={"mode": settings.aws_retry_mode, "max_attempts": settings.aws_max_attempts},
-        max_pool_connections=overrides.pop("max_pool_connections", 50),
-        **overrides,
-    )
+    """The settings' timeouts and retries; `overrides` (AioConfig's own names) win, for a client whose calls
+    are unlike the others (a model's invocation may take minutes, and must not be sent twice)."""
+    config: dict[str, Any] = {
+        "region_name": settings.aws_default_region,
+        "connect_timeout": settings.aws_connect_timeout_s,
+        "read_timeout": settings.aws_read_timeout_s,
+        "retries": {"mode": settings.aws_retry_mode, "max_attempts": settings.aws_max_attempts},
+        "max_pool_connections": 50,
+    }
+    return AioConfig(**{**config, **overrides})
 
 
 class AwsClients:
@@ -36,9 +38,10 @@ class AwsClients:
         self._stack = AsyncExitStack()
         self._clients: dict[str, Any] = {}
 
-    async def get(self, service: str) -> Any:
+    async def get(self, service: str, **config: Any) -> Any:
+        """The service's client, made on first use (with `config` overriding the settings' then)."""
         if service not in self._clients:
-            creator = self._session.create_client(service, config=client_config(self._settings))
+            creator = self._session.create_client(service, config=client_config(self._settings, **config))
             self._clients[service] = await self._stack.enter_async_context(creator)
         return self._clients[service]
 

@@ -22,7 +22,11 @@ async def build_deps(aws: AwsClients, settings: Settings) -> Deps:
         events=Publisher(await aws.get("sns"), await aws.topic_arn(settings.events_topic)),
         commands=CommandQueue(await aws.get("sqs"), await aws.queue_url(settings.work_queue)),
         sagemaker=await aws.get("sagemaker"),
-        runtime=await aws.get("sagemaker-runtime"),
+        # An invocation may wait its turn in the container's queue for minutes: a read timeout that short
+        # would make botocore send it again while the first is still being served (work done twice).
+        runtime=await aws.get("sagemaker-runtime", read_timeout=settings.invocation_timeout_s,
+                              retries={"mode": "standard", "max_attempts": 1},
+                              max_pool_connections=settings.max_concurrent_invocations + 8),
         s3=await aws.get("s3"),
         limiter=RateLimiter(db, settings.rate_limits_table),
         config=ServingConfig(bucket=settings.bucket, role_arn=settings.serving_execution_role_arn,

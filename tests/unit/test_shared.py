@@ -138,3 +138,16 @@ def test_json_logs_carry_the_request_id_and_extras() -> None:
         request_id_var.reset(token)
     assert line["msg"] == "hello world" and line["request_id"] == "req_9" and line["job_id"] == "ftjob-1"
     assert line["service"] == "svc" and line["level"] == "info"
+
+
+def test_a_clients_config_overrides_the_settings_where_asked() -> None:
+    from shared.aws import client_config
+    from shared.settings import ServiceSettings
+
+    settings = ServiceSettings()
+    plain = client_config(settings)
+    assert plain.read_timeout == settings.aws_read_timeout_s and plain.max_pool_connections == 50
+    invocation = client_config(settings, read_timeout=600.0, retries={"mode": "standard", "max_attempts": 1},
+                               max_pool_connections=72)
+    assert invocation.read_timeout == 600.0 and invocation.retries == {"mode": "standard", "max_attempts": 1}
+    assert invocation.max_pool_connections == 72 and invocation.connect_timeout == settings.aws_connect_timeout_s
