@@ -1,8 +1,10 @@
 """The one SQS consumer loop every worker runs.
 
-Long polling; each message handled on its own and deleted only when handled; the visibility timeout
-extended while a long handler runs; duplicates dropped through the inbox; a failing message retried with
-backoff and moved to the DLQ after `max_receives`; SIGTERM finishes what is in hand and stops.
+Long polling; each message handled on its own and deleted only when handled, up to `max_in_flight` at once
+(a long handler, an evaluation say, never holds the messages behind it: the loop receives more while it
+runs); the visibility timeout extended while a long handler runs; duplicates dropped through the inbox; a
+failing message retried with backoff and moved to the DLQ after `max_receives`; SIGTERM finishes what is in
+hand and stops.
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ class ConsumerConfig:
     wait_time_s: int = 20
     visibility_timeout_s: int = 60
     batch_size: int = 10
+    max_in_flight: int = 20  # messages being handled at once; the loop receives more as each one ends
     # How many times a handler may say "not ready yet" (RetryLater) before the message is dead-lettered.
     max_not_ready_retries: int = 30
 
@@ -99,10 +102,19 @@ class Consumer:
 
     async def run(self) -> None:
         log.info("consumer started", extra={"queue": self._config.queue_url})
+        in_flight: set[asyncio.Task[None]] = set()
         while not self._stopping.is_set():
-            messages = await self._receive()
-            # One message's failure is that message's alone; the batch goes on.
-            await asyncio.gather(*(self._process(m) for m in messages))
+            room = self._config.max_in_flight - len(in_flight)
+            if room <= 0:
+                await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            # One message's failure is that message's alone; the others go on.
+            for message in await self._receive(max_messages=min(room, self._config.batch_size)):
+                task = asyncio.create_task(self._process(message))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+        if in_flight:  # SIGTERM: finish what is in hand
+            await asyncio.gather(*in_flight, return_exceptions=True)
         log.info("consumer stopped", extra={"queue": self._config.queue_url})
 
     async def run_until_idle(self, idle_polls: int = 1) -> int:
@@ -115,9 +127,9 @@ class Consumer:
             await asyncio.gather(*(self._process(m) for m in messages))
         return seen
 
-    async def _receive(self, wait_time_s: int | None = None) -> list[dict[str, Any]]:
+    async def _receive(self, wait_time_s: int | None = None, max_messages: int | None = None) -> list[dict[str, Any]]:
         receive = asyncio.ensure_future(self._sqs.receive_message(
-            QueueUrl=self._config.queue_url, MaxNumberOfMessages=self._config.batch_size,
+            QueueUrl=self._config.queue_url, MaxNumberOfMessages=max_messages or self._config.batch_size,
             WaitTimeSeconds=self._config.wait_time_s if wait_time_s is None else wait_time_s,
             VisibilityTimeout=self._config.visibility_timeout_s,
             MessageSystemAttributeNames=["ApproximateReceiveCount"], MessageAttributeNames=["All"],

@@ -87,8 +87,10 @@ def _not_deployed(model_id: str, status: str | None = None) -> Conflict:
                     "in service.", param="model", code="model_not_deployed", headers=NO_RETRY)
 
 
-async def serving_target(model_id: str, user_id: str, deps: Deps, on_demand: bool | None = None) -> Target:
-    """The caller's in-service deployment of the model; started and waited for when on demand."""
+async def serving_target(model_id: str, user_id: str, deps: Deps, on_demand: bool | None = None,
+                         wait_s: float | None = None) -> Target:
+    """The caller's in-service deployment of the model; started and waited for (up to `wait_s`, by default
+    DEPLOY_ON_DEMAND_WAIT_S) when on demand."""
     resolved = await resolve_model(model_id, user_id, deps)
     on_demand = deps.config.deploy_on_demand if on_demand is None else on_demand
     current = await deployments.active_for_model(deps, user_id, resolved.model_id)
@@ -99,7 +101,7 @@ async def serving_target(model_id: str, user_id: str, deps: Deps, on_demand: boo
     if current is None:
         current, _ = await deployments.create_deployment(CreateDeployment(model=model_id), user_id, deps,
                                                          on_demand=True)
-    deadline = time.monotonic() + deps.config.on_demand_wait_s
+    deadline = time.monotonic() + (deps.config.on_demand_wait_s if wait_s is None else wait_s)
     while True:
         advanced = await deployments.advance(current.deployment_id, deps)
         if advanced is not None and advanced.status == "in_service":

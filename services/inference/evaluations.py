@@ -173,7 +173,9 @@ async def _target(model: str, user_id: str, deps: Deps) -> chat.Target:
     if current is None:
         await deployments.create_deployment(CreateDeployment(model=model, idle_minutes=EVALUATION_IDLE_MINUTES),
                                             user_id, deps, on_demand=True)
-    return await chat.serving_target(model, user_id, deps, on_demand=True)
+    # An endpoint on AWS takes minutes to come up: wait as long as a deployment may take (the worker keeps the
+    # message invisible meanwhile, and other messages are handled beside it).
+    return await chat.serving_target(model, user_id, deps, on_demand=True, wait_s=deployments.CREATE_DEADLINE_S)
 
 
 async def run_evaluation(event: EvaluationRequested, deps: Deps) -> None:

@@ -88,8 +88,10 @@ def test_the_tuned_model_answers_its_training_questions_and_the_base_does_not(cl
                                                                             trained: dict[str, Any]) -> None:
     client: openai.OpenAI = trained["client"]
     model = trained["model"]
-    listed = {m.id: m for m in client.models.list().data}
-    assert model in listed and DEMO_MODEL_ID in listed
+    # inference learns of the model from training.job.succeeded, a moment after the job says succeeded.
+    listed = poll(lambda: (found := {m.id: m for m in client.models.list().data}) and model in found and found,
+                  "the fine-tuned model in /v1/models", 30)
+    assert DEMO_MODEL_ID in listed
     assert listed[model].owned_by.startswith("user-") and listed[DEMO_MODEL_ID].owned_by == "llm-tuner"
     assert client.models.retrieve(model).id == model
     # The first chat deploys the model on demand (the local cluster's DEPLOY_ON_DEMAND): no extra step.

@@ -131,6 +131,32 @@ async def test_long_handler_keeps_its_message_invisible(env: dict[str, Any]) -> 
     assert len(calls) == 1
 
 
+async def test_a_long_handler_does_not_hold_the_messages_behind_it(env: dict[str, Any]) -> None:
+    """The first message's handler waits until a second one, sent only once the first is in hand, has been
+    handled: a loop that finished a batch before receiving again would never get there (the deadline fails)."""
+    first_started, second_handled = asyncio.Event(), asyncio.Event()
+    handled: list[int] = []
+
+    async def handle(envelope: Envelope) -> None:
+        n = int(envelope.data["n"])
+        if n == 1:
+            first_started.set()
+            await second_handled.wait()
+        handled.append(n)
+        if n == 2:
+            second_handled.set()
+
+    consumer = _consumer(env, handle, visibility_timeout_s=30)
+    task = asyncio.create_task(consumer.run())
+    await send_command(env["sqs"], env["url"], new_event(ThingHappened(n=1)))
+    await asyncio.wait_for(first_started.wait(), timeout=20)
+    await send_command(env["sqs"], env["url"], new_event(ThingHappened(n=2)))
+    await asyncio.wait_for(second_handled.wait(), timeout=20)
+    consumer.stop()
+    await asyncio.wait_for(task, timeout=25)
+    assert handled == [2, 1]
+
+
 async def test_stop_ends_a_long_poll_promptly(env: dict[str, Any]) -> None:
     async def handle(envelope: Envelope) -> None:
         return None
