@@ -14,7 +14,10 @@ from deploy.local.cluster import Cluster, Ports
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     data_dir: Path = tmp_path_factory.mktemp("cluster")
-    cluster = Cluster(data_dir=data_dir, ports=Ports.free(), embedded_aws=True)
+    # Every e2e test signs its users up from 127.0.0.1: well over auth's per-address limits, which have tests of
+    # their own (tests/integration/test_auth_sessions.py); the accounts' own limits stay as they are.
+    limits = {"REGISTER_LIMIT_PER_IP": "[1000,600]", "LOGIN_LIMIT_PER_IP": "[1000,300]"}
+    cluster = Cluster(data_dir=data_dir, ports=Ports.free(), embedded_aws=True, extra_env=limits)
     saved = dict(os.environ)
     try:
         cluster.start()

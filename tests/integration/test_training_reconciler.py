@@ -1,13 +1,17 @@
 """The reconciler against the embedded AWS and the SageMaker emulator running a fake trainer that logs METRICS
-lines (slowly, when its data says "SLOW"): a lost state change recovered, a lost launch re-sent, a duplicated
+lines (slowly, when its data says "SLOW"; held after its first step until released, when it says "HOLD"):
+a lost state change recovered, a lost launch re-sent, a duplicated
 launch launching once, and metrics lines becoming `type: metrics` events and `training.job.metrics` events."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import tempfile
 import time
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -33,11 +37,14 @@ from tests.support.training_cluster import announce_file, create_job, drop_train
 from tests.support.workers import drain
 
 FAKE_TRAINER = r'''
-import json, os, time
+import json, os, tempfile, time
 from pathlib import Path
 train = Path(os.environ["SM_CHANNEL_TRAIN"])
 text = "".join(p.read_text() for p in sorted(train.rglob("*")) if p.is_file())
 pause = 1.5 if "SLOW" in text else 0.0
+# "HOLD <token>": after its first step the trainer waits for the test to release it (a file named for the token),
+# so "while it runs" does not depend on the machine's speed.
+hold = text.split("HOLD ", 1)[1].split()[0] if "HOLD " in text else None
 Path(os.environ["SM_MODEL_DIR"], "adapter_config.json").write_text("{}")
 records = [{"step": 1, "train_loss": 1.5, "learning_rate": 0.0002, "total_steps": 3},
            {"step": 2, "train_loss": 1.25, "learning_rate": 0.0001, "total_steps": 3},
@@ -48,7 +55,17 @@ with Path(os.environ["SM_OUTPUT_DATA_DIR"], "metrics.jsonl").open("w") as sink:
         time.sleep(pause)  # a deliberately slow trainer: the reconciler reads its steps while it runs
         print("METRICS " + json.dumps(record), flush=True)
         sink.write(json.dumps(record) + "\n")
+        sink.flush()
+        deadline = time.monotonic() + 120
+        while hold and not Path(tempfile.gettempdir(), f"llmt-release-{hold}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
 '''
+
+
+def held_job_data() -> tuple[str, Path]:
+    """Training data that makes the fake trainer wait after its first step, and the file that releases it."""
+    token = uuid.uuid4().hex
+    return f"HOLD {token}\n", Path(tempfile.gettempdir(), f"llmt-release-{token}")
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +207,8 @@ def test_a_duplicated_launch_launches_once(api: str, auth_url: str, provisioned:
 def test_metrics_lines_become_events(api: str, auth_url: str, provisioned: dict[str, Any]) -> None:
     tap = Tap(provisioned["topics"][resources.TRAINING_TOPIC])
     session = register(auth_url)
-    job_id = create_job(api, session, announce_file(provisioned, session["user"]["id"], "SLOW\n"))
+    data, release = held_job_data()
+    job_id = create_job(api, session, announce_file(provisioned, session["user"]["id"], data))
     asyncio.run(drain("training", lambda: get_job(api, session, job_id)["status"] in ("running", "failed"), 60))
     assert get_job(api, session, job_id)["status"] == "running"
 
@@ -204,6 +222,7 @@ def test_metrics_lines_become_events(api: str, auth_url: str, provisioned: dict[
     assert running["status"] == "running" and running["estimated_finish"] >= int(time.time()) - 1
     assert running["secondary_status"] == "Training"
 
+    release.touch()
     poll(lambda: _sagemaker_status(job_id) == "Completed", 60, "the training job to complete")
     for _ in range(2):  # a second pass finds nothing new: each step is one event
         _reconcile({job_id})
@@ -227,7 +246,8 @@ def test_metrics_lines_become_events(api: str, auth_url: str, provisioned: dict[
 
 def test_running_jobs_metrics_are_read_between_passes(api: str, auth_url: str, provisioned: dict[str, Any]) -> None:
     session = register(auth_url)
-    job_id = create_job(api, session, announce_file(provisioned, session["user"]["id"], "SLOW\n"))
+    data, release = held_job_data()
+    job_id = create_job(api, session, announce_file(provisioned, session["user"]["id"], data))
     asyncio.run(drain("training", lambda: get_job(api, session, job_id)["status"] in ("running", "failed"), 60))
     assert get_job(api, session, job_id)["status"] == "running"
     new_steps: list[int] = []
@@ -240,5 +260,6 @@ def test_running_jobs_metrics_are_read_between_passes(api: str, auth_url: str, p
     history = httpx.get(f"{api}/api/jobs/{job_id}/metrics", headers=bearer(session)).json()["data"]
     # Each step once, in order: as many as the quick reads found.
     assert [p["step"] for p in history] == list(range(1, sum(new_steps) + 1)) and history
+    release.touch()
     other = register(auth_url)
     assert httpx.get(f"{api}/api/jobs/{job_id}/metrics", headers=bearer(other)).status_code == 404
