@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 
@@ -51,7 +51,7 @@ async def abort_multipart_uploads(s3: Any, bucket: str, prefix: str) -> int:
     return aborted
 
 
-async def iter_body(body: Any, chunk_bytes: int = 64 * 1024) -> AsyncIterator[bytes]:
+async def iter_body(body: Any, chunk_bytes: int = 64 * 1024) -> AsyncGenerator[bytes, None]:
     """A GetObject body as chunks, for a streamed response; the connection is released even when the client
     goes away half-way (the response task is cancelled inside this generator)."""
     try:

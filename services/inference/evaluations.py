@@ -20,17 +20,19 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from services.inference import chat, deployments
+from services.inference import chat, deployments, lmi
 from services.inference.deps import Deps
 from services.inference.models import CreateDeployment, CreateEvaluation, Evaluation, FineTunedModel, ModelSummary
 from services.inference.served_models import resolve_model
 from shared.contracts.inference_events import EVALUATION_STATUS_EVENTS, EvaluationRequested
 from shared.envelope import new_event
 from shared.errors import APIError, InvalidRequest, NotFound
+from shared.s3 import iter_body
 
 log = logging.getLogger(__name__)
 
@@ -126,12 +128,17 @@ async def _examples(file_id: str, limit: int, deps: Deps) -> list[dict[str, Any]
     if view is None or not view.normalized_uri:
         raise LookupError(f"file {file_id} is gone")
     bucket, _, key = view.normalized_uri.removeprefix("s3://").partition("/")
-    body = await (await deps.s3.get_object(Bucket=bucket, Key=key))["Body"].read()
-    examples = []
-    for line in body.decode("utf-8").splitlines():
-        if not line.strip():
-            continue
-        example = json.loads(line)
+    chunks = iter_body((await deps.s3.get_object(Bucket=bucket, Key=key))["Body"])
+    examples: list[dict[str, Any]] = []
+    try:
+        await _take_examples(lmi.json_lines(chunks), limit, examples)
+    finally:
+        await chunks.aclose()  # read only as far as the examples taken: a file may hold millions
+    return examples
+
+
+async def _take_examples(objects: AsyncIterator[dict[str, Any]], limit: int, examples: list[dict[str, Any]]) -> None:
+    async for example in objects:
         messages = example.get("messages") or []
         last = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=None)
         if example.get("type", "chat") != "chat" or last is None or not messages[last].get("content"):
@@ -140,8 +147,7 @@ async def _examples(file_id: str, limit: int, deps: Deps) -> list[dict[str, Any]
                   for m in messages[:last]]
         examples.append({"prompt": prompt, "reference": str(messages[last]["content"])})
         if len(examples) == limit:
-            break
-    return examples
+            return
 
 
 async def _answer(target: chat.Target, prompt: list[dict[str, Any]], reference: str, deps: Deps,

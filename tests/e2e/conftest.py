@@ -7,8 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Browser, sync_playwright
 
 from deploy.local.cluster import Cluster, Ports
+from tests.e2e.browser import Screenshots, launch
 
 
 @pytest.fixture(scope="session")
@@ -32,3 +34,17 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         cluster.stop()
         os.environ.clear()
         os.environ.update(saved)
+
+
+# The browser tests' Chromium (one per module) and each test's screenshots.
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        chromium = launch(playwright)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def shots(request: pytest.FixtureRequest) -> Screenshots:
+    return Screenshots(request.node.name)

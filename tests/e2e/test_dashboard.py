@@ -10,16 +10,15 @@ from __future__ import annotations
 import json
 import re
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
 from deploy.local.cluster import Cluster
 from deploy.local.demo_model import DEMO_MODEL_ID
-from tests.e2e.browser import PASSWORD, PHONE, Screenshots, drop, launch, new_email, new_page, open_nav, sign_up, upload
+from tests.e2e.browser import PASSWORD, PHONE, Screenshots, drop, new_email, new_page, open_nav, sign_up, upload
 from trainer_image.demo_model import make_demo_dataset
 
 pytestmark = pytest.mark.e2e
@@ -28,18 +27,6 @@ JOB_DEADLINE_MS = 300_000
 VALIDATION_DEADLINE_MS = 60_000
 BIG_FILE_LINES = 44_000
 
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = launch(playwright)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def shots(request: pytest.FixtureRequest) -> Screenshots:
-    return Screenshots(request.node.name)
 
 
 def _write_jsonl(path: Path, lines: list[str]) -> Path:

@@ -15,7 +15,6 @@ import math
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,11 +22,11 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, Request, Response, Route, ViewportSize, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Request, Response, Route, ViewportSize, expect
 
 from deploy.local.cluster import Cluster
 from deploy.local.demo_model import DEMO_MODEL_ID
-from tests.e2e.browser import PASSWORD, Screenshots, launch, new_email, new_page, open_nav, sign_in
+from tests.e2e.browser import PASSWORD, Screenshots, new_email, new_page, open_nav, sign_in
 from tests.support.polling import wait_for
 from trainer_image.demo_model import SYSTEM_PROMPT, demo_facts, make_demo_dataset
 
@@ -79,18 +78,6 @@ def _upload(http: httpx.Client, headers: dict[str, str], name: str, lines: list[
                                      lambda f: f["status"] in {"processed", "error"}, f"validation of {name}", 60)
     return found
 
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = launch(playwright)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def shots(request: pytest.FixtureRequest) -> Screenshots:
-    return Screenshots(request.node.name)
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import time
-import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,31 +18,17 @@ import pytest
 from deploy.local.cluster import Cluster
 from deploy.local.demo_model import DEMO_MODEL_ID
 from shared.contracts import resources
+from tests.support.accounts import register
+from tests.support.polling import wait_for
 from trainer_image.demo_model import SYSTEM_PROMPT, demo_facts
 
 pytestmark = pytest.mark.e2e
 # Five facts, each twice: OpenAI's minimum of 10 examples, for which the default hyperparameters run 10 epochs.
 FACTS = demo_facts()[:5]
-PASSWORD = "e2e password 123"
 
 
 def sign_up(gateway: str) -> str:
-    email = f"e2e-{uuid.uuid4().hex[:8]}@example.com"
-    assert httpx.post(f"{gateway}/auth/register", json={"email": email, "password": PASSWORD},
-                      timeout=30).status_code == 201
-    login = httpx.post(f"{gateway}/auth/login", json={"email": email, "password": PASSWORD}, timeout=30)
-    return str(login.json()["access_token"])
-
-
-def poll(check: Callable[[], Any], what: str, deadline_s: float, every_s: float = 0.5) -> Any:
-    deadline = time.monotonic() + deadline_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not within {deadline_s}s")
-        time.sleep(every_s)
+    return str(register(gateway)["access_token"])
 
 
 def question(q: str) -> list[dict[str, str]]:
@@ -78,8 +61,8 @@ def trained(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> dict[
         files.append(uploaded.id)
     job = client.fine_tuning.jobs.create(model=DEMO_MODEL_ID, training_file=files[0], validation_file=files[1],
                                          suffix="chat")
-    done = poll(lambda: (j := client.fine_tuning.jobs.retrieve(job.id)).status in
-                ("succeeded", "failed", "cancelled") and j, "the job", 600, 1.0)
+    done = wait_for(lambda: client.fine_tuning.jobs.retrieve(job.id),
+                    lambda j: j.status in ("succeeded", "failed", "cancelled"), "the job", 600)
     assert done.status == "succeeded", done.error
     return {"token": token, "client": client, "job": done, "model": done.fine_tuned_model, "files": files}
 
@@ -89,8 +72,8 @@ def test_the_tuned_model_answers_its_training_questions_and_the_base_does_not(cl
     client: openai.OpenAI = trained["client"]
     model = trained["model"]
     # inference learns of the model from training.job.succeeded, a moment after the job says succeeded.
-    listed = poll(lambda: (found := {m.id: m for m in client.models.list().data}) and model in found and found,
-                  "the fine-tuned model in /v1/models", 30)
+    listed = wait_for(lambda: {m.id: m for m in client.models.list().data}, lambda found: model in found,
+                      "the fine-tuned model in /v1/models", 30)
     assert DEMO_MODEL_ID in listed
     assert listed[model].owned_by.startswith("user-") and listed[DEMO_MODEL_ID].owned_by == "llm-tuner"
     assert client.models.retrieve(model).id == model
@@ -161,10 +144,10 @@ def test_the_job_gets_a_base_versus_tuned_evaluation(cluster: Cluster, trained: 
     headers = {"Authorization": f"Bearer {trained['token']}"}
     url = f"{cluster.gateway_url}/api/evaluations"
 
-    def finished() -> Any:
-        listed = httpx.get(url, params={"job_id": trained["job"].id}, headers=headers).json()["data"]
-        return listed and listed[0]["status"] in ("succeeded", "failed") and listed[0]
-    evaluation = poll(finished, "the automatic evaluation", 300, 1.0)
+    listed = wait_for(lambda: httpx.get(url, params={"job_id": trained["job"].id}, headers=headers).json()["data"],
+                      lambda found: bool(found) and found[0]["status"] in ("succeeded", "failed"),
+                      "the automatic evaluation", 300)
+    evaluation = listed[0]
     assert evaluation["status"] == "succeeded", evaluation["error"]
     summary = {s["model"]: s for s in evaluation["summary"]}
     assert summary[trained["model"]]["exact_match"] >= 0.8 and summary[DEMO_MODEL_ID]["exact_match"] <= 0.2
@@ -203,11 +186,12 @@ def test_another_user_gets_404_and_a_deleted_model_is_gone(cluster: Cluster, tra
     bucket, _, key = artifact.removeprefix("s3://").partition("/")
     assert bucket == resources.BUCKET
     s3 = boto3.client("s3")
-    poll(lambda: "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix=key), "the artifact's removal", 60)
+    wait_for(lambda: s3.list_objects_v2(Bucket=bucket, Prefix=key), lambda listing: "Contents" not in listing,
+             "the artifact's removal", 60)
     headers = {"Authorization": f"Bearer {trained['token']}"}
 
     def gone() -> bool:
         listed = httpx.get(f"{cluster.gateway_url}/api/deployments", params={"include_deleted": "true"},
                            headers=headers).json()["data"]
         return any(d["model"] == model and d["status"] == "deleted" for d in listed)
-    poll(gone, "the model's deployment taken down", 60)
+    wait_for(gone, bool, "the model's deployment taken down", 60)

@@ -227,9 +227,17 @@ class FakeSageMaker:
 class FakeBody:
     def __init__(self, data: bytes) -> None:
         self._data = data
+        self.closed = False
 
     async def read(self) -> bytes:
         return self._data
+
+    async def iter_chunks(self, size: int) -> Any:
+        for i in range(0, len(self._data), size):
+            yield self._data[i:i + size]
+
+    def close(self) -> None:
+        self.closed = True
 
 
 @dataclass
