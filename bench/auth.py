@@ -40,8 +40,7 @@ class AuthPathCluster(Cluster):
         self.check_ports()
         py, p = sys.executable, self.ports
         self.stub_port = self.stub_port or free_port()
-        first = [self._spawn("moto", [py, "-m", "deploy.local.embedded_aws", "-H", "127.0.0.1", "-p", str(p.moto)],
-                             f"http://127.0.0.1:{p.moto}/moto-api/"),
+        first = [self.spawn_moto(),
                  self._spawn("stub-upstream", [py, "-m", "bench.stub_upstream", str(self.stub_port)],
                              f"http://127.0.0.1:{self.stub_port}/")]
         self._wait_healthy(first)

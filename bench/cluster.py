@@ -43,8 +43,7 @@ class RequestPathCluster(Cluster):
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.check_ports()
         py, p = sys.executable, self.ports
-        first = [self._spawn("moto", [py, "-m", "deploy.local.embedded_aws", "-H", "127.0.0.1", "-p", str(p.moto)],
-                             f"http://127.0.0.1:{p.moto}/moto-api/")]
+        first = [self.spawn_moto()]
         for name in self.dynalites:
             assert self.dynalite is not None
             first.append(self._spawn(name, self.dynalite.argv(self.dynalite_ports[name]),

@@ -91,9 +91,7 @@ class ServingPathCluster(Cluster):
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.check_ports()
         py, p = sys.executable, self.ports
-        moto = self._spawn("moto", [py, "-m", "deploy.local.embedded_aws", "-H", "127.0.0.1", "-p", str(p.moto)],
-                           f"http://127.0.0.1:{p.moto}/moto-api/")
-        self._wait_healthy([moto])
+        self._wait_healthy([self.spawn_moto()])
         self.provision()
         self.upload_models()
         threads = str(self.threads)

@@ -154,9 +154,7 @@ class Cluster:
         self.check_ports()
         py, p = sys.executable, self.ports
         if self.embedded_aws:
-            moto = self._spawn("moto", [py, "-m", "deploy.local.embedded_aws", "-H", "127.0.0.1", "-p", str(p.moto)],
-                               f"http://127.0.0.1:{p.moto}/moto-api/")
-            self._wait_healthy([moto])
+            self._wait_healthy([self.spawn_moto()])
         self.provision()
         self.install_demo_model()
         servers = [
@@ -185,6 +183,12 @@ class Cluster:
             assert worker.popen is not None
             if worker.popen.poll() is not None:
                 raise RuntimeError(f"{worker.name} exited with {worker.popen.returncode}; see its log")
+
+    def spawn_moto(self) -> Process:
+        """The embedded AWS (moto's server through deploy/local/embedded_aws.py) on its port; not yet healthy."""
+        port = self.ports.moto
+        return self._spawn("moto", [sys.executable, "-m", "deploy.local.embedded_aws", "-H", "127.0.0.1", "-p",
+                                    str(port)], f"http://127.0.0.1:{port}/moto-api/")
 
     def with_env(self) -> contextlib.AbstractContextManager[None]:
         @contextlib.contextmanager
