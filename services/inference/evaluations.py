@@ -32,7 +32,6 @@ from services.inference.served_models import resolve_model
 from shared.contracts.inference_events import EVALUATION_STATUS_EVENTS, EvaluationRequested
 from shared.envelope import new_event
 from shared.errors import APIError, InvalidRequest, NotFound
-from shared.s3 import iter_body
 
 log = logging.getLogger(__name__)
 
@@ -128,12 +127,12 @@ async def _examples(file_id: str, limit: int, deps: Deps) -> list[dict[str, Any]
     if view is None or not view.normalized_uri:
         raise LookupError(f"file {file_id} is gone")
     bucket, _, key = view.normalized_uri.removeprefix("s3://").partition("/")
-    chunks = iter_body((await deps.s3.get_object(Bucket=bucket, Key=key))["Body"])
+    body = (await deps.s3.get_object(Bucket=bucket, Key=key))["Body"]
     examples: list[dict[str, Any]] = []
     try:
-        await _take_examples(lmi.json_lines(chunks), limit, examples)
+        await _take_examples(lmi.json_lines(body.iter_chunks(64 * 1024)), limit, examples)
     finally:
-        await chunks.aclose()  # read only as far as the examples taken: a file may hold millions
+        body.close()  # read only as far as the examples taken: a file may hold millions
     return examples
 
 
