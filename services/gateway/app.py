@@ -20,7 +20,7 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
 
-from services.gateway import browser_events, live, proxy, routing
+from services.gateway import browser_events, live, openapi, proxy, routing
 from services.gateway.api_key_exchange import InvalidApiKey, is_api_key
 from services.gateway.bootstrap import build_deps, live_feed, revocation_feed
 from services.gateway.deps import Deps
@@ -116,6 +116,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     configure_logging("gateway", settings.log_level)
     app = create_app("gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
+    openapi.install(app)  # the public API's description: /openapi.json and /docs
 
     headers = _page_headers(content_security_policy(settings))
     static_root = STATIC.resolve()
