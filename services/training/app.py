@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Query
+from fastapi import Depends, FastAPI, Query, Request
 
 from services.training import artifacts, commands, deps, progress
 from services.training.bootstrap import build_deps
 from services.training.fit import public_catalog
 from services.training.models import CreateJob, EstimateRequest
 from services.training.settings import Settings
-from shared.tokens import Caller
+from shared.tokens import Caller, bearer_token
 from shared.web import app_deps, create_service_app
 
 Deps = Annotated[deps.Deps, Depends(app_deps)]
@@ -21,10 +21,10 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     app = create_service_app("training", settings or Settings(), build_deps)
 
     @app.post("/v1/fine_tuning/jobs")
-    async def create_job(body: CreateJob, caller: Caller, d: Deps) -> dict[str, Any]:
+    async def create_job(body: CreateJob, caller: Caller, d: Deps, request: Request) -> dict[str, Any]:
         if body.dry_run:  # the estimate, and nothing created
             return await commands.dry_run_job(body, caller.user_id, d)
-        return (await commands.create_job(body, caller.user_id, d)).openai()
+        return (await commands.create_job(body, caller.user_id, d, bearer_token(request))).openai()
 
     @app.get("/v1/fine_tuning/jobs")
     async def list_jobs(caller: Caller, d: Deps, after: str | None = None,
@@ -74,12 +74,14 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         return await commands.estimate_job(body, caller.user_id, d)
 
     @app.get("/api/catalog")
-    async def catalog(_: Caller, d: Deps) -> dict[str, Any]:
+    async def catalog(caller: Caller, d: Deps) -> dict[str, Any]:
+        """The base models and instance types, and the caller's limits (`limits`: each limit, None when there is
+        none, and where the caller stands: active jobs, this month's bill and reservations)."""
         # The catalog is a static file: its fit tables (~60 ms of memory-model searches) are made once.
         if getattr(app.state, "public_catalog", None) is None:
             app.state.public_catalog = public_catalog(d.catalog)
         body: dict[str, Any] = app.state.public_catalog
-        return body
+        return {**body, "limits": await commands.user_limits(caller.user_id, d)}
 
     return app
 

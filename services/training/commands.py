@@ -13,7 +13,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from services.training import estimates
+from services.training import estimates, limits
 from services.training import hyperparameters as hparams
 from services.training.catalog import BaseModelEntry
 from services.training.deps import Deps
@@ -50,6 +50,7 @@ async def _estimate(deps: Deps, user_id: str, base: BaseModelEntry, requested: H
     """The estimate for a validated training file of this caller's (a 400 naming training_file otherwise)."""
     hparams.check(requested, base)
     instance = estimates.choose_instance(deps.catalog, base, instance_type, requested)
+    limits.check_instance(deps.limits, instance)
     view = await deps.jobs.get_file(training_file)
     if view is None or view.user_id != user_id or view.status == "deleted":
         raise InvalidRequest(f"Training file {training_file} was not found.", param="training_file",
@@ -87,31 +88,54 @@ async def dry_run_job(cmd: CreateJob, user_id: str, deps: Deps) -> dict[str, Any
 
 # ---- create, read -------------------------------------------------------------------------------------------
 
-async def _refuse_known_bad_files(cmd: CreateJob, user_id: str, deps: Deps) -> None:
+def _no_such_file(file_id: str, param: str) -> InvalidRequest:
+    what = "Training" if param == "training_file" else "Validation"
+    return InvalidRequest(f"{what} file {file_id} was not found.", param=param, code=f"invalid_{param}")
+
+
+def _refuse_file(file_id: str, param: str, purpose: str | None, status: str | None, error: str | None) -> None:
+    if purpose != "fine-tune":
+        raise InvalidRequest(f"File {file_id} has purpose {purpose!r}; it must be 'fine-tune'.",
+                             param=param, code="invalid_file_purpose")
+    if status == "error":
+        raise InvalidRequest(f"File {file_id} failed validation: {error or 'see its report'}", param=param,
+                             code=f"invalid_{param}")
+    if status == "deleted":
+        raise InvalidRequest(f"File {file_id} was deleted.", param=param, code=f"invalid_{param}")
+
+
+async def _refuse_bad_files(cmd: CreateJob, user_id: str, bearer_token: str | None, deps: Deps) -> None:
+    """A file that is not the caller's (unknown, or another user's) or is known to be unusable is a 400 now, as
+    OpenAI answers. The projection decides what it knows; a file it has not heard of yet (uploaded a moment ago)
+    is files' to confirm (files_directory.py). Usable files are still checked by the launch (their statistics)."""
     for param in ("training_file", "validation_file"):
         file_id = getattr(cmd, param)
         if file_id is None:
             continue
         view = await deps.jobs.get_file(file_id)
-        # Unknown (or not yet projected) files are checked again by the launch; a known bad one fails now.
-        if view is not None and view.user_id == user_id:
-            if view.purpose != "fine-tune":
-                raise InvalidRequest(f"File {file_id} has purpose {view.purpose!r}; it must be 'fine-tune'.",
-                                     param=param, code="invalid_file_purpose")
-            if view.status == "error":
-                raise InvalidRequest(f"File {file_id} failed validation: {view.error}", param=param,
-                                     code="invalid_training_file")
-            if view.status == "deleted":
-                raise InvalidRequest(f"File {file_id} was deleted.", param=param, code="invalid_training_file")
+        if view is not None:
+            if view.user_id != user_id:  # another user's file does not exist for this caller
+                raise _no_such_file(file_id, param)
+            _refuse_file(file_id, param, view.purpose, view.status, view.error)
+            continue
+        seen = await deps.files.find(file_id, bearer_token) if deps.files and bearer_token else None
+        if seen is None:
+            continue  # files could not answer: the launch decides (launch.UNKNOWN_FILE_GRACE_S)
+        if not seen.found:
+            raise _no_such_file(file_id, param)
+        _refuse_file(file_id, param, seen.purpose, seen.status, None)
 
 
-async def create_job(cmd: CreateJob, user_id: str, deps: Deps) -> Job:
+async def create_job(cmd: CreateJob, user_id: str, deps: Deps, bearer_token: str | None = None) -> Job:
+    """A new job, if its request is sound, its files are the caller's and the caller's limits allow it
+    (`bearer_token`: the caller's own, for asking files about a file the projection does not know yet)."""
     base = _base_model(deps, cmd.model)
     requested = cmd.requested_hyperparameters()
     hparams.check(requested, base, cmd.validation_file)
     instance = estimates.choose_instance(deps.catalog, base, cmd.instance_type, requested)
-    estimates.budget_stopping_condition(cmd.max_cost_usd, instance, cmd.spot, deps.launch.max_runtime_s)
-    await _refuse_known_bad_files(cmd, user_id, deps)
+    limits.check_instance(deps.limits, instance)
+    stop = estimates.budget_stopping_condition(cmd.max_cost_usd, instance, cmd.spot, deps.launch.max_runtime_s)
+    await _refuse_bad_files(cmd, user_id, bearer_token, deps)
     now = datetime.now(UTC)
     seed = cmd.seed if cmd.seed is not None else (
         int(requested.seed) if requested.seed != "auto" else secrets.randbelow(2**31))
@@ -119,13 +143,21 @@ async def create_job(cmd: CreateJob, user_id: str, deps: Deps) -> Job:
               created_at_unix=int(now.timestamp()), model=base.id, training_file=cmd.training_file,
               validation_file=cmd.validation_file, hyperparameters=requested.model_dump(), suffix=cmd.suffix,
               seed=seed, metadata=cmd.metadata, instance_type=instance.id, spot=cmd.spot,
-              max_cost_usd=cmd.max_cost_usd,
-              correlation_id=current_request_id())
-    await deps.jobs.create(job)
+              max_cost_usd=cmd.max_cost_usd, correlation_id=current_request_id(),
+              reserved_micros=limits.reserved_micros(instance, stop) if deps.usage else None)
+    if deps.usage is not None:
+        await deps.usage.create_within(job, deps.limits)
+    else:
+        await deps.jobs.create(job)
     await record_event(deps, job, f"Created fine-tuning job: {job.job_id}")
     await deps.commands.send(new_event(LaunchRequested(job_id=job.job_id), user_id=user_id))
     await announce(deps, job, "validating_files")
     return job
+
+
+async def user_limits(user_id: str, deps: Deps) -> dict[str, Any]:
+    usage = await deps.usage.usage(user_id) if deps.usage else limits.Usage()
+    return limits.public_limits(deps.limits, usage)
 
 
 async def get_job(job_id: str, user_id: str, deps: Deps) -> Job:

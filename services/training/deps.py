@@ -4,10 +4,12 @@ the fakes of tests/support/training.py."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from services.training.catalog import Catalog
+from services.training.files_directory import FileSeen
+from services.training.limits import Limits, Usage
 from services.training.models import FileView, Job, JobStatus
 from services.training.quotas import QuotaCheck
 from shared.envelope import CommandSender, EventPublisher
@@ -52,6 +54,36 @@ class Jobs(Protocol):
     async def jobs_waiting_on_file(self, file_id: str) -> list[Job]: ...
 
     async def delete_files_of(self, user_id: str) -> None: ...
+
+
+class UsageCounters(Protocol):
+    """Each user's active jobs and spend (usage_store.UsageStore); a job is created through it, within limits."""
+
+    async def usage(self, user_id: str) -> Usage: ...
+
+    async def create_within(self, job: Job, rules: Limits) -> None: ...
+
+    async def forget(self, user_id: str) -> None: ...
+
+
+class DeletedJobs(Protocol):
+    """A deleted account's jobs SageMaker may still write for (deleted_jobs.DeletedJobsStore)."""
+
+    async def remember(self, user_id: str, job_ids: list[str]) -> None: ...
+
+    async def stops_owed(self, user_id: str) -> list[str]: ...
+
+    async def stops_done(self, user_id: str) -> None: ...
+
+    async def owner_of(self, job_id: str) -> str | None: ...
+
+    async def forget(self, job_id: str) -> None: ...
+
+
+class Files(Protocol):
+    """The files service's word on a file the projection has not heard of (files_directory.FilesDirectory)."""
+
+    async def find(self, file_id: str, bearer_token: str) -> FileSeen | None: ...
 
 
 class Throughput(Protocol):
@@ -135,3 +167,9 @@ class Deps:
     launch: LaunchConfig
     quotas: QuotaChecks | None = None  # GPU launches check the training quota first; None skips the check
     log_group: str = "/aws/sagemaker/TrainingJobs"
+    limits: Limits = field(default_factory=Limits)
+    # None where a test's world has no such part: no counters (jobs created without limits), no notes of deleted
+    # jobs, no files service to ask (an unknown file waits for the launch's decision).
+    usage: UsageCounters | None = None
+    deleted_jobs: DeletedJobs | None = None
+    files: Files | None = None

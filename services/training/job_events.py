@@ -31,9 +31,12 @@ async def announce(deps: Deps, job: Job, status: JobStatus, **extra: Any) -> Non
     await deps.events.publish(new_event(event, user_id=job.user_id))
 
 
-async def fail_job(deps: Deps, job: Job, code: str, message: str, param: str | None = None) -> None:
-    """Fail the job with OpenAI's error object, unless it is already over (then nothing is told)."""
+async def fail_job(deps: Deps, job: Job, code: str, message: str, param: str | None = None,
+                   billed_micros: int | None = None) -> None:
+    """Fail the job with OpenAI's error object, unless it is already over (then nothing is told);
+    `billed_micros`: what SageMaker billed for it, where it ran."""
     error = {"code": code, "message": message, "param": param}
-    if await deps.jobs.transition(job.job_id, "failed", error=error, finished_at=int(time.time())):
+    if await deps.jobs.transition(job.job_id, "failed", error=error, finished_at=int(time.time()),
+                                  billed_micros=billed_micros):
         await record_event(deps, job, message, level="error", data={"error_code": code, "error_param": param})
         await announce(deps, job, "failed", error=error)

@@ -9,7 +9,7 @@ its hyperparameters resolved; a rejected or deleted one fails it (`invalid_train
 `invalid_validation_file`), as does another user's file or one still unknown UNKNOWN_FILE_GRACE_S after the job's
 creation. A queued job gets its CreateTrainingJob request (training_job_request.py) with what a launch adds
 before it is sent, below; the training job's name is the job id, so a repeated command is harmless, and a launch
-that finds the job cancelled meanwhile stops its own training job.
+that finds the job cancelled, or deleted with its account, meanwhile stops its own training job.
 
 What a launch adds to the CreateTrainingJob request before it is sent:
 
@@ -230,8 +230,10 @@ async def create_training_job(deps: Deps, job: Job, train_uri: str, validation_u
                            f"{exc.response['Error'].get('Message', code)}")
             return
         raise
-    await deps.jobs.set_fields(job.job_id, sagemaker_job_name=job.job_id)
+    await deps.jobs.set_fields(job.job_id, sagemaker_job_name=job.job_id)  # nothing when the job is gone
     log.info("training job launched", extra={"job_id": job.job_id})
+    # Read after the training job exists: a cancel, or the account's deletion (which removes the job, then stops
+    # its training job), that happened while this launch was in flight either stopped it already or is seen here.
     current = await deps.jobs.get(job.job_id)
-    if current is not None and current.status == "cancelled":  # cancelled while this launch was in flight
+    if current is None or current.status == "cancelled":
         await stop_training_job(deps.sagemaker, job.job_id)

@@ -145,6 +145,10 @@ class Job(BaseModel):
     metrics_log_ts: int | None = None
     relaunch_requested_at: int | None = None  # the reconciler re-enqueued a stuck launch then
     model_deleted_at: int | None = None  # its owner deleted the fine-tuned model (and so its artifacts)
+    # Spend (limits.py): the most the job may cost, reserved in its user's usage while it is active (None: made
+    # before the limits, nothing reserved), and what SageMaker billed once it ended; in micro-dollars.
+    reserved_micros: int | None = None
+    billed_micros: int | None = None
 
     def openai(self) -> dict[str, Any]:
         """The FineTuningJob object the openai SDK expects, every required key present."""

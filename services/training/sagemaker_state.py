@@ -13,12 +13,13 @@ import time
 
 from botocore.exceptions import ClientError
 
-from services.training import metrics_from_logs, results_file
+from services.training import limits, metrics_from_logs, results_file
 from services.training.deps import Deps
 from services.training.job_events import announce, fail_job, record_event
 from services.training.models import TERMINAL, Job
 from shared.contracts.sagemaker_events import TrainingJobStateChanged
 from shared.logging import bound_request_id
+from shared.s3 import delete_object_versions
 
 log = logging.getLogger(__name__)
 ENDED = ("Completed", "Failed", "Stopped")
@@ -39,12 +40,32 @@ def _final_metric(state: TrainingJobStateChanged, name: str) -> float | None:
 async def on_sagemaker_state(state: TrainingJobStateChanged, deps: Deps) -> None:
     job = await deps.jobs.get(state.TrainingJobName)
     if job is None:
-        return  # not one of ours
+        await _after_deletion(state, deps)  # one of a deleted account's, or not one of ours
+        return
     with bound_request_id(job.correlation_id):
         await _record_secondary_status(deps, job, state)
         if state.TrainingJobStatus in ENDED and job.status not in TERMINAL:
             await _read_last_metrics(job, state, deps)
         await _apply(job, state, deps)
+
+
+async def _after_deletion(state: TrainingJobStateChanged, deps: Deps) -> None:
+    """A deleted account's training job that has ended: what SageMaker uploaded after the deletion (the model and
+    checkpoints it writes on a stop) is deleted too (deleted_jobs.py)."""
+    if deps.deleted_jobs is None or state.TrainingJobStatus not in ENDED:
+        return
+    owner = await deps.deleted_jobs.owner_of(state.TrainingJobName)
+    if owner is None:
+        return
+    removed = await delete_object_versions(deps.s3, deps.launch.bucket,
+                                           f"training-jobs/{owner}/{state.TrainingJobName}/")
+    await deps.deleted_jobs.forget(state.TrainingJobName)
+    log.info("a deleted account's ended training job cleared", extra={"job_id": state.TrainingJobName,
+                                                                       "objects": removed})
+
+
+def _billed(job: Job, state: TrainingJobStateChanged, deps: Deps) -> int:
+    return limits.billed_micros(state, deps.catalog.instance(job.instance_type))
 
 
 async def _read_last_metrics(job: Job, state: TrainingJobStateChanged, deps: Deps) -> None:
@@ -84,11 +105,14 @@ async def _apply(job: Job, state: TrainingJobStateChanged, deps: Deps) -> None:
     elif status == "Completed":
         await _succeed(job, state, deps)
     elif status == "Failed":
-        await fail_job(deps, job, "training_failed", state.FailureReason or "Training failed.")
+        await fail_job(deps, job, "training_failed", state.FailureReason or "Training failed.",
+                       billed_micros=_billed(job, state, deps))
     elif status == "Stopped":
         if state.SecondaryStatus == "MaxRuntimeExceeded":
-            await fail_job(deps, job, "max_runtime_exceeded", "The job reached its maximum run time and was stopped.")
-        elif await deps.jobs.transition(job.job_id, "cancelled", finished_at=int(time.time())):
+            await fail_job(deps, job, "max_runtime_exceeded", "The job reached its maximum run time and was stopped.",
+                           billed_micros=_billed(job, state, deps))
+        elif await deps.jobs.transition(job.job_id, "cancelled", finished_at=int(time.time()),
+                                        billed_micros=_billed(job, state, deps)):
             await record_event(deps, job, "Fine-tuning job cancelled")
             await announce(deps, job, "cancelled")
 
@@ -103,6 +127,7 @@ async def _succeed(job: Job, state: TrainingJobStateChanged, deps: Deps) -> None
     result_file = await results_file.write_results(deps.s3, deps.launch.bucket, job.user_id, job.job_id, artifact,
                                                    deps.launch.kms_key_id)
     if await deps.jobs.transition(job.job_id, "succeeded", finished_at=int(time.time()), fine_tuned_model=name,
+                                  billed_micros=_billed(job, state, deps),
                                   model_artifact=artifact, trained_tokens=int(tokens) if tokens is not None else None,
                                   result_files=[result_file.file_id]):
         await record_event(deps, job, f"New fine-tuned model created: {name}")

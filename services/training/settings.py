@@ -42,5 +42,14 @@ class Settings(ServiceSettings):
     metrics_interval_s: float = Field(5.0, gt=0, alias="TRAINING_METRICS_INTERVAL_S")
     reconcile_stuck_launch_s: float = Field(600.0, ge=0, alias="TRAINING_RECONCILE_STUCK_LAUNCH_S")
     metrics_log_group: str = "/aws/sagemaker/TrainingJobs"
+    # Per-user limits (limits.py): active jobs at once (None: no limit), spend per calendar month in USD (None: no
+    # limit), and the instance types jobs may use, comma-separated (empty: every type in the catalog).
+    max_active_jobs_per_user: int | None = Field(3, ge=0, alias="MAX_ACTIVE_JOBS_PER_USER")
+    monthly_spend_limit_usd: float | None = Field(None, ge=0, alias="MONTHLY_SPEND_LIMIT_USD")
+    allowed_instance_types: str = Field("", alias="ALLOWED_INSTANCE_TYPES")
+    # The files service, asked about a file the projection has not heard of yet (files_directory.py); unset: the
+    # job is accepted and its launch decides.
+    files_url: str | None = Field(None, alias="FILES_URL")
+    files_timeout_s: float = Field(5.0, gt=0, alias="FILES_TIMEOUT_S")
 
     model_config = ServiceSettings.model_config | {"populate_by_name": True}

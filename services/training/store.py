@@ -9,6 +9,9 @@ workers can never both launch, finish or cancel the same job.
 
 The same index finds the jobs a file's validation wakes (jobs_waiting_on_file): a job in validating_files names
 its files, and its record, written before its launch command is sent, is all the waiting a launch needs to record.
+
+The move to a final status also ends the job's spend reservation in its user's usage item (usage_store.py), in
+the same transaction, for jobs that made one.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from services.training import transitions
-from services.training.models import FileView, Job, JobStatus
+from services.training.limits import month_key
+from services.training.models import TERMINAL, FileView, Job, JobStatus
 from shared.dynamo import all_items, items_of_user
 
 _ser, _de = TypeSerializer(), TypeDeserializer()
@@ -48,6 +52,38 @@ def _from_item(item: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
+ATTEMPTS = 5  # a creation re-read this many times while jobs end under it (each end bumps the bill it read)
+# A user's usage item (usage_store.py) shares the jobs table: its key, and the counters a job's end moves.
+ACTIVE_JOBS, RESERVED = "active_jobs", "reserved_micros"
+
+
+def usage_key(user_id: str) -> dict[str, Any]:
+    return {"job_id": {"S": f"usage#{user_id}"}}
+
+
+def cancellation_codes(exc: Exception) -> list[str]:
+    """The per-item reasons DynamoDB gives for a cancelled transaction ("None" for the items that were fine)."""
+    response: dict[str, Any] = getattr(exc, "response", {}) or {}
+    return [str(r.get("Code", "None")) for r in response.get("CancellationReasons") or []]
+
+
+def release_update(table: str, job: Job, billed_micros: int, month: str) -> dict[str, Any]:
+    """The transaction item that ends `job`'s reservation and adds its bill to `month`'s."""
+    return {"Update": {
+        "TableName": table, "Key": usage_key(job.user_id), "UpdateExpression": "ADD #a :a, #r :r, #b :b",
+        "ExpressionAttributeNames": {"#a": ACTIVE_JOBS, "#r": RESERVED, "#b": month},
+        "ExpressionAttributeValues": {":a": {"N": "-1"}, ":r": {"N": str(-(job.reserved_micros or 0))},
+                                      ":b": {"N": str(billed_micros)}}}}
+
+
+def job_item(job: Job) -> dict[str, Any]:
+    """A new job as the table holds it (usage_store writes it too, with its reservation)."""
+    item = to_item(job.model_dump())
+    if job.status in ACTIVE_STATUSES:
+        item[ACTIVE_ATTRIBUTE] = {"S": job.status}
+    return item
+
+
 class JobsStore:
     def __init__(self, dynamodb: Any, jobs_table: str, events_table: str, files_table: str) -> None:
         self._db = dynamodb
@@ -56,10 +92,8 @@ class JobsStore:
         self._files = files_table
 
     async def create(self, job: Job) -> None:
-        item = to_item(job.model_dump())
-        if job.status in ACTIVE_STATUSES:
-            item[ACTIVE_ATTRIBUTE] = {"S": job.status}
-        await self._db.put_item(TableName=self._jobs, Item=item, ConditionExpression="attribute_not_exists(job_id)")
+        await self._db.put_item(TableName=self._jobs, Item=job_item(job),
+                                ConditionExpression="attribute_not_exists(job_id)")
 
     async def get(self, job_id: str) -> Job | None:
         item = (await self._db.get_item(TableName=self._jobs, Key={"job_id": {"S": job_id}},
@@ -104,21 +138,44 @@ class JobsStore:
         for i, state in enumerate(expected):
             values[f":e{i}"] = {"S": state}
             conditions.append(f":e{i}")
+        write = {"TableName": self._jobs, "Key": {"job_id": {"S": job_id}}, "UpdateExpression": update,
+                 "ConditionExpression": f"#s IN ({', '.join(conditions)})", "ExpressionAttributeNames": names,
+                 "ExpressionAttributeValues": values}
+        if to in TERMINAL:
+            job = await self.get(job_id)
+            if job is not None and job.reserved_micros is not None:  # jobs from before the limits reserve nothing
+                return await self._end_with_usage(job, write, int(changes.get("billed_micros") or 0))
         try:
-            await self._db.update_item(
-                TableName=self._jobs, Key={"job_id": {"S": job_id}}, UpdateExpression=update,
-                ConditionExpression=f"#s IN ({', '.join(conditions)})", ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values)
+            await self._db.update_item(**write)
             return True
         except self._db.exceptions.ConditionalCheckFailedException:
             return False
 
+    async def _end_with_usage(self, job: Job, write: dict[str, Any], billed_micros: int) -> bool:
+        """The move to a final status and the release of the job's reservation (its bill counted), as one
+        transaction: they happen together, once. A conflict with a concurrent transaction is tried again."""
+        for _ in range(ATTEMPTS):
+            try:
+                await self._db.transact_write_items(TransactItems=[
+                    {"Update": write}, release_update(self._jobs, job, billed_micros, month_key())])
+                return True
+            except self._db.exceptions.TransactionCanceledException as exc:
+                if "TransactionConflict" not in cancellation_codes(exc):
+                    return False  # the job's status did not allow the move (or the job is gone)
+        raise RuntimeError(f"job {job.job_id}'s final move kept conflicting")
+
     async def set_fields(self, job_id: str, **changes: Any) -> None:
+        """Set fields of an existing job; nothing when the job is gone (its user was deleted meanwhile): an update
+        must never leave a partial job behind."""
         names = {f"#f{i}": k for i, k in enumerate(changes)}
         values = {f":v{i}": _ser.serialize(v) for i, v in enumerate(changes.values())}
-        await self._db.update_item(TableName=self._jobs, Key={"job_id": {"S": job_id}},
-                                   UpdateExpression="SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(changes))),
-                                   ExpressionAttributeNames=names, ExpressionAttributeValues=values)
+        try:
+            await self._db.update_item(
+                TableName=self._jobs, Key={"job_id": {"S": job_id}}, ConditionExpression="attribute_exists(job_id)",
+                UpdateExpression="SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(changes))),
+                ExpressionAttributeNames=names, ExpressionAttributeValues=values)
+        except self._db.exceptions.ConditionalCheckFailedException:
+            pass
 
     async def active_jobs(self, status: str, page_size: int = 100) -> list[Job]:
         """Jobs in one active status, oldest first, through the sparse `status-index`: the cost follows the

@@ -127,9 +127,18 @@ def test_only_the_jobs_waiting_in_validating_files_are_woken(fakes: Fakes) -> No
     assert [c.data["job_id"] for c in fakes.commands.sent] == [waiting.job_id]
 
 
-def test_another_users_file_fails_the_job_at_once(fakes: Fakes) -> None:
+def test_another_users_file_is_refused_at_creation(fakes: Fakes) -> None:
     put_file(fakes, user="someone-else")
-    job = create(fakes)
+    with pytest.raises(InvalidRequest) as refused:
+        create(fakes)
+    assert (refused.value.status_code, refused.value.code, refused.value.param) == (
+        400, "invalid_training_file", "training_file")
+    assert fakes.jobs.jobs == {}
+
+
+def test_a_file_found_to_be_another_users_after_creation_fails_the_job(fakes: Fakes) -> None:
+    job = create(fakes)  # not heard of yet (and no files service to ask in this world)
+    put_file(fakes, user="someone-else")
     launch_job(fakes, job)
     failed = fakes.job(job.job_id)
     assert failed.status == "failed" and failed.error is not None
