@@ -8,6 +8,7 @@ import ctypes
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -21,6 +22,7 @@ import httpx
 
 from deploy.local import provision
 from deploy.local.demo_model import install_demo_model
+from deploy.local.supervisor import Supervisor
 from shared.contracts import resources
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,6 +68,10 @@ class Process:
     health_url: str | None
     popen: subprocess.Popen[bytes] | None = None
     log_file: IO[bytes] | None = None
+    port: int | None = None
+
+    def exit_code(self) -> int | None:
+        return None if self.popen is None else self.popen.poll()
 
 
 @dataclass
@@ -102,6 +108,8 @@ class Cluster:
                "DEPLOY_ON_DEMAND": os.environ.get("DEPLOY_ON_DEMAND", "true"),
                "INFERENCE_RECONCILE_INTERVAL_S": os.environ.get("INFERENCE_RECONCILE_INTERVAL_S", "2"),
                "JWT_KEY_FILE": str(self.data_dir / "auth" / "jwt-signing-key.pem"),
+               # What one service shows another on /internal/* routes (X-Service-Token); made once, kept here.
+               "SERVICE_TOKEN": os.environ.get("SERVICE_TOKEN") or self.service_token(),
                "ENVIRONMENT": os.environ.get("ENVIRONMENT", "development")}
         if self.embedded_aws:  # moto accepts any credentials; never send a developer's real ones to it
             env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")  # noqa: S106
@@ -110,13 +118,22 @@ class Cluster:
         env.update(self.extra_env)
         return env
 
+    def service_token(self) -> str:
+        path = self.data_dir / "auth" / "service-token"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(32))
+        return path.read_text().strip()
+
     def _spawn(self, name: str, argv: list[str], health_url: str | None, port: int | None = None) -> Process:
         logs = self.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         env = self.env()
         if port is not None:
             env["PORT"] = str(port)
-        proc = Process(name, argv, health_url, log_file=(logs / f"{name}.log").open("ab"))
+        proc = Process(name, argv, health_url, log_file=(logs / f"{name}.log").open("ab"), port=port)
         proc.popen = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=proc.log_file, stderr=subprocess.STDOUT,
                                       stdin=subprocess.DEVNULL, start_new_session=True,
                                       preexec_fn=_die_with_parent)
@@ -185,10 +202,34 @@ class Cluster:
                 raise RuntimeError(f"{worker.name} exited with {worker.popen.returncode}; see its log")
 
     def spawn_moto(self) -> Process:
-        """The embedded AWS (moto's server through deploy/local/embedded_aws.py) on its port; not yet healthy."""
+        """The embedded AWS (moto's server through deploy/local/embedded_aws.py) on its port, keeping its state in
+        `<data_dir>/aws` across restarts (deploy/local/aws_state.py); not yet healthy."""
         port = self.ports.moto
         return self._spawn("moto", [sys.executable, "-m", "deploy.local.embedded_aws", "-H", "127.0.0.1", "-p",
-                                    str(port)], f"http://127.0.0.1:{port}/moto-api/")
+                                    str(port), "--state-dir", str(self.data_dir / "aws")],
+                           f"http://127.0.0.1:{port}/moto-api/")
+
+    def process(self, name: str) -> Process:
+        return next(p for p in self.processes if p.name == name)
+
+    def restart(self, name: str) -> Process:
+        """Starts the named process again, as it was started, if it has exited; waits until it is healthy where it
+        has a health check."""
+        old = self.process(name)
+        if old.popen is not None and old.popen.poll() is None:
+            return old  # still running (started before, slow to become healthy): nothing to do
+        if old.log_file:
+            old.log_file.close()
+        self.processes.remove(old)
+        new = self._spawn(name, old.argv, old.health_url, old.port)
+        self._wait_healthy([new])
+        return new
+
+    def supervisor(self, first_delay_s: float = 1.0, max_delay_s: float = 30.0) -> Supervisor:
+        """Restarts whatever exits, with backoff (deploy/local/supervisor.py); `make up` runs it."""
+        return Supervisor(restart=self.restart, exit_code=lambda name: self.process(name).exit_code(),
+                          names=lambda: [p.name for p in self.processes], first_delay_s=first_delay_s,
+                          max_delay_s=max_delay_s)
 
     def with_env(self) -> contextlib.AbstractContextManager[None]:
         @contextlib.contextmanager

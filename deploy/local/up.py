@@ -1,4 +1,6 @@
-"""`make up`: the whole platform on this machine, on the embedded AWS. Ctrl-C stops all of it."""
+"""`make up`: the whole platform on this machine, on the embedded AWS. A process that exits is restarted with
+backoff while the rest keep serving (deploy/local/supervisor.py). Ctrl-C stops all of it; what it holds is kept in
+.data/ for the next `make up` (`make clean` starts empty)."""
 
 from __future__ import annotations
 
@@ -25,13 +27,9 @@ def main() -> int:
               flush=True)
         cluster.start()
         print(f"\nLLM Tuner is running at http://localhost:{ports.gateway}", flush=True)
-        print(f"Logs: {cluster.data_dir / 'logs'}/   Stop: Ctrl-C\n", flush=True)
-        while not stop.is_set():
-            for proc in cluster.processes:
-                if proc.popen and proc.popen.poll() is not None:
-                    print(f"{proc.name} exited with {proc.popen.returncode}; stopping. See its log.", flush=True)
-                    stop.set()
-            stop.wait(1)
+        print(f"Logs: {cluster.data_dir / 'logs'}/   Data: {cluster.data_dir}/ (kept; `make clean` removes it)"
+              "   Stop: Ctrl-C\n", flush=True)
+        cluster.supervisor().run(stop)
         return 0
     except Exception as exc:
         print(f"Could not start: {exc}", file=sys.stderr, flush=True)
