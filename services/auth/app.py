@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -12,8 +12,8 @@ from services.auth import google_routes, handlers
 from services.auth.bootstrap import build_deps, own_key_verifier
 from services.auth.cookies import clear_session_cookies, require_csrf, set_session_cookies
 from services.auth.deps import Deps as AuthDeps
-from services.auth.models import Credentials, DeleteAccount, Registration
-from services.auth.proxy_headers import client_ip
+from services.auth.models import Credentials, DeleteAccount, PasswordChange, Registration
+from services.auth.proxy_headers import client_info, client_ip
 from services.auth.settings import Settings
 from shared.errors import Unauthorized
 from shared.tokens import Caller, Principal
@@ -53,12 +53,12 @@ def build_app(settings: Settings | None = None) -> FastAPI:
 
     @app.post("/auth/register", status_code=201)
     async def register(body: Registration, request: Request, d: Deps) -> JSONResponse:
-        grant = await handlers.register(body, client_ip(request, settings), d)
+        grant = await handlers.register(body, client_info(request, settings), d)
         return _session_response(grant, settings, status=201)
 
     @app.post("/auth/login")
     async def login(body: Credentials, request: Request, d: Deps) -> JSONResponse:
-        return _session_response(await handlers.login(body, client_ip(request, settings), d), settings)
+        return _session_response(await handlers.login(body, client_info(request, settings), d), settings)
 
     @app.post("/auth/refresh")
     async def refresh(request: Request, d: Deps) -> JSONResponse:
@@ -87,25 +87,36 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     async def me(caller: Caller, d: Deps) -> dict[str, Any]:
         return await handlers.me(caller, d)
 
+    @app.post("/auth/password", status_code=204)
+    async def change_password(body: PasswordChange, request: Request, caller: Caller, d: Deps) -> Response:
+        await handlers.change_password(caller, body, client_info(request, settings), d)
+        return Response(status_code=204)
+
     @app.delete("/auth/me", status_code=204)
-    async def delete_me(caller: Caller, d: Deps, body: DeleteAccount | None = None) -> Response:
-        await handlers.delete_account(caller, body.password if body else None, d)
+    async def delete_me(request: Request, caller: Caller, d: Deps, body: DeleteAccount | None = None) -> Response:
+        await handlers.delete_account(caller, body.password if body else None, client_info(request, settings), d)
         response = Response(status_code=204)
         clear_session_cookies(response, settings)
         return response
 
     @app.post("/auth/api-keys", status_code=201)
-    async def create_api_key(body: NewApiKey, caller: Caller, d: Deps) -> dict[str, Any]:
-        return await handlers.create_api_key(caller, body.name, d)
+    async def create_api_key(body: NewApiKey, request: Request, caller: Caller, d: Deps) -> dict[str, Any]:
+        return await handlers.create_api_key(caller, body.name, client_info(request, settings), d)
 
     @app.get("/auth/api-keys")
     async def list_api_keys(caller: Caller, d: Deps) -> dict[str, Any]:
         return {"object": "list", "data": await handlers.list_api_keys(caller, d), "has_more": False}
 
     @app.delete("/auth/api-keys/{key_id}")
-    async def revoke_api_key(key_id: str, caller: Caller, d: Deps) -> dict[str, Any]:
-        await handlers.revoke_api_key(caller, key_id, d)
+    async def revoke_api_key(key_id: str, request: Request, caller: Caller, d: Deps) -> dict[str, Any]:
+        await handlers.revoke_api_key(caller, key_id, client_info(request, settings), d)
         return {"id": key_id, "object": "api_key", "deleted": True}
+
+    @app.get("/api/audit")
+    async def audit(caller: Caller, d: Deps, limit: Annotated[int, Query(ge=1, le=100)] = 20,
+                    after: Annotated[str | None, Query(max_length=64)] = None) -> dict[str, Any]:
+        """The caller's security events (sign-ins, new addresses, password and key changes), newest first."""
+        return await handlers.list_audit(caller, limit, after, d)
 
     # Internal: the gateway's calls. The gateway never routes /internal, so only the private network reaches it.
     @app.post("/internal/api-keys/exchange")

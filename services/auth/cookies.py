@@ -10,7 +10,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from services.auth.handlers import SessionGrant
-from services.auth.proxy_headers import public_base_url
 from services.auth.settings import Settings
 from shared.errors import Forbidden
 
@@ -35,7 +34,7 @@ def require_csrf(request: Request, settings: Settings) -> None:
     """A state-changing request that relies on the session cookie must prove it comes from our page."""
     origin = request.headers.get("origin")
     if origin is not None:
-        expected = urlsplit(public_base_url(request, settings))
+        expected = urlsplit(settings.base_url)
         got = urlsplit(origin)
         if (got.scheme, got.netloc) != (expected.scheme, expected.netloc):
             raise Forbidden("Cross-site request refused.", code="csrf_origin_mismatch")

@@ -1,5 +1,5 @@
 """What auth's handlers depend on, as protocols with only the methods they call, and the `Deps` that holds
-them. bootstrap.py wires the real ones (DynamoDB stores, the SNS publisher, the RSA signer); a unit test
+them. bootstrap.py wires the real ones (DynamoDB stores, the SNS publishers, the RSA signer); a unit test
 passes fakes that satisfy the same protocols."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from services.auth.api_key_store import ApiKey
-from services.auth.models import StoredUser
+from services.auth.audit_log import AuditEntry
+from services.auth.models import ClientInfo, StoredUser
 from services.auth.oauth_states import PendingSignIn
 from services.auth.sessions import Session
 from services.auth.settings import Settings
@@ -29,6 +30,7 @@ class UserStore(Protocol):
 class SessionStore(Protocol):
     async def create(self, session: Session, token_hash: str, ttl_s: int) -> None: ...
     async def get(self, session_id: str) -> tuple[Session, dict[str, Any]] | None: ...
+    async def verify(self, session_id: str, secret_hash: str) -> Session: ...
     async def rotate(self, session_id: str, old_hash: str, new_hash: str, *, now: int, idle_s: int) -> Session: ...
     async def revoke(self, session_id: str, reason: str, now: int) -> bool: ...
     async def for_user(self, user_id: str) -> list[Session]: ...
@@ -54,6 +56,20 @@ class RateLimits(Protocol):
     async def count(self, name: str, window_s: int) -> None: ...
 
 
+class LoginThrottle(Protocol):
+    async def admit(self, email: str, address: str) -> None: ...
+    async def succeeded(self, email: str, address: str) -> None: ...
+    async def count_failure(self, user_id: str, window_s: int) -> int: ...
+
+
+class AuditLog(Protocol):
+    async def record(self, user_id: str, event_type: str, client: ClientInfo,
+                     details: dict[str, str] | None = None) -> AuditEntry: ...
+    async def page(self, user_id: str, limit: int, after: str | None) -> tuple[list[AuditEntry], bool]: ...
+    async def is_new_address(self, user_id: str, address: str) -> bool: ...
+    async def delete_user(self, user_id: str) -> None: ...
+
+
 class TokenSigner(Protocol):
     @property
     def ttl_s(self) -> int: ...
@@ -74,6 +90,9 @@ class Deps:
     events: EventPublisher
     settings: Settings
     oauth_states: OAuthStateStore
+    throttle: LoginThrottle
+    audit: AuditLog
+    alerts: EventPublisher  # the security topic, for people
 
     @property
     def bcrypt_rounds(self) -> int:

@@ -27,7 +27,7 @@ from services.auth.deps import Deps as AuthDeps
 from services.auth.handlers import SessionGrant
 from services.auth.oauth_states import Mode, PendingSignIn
 from services.auth.oidc_client import GoogleProvider, GoogleSignInFailed, authorization_url, new_code_verifier
-from services.auth.proxy_headers import client_ip, public_base_url
+from services.auth.proxy_headers import client_info, client_ip
 from services.auth.sessions import now
 from services.auth.settings import Settings
 from shared.errors import NotFound
@@ -150,7 +150,7 @@ def build_router(settings: Settings, provider: GoogleProvider | None = None) -> 
     async def login(request: Request, d: Deps, mode: Mode = "redirect",
                     next_path: Annotated[str | None, Query(alias="next")] = None) -> Response:
         await admit(request, d)
-        base_url = public_base_url(request, settings)
+        base_url = settings.base_url
         state = secrets.token_urlsafe(32)
         pending = PendingSignIn(nonce=secrets.token_urlsafe(32), code_verifier=new_code_verifier(), mode=mode,
                                 next_path=safe_next(next_path), redirect_uri=base_url + CALLBACK_PATH,
@@ -169,7 +169,7 @@ def build_router(settings: Settings, provider: GoogleProvider | None = None) -> 
     async def callback(request: Request, d: Deps, code: str | None = None, state: str | None = None,
                        error: str | None = None) -> Response:
         await admit(request, d)
-        base_url = public_base_url(request, settings)
+        base_url = settings.base_url
         mode, bound_key = _binding(request)
         try:
             if error is not None:
@@ -180,7 +180,7 @@ def build_router(settings: Settings, provider: GoogleProvider | None = None) -> 
                 raise GoogleSignInFailed("google_exchange_failed", "callback without a code")
             id_token = await google.exchange(code, pending.code_verifier, pending.redirect_uri)
             identity = await google.verify(id_token, pending.nonce)
-            grant = await sign_in_with_google(identity, d)
+            grant = await sign_in_with_google(identity, client_info(request, settings), d)
         except GoogleSignInFailed as failure:
             log.warning("google sign-in failed", extra={"code": failure.code, "reason": failure.reason})
             response = _failure(failure.code, mode, base_url)

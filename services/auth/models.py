@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
@@ -8,6 +9,14 @@ from pydantic import BaseModel, Field, field_validator
 EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
 MIN_PASSWORD_CHARS = 8
 MAX_PASSWORD_BYTES = 72  # bcrypt's limit; longer is refused, never silently truncated
+
+
+@dataclass(frozen=True)
+class ClientInfo:
+    """Who is asking, as far as the request tells: the client's address and its User-Agent (cut short)."""
+
+    ip: str
+    user_agent: str = ""
 
 
 def normalise_email(value: str) -> str:
@@ -50,3 +59,8 @@ class StoredUser(User):
 
 class DeleteAccount(BaseModel):
     password: str | None = Field(default=None, max_length=1024)
+
+
+class PasswordChange(BaseModel):
+    current_password: str = Field(max_length=1024)
+    new_password: str = Field(max_length=1024)

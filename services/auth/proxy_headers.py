@@ -1,5 +1,6 @@
-"""What auth needs from the HTTP request: the client's address and the public base URL, both believed
-from forwarded headers only when the direct peer is a trusted proxy."""
+"""What auth needs from the HTTP request: the client's address (believed from X-Forwarded-For only when the
+direct peer is a trusted proxy) and what the client says it is. The public address is never taken from a
+request: it is `BASE_URL` (settings.base_url), whatever Host or X-Forwarded-Host say."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from ipaddress import ip_address
 
 from starlette.requests import Request
 
+from services.auth.models import ClientInfo
 from services.auth.settings import Settings
 
 
@@ -32,12 +34,5 @@ def client_ip(request: Request, settings: Settings) -> str:
     return hops[0] if hops else peer
 
 
-def public_base_url(request: Request, settings: Settings) -> str:
-    """`BASE_URL`, unless a trusted proxy says the request came to another scheme or host."""
-    peer = request.client.host if request.client else None
-    if _trusted(peer, settings):
-        host = request.headers.get("x-forwarded-host", "").split(",")[0].strip()
-        proto = request.headers.get("x-forwarded-proto", "").split(",")[0].strip()
-        if host and proto in ("http", "https"):
-            return f"{proto}://{host}"
-    return settings.base_url
+def client_info(request: Request, settings: Settings) -> ClientInfo:
+    return ClientInfo(ip=client_ip(request, settings), user_agent=request.headers.get("user-agent", "")[:256])

@@ -2,7 +2,8 @@
 
 A session is a family of refresh tokens. Each use rotates the token (a conditional write on the current
 token's hash); the old hash is kept, and presenting one again means the token was stolen or replayed:
-the whole family is revoked. Only hashes are stored. A session ends when unused for the idle timeout,
+the whole family is revoked (the last KEPT_HASHES are kept, so a long-lived session's item stays small).
+Only hashes are stored. A session ends when unused for the idle timeout,
 after the absolute timeout, at logout, or when its account goes.
 """
 
@@ -22,6 +23,7 @@ from shared.dynamo import all_items, items_of_user
 from shared.errors import Unauthorized
 
 _ALPHABET = string.ascii_letters + string.digits
+KEPT_HASHES = 100  # rotated secrets remembered per session: a replay of one revokes the session
 
 
 def _hash(secret: str) -> str:
@@ -90,30 +92,42 @@ class SessionsStore:
                                         ConsistentRead=True)).get("Item")
         return (_session(item), item) if item else None
 
+    async def verify(self, session_id: str, secret_hash: str) -> Session:
+        """The session a refresh token names, when the token's secret is its current one. A secret it had
+        before is a replay (RefreshReuse); any other secret is invalid and changes nothing."""
+        return (await self._verified(session_id, secret_hash))[0]
+
+    async def _verified(self, session_id: str, secret_hash: str) -> tuple[Session, dict[str, Any]]:
+        found = await self.get(session_id)
+        if found is None:
+            raise SessionInvalid()
+        session, item = found
+        if hmac.compare_digest(item["current_hash"]["S"], secret_hash):
+            return found
+        if any(hmac.compare_digest(secret_hash, h) for h in _previous(item)):
+            raise RefreshReuse(session)
+        raise SessionInvalid()
+
     async def rotate(self, session_id: str, old_hash: str, new_hash: str, *, now: int, idle_s: int) -> Session:
-        """Swap the current token for a new one, or say why not (invalid, expired, revoked, reused)."""
+        """Swap the current token for a new one, or say why not (invalid, expired, revoked, reused). The last
+        KEPT_HASHES secrets are remembered to recognise a replay; older ones are only invalid."""
+        _, item = await self._verified(session_id, old_hash)
+        history = [*_previous(item), old_hash][-KEPT_HASHES:]
         try:
             result = await self._db.update_item(
                 TableName=self._table, Key={"session_id": {"S": session_id}},
-                UpdateExpression="SET current_hash = :new, last_used_at = :now ADD previous_hashes :old",
+                UpdateExpression="SET current_hash = :new, last_used_at = :now, previous_hashes = :history",
                 ConditionExpression=("current_hash = :oldh AND attribute_not_exists(revoked_at) "
                                      "AND last_used_at >= :idle AND absolute_expires_at > :now"),
                 ExpressionAttributeValues={":new": {"S": new_hash}, ":now": {"N": str(now)},
-                                           ":old": {"SS": [old_hash]}, ":oldh": {"S": old_hash},
-                                           ":idle": {"N": str(now - idle_s)}},
+                                           ":history": {"L": [{"S": h} for h in history]},
+                                           ":oldh": {"S": old_hash}, ":idle": {"N": str(now - idle_s)}},
                 ReturnValues="ALL_NEW")
             return _session(result["Attributes"])
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise
-        found = await self.get(session_id)
-        if found is None:
-            raise SessionInvalid()
-        session, item = found
-        if any(hmac.compare_digest(old_hash, h) for h in item.get("previous_hashes", {}).get("SS", [])):
-            raise RefreshReuse(session)
-        if not hmac.compare_digest(item["current_hash"]["S"], old_hash):
-            raise SessionInvalid()
+        session = await self.verify(session_id, old_hash)  # a concurrent rotation makes this one a replay
         if session.revoked_at is not None:
             raise SessionInvalid("Your session was signed out. Sign in again.", "session_revoked")
         raise SessionInvalid("Your session has expired. Sign in again.", "session_expired")
@@ -141,6 +155,12 @@ class SessionsStore:
         return [_session(i) async for i in all_items(self._db, "scan", TableName=self._table,
                                                      FilterExpression="revoked_at >= :s",
                                                      ExpressionAttributeValues={":s": {"N": str(since)}})]
+
+
+def _previous(item: dict[str, Any]) -> list[str]:
+    """The remembered secrets' hashes, oldest first (sessions from before the bound hold an unordered set)."""
+    history = item.get("previous_hashes", {})
+    return [h["S"] for h in history["L"]] if "L" in history else list(history.get("SS", []))
 
 
 def _session(item: dict[str, Any]) -> Session:

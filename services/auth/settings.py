@@ -15,7 +15,9 @@ class Settings(ServiceSettings):
     api_keys_table: str = Field(resources.API_KEYS_TABLE, alias="DYNAMODB_API_KEYS_TABLE")
     rate_limits_table: str = Field(resources.RATE_LIMITS_TABLE, alias="DYNAMODB_RATE_LIMITS_TABLE")
     oauth_states_table: str = Field(resources.OAUTH_STATES_TABLE, alias="DYNAMODB_OAUTH_STATES_TABLE")
+    audit_table: str = Field(resources.AUDIT_TABLE, alias="DYNAMODB_AUDIT_TABLE")
     events_topic: str = Field(resources.AUTH_TOPIC, alias="AUTH_EVENTS_TOPIC")
+    security_topic: str = Field(resources.SECURITY_TOPIC, alias="SECURITY_ALERTS_TOPIC")
     bcrypt_rounds: int = Field(12, ge=4, le=16)
 
     # Tokens. Production: the PEM of the RSA signing key from the secret store, and during a rotation the
@@ -33,8 +35,9 @@ class Settings(ServiceSettings):
     refresh_cookie: str = "llmt_refresh"
     csrf_cookie: str = "llmt_csrf"
 
-    # The public address people reach us at (the Google callback is `{base_url}/auth/google/callback`).
-    # Behind a trusted proxy, X-Forwarded-Proto/Host (and -For, for client addresses) are believed.
+    # The public address people reach us at (the Google callback is `{base_url}/auth/google/callback`, the
+    # origin a popup posts to and the one state-changing requests must come from). Only this setting says it:
+    # forwarded Host headers are never believed. X-Forwarded-For is, from a trusted proxy, for client addresses.
     base_url: str = "http://localhost:5000"
     trusted_proxies: list[IPv4Network | IPv6Network] = Field(
         default_factory=lambda: [ip_network("127.0.0.0/8"), ip_network("::1/128")])
@@ -42,7 +45,17 @@ class Settings(ServiceSettings):
     # Rate limits: (attempts, window seconds), shared by every replica through DynamoDB.
     register_limit_per_ip: tuple[int, int] = (10, 600)
     login_limit_per_ip: tuple[int, int] = (30, 300)
-    login_failures_per_account: tuple[int, int] = (5, 900)  # then the account is locked for the window
+    # Failed sign-ins are counted per (account, client address), before the password is checked. After
+    # `login_free_failures` in a row, that pair waits 2, 4, 8... seconds (`login_backoff_first_s`, doubling, at
+    # most `login_backoff_cap_s`) before each next check: nobody can lock an account for its owner elsewhere.
+    # The count resets on success and after `login_failure_memory_s`.
+    login_free_failures: int = Field(5, ge=1)
+    login_backoff_first_s: int = Field(2, ge=1)
+    login_backoff_cap_s: int = Field(900, ge=2)
+    login_failure_memory_s: int = Field(24 * 3600, ge=60)
+    # (failed sign-ins to one account from anywhere, window seconds): then an alert goes to the security topic.
+    security_alert_failures: tuple[int, int] = (20, 3600)
+    audit_retention_days: int = Field(400, ge=1)
     refresh_limit_per_ip: tuple[int, int] = (120, 60)
     refresh_limit_per_session: tuple[int, int] = (30, 60)  # the "account" of a refresh is its session
     google_limit_per_ip: tuple[int, int] = (30, 60)

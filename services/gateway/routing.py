@@ -23,6 +23,7 @@ class Upstream:
 UPSTREAMS = (
     Upstream("/.well-known/jwks.json", "auth"),
     Upstream("/auth", "auth"),
+    Upstream("/api/audit", "auth"),
     Upstream("/v1/files", "files"),
     Upstream("/v1/fine_tuning", "training"),
     Upstream("/api/catalog", "training"),

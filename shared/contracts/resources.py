@@ -123,6 +123,7 @@ SESSIONS_TABLE = f"{PREFIX}-auth-sessions"
 API_KEYS_TABLE = f"{PREFIX}-auth-api-keys"
 RATE_LIMITS_TABLE = f"{PREFIX}-auth-rate-limits"
 OAUTH_STATES_TABLE = f"{PREFIX}-auth-oauth-states"
+AUDIT_TABLE = f"{PREFIX}-auth-audit"
 FILES_TABLE = f"{PREFIX}-files"
 JOBS_TABLE = f"{PREFIX}-training-jobs"
 JOB_EVENTS_TABLE = f"{PREFIX}-training-events"
@@ -142,6 +143,8 @@ AUTH_TOPIC = f"{PREFIX}-auth-events"
 FILES_TOPIC = f"{PREFIX}-files-events"
 TRAINING_TOPIC = f"{PREFIX}-training-events"
 INFERENCE_TOPIC = f"{PREFIX}-inference-events"
+# auth's alerts for people (operators subscribe by email or chat): repeated failed sign-ins to one account.
+SECURITY_TOPIC = f"{PREFIX}-security-alerts"
 
 FILES_QUEUE = f"{PREFIX}-files-worker"
 TRAINING_QUEUE = f"{PREFIX}-training-worker"
@@ -179,6 +182,8 @@ def describe(bucket_name: str = BUCKET, web_origins: tuple[str, ...] = ("http://
                   indexes=(Index("user-index", Key("user_id"), Key("created_at", "N")),)),
             Table(RATE_LIMITS_TABLE, "auth", Key("bucket"), ttl_attribute="expires_at"),
             Table(OAUTH_STATES_TABLE, "auth", Key("state"), ttl_attribute="expires_at"),
+            # Each user's security events (newest first by `entry`) and the addresses they signed in from.
+            Table(AUDIT_TABLE, "auth", Key("user_id"), Key("entry"), ttl_attribute="expires_at"),
             Table(FILES_TABLE, "files", Key("file_id"), indexes=(Index("user-files-index", Key("user_id")),)),
             Table(FILES_INBOX_TABLE, "files", message_id, ttl_attribute="expires_at"),
             Table(FILES_USAGE_TABLE, "files", Key("user_id")),  # bytes stored per user, for the quota
@@ -207,7 +212,7 @@ def describe(bucket_name: str = BUCKET, web_origins: tuple[str, ...] = ("http://
         ),
         bucket=Bucket(bucket_name, cors_origins=web_origins),
         topics=(Topic(AUTH_TOPIC, "auth"), Topic(FILES_TOPIC, "files"), Topic(TRAINING_TOPIC, "training"),
-                Topic(INFERENCE_TOPIC, "inference")),
+                Topic(INFERENCE_TOPIC, "inference"), Topic(SECURITY_TOPIC, "auth")),
         queues=(
             Queue(FILES_QUEUE, "files", visibility_timeout_s=120),
             # Launching waits on SageMaker's API; state changes are quick. Long handlers extend visibility.

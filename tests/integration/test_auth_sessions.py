@@ -32,7 +32,7 @@ def tight_auth(provisioned: dict[str, Any], tmp_path_factory: pytest.TempPathFac
     """An auth with small limits and short sessions, to reach them in a test."""
     settings = Settings(bcrypt_rounds=4, jwt_key_file=tmp_path_factory.mktemp("k") / "key.pem",
                         register_limit_per_ip=(3, 600), login_limit_per_ip=(1000, 300),
-                        login_failures_per_account=(3, 900), session_idle_timeout_s=600,
+                        login_free_failures=3, login_backoff_first_s=600, session_idle_timeout_s=600,
                         session_absolute_timeout_s=3600)
     with serve(build_app(settings)) as url:
         yield url
@@ -143,7 +143,7 @@ def test_register_is_rate_limited_per_address(tight_auth: str) -> None:
     assert other.status_code == 201
 
 
-def test_failed_logins_lock_an_account_without_revealing_it_exists(tight_auth: str) -> None:
+def test_failed_logins_hold_back_an_address_without_revealing_the_account_exists(tight_auth: str) -> None:
     email = _email()
     httpx.post(f"{tight_auth}/auth/register", json={"email": email, "password": PASSWORD},
                headers={"x-forwarded-for": "198.51.100.1"})

@@ -356,10 +356,14 @@ def test_an_id_token_minted_for_another_client_is_refused(provisioned: dict[str,
         landed_on_error(browser.sign_in(confused, idp.person(email())), "google_token_invalid")
 
 
-def test_forwarded_proto_and_host_from_a_trusted_proxy_set_the_redirect_uri(app: str) -> None:
-    authorization_url = Browser().start(app, headers={"X-Forwarded-Proto": "https",
-                                                            "X-Forwarded-Host": "tuner.example.com"})
-    assert query(authorization_url)["redirect_uri"] == "https://tuner.example.com/auth/google/callback"
+def test_a_forged_forwarded_host_changes_neither_the_redirect_uri_nor_the_popup_origin(app: str) -> None:
+    # The suite's requests come from 127.0.0.1, a trusted proxy: even its forwarded Host is not believed.
+    forged = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil.example", "Host": "evil.example"}
+    authorization_url = Browser().start(app, headers=forged)
+    assert query(authorization_url)["redirect_uri"] == f"{app}/auth/google/callback"
+    popup = popup_result(httpx.get(f"{app}/auth/google/callback", params={"error": "access_denied"},
+                                   cookies={"llmt_google_state": "popup.x"}, headers=forged))
+    assert popup["targetOrigin"] == app
 
 
 def test_both_routes_are_rate_limited_per_client_address(provisioned: dict[str, Any], idp: Provider,

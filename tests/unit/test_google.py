@@ -30,6 +30,7 @@ from services.auth.settings import Settings
 from services.auth.user_store import IdentityTaken
 from shared.contracts.auth_events import USER_CREATED, UserCreated
 from shared.envelope import MemoryPublisher
+from tests.support.auth_fakes import CLIENT, MemoryAudit, NoThrottle
 
 ISSUER = "https://idp.test"
 CLIENT_ID = "llm-tuner-web"
@@ -274,6 +275,9 @@ class NoSessions:
     async def get(self, session_id: str) -> tuple[Session, dict[str, Any]] | None:
         return None
 
+    async def verify(self, session_id: str, secret_hash: str) -> Session:
+        raise SessionInvalid()
+
     async def rotate(self, session_id: str, old_hash: str, new_hash: str, *, now: int, idle_s: int) -> Session:
         raise SessionInvalid()
 
@@ -338,7 +342,8 @@ class UnusedSigner:
 
 def _deps(users: FakeUsers) -> Deps:
     return Deps(users=users, sessions=NoSessions(), api_keys=NoApiKeys(), limiter=NoLimits(),
-                signer=UnusedSigner(), events=MemoryPublisher(), settings=Settings(), oauth_states=NoStates())
+                signer=UnusedSigner(), events=MemoryPublisher(), settings=Settings(), oauth_states=NoStates(),
+                throttle=NoThrottle(), audit=MemoryAudit(), alerts=MemoryPublisher())
 
 
 def _identity(**changes: Any) -> GoogleIdentity:
@@ -352,7 +357,7 @@ PASSWORD_USER = StoredUser(id="user-1", email="pat@example.com", created_at=0, p
 
 async def test_a_verified_email_links_the_existing_account() -> None:
     users = FakeUsers(PASSWORD_USER)
-    user = await account_for(_identity(), _deps(users))
+    user = await account_for(_identity(), CLIENT, _deps(users))
     # The password (set by whoever registered the address, unverified) ends with the verified link.
     assert user.id == "user-1" and user.google_sub == "g-1" and user.providers == ["google"]
     assert user.password_hash is None
@@ -363,21 +368,21 @@ async def test_an_unverified_email_neither_links_nor_creates() -> None:
     for identity in (_identity(email_verified=False), _identity(email="pat@other.example", email_verified=False),
                      _identity(email=None)):
         with pytest.raises(GoogleSignInFailed) as failure:
-            await account_for(identity, _deps(users))
+            await account_for(identity, CLIENT, _deps(users))
         assert failure.value.code == "google_email_unverified"
     assert users.users == {"user-1": PASSWORD_USER}
 
 
 async def test_a_known_google_identity_signs_in_whatever_its_email_says_now() -> None:
     linked = PASSWORD_USER.model_copy(update={"google_sub": "g-1"})
-    user = await account_for(_identity(email="new@example.com", email_verified=False), _deps(FakeUsers(linked)))
+    user = await account_for(_identity(email="new@example.com", email_verified=False), CLIENT, _deps(FakeUsers(linked)))
     assert user.id == "user-1"
 
 
 async def test_an_account_linked_to_another_google_identity_is_not_relinked() -> None:
     users = FakeUsers(PASSWORD_USER.model_copy(update={"google_sub": "g-other"}))
     with pytest.raises(GoogleSignInFailed) as failure:
-        await account_for(_identity(), _deps(users))
+        await account_for(_identity(), CLIENT, _deps(users))
     assert failure.value.code == "google_account_conflict"
 
 
@@ -385,7 +390,7 @@ async def test_a_new_person_gets_a_google_account_and_it_is_announced() -> None:
     events = MemoryPublisher()
     deps = _deps(FakeUsers())
     deps.events = events
-    user = await account_for(_identity(), deps)
+    user = await account_for(_identity(), CLIENT, deps)
     assert (user.email, user.providers, user.google_sub, user.password_hash) == \
         ("pat@example.com", ["google"], "g-1", None)
     assert [e.type for e in events.published] == [USER_CREATED]
@@ -395,5 +400,5 @@ async def test_a_new_person_gets_a_google_account_and_it_is_announced() -> None:
 async def test_a_concurrent_link_of_the_same_identity_is_looked_up_again() -> None:
     users = FakeUsers(PASSWORD_USER)
     users.link_conflicts = 1
-    user = await account_for(_identity(), _deps(users))
+    user = await account_for(_identity(), CLIENT, _deps(users))
     assert user.id == "user-1" and user.google_sub == "g-1"
