@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Values copied from the setup guide or an example file instead of a real secret.
@@ -38,9 +38,22 @@ class ServiceSettings(BaseSettings):
     jwt_issuer: str = "llm-tuner-auth"
     jwt_audience: str = "llm-tuner"
 
+    # The credential services show each other on `/internal` routes (shared/service_token.py); every process
+    # of a deployment has the same one. Unset, `/internal` answers nobody; outside development an HTTP
+    # service refuses to start without it.
+    service_token: SecretStr | None = None
+    # Request bodies above this are refused with 413 before they are held (shared/body_limit.py); the routes
+    # that take more (uploads, chat) are named in `route_body_limits`.
+    max_request_body_bytes: int = Field(1024 * 1024, ge=1024)
+
     @property
     def is_development(self) -> bool:
         return self.environment in ("development", "test")
+
+    def route_body_limits(self) -> dict[tuple[str, str], int]:
+        """(method, route path) -> the most bytes that route's body may hold, where it is not
+        `max_request_body_bytes`. A `{name}` in the path stands for one segment."""
+        return {}
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> ServiceSettings:

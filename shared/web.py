@@ -1,4 +1,5 @@
-"""What every service's FastAPI app has: request ids, JSON logs, the error envelope, `/healthz`."""
+"""What every service's FastAPI app has: request ids, JSON logs, the error envelope, `/healthz`, request body
+limits (shared/body_limit.py) and, for a service, the service credential on `/internal` (shared/service_token.py)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
+from pydantic import SecretStr
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.aws import AwsClients
+from shared.body_limit import BodyLimitMiddleware, BodyLimits
 from shared.errors import error_response, install_error_handlers
 from shared.logging import configure_logging, new_request_id, request_id_var
+from shared.service_token import ServiceTokenMiddleware, require_service_token
 from shared.settings import ServiceSettings
 from shared.tokens import JWKSVerifier
 
@@ -66,9 +70,20 @@ class RequestContextMiddleware:
             request_id_var.reset(token)
 
 
-def create_app(service: str, lifespan: Any = None, **kwargs: Any) -> FastAPI:
+def body_limits(settings: ServiceSettings) -> BodyLimits:
+    return BodyLimits(settings.max_request_body_bytes, settings.route_body_limits())
+
+
+def create_app(service: str, lifespan: Any = None, *, limits: BodyLimits, guard_internal: bool = True,
+               internal_token: SecretStr | None = None, **kwargs: Any) -> FastAPI:
+    """With `guard_internal`, `/internal` answers only requests that show `internal_token` (shared/service_token.py);
+    the gateway, which serves no `/internal`, goes without."""
     app = FastAPI(title=f"LLM Tuner {service}", lifespan=lifespan, **kwargs)
     install_error_handlers(app)
+    # The last added runs first: request ids and logs see every answer, the 401s and 413s included.
+    app.add_middleware(BodyLimitMiddleware, limits=limits)
+    if guard_internal:
+        app.add_middleware(ServiceTokenMiddleware, token=internal_token)
     app.add_middleware(RequestContextMiddleware)
 
     @app.get("/healthz", include_in_schema=False)
@@ -89,7 +104,9 @@ def _jwks_verifier(settings: ServiceSettings, _deps: Any) -> JWKSVerifier:
 def create_service_app(service: str, settings: ServiceSettings, build_deps: DepsBuilder,
                        make_verifier: VerifierFactory = _jwks_verifier, **kwargs: Any) -> FastAPI:
     """A service's app: AWS clients and its handlers' dependencies built once in the lifespan, a token
-    verifier on `app.state`, JSON logs, the error envelope, `/healthz`."""
+    verifier on `app.state`, JSON logs, the error envelope, `/healthz`, body limits from its settings, and
+    `/internal` for the platform's services only."""
+    require_service_token(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -103,7 +120,8 @@ def create_service_app(service: str, settings: ServiceSettings, build_deps: Deps
             await aws.close()
 
     configure_logging(service, settings.log_level)
-    app = create_app(service, lifespan=lifespan, **kwargs)
+    app = create_app(service, lifespan=lifespan, limits=body_limits(settings), internal_token=settings.service_token,
+                     **kwargs)
     app.state.settings = settings
     return app
 

@@ -27,3 +27,9 @@ class Settings(ServiceSettings):
     text_chunk_chars: int = 2000  # plain text becomes training chunks of about this many characters
 
     model_config = ServiceSettings.model_config | {"populate_by_name": True}
+
+    def route_body_limits(self) -> dict[tuple[str, str], int]:
+        # An upload's body is its file (the handler holds it to `max_file_bytes` as it streams), and completing
+        # a direct upload lists up to 10,000 parts, each with its ETag.
+        return {("POST", "/v1/files"): self.max_file_bytes + 1024**2,
+                ("POST", "/api/uploads/{file_id}/complete"): 4 * 1024**2}

@@ -6,7 +6,6 @@ updates (`GET /api/events`, Server-Sent Events: services/gateway/live.py)."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -14,7 +13,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from types import FrameType
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 from fastapi import FastAPI, Request
@@ -24,12 +22,14 @@ from services.gateway import browser_events, live, openapi, proxy, routing
 from services.gateway.api_key_exchange import InvalidApiKey, is_api_key
 from services.gateway.bootstrap import build_deps, live_feed, revocation_feed
 from services.gateway.deps import Deps
+from services.gateway.security_headers import StrictTransportSecurity, page_headers
 from services.gateway.settings import Settings
 from shared.aws import AwsClients
 from shared.errors import NotFound
 from shared.logging import configure_logging
+from shared.service_token import require_service_token
 from shared.tokens import Principal, bearer_token
-from shared.web import create_app
+from shared.web import body_limits, create_app
 
 STATIC = Path(__file__).parent / "static"
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
@@ -50,9 +50,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         follow_redirects=False, cookies=proxy.refuse_all_cookies())
     aws = AwsClients(settings)
     try:
-        deps = app.state.deps = build_deps(settings, app.state.http)
-        app.state.upstreams = routing.base_urls(settings)
         app.state.live = live.LiveHub()
+        deps = app.state.deps = build_deps(settings, app.state.http, app.state.live)
+        app.state.upstreams = routing.base_urls(settings)
         end_streams_on_stop(app.state.live)
         async with revocation_feed(aws, settings, deps), live_feed(aws, settings, app.state.live):
             yield
@@ -95,30 +95,19 @@ async def _authorize(request: Request) -> tuple[Principal, str | None]:
     return await deps.verifier.verify(token), forwarded
 
 
-def content_security_policy(settings: Settings) -> str:
-    """The web app's CSP: its own scripts and styles only (no inline code), and connections to itself and to
-    where direct uploads PUT their parts (presigned S3 URLs)."""
-    endpoint = settings.upload_origin or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    parts = urlsplit(endpoint) if endpoint else None
-    upload = f"{parts.scheme}://{parts.netloc}" if parts and parts.netloc else "https://*.amazonaws.com"
-    return ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-            f"connect-src 'self' {upload}; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
-
-
-def _page_headers(csp: str) -> dict[str, str]:
-    # no-cache: revalidate (ETag) on every load, so a deploy's new files are picked up at once.
-    return {"Content-Security-Policy": csp, "X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache",
-            "Referrer-Policy": "same-origin", "X-Frame-Options": "DENY"}
-
-
 def build_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    require_service_token(settings)  # for auth's /internal routes (API keys, revocations)
     configure_logging("gateway", settings.log_level)
-    app = create_app("gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    # Body limits at the edge too: a body over its route's limit is refused here, never streamed on.
+    app = create_app("gateway", lifespan=lifespan, limits=body_limits(settings), guard_internal=False,
+                     docs_url=None, redoc_url=None, openapi_url=None)
+    if not settings.is_development:
+        app.add_middleware(StrictTransportSecurity)
     app.state.settings = settings
     openapi.install(app)  # the public API's description: /openapi.json and /docs
 
-    headers = _page_headers(content_security_policy(settings))
+    headers = page_headers(settings)
     static_root = STATIC.resolve()
 
     # `/login` and `/dashboard`: where auth's Google sign-in lands (an error, or no safe `next`); the app
@@ -145,10 +134,17 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/api/events", include_in_schema=False)
     async def events(request: Request) -> StreamingResponse:
         """Server-Sent Events: the caller's own files and training events, live; resumes after
-        `Last-Event-ID`; ends when the access token expires (the client reconnects with a new one)."""
+        `Last-Event-ID`; ends when the access token expires (the client reconnects with a new one) or when
+        its session, API key or account is revoked."""
         principal, _ = await _authorize(request)
         last = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
-        body = live.stream(request.app.state.live, principal.user_id, last, until=principal.expires_at)
+        deps: Deps = request.app.state.deps
+        credential = live.Credential(session_id=principal.session_id, api_key_id=principal.api_key_id)
+        body = live.stream(request.app.state.live, principal.user_id, last, until=principal.expires_at,
+                           credential=credential,
+                           revoked=lambda: deps.revocations.denies(session_id=principal.session_id,
+                                                                   user_id=principal.user_id,
+                                                                   api_key_id=principal.api_key_id))
         return StreamingResponse(body, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 

@@ -1,5 +1,5 @@
-"""The gateway's calls to auth's internal endpoints (reachable on the private network only; the gateway
-itself never routes `/internal`)."""
+"""The gateway's calls to auth's internal endpoints (the gateway itself never routes `/internal`); each call
+shows the service credential (shared/service_token.py)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ import logging
 from dataclasses import dataclass
 
 import httpx
+from pydantic import SecretStr
 
 from services.gateway.api_key_exchange import Exchanged, InvalidApiKey
 from shared.errors import Unavailable
 from shared.logging import current_request_id
+from shared.service_token import service_headers
 
 log = logging.getLogger(__name__)
 
@@ -27,14 +29,16 @@ class AuthUnavailable(Unavailable):
 
 
 class AuthClient:
-    def __init__(self, http: httpx.AsyncClient, auth_url: str, timeout_s: float = 5.0) -> None:
+    def __init__(self, http: httpx.AsyncClient, auth_url: str, service_token: SecretStr | None,
+                 timeout_s: float = 5.0) -> None:
         self._http = http
         self._base = auth_url.rstrip("/")
+        self._service = service_headers(service_token)
         self._timeout = httpx.Timeout(timeout_s)
 
     def _headers(self) -> dict[str, str]:
         request_id = current_request_id()
-        return {"x-request-id": request_id} if request_id else {}
+        return {**self._service, **({"x-request-id": request_id} if request_id else {})}
 
     async def exchange_api_key(self, key: str) -> Exchanged:
         try:
@@ -59,7 +63,7 @@ class AuthClient:
     async def revoked_sessions(self, since: int) -> list[RevokedSession]:
         """Sessions revoked at or after `since` (unix seconds); raises httpx.HTTPError when auth is away."""
         response = await self._http.get(f"{self._base}/internal/revocations", params={"since": since},
-                                        timeout=self._timeout)
+                                        headers=self._headers(), timeout=self._timeout)
         response.raise_for_status()
         return [RevokedSession(session_id=str(s["session_id"]), user_id=str(s["user_id"]))
                 for s in response.json()["sessions"]]

@@ -4,8 +4,8 @@ The gateway publishes no events. It consumes, each on a queue of every replica's
 fan-out, so every replica hears every event; the types come from shared/contracts/resources.py):
 - auth's events (`GATEWAY_AUTH_EVENTS`: the payloads are in shared/contracts/auth_events.py), on the queue
   named `GATEWAY_REPLICA_QUEUE_PREFIX` + the replica: revoked API keys and sessions, deleted users, which this
-  replica stops honouring at once (services/gateway/revocations.py `ROUTES`). At start it also asks auth for
-  the sessions revoked before its queue existed (`catch_up`);
+  replica stops honouring at once, ending the live streams they opened (services/gateway/revocations.py
+  `ROUTES`). At start it also asks auth for the sessions revoked before its queue existed (`catch_up`);
 - files' and training's events (`GATEWAY_FILE_EVENTS`, `GATEWAY_TRAINING_EVENTS`: shared/contracts/files_events.py
   and training_events.py), on the queues named `GATEWAY_LIVE_FILES_QUEUE_PREFIX` and
   `GATEWAY_LIVE_TRAINING_QUEUE_PREFIX` + the replica: relayed to the owner's browsers connected to this replica
@@ -41,9 +41,9 @@ from shared.worker import dispatcher
 log = logging.getLogger(__name__)
 
 
-def build_deps(settings: Settings, http: httpx.AsyncClient) -> Deps:
+def build_deps(settings: Settings, http: httpx.AsyncClient, hub: LiveHub) -> Deps:
     revocations = RevocationSet()
-    auth = AuthClient(http, settings.auth_url, settings.auth_internal_timeout_s)
+    auth = AuthClient(http, settings.auth_url, settings.service_token, settings.auth_internal_timeout_s)
     api_keys = ApiKeyCache(
         auth.exchange_api_key, max_age_s=settings.api_key_cache_max_age_s,
         expiry_margin_s=settings.api_key_cache_expiry_margin_s, max_entries=settings.api_key_cache_size,
@@ -51,7 +51,7 @@ def build_deps(settings: Settings, http: httpx.AsyncClient) -> Deps:
         refuse=lambda exchanged: revocations.denies(user_id=exchanged.user_id, api_key_id=exchanged.key_id))
     verifier = JWKSVerifier(settings.auth_jwks_url, issuer=settings.jwt_issuer, audience=settings.jwt_audience,
                             http=http, revoked=revocations.is_revoked)
-    return Deps(verifier=verifier, api_keys=api_keys, revocations=revocations, auth=auth,
+    return Deps(verifier=verifier, api_keys=api_keys, revocations=revocations, auth=auth, live=hub,
                 access_token_ttl_s=settings.access_token_ttl_s)
 
 

@@ -36,6 +36,16 @@ class RevocationList(Protocol):
 
     def deny_api_key(self, key_id: str, until: float) -> None: ...
 
+    def denies(self, *, session_id: str | None = None, user_id: str | None = None,
+               api_key_id: str | None = None) -> bool: ...
+
+
+class LiveStreams(Protocol):
+    """This replica's open event streams, ended when what authenticated them is revoked
+    (services/gateway/live.LiveHub)."""
+
+    def end(self, user_id: str, *, session_id: str | None = None, api_key_id: str | None = None) -> int: ...
+
 
 class RevokedSessions(Protocol):
     """auth's list of recently revoked sessions (services/gateway/auth_client.AuthClient)."""
@@ -49,4 +59,5 @@ class Deps:
     api_keys: ApiKeyTokens
     revocations: RevocationList
     auth: RevokedSessions
+    live: LiveStreams
     access_token_ttl_s: int  # no token auth signed lives longer: how long a denial has to last at most

@@ -13,8 +13,10 @@ Each event's data is parsed into its contract model (shared/contracts/files_even
 before it is relayed; a payload that does not parse is a permanent failure (InvalidPayload), never sent to a
 browser. What a browser gets is the event as published: `{id, type, occurred_at, data}`.
 
-A stream ends when its access token expires; the client reconnects with a fresh one. A slow client whose
-queue fills up is cut off (it reconnects and resumes) instead of growing the gateway's memory.
+A stream ends when its access token expires; the client reconnects with a fresh one. It also ends as soon as
+what authenticated it is revoked (`LiveHub.end`, called by services/gateway/revocations.py on auth's events:
+the session signed out, the API key revoked, the user deleted): the reconnection is refused. A slow client
+whose queue fills up is cut off (it reconnects and resumes) instead of growing the gateway's memory.
 """
 
 from __future__ import annotations
@@ -48,6 +50,14 @@ RELAYED = {model.TYPE: model for model in RELAYED_MODELS}
 REPLAY_SLACK_MS = 5_000
 KEEPALIVE_S = 15.0
 RETRY_MS = 3_000
+
+
+@dataclass(frozen=True)
+class Credential:
+    """What authenticated a stream: a signed-in person's session, or a program's API key."""
+
+    session_id: str | None = None
+    api_key_id: str | None = None
 
 
 @dataclass(frozen=True, order=True)
@@ -99,6 +109,7 @@ class LiveHub:
         self._recent: dict[str, deque[LiveEvent]] = {}
         self._horizon: dict[str, int] = {}  # per user: the newest event dropped from the buffer (ms)
         self._streams: dict[str, set[asyncio.Queue[LiveEvent | None]]] = {}
+        self._credentials: dict[asyncio.Queue[LiveEvent | None], Credential] = {}  # what opened each stream
 
     async def handle(self, envelope: Envelope) -> None:
         """The replica queue's handler: remember the event and pass it to the user's open streams."""
@@ -137,15 +148,32 @@ class LiveHub:
         since = max(last_ms - REPLAY_SLACK_MS, now_ms - self._keep_ms)
         return [e for e in recent if e.at_ms > since and e.cursor != last_event_id], covered
 
-    def open(self, user: str) -> asyncio.Queue[LiveEvent | None]:
+    def open(self, user: str, credential: Credential | None = None) -> asyncio.Queue[LiveEvent | None]:
         queue: asyncio.Queue[LiveEvent | None] = asyncio.Queue(maxsize=self._queue_size)
         self._streams.setdefault(user, set()).add(queue)
+        self._credentials[queue] = credential or Credential()
         return queue
+
+    def end(self, user_id: str, *, session_id: str | None = None, api_key_id: str | None = None) -> int:
+        """End the user's streams opened with that session or API key (all of them when neither is given):
+        it was revoked. How many ended."""
+        ended = 0
+        for queue in list(self._streams.get(user_id, ())):
+            credential = self._credentials.get(queue, Credential())
+            if session_id is not None and credential.session_id != session_id:
+                continue
+            if api_key_id is not None and credential.api_key_id != api_key_id:
+                continue
+            self._drop(user_id, queue)
+            _end(queue)
+            ended += 1
+        return ended
 
     def close(self, user: str, queue: asyncio.Queue[LiveEvent | None]) -> None:
         self._drop(user, queue)
 
     def _drop(self, user: str, queue: asyncio.Queue[LiveEvent | None]) -> None:
+        self._credentials.pop(queue, None)
         streams = self._streams.get(user)
         if streams is not None:
             streams.discard(queue)
@@ -158,13 +186,17 @@ class LiveHub:
         for user, queues in list(self._streams.items()):
             for queue in list(queues):
                 self._drop(user, queue)
-                try:
-                    queue.put_nowait(None)
-                except asyncio.QueueFull:
-                    _replace_with_end(queue)
+                _end(queue)
 
     def connected(self, user: str) -> int:
         return len(self._streams.get(user, ()))
+
+
+def _end(queue: asyncio.Queue[LiveEvent | None]) -> None:
+    try:
+        queue.put_nowait(None)
+    except asyncio.QueueFull:
+        _replace_with_end(queue)
 
 
 def _replace_with_end(queue: asyncio.Queue[LiveEvent | None]) -> None:
@@ -177,12 +209,17 @@ def _replace_with_end(queue: asyncio.Queue[LiveEvent | None]) -> None:
 
 
 async def stream(hub: LiveHub, user: str, last_event_id: str | None, until: float,
-                 clock: Callable[[], float] = time.time,
-                 keepalive_s: float = KEEPALIVE_S) -> AsyncGenerator[str, None]:
+                 clock: Callable[[], float] = time.time, keepalive_s: float = KEEPALIVE_S,
+                 credential: Credential | None = None,
+                 revoked: Callable[[], bool] = lambda: False) -> AsyncGenerator[str, None]:
     """The SSE body: `retry`, `ready` {resumed}, the replay, then live events and keep-alive comments, until
-    the access token's expiry (`until`, unix seconds)."""
-    queue = hub.open(user)  # before the replay: an event arriving meanwhile is in one or the other (or both)
+    the access token's expiry (`until`, unix seconds) or until `hub.end` for the stream's `credential`.
+    `revoked`: whether the credential was revoked after it was checked and before the stream was open (the
+    revocation found no stream to end then)."""
+    queue = hub.open(user, credential)  # before the replay: an event arriving meanwhile is in one or the other
     try:
+        if revoked():
+            return
         replayed, covered = hub.replay(user, last_event_id)
         yield f"retry: {RETRY_MS}\n\n"
         yield f"event: ready\ndata: {json.dumps({'resumed': covered})}\n\n"

@@ -1,6 +1,7 @@
 """What this gateway replica refuses although the token's signature is good: signed-out sessions, revoked
 API keys, deleted users. Held in memory (`RevocationSet`), fed by auth's events (`ROUTES`: plain functions of
 (event, deps)) and, at start, by a catch-up on what happened before the replica's queue existed (`catch_up`).
+A revocation also ends this replica's open event streams that it authenticated (services/gateway/live.py).
 
 An entry only has to outlive the tokens it denies, so each one carries an `until` (unix seconds) and goes
 after it, plus a margin for clock skew between auth and the gateway.
@@ -78,18 +79,23 @@ async def api_key_revoked(event: ApiKeyRevoked, deps: Deps) -> None:
     # A token exchanged for the key a moment ago may still be on its way to the cache or in use.
     deps.revocations.deny_api_key(event.key_id, until=time.time() + deps.access_token_ttl_s)
     evicted = deps.api_keys.evict_key(event.key_id)
-    log.info("API key revoked", extra={"key_id": event.key_id, "user_id": event.user_id, "evicted": evicted})
+    ended = deps.live.end(event.user_id, api_key_id=event.key_id)
+    log.info("API key revoked", extra={"key_id": event.key_id, "user_id": event.user_id, "evicted": evicted,
+                                       "streams_ended": ended})
 
 
 async def session_revoked(event: SessionRevoked, deps: Deps) -> None:
     deps.revocations.deny_session(event.session_id, until=event.until)
-    log.info("session revoked", extra={"session_id": event.session_id, "user_id": event.user_id})
+    ended = deps.live.end(event.user_id, session_id=event.session_id)
+    log.info("session revoked", extra={"session_id": event.session_id, "user_id": event.user_id,
+                                       "streams_ended": ended})
 
 
 async def user_deleted(event: UserDeleted, deps: Deps) -> None:
     deps.revocations.deny_user(event.user_id, until=event.until)
     evicted = deps.api_keys.evict_user(event.user_id)
-    log.info("user deleted", extra={"user_id": event.user_id, "evicted": evicted})
+    ended = deps.live.end(event.user_id)
+    log.info("user deleted", extra={"user_id": event.user_id, "evicted": evicted, "streams_ended": ended})
 
 
 ROUTES: tuple[Route[Deps], ...] = (

@@ -43,6 +43,12 @@ class Settings(ServiceSettings):
     # Where the browser PUTs direct-upload parts (presigned S3 URLs): allowed by the page's CSP connect-src.
     # Empty: the S3 endpoint the services use (AWS_ENDPOINT_URL), else https://<bucket>.s3.<region>.amazonaws.com.
     upload_origin: str = Field("", alias="UPLOAD_ORIGIN")
+    bucket: str = Field(resources.BUCKET, alias="S3_BUCKET_NAME")
+
+    # Request bodies (MAX_REQUEST_BODY_BYTES for most routes): the routes that take more, with the services'
+    # own variables, so that the gateway never refuses what the service behind it would take.
+    max_file_bytes: int = Field(512 * 1024**2, ge=1, alias="MAX_FILE_BYTES")  # files' upload limit
+    max_chat_request_bytes: int = Field(4 * 1024**2, ge=1024, alias="MAX_CHAT_REQUEST_BYTES")
 
     # API keys: a key's exchanged access token is reused until shortly before it expires and for at most
     # `max_age`, so a program's requests do not each cost a call to auth.
@@ -54,3 +60,9 @@ class Settings(ServiceSettings):
     auth_internal_timeout_s: float = 5.0
 
     model_config = ServiceSettings.model_config | {"populate_by_name": True}
+
+    def route_body_limits(self) -> dict[tuple[str, str], int]:
+        # As files' and inference's own (services/files/settings.py, services/inference/settings.py).
+        return {("POST", "/v1/files"): self.max_file_bytes + 1024**2,
+                ("POST", "/api/uploads/{file_id}/complete"): 4 * 1024**2,
+                ("POST", "/v1/chat/completions"): self.max_chat_request_bytes}

@@ -43,4 +43,10 @@ class Settings(ServiceSettings):
     max_concurrent_invocations: int = Field(64, ge=1, alias="INFERENCE_MAX_CONCURRENT_INVOCATIONS")
     invocation_timeout_s: float = Field(600.0, gt=0, alias="INFERENCE_INVOCATION_TIMEOUT_S")
 
+    # A chat request carries a conversation: more than other bodies (MAX_REQUEST_BODY_BYTES), still bounded.
+    max_chat_request_bytes: int = Field(4 * 1024**2, ge=1024, alias="MAX_CHAT_REQUEST_BYTES")
+
     model_config = ServiceSettings.model_config | {"populate_by_name": True}
+
+    def route_body_limits(self) -> dict[tuple[str, str], int]:
+        return {("POST", "/v1/chat/completions"): self.max_chat_request_bytes}

@@ -4,6 +4,7 @@ resource description, and the service itself served by uvicorn on a free port.""
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,13 @@ from deploy.local import provision
 from shared.contracts import resources
 from tests.support.aws import AwsEndpoint
 from tests.support.servers import serve
+
+
+@pytest.fixture(scope="session", autouse=True)
+def service_token() -> str:
+    """The credential every service of a deployment shares for `/internal` (the gateway's calls to auth); set in
+    the environment, so every server a test builds, in this process or a child, reads the same one."""
+    return os.environ.setdefault("SERVICE_TOKEN", secrets.token_urlsafe(32))
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ from services.gateway import routing
 from services.gateway.api_key_exchange import ApiKeyCache, Exchanged, InvalidApiKey
 from services.gateway.auth_client import AuthUnavailable, RevokedSession
 from services.gateway.deps import Deps
+from services.gateway.live import Credential, LiveHub
 from services.gateway.revocations import ROUTES, RevocationSet, catch_up
 from shared.consumer import InvalidPayload
 from shared.contracts.auth_events import SESSION_REVOKED, ApiKeyRevoked, SessionRevoked, UserDeleted
@@ -255,15 +256,16 @@ class Replica:
 
     revocations: RevocationSet
     api_keys: ApiKeyCache
+    live: LiveHub
     deps: Deps
 
 
 def _replica(auth: FakeAuth | None = None) -> Replica:
     auth = auth or FakeAuth()
-    revocations, api_keys = RevocationSet(), ApiKeyCache(auth.exchange_api_key)
-    deps = Deps(verifier=RefusingVerifier(), api_keys=api_keys, revocations=revocations, auth=auth,
+    revocations, api_keys, live = RevocationSet(), ApiKeyCache(auth.exchange_api_key), LiveHub()
+    deps = Deps(verifier=RefusingVerifier(), api_keys=api_keys, revocations=revocations, auth=auth, live=live,
                 access_token_ttl_s=900)
-    return Replica(revocations, api_keys, deps)
+    return Replica(revocations, api_keys, live, deps)
 
 
 def test_the_handlers_cover_exactly_the_events_the_replica_queue_subscribes_to() -> None:
@@ -287,6 +289,26 @@ async def test_session_revoked_and_user_deleted_deny_until_the_events_until() ->
     await handle(new_event(UserDeleted(user_id="user_2", until=until)))
     assert replica.revocations.denies(session_id="ses_1")
     assert replica.revocations.denies(user_id="user_2") and len(replica.api_keys) == 0
+
+
+async def test_each_revocation_ends_the_open_streams_it_authenticated_and_no_other() -> None:
+    replica = _replica()
+    hub, handle = replica.live, dispatcher(ROUTES, replica.deps)
+    signed_out = hub.open("user_1", Credential(session_id="ses_1"))
+    other_session = hub.open("user_1", Credential(session_id="ses_2"))
+    revoked_key = hub.open("user_1", Credential(api_key_id="key_a"))
+    other_key = hub.open("user_1", Credential(api_key_id="key_b"))
+    deleted = [hub.open("user_2", Credential(session_id="ses_3")), hub.open("user_2", Credential(api_key_id="key_c"))]
+    until = int(time.time()) + 900
+
+    await handle(new_event(SessionRevoked(session_id="ses_1", user_id="user_1", until=until)))
+    await handle(new_event(ApiKeyRevoked(key_id="key_a", user_id="user_1")))
+    await handle(new_event(UserDeleted(user_id="user_2", until=until)))
+
+    for ended in (signed_out, revoked_key, *deleted):
+        assert ended.get_nowait() is None  # the end marker: the stream returns
+    assert other_session.empty() and other_key.empty()
+    assert hub.connected("user_1") == 2 and hub.connected("user_2") == 0
 
 
 async def test_an_event_whose_payload_does_not_parse_is_invalid_and_changes_nothing() -> None:

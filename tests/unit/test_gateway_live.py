@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from services.gateway.live import RELAYED, LiveHub, cursor_ms, live_event, stream
+from services.gateway.live import RELAYED, Credential, LiveHub, cursor_ms, live_event, stream
 from shared.consumer import InvalidPayload
 from shared.contracts.files_events import FILE_VALIDATED, FileValidated
 from shared.contracts.inference_events import DEPLOYMENT_IN_SERVICE, DeploymentInService
@@ -158,6 +159,31 @@ async def test_a_stopping_replica_ends_every_stream_at_once() -> None:
         hub.close_all()
         rest = [frame async for frame in body]
     assert rest == [] and hub.connected("u") == 0
+
+
+async def test_a_revoked_session_ends_its_stream_and_leaves_the_users_others_open() -> None:
+    hub = _hub(now_s=10)
+    open_body = partial(stream, hub, "u", None, until=T0.timestamp() + 3600, clock=lambda: T0.timestamp() + 10,
+                        keepalive_s=60)
+    signed_out, still_in = open_body(credential=Credential(session_id="s1")), open_body(credential=Credential("s2"))
+    async with asyncio.timeout(10):
+        for body in (signed_out, still_in):
+            assert [await anext(body) for _ in range(2)][1].startswith("event: ready")
+        assert hub.end("u", session_id="s1") == 1
+        assert [frame async for frame in signed_out] == []
+        await hub.handle(_event("u", 11, step=2))
+        assert '"step":2' in await anext(still_in)  # the other session's stream goes on
+    await still_in.aclose()
+    assert hub.connected("u") == 0
+
+
+async def test_a_stream_revoked_between_its_check_and_its_opening_ends_at_once() -> None:
+    hub = _hub(now_s=10)
+    body = stream(hub, "u", None, until=T0.timestamp() + 3600, clock=lambda: T0.timestamp() + 10,
+                  credential=Credential(session_id="s1"), revoked=lambda: True)
+    async with asyncio.timeout(10):
+        assert [frame async for frame in body] == []
+    assert hub.connected("u") == 0
 
 
 def test_the_web_apps_event_names_come_from_the_contracts() -> None:

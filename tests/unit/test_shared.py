@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+from typing import Any
 
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 from pydantic import BaseModel, SecretStr
 
+from shared.body_limit import BodyLimitMiddleware, BodyLimits
 from shared.consumer import plan_retry
 from shared.contracts.event import Event
 from shared.contracts.files_events import FileUploaded
@@ -87,7 +90,7 @@ class _Body(BaseModel):
 
 
 def _app() -> FastAPI:
-    app = create_app("test")
+    app = create_app("test", limits=BodyLimits(1024 * 1024))
 
     @app.post("/things")
     async def things(body: _Body) -> dict[str, int]:
@@ -151,3 +154,86 @@ def test_a_clients_config_overrides_the_settings_where_asked() -> None:
                                max_pool_connections=72)
     assert invocation.read_timeout == 600.0 and invocation.retries == {"mode": "standard", "max_attempts": 1}
     assert invocation.max_pool_connections == 72 and invocation.connect_timeout == settings.aws_connect_timeout_s
+
+
+# ---- request body limits ----------------------------------------------------------------------------------
+
+class _Asgi:
+    """One request through an ASGI app, its body in `chunks`, counting how many of them the app was given."""
+
+    def __init__(self, app: Any, method: str, path: str, chunks: list[bytes], headers: dict[str, str]) -> None:
+        self.app, self.chunks, self.taken = app, chunks, 0
+        self.sent: list[dict[str, Any]] = []
+        self.scope = {"type": "http", "method": method, "path": path, "raw_path": path.encode(), "query_string": b"",
+                      "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+                      "http_version": "1.1", "scheme": "http", "server": ("test", 80), "client": ("c", 1),
+                      "root_path": "", "app": None}
+
+    async def receive(self) -> dict[str, Any]:
+        if self.taken == len(self.chunks):
+            return {"type": "http.disconnect"}
+        self.taken += 1
+        return {"type": "http.request", "body": self.chunks[self.taken - 1], "more_body": self.taken < len(self.chunks)}
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self.sent.append(message)
+
+    def run(self) -> tuple[int, dict[str, Any]]:
+        asyncio.run(self.app(self.scope, self.receive, self.send))
+        starts = [m for m in self.sent if m["type"] == "http.response.start"]
+        assert len(starts) == 1, self.sent  # one answer, never the app's on top of the 413
+        body = b"".join(m.get("body", b"") for m in self.sent if m["type"] == "http.response.body")
+        return starts[0]["status"], json.loads(body)
+
+
+def _limited_app(limits: BodyLimits) -> FastAPI:
+    app = create_app("test", limits=limits)
+
+    @app.post("/things")
+    @app.post("/uploads/{upload_id}/complete")
+    async def things(request: Request) -> dict[str, int]:
+        return {"bytes": len(await request.body())}
+
+    return app
+
+
+CHUNK = b"x" * 1024
+
+
+def test_a_body_declared_over_the_limit_is_refused_before_a_byte_is_read() -> None:
+    call = _Asgi(_limited_app(BodyLimits(4096)), "POST", "/things", [CHUNK] * 8, {"content-length": "8192"})
+    status, body = call.run()
+    assert status == 413 and body["error"]["code"] == "request_too_large"
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    assert call.taken == 0
+
+
+def test_a_chunked_body_is_cut_off_as_it_passes_the_limit() -> None:
+    call = _Asgi(_limited_app(BodyLimits(4096)), "POST", "/things", [CHUNK] * 1000, {})
+    status, body = call.run()
+    assert status == 413 and body["error"]["code"] == "request_too_large"
+    assert call.taken == 5  # the chunk that passed 4096 bytes was the last one read
+
+
+def test_a_body_within_its_limit_reaches_the_route_and_a_route_may_take_more() -> None:
+    limits = BodyLimits(4096, {("POST", "/uploads/{upload_id}/complete"): 16384})
+    assert _Asgi(_limited_app(limits), "POST", "/things", [CHUNK] * 4, {}).run() == (200, {"bytes": 4096})
+    complete = _Asgi(_limited_app(limits), "POST", "/uploads/u1/complete", [CHUNK] * 16, {})
+    assert complete.run() == (200, {"bytes": 16384})
+    assert _Asgi(_limited_app(limits), "POST", "/uploads/u1/complete", [CHUNK] * 17, {}).run()[0] == 413
+    assert limits.for_request("POST", "/uploads/u1/x/complete") == 4096  # `{upload_id}` is one segment
+    assert limits.for_request("PUT", "/uploads/u1/complete") == 4096  # another method: the default
+
+
+def test_a_response_already_under_way_is_not_replaced_and_its_app_gets_no_more_body() -> None:
+    seen: list[dict[str, Any]] = []
+
+    async def streaming(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        while (message := await receive())["type"] == "http.request":
+            seen.append(message)
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    call = _Asgi(BodyLimitMiddleware(streaming, BodyLimits(4096)), "POST", "/things", [CHUNK] * 100, {})
+    assert call.run() == (200, {})
+    assert len(seen) == 4 and call.taken == 5
