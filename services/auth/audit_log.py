@@ -1,6 +1,6 @@
 """Each user's security events, in auth's audit table: what happened, when, from which address and browser.
 
-One partition per user. Events sort by `entry` = `ev#<milliseconds><random>`, so a Query reads them newest
+One partition per user. Events sort by `entry` = `ev#<microseconds><random>`, so a Query reads them newest
 first and a page ends at an entry the next page starts after. The addresses a user signed in from sit in the
 same partition as `ip#<address>`, so "a sign-in from a new address" is one conditional write. Everything
 expires by TTL after the retention; deleting the account deletes the partition.
@@ -39,7 +39,7 @@ _EVENT = "ev#"
 _ADDRESS = "ip#"
 _ID_PREFIX = "audit_"
 _ALPHABET = string.ascii_lowercase + string.digits
-_ID = re.compile(r"^audit_[0-9]{13}[a-z0-9]{6}$")
+_ID = re.compile(r"^audit_[0-9]{16}[a-z0-9]{6}$")
 _BATCH = 25  # BatchWriteItem's most
 
 
@@ -78,7 +78,7 @@ class AuditStore:
     async def record(self, user_id: str, event_type: str, client: ClientInfo,
                      details: dict[str, str] | None = None) -> AuditEntry:
         at = self._clock()
-        entry = f"{int(at * 1000):013d}" + "".join(secrets.choice(_ALPHABET) for _ in range(6))
+        entry = f"{int(at * 1_000_000):016d}" + "".join(secrets.choice(_ALPHABET) for _ in range(6))
         item: dict[str, Any] = {
             "user_id": {"S": user_id}, "entry": {"S": _EVENT + entry}, "type": {"S": event_type},
             "created_at": {"N": str(int(at))}, "ip_address": {"S": client.ip},

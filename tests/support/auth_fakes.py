@@ -17,7 +17,7 @@ class MemoryAudit:
 
     async def record(self, user_id: str, event_type: str, client: ClientInfo,
                      details: dict[str, str] | None = None) -> AuditEntry:
-        entry = AuditEntry(entry_id=f"audit_{len(self.entries):019d}", type=event_type, created_at=0,
+        entry = AuditEntry(entry_id=f"audit_{len(self.entries):022d}", type=event_type, created_at=0,
                            ip_address=client.ip, user_agent=client.user_agent, details=details or {})
         self.entries.append((user_id, entry))
         return entry
