@@ -32,6 +32,9 @@ class ServiceSettings(BaseSettings):
     aws_read_timeout_s: float = 25.0  # above SQS long polling's 20 s
     aws_max_attempts: int = 4
     aws_retry_mode: Literal["standard", "adaptive", "legacy"] = "standard"
+    # How long a received message stays hidden from other workers (kept so while its handler runs): also how soon
+    # a message whose worker died mid-way is handled again.
+    worker_visibility_timeout_s: int = 60
 
     # Where every service fetches auth's public keys to verify access tokens itself.
     auth_jwks_url: str = "http://127.0.0.1:5001/.well-known/jwks.json"

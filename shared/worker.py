@@ -91,7 +91,8 @@ def run_worker(service: str, settings: ServiceSettings, queue_name: str, inbox_t
         aws = AwsClients(settings)
         try:
             deps = await make_deps(aws)
-            consumer = await build_consumer(aws, queue_name, inbox_table, dispatcher(routes, deps))
+            consumer = await build_consumer(aws, queue_name, inbox_table, dispatcher(routes, deps),
+                                            visibility_timeout_s=settings.worker_visibility_timeout_s)
             consumer.install_signal_handlers()
             await consumer.run()
         finally:

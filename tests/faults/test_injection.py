@@ -1,0 +1,94 @@
+"""shared/faults.py on its own: off unless asked, each service's own throttling error (which botocore retries as it
+would AWS's), a repeatable sequence per seed, and a configuration that says nothing sensible refused."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore.exceptions import ClientError
+
+from shared import faults
+
+NOWHERE = "http://127.0.0.1:9"  # nothing listens: a call that got past the injection would fail otherwise
+CALLS: dict[str, tuple[str, dict[str, Any]]] = {
+    "dynamodb": ("get_item", {"TableName": "t", "Key": {"k": {"S": "v"}}}),
+    "sqs": ("get_queue_url", {"QueueName": "q"}),
+    "sagemaker": ("describe_training_job", {"TrainingJobName": "j"}),
+}
+
+
+def _with_client(service: str, environ: dict[str, str], use: Callable[[Any], Awaitable[Any]],
+                 retries: int = 0) -> Any:
+    """`retries`: botocore's `max_attempts`, the attempts after the first."""
+
+    async def run() -> Any:
+        config = AioConfig(retries={"mode": "standard", "max_attempts": retries}, connect_timeout=1)
+        async with get_session().create_client(service, region_name="us-east-1", endpoint_url=NOWHERE,
+                                               aws_access_key_id="k", aws_secret_access_key="s",
+                                               config=config) as client:
+            faults.install(client, environ)
+            return await use(client)
+
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize(("service", "codes"), [("dynamodb", {"ProvisionedThroughputExceededException",
+                                                              "ThrottlingException"}),
+                                                 ("sqs", {"RequestThrottled"}),
+                                                 ("sagemaker", {"ThrottlingException"})])
+def test_a_throttled_call_gets_its_services_error_after_botocores_retries(service: str, codes: set[str]) -> None:
+    operation, params = CALLS[service]
+
+    async def call(client: Any) -> ClientError:
+        with pytest.raises(ClientError) as caught:
+            await getattr(client, operation)(**params)
+        return caught.value
+
+    error = _with_client(service, {faults.FAULTS_ENV: f"{service}:1"}, call, retries=1)
+    assert error.response["Error"]["Code"] in codes
+    assert error.response["ResponseMetadata"]["RetryAttempts"] == 1  # retried, as a real throttle is
+
+
+def test_nothing_is_injected_unless_asked() -> None:
+    operation, params = CALLS["sagemaker"]
+
+    async def call(client: Any) -> Exception:
+        with pytest.raises(Exception) as caught:
+            await getattr(client, operation)(**params)
+        return caught.value
+
+    error = _with_client("sagemaker", {faults.FAULTS_ENV: "dynamodb:1"}, call)
+    assert not isinstance(error, ClientError)  # it was sent (and found nobody listening)
+
+
+def test_the_same_seed_refuses_the_same_calls() -> None:
+    operation, params = CALLS["dynamodb"]
+
+    def pattern(seed: str) -> list[bool]:
+        async def calls(client: Any) -> list[bool]:
+            outcomes = []
+            for _ in range(12):
+                try:
+                    await getattr(client, operation)(**params)
+                except ClientError:
+                    outcomes.append(True)  # every attempt throttled
+                except Exception:
+                    outcomes.append(False)  # an attempt went through (to nobody)
+            return outcomes
+
+        environ = {faults.FAULTS_ENV: "dynamodb:0.7", faults.SEED_ENV: seed}
+        return list(_with_client("dynamodb", environ, calls))
+
+    assert pattern("7") == pattern("7")
+    assert pattern("7") != pattern("8")
+
+
+@pytest.mark.parametrize("spec", ["s3:0.1", "dynamodb", "dynamodb:2", "dynamodb:x"])
+def test_a_configuration_that_says_nothing_sensible_is_refused(spec: str) -> None:
+    with pytest.raises(faults.FaultConfigError):
+        faults.parse_rates(spec)
