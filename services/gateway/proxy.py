@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.cookiejar
 import logging
+from urllib.parse import quote
 
 import httpx
 from starlette.background import BackgroundTask
@@ -15,6 +16,8 @@ from shared.logging import current_request_id
 
 log = logging.getLogger(__name__)
 
+# What a path segment may hold unencoded (RFC 3986 pchar, less `%`), and `/`.
+PATH_CHARACTERS = "/:@!$&'()*+,;="
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
                         "trailer", "transfer-encoding", "upgrade", "host"})
 
@@ -42,7 +45,8 @@ def _forward_headers(request: Request, authorization: str | None = None) -> list
 async def forward(client: httpx.AsyncClient, base_url: str, request: Request, *,
                   authorization: str | None = None) -> Response:
     """`authorization` replaces the client's header (an API key traded for an access token)."""
-    url = httpx.URL(base_url + request.url.path, query=request.url.query.encode())
+    # The path as Starlette decoded it, encoded again: httpx refuses a control character in a URL (a 500).
+    url = httpx.URL(base_url + quote(request.url.path, safe=PATH_CHARACTERS), query=request.url.query.encode())
     upstream_request = client.build_request(request.method, url, headers=_forward_headers(request, authorization),
                                             content=request.stream())
     try:
