@@ -129,7 +129,7 @@ OPERATIONS: dict[tuple[str, str], Answers] = {
     ("POST", "/auth/register"): Answers("Session", {409: "An account with this email exists.", 429: LIMITED}),
     ("POST", "/auth/login"): Answers("Session", {401: "Wrong email or password.", 429: LIMITED}),
     ("POST", "/auth/refresh"): Answers("Session", {401: "No session to refresh, or it ended.", 403: CSRF}),
-    ("POST", "/auth/logout"): Answers(None, {403: CSRF}),
+    ("POST", "/auth/logout"): Answers(None, {401: "The refresh cookie's secret is wrong.", 403: CSRF}),
     ("GET", "/auth/me"): Answers("User", {404: "The account was deleted."}),
     ("DELETE", "/auth/me"): Answers(None, {404: "The account was deleted."}),
     ("GET", "/auth/api-keys"): Answers("ApiKeyList"),
@@ -150,7 +150,7 @@ OPERATIONS: dict[tuple[str, str], Answers] = {
     ("GET", "/api/files/{file_id}/preview"): Answers(None, {409: NOT_READY}),
     ("POST", "/v1/fine_tuning/jobs"): Answers("FineTuningJob", {
         429: "Too many active jobs, or the monthly spend limit is reached."}),
-    ("GET", "/v1/fine_tuning/jobs"): Answers("FineTuningJobList"),
+    ("GET", "/v1/fine_tuning/jobs"): Answers("FineTuningJobList", {404: "`after` names no job of yours."}),
     ("GET", "/v1/fine_tuning/jobs/{job_id}"): Answers("FineTuningJob"),
     ("GET", "/v1/fine_tuning/jobs/{job_id}/events"): Answers("FineTuningJobEventList"),
     ("POST", "/v1/fine_tuning/jobs/{job_id}/cancel"): Answers("FineTuningJob", {409: "The job has ended."}),
