@@ -72,6 +72,7 @@ bench: $(VENV)/.bench
 	$(PY) -m bench.files
 	$(PY) -m bench.trainer
 	$(PY) -m bench.inference
+	$(PY) -m bench.startup
 
 provision: $(VENV)/.runtime
 	$(PY) -m deploy.local.provision
