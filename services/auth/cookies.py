@@ -14,6 +14,18 @@ from services.auth.settings import Settings
 from shared.errors import Forbidden
 
 CSRF_HEADER = "x-csrf-token"
+_LOOPBACK = ("localhost", "127.0.0.1", "[::1]")
+
+
+def accepted_origins(settings: Settings) -> set[str]:
+    """Where our own page runs: BASE_URL's origin. In development a loopback BASE_URL also stands for its
+    other loopback names at the same port (http://localhost:5000 and http://127.0.0.1:5000 are one machine)."""
+    base = urlsplit(settings.base_url)
+    origins = {f"{base.scheme}://{base.netloc}"}
+    if settings.is_development and base.hostname in ("localhost", "127.0.0.1", "::1"):
+        port = f":{base.port}" if base.port else ""
+        origins |= {f"{base.scheme}://{host}{port}" for host in _LOOPBACK}
+    return origins
 
 
 def set_session_cookies(response: Response, grant: SessionGrant, settings: Settings) -> None:
@@ -33,11 +45,8 @@ def clear_session_cookies(response: Response, settings: Settings) -> None:
 def require_csrf(request: Request, settings: Settings) -> None:
     """A state-changing request that relies on the session cookie must prove it comes from our page."""
     origin = request.headers.get("origin")
-    if origin is not None:
-        expected = urlsplit(settings.base_url)
-        got = urlsplit(origin)
-        if (got.scheme, got.netloc) != (expected.scheme, expected.netloc):
-            raise Forbidden("Cross-site request refused.", code="csrf_origin_mismatch")
+    if origin is not None and origin.rstrip("/") not in accepted_origins(settings):
+        raise Forbidden("Cross-site request refused.", code="csrf_origin_mismatch")
     cookie = request.cookies.get(settings.csrf_cookie, "")
     header = request.headers.get(CSRF_HEADER, "")
     if not cookie or not header or not hmac.compare_digest(cookie, header):
