@@ -22,4 +22,5 @@ async def build_deps(aws: AwsClients, settings: Settings) -> Deps:
                               text_chunk_chars=settings.text_chunk_chars),
                 usage=UsageStore(await aws.get("dynamodb"), settings.usage_table, settings.files_table),
                 user_quota_bytes=settings.user_quota_bytes, max_direct_upload_bytes=settings.max_direct_upload_bytes,
-                upload_url_ttl_s=settings.upload_url_ttl_s, sse=sse_args(settings.s3_kms_key_id))
+                upload_url_ttl_s=settings.upload_url_ttl_s, sse=sse_args(settings.s3_kms_key_id),
+                max_open_uploads=settings.max_open_uploads, upload_max_age_s=settings.upload_max_age_s)

@@ -2,9 +2,14 @@
 
 `POST /api/uploads` reserves the quota for the declared size, opens an S3 multipart upload and writes the
 file record (status `uploading`, not part of /v1 until complete); the client PUTs each part to its URL and
-keeps the ETag S3 answers; `POST /api/uploads/{id}/complete` with those ETags assembles the object, checks
-its real size against the declared one and announces `file.uploaded` (validation follows as for any upload);
-`DELETE /api/uploads/{id}` aborts. An upload left alone is swept once its URLs have expired.
+keeps the ETag S3 answers; `POST /api/uploads/{id}/complete` with those ETags checks each stored part's size
+against the plan (ListParts), assembles the object, checks its real size against the declared one and announces
+`file.uploaded` (validation follows as for any upload); `DELETE /api/uploads/{id}` aborts.
+
+Each part URL signs the part's length (`content-length` is in X-Amz-SignedHeaders), so S3 refuses a part of any
+other size; the check at completion holds where signatures are not checked (the embedded AWS). A user has at most
+`max_open_uploads` open at once (429); the files worker aborts those older than `upload_max_age_s`
+(upload_reservations.sweep_old_uploads), and a user's uploads whose URLs expired go when the quota fills.
 """
 
 from __future__ import annotations
@@ -110,7 +115,7 @@ async def create_upload(cmd: CreateUpload, user_id: str, deps: Deps) -> dict[str
         record = FileRecord(file_id=file_id, user_id=user_id, filename=clean_filename(cmd.filename),
                             purpose=purpose, bytes=cmd.bytes, created_at=now, status="uploading", s3_key=key,
                             upload_id=upload_id, upload_expires_at=now + deps.upload_url_ttl_s, format=file_format)
-        await deps.files.put(record)
+        await deps.usage.open_upload(record, deps.max_open_uploads)  # 429 beyond the cap; counted with the record
     except BaseException:
         async def abort() -> None:
             if upload_id is not None:
@@ -120,9 +125,10 @@ async def create_upload(cmd: CreateUpload, user_id: str, deps: Deps) -> dict[str
     plan = part_plan(cmd.bytes)
     parts = []
     for number, size in enumerate(plan.sizes(cmd.bytes), start=1):
+        # ContentLength is signed (botocore adds it to X-Amz-SignedHeaders): S3 takes this part at this size only.
         url = await deps.s3.generate_presigned_url(
-            "upload_part", Params={"Bucket": deps.bucket, "Key": key, "UploadId": upload_id, "PartNumber": number},
-            ExpiresIn=deps.upload_url_ttl_s, HttpMethod="PUT")
+            "upload_part", Params={"Bucket": deps.bucket, "Key": key, "UploadId": upload_id, "PartNumber": number,
+                                   "ContentLength": size}, ExpiresIn=deps.upload_url_ttl_s, HttpMethod="PUT")
         parts.append({"part_number": number, "bytes": size, "url": url})
     log.info("direct upload created", extra={"file_id": file_id, "bytes": cmd.bytes, "parts": plan.count})
     return upload_object(record, "pending", parts=parts)
@@ -140,6 +146,7 @@ async def complete_upload(file_id: str, cmd: CompleteUpload, user_id: str, deps:
                              code="invalid_part_number")
     parts = [{"PartNumber": p.part_number, "ETag": p.etag} for p in sorted(cmd.parts, key=lambda p: p.part_number)]
     try:
+        await check_part_sizes(record, numbers, deps)
         await deps.s3.complete_multipart_upload(Bucket=deps.bucket, Key=record.s3_key, UploadId=record.upload_id,
                                                 MultipartUpload={"Parts": parts})
     except ClientError as exc:
@@ -150,19 +157,55 @@ async def complete_upload(file_id: str, cmd: CompleteUpload, user_id: str, deps:
         # A wrong ETag, a missing or too small part: the upload stays open, so the client may fix and retry.
         raise InvalidRequest(f"S3 could not assemble the parts: {error.get('Message') or error.get('Code')}",
                              param="parts", code="invalid_parts") from exc
-    head = await deps.s3.head_object(Bucket=deps.bucket, Key=record.s3_key)
+    try:
+        head = await deps.s3.head_object(Bucket=deps.bucket, Key=record.s3_key)
+    except ClientError as exc:  # removed as soon as assembled: the account was deleted meanwhile
+        if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+            raise
+        return await _not_finished(record, deps)
     if head["ContentLength"] != record.bytes:
         await undo(lambda: delete_key_versions(deps.s3, deps.bucket, record.s3_key),
                    lambda: deps.usage.remove_file(record.file_id, user_id, record.bytes, status="uploading"))
         raise InvalidRequest(f"The parts hold {head['ContentLength']} bytes, but {record.bytes} were declared; "
                              "the upload was discarded.", param="parts", code="size_mismatch")
-    if not await deps.files.complete_upload(record.file_id):  # aborted while S3 assembled it
-        await delete_key_versions(deps.s3, deps.bucket, record.s3_key)
-        raise NotFound(f"Upload {file_id} was aborted.", param="id")
+    if not await deps.usage.finish_upload(record.file_id, user_id):
+        return await _not_finished(record, deps)
     record = record.model_copy(update={"status": "uploaded", "upload_id": None, "upload_expires_at": None})
     await deps.events.publish(new_event(FileUploaded(**file_event_fields(record, deps.bucket)), user_id=user_id))
     log.info("direct upload completed", extra={"file_id": file_id, "bytes": record.bytes})
     return upload_object(record, "completed")
+
+
+async def check_part_sizes(record: FileRecord, numbers: list[int], deps: Deps) -> None:
+    """Each named part as S3 stores it must be exactly as long as the plan says (ListParts); otherwise the upload
+    is discarded (parts, record, quota) and 400 `part_size_mismatch`. A named part S3 does not have is left to
+    CompleteMultipartUpload to refuse (the upload stays open for a retry)."""
+    planned = part_plan(record.bytes).sizes(record.bytes)
+    stored: dict[int, int] = {}
+    paginator = deps.s3.get_paginator("list_parts")
+    async for page in paginator.paginate(Bucket=deps.bucket, Key=record.s3_key, UploadId=record.upload_id):
+        stored.update({int(p["PartNumber"]): int(p["Size"]) for p in page.get("Parts", [])})
+    wrong = [n for n in numbers if n in stored and stored[n] != planned[n - 1]]
+    if wrong:
+        await discard_upload(record, deps)
+        n = wrong[0]
+        raise InvalidRequest(f"Part {n} holds {stored[n]} bytes, but {planned[n - 1]} were declared; the upload was "
+                             "discarded.", param="parts", code="part_size_mismatch")
+
+
+async def _not_finished(record: FileRecord, deps: Deps) -> dict[str, Any]:
+    """S3 assembled the object, but the record did not become `uploaded`: completed by a concurrent request (the
+    same answer), or aborted or the account deleted meanwhile (the object goes, and with it the record)."""
+    current = await deps.files.get(record.file_id)
+    if current is not None and current.status != "uploading":
+        return upload_object(current, "completed")
+    await delete_key_versions(deps.s3, deps.bucket, record.s3_key)
+    if current is not None and await deps.usage.deleted(record.user_id):
+        await deps.files.delete(record.file_id)  # a deleted account's record: no quota left to give back
+    elif current is not None:
+        await discard_upload(current, deps)
+    log.info("direct upload completed after it was aborted; object removed", extra={"file_id": record.file_id})
+    raise NotFound(f"Upload {record.file_id} was aborted.", param="id")
 
 
 async def abort_upload(file_id: str, user_id: str, deps: Deps) -> dict[str, Any]:

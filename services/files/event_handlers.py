@@ -19,6 +19,7 @@ from services.files.deps import Deps
 from services.files.filenames import clean_filename
 from services.files.models import FileRecord, file_event_fields
 from services.files.object_keys import files_prefix, object_key, user_prefixes
+from services.files.quota import AccountDeleted
 from shared.contracts.auth_events import UserDeleted
 from shared.contracts.files_events import FileDeleted, FileRejected, FileUploaded, FileValidated
 from shared.contracts.training_events import JobSucceeded
@@ -66,8 +67,11 @@ async def validate_file(event: FileUploaded, deps: Deps) -> None:
 
 
 async def delete_user_data(event: UserDeleted, deps: Deps) -> None:
-    """A deleted account's files go with it: every object version, every record (idempotent)."""
+    """A deleted account's files go with it: every object version, every record, its direct uploads in flight
+    (idempotent). The account's tombstone comes first, so that an upload still in flight cannot reserve, open
+    or complete anything afterwards (its late object is removed by whoever completes it)."""
     user_id = event.user_id
+    await deps.usage.forget(user_id)
     for record in await deps.files.list_for_user(user_id):
         await delete_object_versions(deps.s3, deps.bucket, record.s3_key)
         await deps.files.delete(record.file_id)
@@ -76,7 +80,6 @@ async def delete_user_data(event: UserDeleted, deps: Deps) -> None:
     await abort_multipart_uploads(deps.s3, deps.bucket, files_prefix(user_id))  # direct uploads in flight
     for prefix in user_prefixes(user_id):
         await delete_object_versions(deps.s3, deps.bucket, prefix)  # objects that never got a record
-    await deps.usage.forget(user_id)
     log.info("user's files removed", extra={"user_id": user_id})
 
 
@@ -93,8 +96,13 @@ async def register_results_file(event: JobSucceeded, deps: Deps) -> None:
     record = FileRecord(file_id=result.file_id, user_id=user_id, filename=clean_filename(result.filename),
                         purpose="fine-tune-results", bytes=result.bytes, created_at=int(time.time()),
                         status="processed", s3_key=key)
-    await deps.files.put(record)  # conditional: a concurrent delivery fails here and finds it next time
-    await deps.usage.add(user_id, record.bytes)  # results count against the quota, and are never refused
+    try:  # results count against the quota, and are never refused; the record and its bytes together, once
+        if not await deps.usage.put_file(record, count_bytes=record.bytes):
+            return  # a concurrent delivery registered it
+    except AccountDeleted:  # the job ended after its owner's account went: nothing of it stays
+        await delete_key_versions(deps.s3, deps.bucket, key)
+        log.info("result file of a deleted account removed", extra={"file_id": result.file_id})
+        return
     log.info("result file registered", extra={"file_id": result.file_id, "job_id": event.job_id})
 
 

@@ -83,7 +83,7 @@ async def upload_file(form: UploadForm, declared_bytes: int | None, user_id: str
                         purpose=purpose, bytes=writer.size, created_at=int(time.time()), s3_key=key,
                         format=file_format)
     try:
-        await deps.files.put(record)
+        await deps.usage.put_file(record)  # AccountDeleted (401) when the account went while the bytes came
     except BaseException:
         await undo(lambda: delete_key_versions(deps.s3, deps.bucket, key), reservation.cancel)
         raise

@@ -14,9 +14,12 @@ def new_file_id() -> str:
     return "file-" + "".join(secrets.choice(_ALPHABET) for _ in range(24))
 
 
+FILES_PREFIX = "files/"  # every user's files' bytes, and the multipart uploads that write them
+
+
 def files_prefix(user_id: str) -> str:
     """Where the user's files' bytes are, and their direct uploads in flight."""
-    return f"files/{user_id}/"
+    return f"{FILES_PREFIX}{user_id}/"
 
 
 def object_key(user_id: str, file_id: str) -> str:

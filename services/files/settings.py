@@ -19,6 +19,11 @@ class Settings(ServiceSettings):
     user_quota_bytes: int = 10 * 1024**3  # USER_QUOTA_BYTES: everything one user may store
     max_direct_upload_bytes: int = 8 * 1024**3  # MAX_DIRECT_UPLOAD_BYTES: OpenAI's Uploads API limit
     upload_url_ttl_s: int = 6 * 3600  # presigned part URLs; an upload not completed by then is swept
+    max_open_uploads: int = 5  # MAX_OPEN_UPLOADS: direct uploads one user may have open at once (429 beyond)
+    # UPLOAD_MAX_AGE_S: the files worker aborts direct uploads older than this (their parts, record and quota),
+    # looking every UPLOAD_SWEEP_INTERVAL_S.
+    upload_max_age_s: int = 24 * 3600
+    upload_sweep_interval_s: float = 3600
     s3_kms_key_id: str | None = None  # S3_KMS_KEY_ID: SSE-KMS with this key, else SSE-S3
     # Validation: lines longer than this are an error rather than a memory hazard.
     max_line_bytes: int = 4 * 1024 * 1024

@@ -15,9 +15,7 @@ class FilesStore:
         self._table = table
 
     async def put(self, record: FileRecord) -> None:
-        item = {k: ({"N": str(v)} if isinstance(v, int) else {"S": str(v)})
-                for k, v in record.model_dump().items() if v is not None}
-        await self._db.put_item(TableName=self._table, Item=item,
+        await self._db.put_item(TableName=self._table, Item=record_item(record),
                                 ConditionExpression="attribute_not_exists(file_id)")
 
     async def get(self, file_id: str) -> FileRecord | None:
@@ -30,19 +28,6 @@ class FilesStore:
 
     async def delete(self, file_id: str) -> None:
         await self._db.delete_item(TableName=self._table, Key={"file_id": {"S": file_id}})
-
-    async def complete_upload(self, file_id: str) -> bool:
-        """A direct upload's bytes are all in: `uploading` becomes `uploaded` (once; False if it was not
-        `uploading` any more: completed or aborted meanwhile)."""
-        try:
-            await self._db.update_item(
-                TableName=self._table, Key={"file_id": {"S": file_id}},
-                UpdateExpression="SET #s = :uploaded REMOVE upload_id, upload_expires_at",
-                ConditionExpression="#s = :uploading", ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues={":uploaded": {"S": "uploaded"}, ":uploading": {"S": "uploading"}})
-            return True
-        except self._db.exceptions.ConditionalCheckFailedException:
-            return False
 
     async def set_result(self, file_id: str, status: str, details: str | None, examples: int | None,
                          summary: Mapping[str, str | int] | None = None) -> bool:
@@ -68,6 +53,12 @@ class FilesStore:
             return True
         except self._db.exceptions.ConditionalCheckFailedException:
             return False
+
+
+def record_item(record: FileRecord) -> dict[str, Any]:
+    """The record as a DynamoDB item (a transaction's Put writes it too: services/files/quota.py)."""
+    return {k: ({"N": str(v)} if isinstance(v, int) else {"S": str(v)})
+            for k, v in record.model_dump().items() if v is not None}
 
 
 def _record(item: dict[str, Any]) -> FileRecord:

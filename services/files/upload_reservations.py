@@ -1,5 +1,7 @@
 """An upload's hold on the user's quota: reserved before its bytes are stored, given back when the upload fails
-(`undo`), and reclaimed from direct uploads that will not complete (`discard_upload`, `sweep_expired_uploads`)."""
+(`undo`), and reclaimed from direct uploads that will not complete (`discard_upload`): a user's whose URLs expired
+when that user's quota is full (`sweep_expired_uploads`), everyone's older than a setting on the files worker's
+schedule (`sweep_old_uploads`, `sweep_periodically`)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import Any
 
 from services.files.deps import Deps
 from services.files.models import FileRecord
+from services.files.object_keys import FILES_PREFIX
 from services.files.quota import Reservation
 
 log = logging.getLogger(__name__)
@@ -54,3 +57,38 @@ async def sweep_expired_uploads(user_id: str, deps: Deps) -> bool:
         if record.status == "uploading" and (record.upload_expires_at or 0) < now:
             freed = await discard_upload(record, deps) or freed
     return freed
+
+
+async def sweep_old_uploads(deps: Deps, created_before: int) -> int:
+    """Discard every direct upload created before `created_before` (epoch s) that is still open: its S3 upload,
+    its record and the quota it reserved (it stops counting as open). They are found through S3's list of
+    unfinished uploads under files/, their age read from their record (S3's `Initiated` is not kept by every
+    embedded AWS). An unfinished upload no record names (a create or a streamed upload that died half-way) holds
+    no quota: the bucket's lifecycle rule aborts it. How many were discarded."""
+    swept = 0
+    paginator = deps.s3.get_paginator("list_multipart_uploads")
+    async for page in paginator.paginate(Bucket=deps.bucket, Prefix=FILES_PREFIX):
+        for upload in page.get("Uploads", []):
+            file_id = upload["Key"].rsplit("/", 1)[-1]
+            record = await deps.files.get(file_id) if file_id.startswith("file-") else None
+            if (record is None or record.status != "uploading" or record.upload_id != upload["UploadId"]
+                    or record.created_at >= created_before):
+                continue
+            if await discard_upload(record, deps):
+                swept += 1
+                log.info("old upload discarded", extra={"file_id": file_id, "created_at": record.created_at})
+    return swept
+
+
+async def sweep_periodically(deps: Deps, interval_s: float) -> None:
+    """The files worker's schedule: every `interval_s`, discard the direct uploads older than
+    `deps.upload_max_age_s` (each replica does; discarding twice is harmless). Runs until cancelled; a failed
+    round is logged, not fatal."""
+    while True:
+        try:
+            swept = await sweep_old_uploads(deps, int(time.time()) - deps.upload_max_age_s)
+            if swept:
+                log.info("old uploads swept", extra={"swept": swept})
+        except Exception:
+            log.exception("upload sweep failed; trying again at the next round")
+        await asyncio.sleep(interval_s)
