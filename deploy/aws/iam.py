@@ -6,10 +6,9 @@ same modules for client calls (tests/unit/test_cfn_template.py), so a new call w
 without a call, fails the suite instead of production.
 
 Resources come from `shared.contracts.resources`, by owner: a process may touch its service's tables (and their
-indexes), its service's queues (and their DLQs), publish on its service's topic, manage the per-replica
-queues of its service's `ReplicaSubscription`s, and use the one bucket (files and training both read what the
-other wrote there: training reads normalised training data, files turns a job's results into a file, so the
-bucket is not split by prefix for them; a process listed in `BUCKET_PREFIXES` gets only its prefixes). SageMaker
+indexes), its service's queues (and their DLQs), publish on its service's topic (and use the messaging key that
+encrypts it), manage the per-replica queues of its service's `ReplicaSubscription`s, and use its prefixes of the
+bucket only (`deploy.aws.bucket_access`: no role reads, writes or deletes anywhere in the bucket). SageMaker
 actions name only our own resources, by name prefix (`SAGEMAKER_RESOURCE_TYPES`: which resource types the
 Service Authorization Reference authorises each action on). `"*"` appears only where AWS has no resource-level
 permission for an action; each such case is in `WILDCARD_REASONS`.
@@ -18,9 +17,9 @@ permission for an action; each such case is in `WILDCARD_REASONS`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
+from deploy.aws.bucket_access import BUCKET_PREFIXES, BucketPrefixes
 from deploy.aws.processes import Process
 from shared.contracts.resources import Resources
 
@@ -71,28 +70,12 @@ SAGEMAKER_NAME_PREFIXES = {"training-job": TRAINING_JOB_NAME_PREFIX, "model": SE
 SAGEMAKER_TAG_KEYS = {"inference": SERVING_TAG_KEYS}
 
 
-@dataclass(frozen=True)
-class BucketPrefixes:
-    """Where in the bucket a process works, for a process whose role is limited to prefixes (the others have
-    the whole bucket, module docstring)."""
-
-    reads: tuple[str, ...]  # what other services wrote, read only
-    owns: tuple[str, ...]  # its service's own objects: read, written, listed and deleted
-
-
-# Each evaluation's results are a JSON file under `evaluations/`: the worker writes them (and deletes a deleted
-# user's), the API reads them back (and deletes them with their evaluation). The worker also reads the normalised
-# examples of the file it evaluates (files writes them to `normalized/{user}/{file}.jsonl`). Keyed by process.
-_EVALUATIONS = "evaluations/"
-BUCKET_PREFIXES = {"inference": BucketPrefixes(reads=(), owns=(_EVALUATIONS,)),
-                   "inference-worker": BucketPrefixes(reads=("normalized/",), owns=(_EVALUATIONS,)),
-                   "inference-reconciler": BucketPrefixes(reads=(), owns=(_EVALUATIONS,))}
-
 _DYNAMO_WRITE = ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem")
 _SQS_CONSUME = ("sqs:GetQueueUrl", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
                 "sqs:SendMessage")  # SendMessage: the consumer moves a poison message to the DLQ itself
+# ListParts: a direct upload's parts, checked against what was declared before it completes.
 _S3_FILES = ("s3:GetObject", "s3:HeadObject", "s3:PutObject", "s3:CreateMultipartUpload", "s3:UploadPart",
-             "s3:CompleteMultipartUpload", "s3:AbortMultipartUpload", "s3:ListMultipartUploads",
+             "s3:CompleteMultipartUpload", "s3:AbortMultipartUpload", "s3:ListMultipartUploads", "s3:ListParts",
              "s3:ListObjectVersions", "s3:DeleteObjects")
 _S3_TRAINING = ("s3:GetObject", "s3:HeadObject", "s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploads",
                 "s3:ListObjectVersions", "s3:DeleteObjects")
@@ -114,24 +97,29 @@ CALLS: dict[str, frozenset[str]] = {
                           "sqs:SetQueueAttributes", "sqs:DeleteQueue", "sqs:ReceiveMessage", "sqs:DeleteMessage",
                           "sqs:ChangeMessageVisibility", "sns:Subscribe", "sns:Unsubscribe"}),
     # Scan: a gateway replica's catch-up on revoked sessions (SessionsStore.revoked_since).
+    # BatchWriteItem: a deleted account's audit entries (AuditLog).
     "auth": frozenset({*_DYNAMO_WRITE, "dynamodb:Query", "dynamodb:Scan", "dynamodb:TransactWriteItems",
-                       "sns:Publish", "sts:GetCallerIdentity"}),
+                       "dynamodb:BatchWriteItem", "sns:Publish", "sts:GetCallerIdentity"}),
     # Query: a user's files, through the user-files-index (FilesStore.list_for_user).
     "files": frozenset({*_DYNAMO_WRITE, "dynamodb:Query", "dynamodb:TransactWriteItems", *_S3_FILES, "sns:Publish",
                         "sts:GetCallerIdentity"}),
     "files-worker": frozenset({*_DYNAMO_WRITE, "dynamodb:Query", "dynamodb:TransactWriteItems",
-                               *(a for a in _S3_FILES if a != "s3:HeadObject"), "sns:Publish", *_SQS_CONSUME,
-                               "sts:GetCallerIdentity"}),
-    "training": frozenset({*_DYNAMO_WRITE, "dynamodb:Query", "dynamodb:BatchWriteItem", *_S3_TRAINING,
+                               *(a for a in _S3_FILES if a not in ("s3:HeadObject", "s3:ListParts")), "sns:Publish",
+                               *_SQS_CONSUME, "sts:GetCallerIdentity"}),
+    # TransactWriteItems: a job's final status and the release of its usage reservation, as one (JobsStore).
+    "training": frozenset({*_DYNAMO_WRITE, "dynamodb:Query", "dynamodb:BatchWriteItem", "dynamodb:TransactWriteItems",
+                           *_S3_TRAINING,
                            "s3:ListObjectsV2", "sns:Publish", "sqs:GetQueueUrl", "sqs:SendMessage",
                            "sagemaker:StopTrainingJob", *_QUOTAS_READ, "logs:DescribeLogStreams",
                            "logs:GetLogEvents", "sts:GetCallerIdentity"}),
-    "training-worker": frozenset({*_DYNAMO_WRITE, "dynamodb:Query", "dynamodb:BatchWriteItem", *_S3_TRAINING,
+    "training-worker": frozenset({*_DYNAMO_WRITE, "dynamodb:Query", "dynamodb:BatchWriteItem",
+                                  "dynamodb:TransactWriteItems", *_S3_TRAINING,
                                   "sns:Publish", *_SQS_CONSUME, "sagemaker:CreateTrainingJob",
                                   "sagemaker:StopTrainingJob", *_QUOTAS_READ,
                                   # a job's last metrics steps, read when SageMaker says it ended
                                   "logs:DescribeLogStreams", "logs:FilterLogEvents", "sts:GetCallerIdentity"}),
-    "training-reconciler": frozenset({*_DYNAMO_WRITE, "dynamodb:Query", "dynamodb:BatchWriteItem", *_S3_TRAINING,
+    "training-reconciler": frozenset({*_DYNAMO_WRITE, "dynamodb:Query", "dynamodb:BatchWriteItem",
+                                      "dynamodb:TransactWriteItems", *_S3_TRAINING,
                                       "sns:Publish", "sqs:GetQueueUrl", "sqs:SendMessage",
                                       "sagemaker:DescribeTrainingJob", *_QUOTAS_READ,
                                       "logs:DescribeLogStreams",
@@ -182,6 +170,7 @@ IAM_ACTIONS: dict[str, tuple[str, ...]] = {
     "s3:CompleteMultipartUpload": ("s3:PutObject",),
     "s3:ListObjectsV2": ("s3:ListBucket",),
     "s3:ListObjectVersions": ("s3:ListBucketVersions",),
+    "s3:ListParts": ("s3:ListMultipartUploadParts",),
     "s3:ListMultipartUploads": ("s3:ListBucketMultipartUploads",),
     "s3:DeleteObjects": ("s3:DeleteObject", "s3:DeleteObjectVersion"),  # deletes name each version
     # The request carries Tags and a RoleArn: both are authorised separately.
@@ -203,6 +192,9 @@ IAM_ACTIONS: dict[str, tuple[str, ...]] = {
     "service-quotas:ListServiceQuotas": ("servicequotas:ListServiceQuotas",),
     "service-quotas:ListAWSDefaultServiceQuotas": ("servicequotas:ListAWSDefaultServiceQuotas",),
     "sts:GetCallerIdentity": (),  # needs no permission: AWS answers it for any caller
+    # The topics are encrypted with the messaging key (SSE-KMS): a publisher needs the key to make the message's
+    # data key (SNS developer guide, "Encryption at rest": kms:GenerateDataKey* and kms:Decrypt).
+    "sns:Publish": ("sns:Publish", "kms:GenerateDataKey", "kms:Decrypt"),
 }
 
 WILDCARD_REASONS = {
@@ -216,6 +208,7 @@ WILDCARD_REASONS = {
 }
 
 _S3_BUCKET_LEVEL = {"s3:ListBucket", "s3:ListBucketVersions", "s3:ListBucketMultipartUploads"}
+_S3_PREFIX_LISTING = {"s3:ListBucket", "s3:ListBucketVersions"}  # s3:prefix applies to these
 _S3_READ = {"s3:GetObject", "s3:GetObjectVersion"}
 _SQS_QUEUE_MANAGEMENT = {"sqs:CreateQueue", "sqs:DeleteQueue", "sqs:SetQueueAttributes"}
 _SNS_SUBSCRIBING = {"sns:Subscribe", "sns:Unsubscribe"}
@@ -234,20 +227,24 @@ class Refs:
 
     def __init__(self, *, table_arn: Callable[[str], Arn], queue_arn: Callable[[str], Arn],
                  topic_arn: Callable[[str], Arn], bucket_arn: Arn, sagemaker_role_arn: Arn, serving_role_arn: Arn,
-                 sub: Callable[[str], Arn]) -> None:
+                 messaging_key_arn: Arn, sub: Callable[[str], Arn]) -> None:
         self.table_arn = table_arn
         self.queue_arn = queue_arn
         self.topic_arn = topic_arn
         self.bucket_arn = bucket_arn
         self.sagemaker_role_arn = sagemaker_role_arn  # training jobs run as it
         self.serving_role_arn = serving_role_arn  # endpoints run as it
+        self.messaging_key_arn = messaging_key_arn  # the KMS key the topics are encrypted with
         self.sub = sub  # Fn::Sub of a string with ${AWS::Region}, ${AWS::AccountId}, ${AWS::Partition}
 
     def passed_role(self, service: str) -> Arn:
         """The one role a service hands to SageMaker: training's to its jobs, inference's to its endpoints."""
         return {"training": self.sagemaker_role_arn, "inference": self.serving_role_arn}[service]
 
-    def objects(self, prefix: str = "") -> Arn:
+    def objects(self, prefix: str) -> Arn:
+        """The objects under `prefix`: never the whole bucket."""
+        if not prefix.strip("/"):
+            raise ValueError("a bucket grant names a prefix")
         return {"Fn::Join": ["", [self.bucket_arn, f"/{prefix}*"]]}
 
     def sagemaker_arn(self, resource_type: str) -> Arn:
@@ -276,10 +273,12 @@ def task_policy(process: Process, resources: Resources, refs: Refs) -> Json:
         arns = [arn for t in tables for arn in
                 (refs.table_arn(t.name), {"Fn::Join": ["", [refs.table_arn(t.name), "/index/*"]]})]
         statements.append(_statement("OwnTables", of("dynamodb"), arns))
-    statements += _bucket_statements(of("s3"), BUCKET_PREFIXES.get(process.name), refs)
+    statements += _bucket_statements(process.name, of("s3"), refs)
     topics = [t for t in resources.topics if t.owner == service]
     if "sns:Publish" in actions:
         statements.append(_statement("PublishOwnTopic", ["sns:Publish"], [refs.topic_arn(t.name) for t in topics]))
+    if of("kms"):
+        statements.append(_statement("EncryptMessages", of("kms"), [refs.messaging_key_arn]))
     replicas = [r for r in resources.replica_subscriptions if r.owner == service]
     if of("sns") & _SNS_SUBSCRIBING:
         statements.append(_statement("ReplicaSubscriptions", of("sns") & _SNS_SUBSCRIBING,
@@ -306,18 +305,27 @@ def task_policy(process: Process, resources: Resources, refs: Refs) -> Json:
     return {"Version": "2012-10-17", "Statement": statements}
 
 
-def _bucket_statements(actions: set[str], prefixes: BucketPrefixes | None, refs: Refs) -> list[Json]:
+def _bucket_statements(process: str, actions: set[str], refs: Refs) -> list[Json]:
+    """Objects by prefix: all its actions on its own, GetObject on what it reads, PutObject where it writes.
+    ListBucket and ListBucketVersions name their prefix (s3:prefix): only its own. ListBucketMultipartUploads has
+    no s3:prefix condition key (Service Authorization Reference): it is on the bucket, and shows keys in flight,
+    never their data."""
+    if not actions:
+        return []
+    prefixes: BucketPrefixes = BUCKET_PREFIXES[process]  # a process that calls S3 must say where
     listing, objects = actions & _S3_BUCKET_LEVEL, actions - _S3_BUCKET_LEVEL
-    if prefixes is None:  # the whole bucket
-        return [*([_statement("BucketListing", listing, [refs.bucket_arn])] if listing else []),
-                *([_statement("BucketObjects", objects, [refs.objects()])] if objects else [])]
     statements = []
-    if listing:  # a listing names its prefix (s3:prefix): only its own
-        statements.append(_statement("BucketListing", listing, [refs.bucket_arn],
+    if listing & _S3_PREFIX_LISTING:
+        statements.append(_statement("BucketListing", listing & _S3_PREFIX_LISTING, [refs.bucket_arn],
                                      {"StringLike": {"s3:prefix": [p + "*" for p in prefixes.owns]}}))
+    if listing - _S3_PREFIX_LISTING:
+        statements.append(_statement("MultipartUploadListing", listing - _S3_PREFIX_LISTING, [refs.bucket_arn]))
     if objects & _S3_READ and prefixes.reads:
         statements.append(_statement("ReadOthersObjects", objects & _S3_READ,
                                      [refs.objects(p) for p in prefixes.reads]))
+    if "s3:PutObject" in objects and prefixes.writes:
+        statements.append(_statement("WriteToOthersPrefixes", ["s3:PutObject"],
+                                     [refs.objects(p) for p in prefixes.writes]))
     if objects:
         statements.append(_statement("OwnObjects", objects, [refs.objects(p) for p in prefixes.owns]))
     return statements

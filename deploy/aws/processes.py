@@ -21,6 +21,8 @@ class Process:
     kind: Kind
     port: int | None = None  # APIs only
     public: bool = False  # behind the load balancer (only the gateway)
+    # The services whose APIs it calls over HTTP: what its security group may reach (deploy.aws.network).
+    calls: tuple[str, ...] = ()
     cpu: int = 512  # Fargate units (1024 = one vCPU)
     memory_mib: int = 1024
     min_tasks: int = 1
@@ -33,14 +35,19 @@ class Process:
 
 
 # The ports are the local defaults (services/*/app.py), so a service behaves the same in both places.
+# The gateway proxies to every API and asks auth about API keys and revocations; the other APIs fetch auth's
+# signing keys (JWKS) to verify tokens, and training asks files about a file its projection has not heard of yet
+# (services/training/files_directory.py). Workers and reconcilers call no API.
+_JWKS = ("auth",)
 PROCESSES: tuple[Process, ...] = (
-    Process("gateway", "gateway", "services.gateway.app", "api", port=5000, public=True, max_tasks=6),
+    Process("gateway", "gateway", "services.gateway.app", "api", port=5000, public=True, max_tasks=6,
+            calls=("auth", "files", "training", "inference")),
     Process("auth", "auth", "services.auth.app", "api", port=5001),  # bcrypt is CPU-bound: it scales on CPU
-    Process("files", "files", "services.files.app", "api", port=5002),
-    Process("training", "training", "services.training.app", "api", port=5003),
+    Process("files", "files", "services.files.app", "api", port=5002, calls=_JWKS),
+    Process("training", "training", "services.training.app", "api", port=5003, calls=(*_JWKS, "files")),
     # Chat completions hold a connection open while the endpoint generates (awaiting, not computing): CPU is
     # still the signal, streams cost little of it.
-    Process("inference", "inference", "services.inference.app", "api", port=5004, max_tasks=6),
+    Process("inference", "inference", "services.inference.app", "api", port=5004, max_tasks=6, calls=_JWKS),
     # Validation streams whole files: more memory than an API needs.
     Process("files-worker", "files", "services.files.worker", "worker", memory_mib=2048, max_tasks=6),
     Process("training-worker", "training", "services.training.worker", "worker"),

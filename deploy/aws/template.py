@@ -3,8 +3,10 @@
 Tables, bucket, topics, queues, subscriptions, rules and log groups come from the one resource description the
 local cluster provisions too, so an addition there reaches AWS without a second list to keep in step. Around
 them: the SageMaker execution role (training jobs) and serving role (endpoints), one least-privilege task role
-per process (`deploy.aws.iam`), Secrets Manager secrets, ECS Fargate services per process
-(`deploy.aws.processes`), an HTTPS load balancer in front of the gateway only, per-process scaling, and the
+per process (`deploy.aws.iam`), each limited to its prefixes of the bucket (`deploy.aws.bucket_access`), the KMS key
+the topics are encrypted with (`deploy.aws.messaging_key`), Secrets Manager secrets (the service token every task
+gets), ECS Fargate services per process (`deploy.aws.processes`), a security group per process
+(`deploy.aws.network`), an HTTPS load balancer in front of the gateway only, per-process scaling, and the
 SageMaker cost alarm.
 
 Each service's environment is derived from its Settings class: a setting whose default is a resource's local
@@ -24,7 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from deploy.aws import iam, images
+from deploy.aws import bucket_access, iam, images, messaging_key, network
 from deploy.aws.processes import PROCESSES, SERVICES, Process, api_of
 from shared.contracts import resources as res
 from shared.contracts.resources import Queue, Resources, Table
@@ -44,10 +46,23 @@ SERVING_METRICS_NAMESPACES = ["/aws/sagemaker/Endpoints", "/aws/sagemaker/Infere
 SERVING_LOG_GROUP_PREFIX = "/aws/sagemaker/Endpoints/"
 # What endpoints load from the bucket: the copies of base models (services/training/catalog.json's
 # artifact_prefix) and the adapters, each job's `training-jobs/{user}/{job}/output/model.tar.gz`.
-BASE_MODELS_PREFIX = "base-models/"
-ADAPTER_OBJECTS = "training-jobs/*/output/model.tar.gz"
+BASE_MODELS_PREFIX = bucket_access.BASE_MODELS
+ADAPTER_OBJECTS = f"{bucket_access.TRAINING_JOBS}*/output/model.tar.gz"
 # Browsers PUT direct-upload parts to presigned URLs and read back each part's ETag (deploy/local/provision.py).
 CORS_RULE = {"AllowedMethods": ["PUT"], "AllowedHeaders": ["*"], "ExposedHeaders": ["ETag"], "MaxAge": 3600}
+SERVICE_TOKEN_SECRET = "ServiceTokenSecret"  # noqa: S105 (a logical id, not a secret)
+SERVICE_TOKEN_LENGTH = 64  # letters and digits: about 380 bits
+# Training jobs list only their own prefixes (a channel's S3Prefix, checkpoints).
+SAGEMAKER_LISTING = {"StringLike": {"s3:prefix": [p + "*" for p in (*bucket_access.SAGEMAKER_JOB_READS,
+                                                                    *bucket_access.SAGEMAKER_JOB_OWNS)]}}
+
+
+def sagemaker_job_objects(bucket_arn: Json) -> tuple[list[Json], list[Json]]:
+    """What training jobs read, and their own objects (output, checkpoints), as object ARNs by prefix."""
+    def objects(prefixes: tuple[str, ...]) -> list[Json]:
+        return [{"Fn::Join": ["", [bucket_arn, f"/{p}*"]]} for p in prefixes]
+
+    return objects(bucket_access.SAGEMAKER_JOB_READS), objects(bucket_access.SAGEMAKER_JOB_OWNS)
 
 
 def sub(text: str) -> Any:
@@ -175,22 +190,30 @@ class _Builder:
         self.add("Bucket", "AWS::S3::Bucket", properties, DeletionPolicy="Retain", UpdateReplacePolicy="Retain")
         bucket_arn, objects_arn = get_att("Bucket", "Arn"), {"Fn::Join": ["", [get_att("Bucket", "Arn"), "/*"]]}
         role = {"AWS": get_att("SageMakerExecutionRole", "Arn")}
+        reads, owns = sagemaker_job_objects(bucket_arn)
         self.add("BucketPolicy", "AWS::S3::BucketPolicy", {"Bucket": ref("Bucket"), "PolicyDocument": {
             "Version": "2012-10-17", "Statement": [
                 {"Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
                  "Resource": [bucket_arn, objects_arn], "Condition": {"Bool": {"aws:SecureTransport": "false"}}},
                 # The setup guide's SageMaker access. SageMaker reaches S3 as the execution role it assumes, so
                 # the grant names that role rather than the sagemaker.amazonaws.com service at large.
+                # Its prefixes only, as in its own policy: a bucket policy grant alone would be enough.
                 {"Sid": "AllowSageMakerList", "Effect": "Allow", "Principal": role,
-                 "Action": ["s3:ListBucket", "s3:GetBucketLocation"], "Resource": bucket_arn},
+                 "Action": "s3:ListBucket", "Resource": bucket_arn, "Condition": SAGEMAKER_LISTING},
+                {"Sid": "AllowSageMakerLocation", "Effect": "Allow", "Principal": role,
+                 "Action": "s3:GetBucketLocation", "Resource": bucket_arn},
+                {"Sid": "AllowSageMakerReads", "Effect": "Allow", "Principal": role,
+                 "Action": "s3:GetObject", "Resource": reads},
                 {"Sid": "AllowSageMakerObjects", "Effect": "Allow", "Principal": role,
-                 "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], "Resource": objects_arn},
+                 "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], "Resource": owns},
             ]}})
 
     def messaging(self) -> None:
+        messaging_key.add_key(self.add, self.prefix)
         for topic, local in zip(self.res.topics, self.local.topics, strict=True):
-            self.topic_ids[local.name] = self.add(camel(local.name) + "Topic", "AWS::SNS::Topic", {
-                "TopicName": topic.name, "Tags": self.tags(**{"llm-tuner:owner": topic.owner})})
+            properties = {"TopicName": topic.name, "Tags": self.tags(**{"llm-tuner:owner": topic.owner})}
+            self.topic_ids[local.name] = self.add(camel(local.name) + "Topic", "AWS::SNS::Topic",
+                                                  messaging_key.encrypted(properties))
         for queue, local_queue in zip(self.res.queues, self.local.queues, strict=True):
             self.queue(queue, local_queue)
         sources: dict[str, list[Json]] = {q.name: [] for q in self.local.queues}
@@ -257,7 +280,8 @@ class _Builder:
             queue_arn=lambda name: get_att(self.queue_ids[self._local_name(name)], "Arn"),
             topic_arn=lambda name: ref(self.topic_ids[self._local_name(name)]),
             bucket_arn=get_att("Bucket", "Arn"), sagemaker_role_arn=get_att("SageMakerExecutionRole", "Arn"),
-            serving_role_arn=get_att("SageMakerServingRole", "Arn"), sub=sub)
+            serving_role_arn=get_att("SageMakerServingRole", "Arn"),
+            messaging_key_arn=get_att(messaging_key.LOGICAL_ID, "Arn"), sub=sub)
 
     def _local_name(self, name: str) -> str:
         return res.PREFIX + name.removeprefix(self.prefix) if name.startswith(self.prefix) else name
@@ -271,11 +295,16 @@ class _Builder:
 
     def sagemaker_role(self) -> None:
         bucket_arn = get_att("Bucket", "Arn")
+        reads, owns = sagemaker_job_objects(bucket_arn)
         statements: list[Json] = [
-            {"Sid": "BucketListing", "Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
-             "Resource": bucket_arn},
-            {"Sid": "BucketObjects", "Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
-             "Resource": {"Fn::Join": ["", [bucket_arn, "/*"]]}},
+            {"Sid": "BucketListing", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": bucket_arn,
+             "Condition": SAGEMAKER_LISTING},
+            {"Sid": "BucketLocation", "Effect": "Allow", "Action": "s3:GetBucketLocation", "Resource": bucket_arn},
+            # Its input channels: the normalised examples (or a file's original JSONL), a base model's copy.
+            {"Sid": "BucketInputs", "Effect": "Allow", "Action": "s3:GetObject", "Resource": reads},
+            # Output, checkpoints (read back when a spot job resumes) and the merged model, under training-jobs/.
+            {"Sid": "BucketOutputs", "Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+             "Resource": owns},
             {"Sid": "TrainingLogs", "Effect": "Allow",
              "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
              "Resource": iam.log_group_arns(self.res, self.refs())},
@@ -367,7 +396,7 @@ class _Builder:
                 {"Sid": "ContainerLogs", "Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
                  "Resource": [get_att(p.logical_id + "LogGroup", "Arn") for p in PROCESSES]},
                 {"Sid": "ContainerSecrets", "Effect": "Allow", "Action": "secretsmanager:GetSecretValue",
-                 "Resource": [ref("JwtSigningKeySecret"),
+                 "Resource": [ref("JwtSigningKeySecret"), ref(SERVICE_TOKEN_SECRET),
                               {"Fn::If": ["HasGoogle", ref("GoogleClientSecret"), ref("AWS::NoValue")]}]},
             ]}}],
             "Tags": self.tags()})
@@ -376,8 +405,13 @@ class _Builder:
 
     def secrets(self) -> None:
         """Values come in as NoEcho parameters that `make deploy` fills: a signing key it generates on the first
-        deployment (and keeps on updates), and what the operator gives for Google and Hugging Face. None of
-        them is ever in the template."""
+        deployment (and keeps on updates), and what the operator gives for Google and Hugging Face. The service
+        token is generated by Secrets Manager itself. None of them is ever in the template."""
+        # SERVICE_TOKEN: what one service shows another on its /internal/* routes (header X-Service-Token).
+        self.add(SERVICE_TOKEN_SECRET, "AWS::SecretsManager::Secret", {
+            "Description": "SERVICE_TOKEN: the credential services present to each other's /internal/* routes",
+            "GenerateSecretString": {"PasswordLength": SERVICE_TOKEN_LENGTH, "ExcludePunctuation": True},
+            "Tags": self.tags()})
         self.add("JwtSigningKeySecret", "AWS::SecretsManager::Secret", {
             "Description": "JWT_PRIVATE_KEY: the RSA key (PEM) auth signs access tokens with",
             "SecretString": ref("JwtPrivateKeyPem"), "Tags": self.tags()})
@@ -420,8 +454,10 @@ class _Builder:
                        SERVING_IMAGE_URI=self.serving_image_uri(),
                        HF_TOKEN_SECRET_ID={"Fn::If": ["HasHuggingFaceToken", ref("HuggingFaceTokenSecret"),
                                                       ref("AWS::NoValue")]})
-        if process.service == "gateway":  # AUTH_URL, FILES_URL, TRAINING_URL, INFERENCE_URL
-            env.update({f"{s.upper()}_URL": self.internal_url(s) for s in SERVICES if s != "gateway"})
+        # The APIs it calls, where its settings name them by service (the gateway's AUTH_URL, FILES_URL, ...,
+        # training's FILES_URL); what its security group lets it reach (deploy.aws.network).
+        names = _settings_names(process.service)
+        env.update({f"{s.upper()}_URL": self.internal_url(s) for s in process.calls if f"{s.upper()}_URL" in names})
         entries = [{"Name": k, "Value": v} for k, v in sorted(env.items())]
 
         def optional(value: Any) -> bool:
@@ -452,9 +488,10 @@ class _Builder:
         return env
 
     def secrets_of(self, process: Process) -> list[Json]:
+        every = [{"Name": "SERVICE_TOKEN", "ValueFrom": ref(SERVICE_TOKEN_SECRET)}]
         if process.service != "auth":
-            return []
-        return [{"Name": "JWT_PRIVATE_KEY", "ValueFrom": ref("JwtSigningKeySecret")},
+            return every
+        return [*every, {"Name": "JWT_PRIVATE_KEY", "ValueFrom": ref("JwtSigningKeySecret")},
                 {"Fn::If": ["HasGoogle", {"Name": "GOOGLE_CLIENT_SECRET", "ValueFrom": ref("GoogleClientSecret")},
                             ref("AWS::NoValue")]}]
 
@@ -496,7 +533,7 @@ class _Builder:
                 **({"MinimumHealthyPercent": 0, "MaximumPercent": 100} if process.kind == "singleton" else
                    {"MinimumHealthyPercent": 100, "MaximumPercent": 200})},
             "NetworkConfiguration": {"AwsvpcConfiguration": {
-                "Subnets": ref("PrivateSubnetIds"), "SecurityGroups": [ref("ServicesSecurityGroup")],
+                "Subnets": ref("PrivateSubnetIds"), "SecurityGroups": [ref(network.group_of(process))],
                 "AssignPublicIp": "DISABLED"}},
             "PropagateTags": "SERVICE", "Tags": self.tags(**{"llm-tuner:process": process.name}),
         }
@@ -575,28 +612,11 @@ class _Builder:
         self.add("Namespace", "AWS::ServiceDiscovery::PrivateDnsNamespace", {
             "Name": f"{self.prefix}.internal", "Vpc": ref("VpcId"),
             "Description": "The services' private addresses: <api>.<prefix>.internal"})
-        self.add("LoadBalancerSecurityGroup", "AWS::EC2::SecurityGroup", {
-            "GroupDescription": "The public load balancer: HTTPS, and HTTP only to redirect to it",
-            "VpcId": ref("VpcId"), "SecurityGroupIngress": [
-                {"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "CidrIp": "0.0.0.0/0"},
-                {"IpProtocol": "tcp", "FromPort": 80, "ToPort": 80, "CidrIp": "0.0.0.0/0"}],
-            "Tags": self.tags()})
+        network.security_groups(self.add, self.tags())
         gateway = next(p for p in PROCESSES if p.public)
-        assert gateway.port is not None
-        self.add("ServicesSecurityGroup", "AWS::EC2::SecurityGroup", {
-            "GroupDescription": "Every task: the gateway from the load balancer, the APIs from each other",
-            "VpcId": ref("VpcId"), "SecurityGroupIngress": [
-                {"IpProtocol": "tcp", "FromPort": gateway.port, "ToPort": gateway.port,
-                 "SourceSecurityGroupId": ref("LoadBalancerSecurityGroup")}],
-            "Tags": self.tags()})
-        ports = [p.port for p in PROCESSES if p.kind == "api" and not p.public and p.port]
-        self.add("ServicesFromServices", "AWS::EC2::SecurityGroupIngress", {
-            "GroupId": ref("ServicesSecurityGroup"), "SourceSecurityGroupId": ref("ServicesSecurityGroup"),
-            "IpProtocol": "tcp", "FromPort": min(ports), "ToPort": max(ports),
-            "Description": "the internal APIs, from the gateway and from each other (JWKS)"})
         self.add("LoadBalancer", "AWS::ElasticLoadBalancingV2::LoadBalancer", {
             "Name": f"{self.prefix}"[:32], "Type": "application", "Scheme": "internet-facing",
-            "Subnets": ref("PublicSubnetIds"), "SecurityGroups": [ref("LoadBalancerSecurityGroup")],
+            "Subnets": ref("PublicSubnetIds"), "SecurityGroups": [ref(network.LOAD_BALANCER_GROUP)],
             "LoadBalancerAttributes": [
                 # Live updates (Server-Sent Events) and big uploads hold a connection open.
                 {"Key": "idle_timeout.timeout_seconds", "Value": "300"},
@@ -632,7 +652,7 @@ class _Builder:
         self.execution_role()
         for process in PROCESSES:
             self.process(process)
-        alarm_resources(self.add, billing_condition="BillingMetricsHere")
+        alarm_resources(self.add, billing_condition="BillingMetricsHere", encrypted=True)
         self.outputs.update(self.stack_outputs())
         return {
             "AWSTemplateFormatVersion": "2010-09-09",
@@ -658,7 +678,15 @@ class _Builder:
         }
         for process in PROCESSES:
             outputs[process.logical_id + "TaskRoleArn"] = {"Value": get_att(process.logical_id + "TaskRole", "Arn")}
+        for topic_id in self.topic_ids.values():  # to subscribe people to (security alerts) or tools
+            outputs[topic_id + "Arn"] = {"Value": ref(topic_id)}
         return outputs
+
+
+def _settings_names(service: str) -> set[str]:
+    """The environment variable names a service's Settings reads."""
+    settings = importlib.import_module(f"services.{service}.settings").Settings
+    return {(field.alias or name).upper() for name, field in settings.model_fields.items()}
 
 
 def log_group_parameter(group: str) -> str:
@@ -672,10 +700,13 @@ def _ecs_trust() -> Json:
         "Condition": {"StringEquals": {"aws:SourceAccount": ref("AWS::AccountId")}}}]}
 
 
-def alarm_resources(add: Any, billing_condition: str | None) -> None:
+def alarm_resources(add: Any, billing_condition: str | None, encrypted: bool = False) -> None:
     """The alarm topic (email) and the SageMaker cost alarm. Billing metrics exist only in us-east-1: in another
-    region the main stack leaves the alarm out and `make deploy` puts `billing_template()` there."""
-    add("AlarmTopic", "AWS::SNS::Topic", {"DisplayName": "LLM Tuner alarms"})
+    region the main stack leaves the alarm out and `make deploy` puts `billing_template()` there. In the main
+    stack the topic is encrypted with the messaging key (whose policy lets CloudWatch publish); the billing stack
+    has no key of its own, and its alarm says only that a cost threshold passed."""
+    topic = {"DisplayName": "LLM Tuner alarms"}
+    add("AlarmTopic", "AWS::SNS::Topic", messaging_key.encrypted(topic) if encrypted else topic)
     add("AlarmEmailSubscription", "AWS::SNS::Subscription", {
         "TopicArn": ref("AlarmTopic"), "Protocol": "email", "Endpoint": ref("AlarmEmail")})
     add("SageMakerCostAlarm", "AWS::CloudWatch::Alarm", {

@@ -1,10 +1,11 @@
 """The CloudFormation template deployed into the embedded AWS (moto's CloudFormation), then used for real.
 
-moto's CloudFormation creates tables, the bucket, topics, queues, the EventBridge rule, log groups, IAM roles,
-security groups and the load balancer with its listeners. It cannot create SNS subscriptions, queue and bucket
-policies, Secrets Manager secrets, alarms, autoscaling or Cloud Map resources (nor, through the secrets, the ECS
-task definitions): the stack here is the template built by the same code, less those types and whatever refers to
-them; tests/unit/test_cfn_template.py and cfn-lint check the rest. The subscriptions are then made from the
+moto's CloudFormation creates tables, the bucket, the messaging key and the topics it encrypts, queues, the
+EventBridge rule, log groups, IAM roles, security groups and the load balancer with its listeners. It cannot create
+SNS subscriptions, queue and bucket policies, Secrets Manager secrets, alarms, autoscaling, security group egress
+rules or Cloud Map resources (nor, through the secrets, the ECS task definitions): the stack here is the template
+built by the same code, less those types and whatever refers to them; tests/unit/test_cfn_template.py,
+tests/unit/test_cfn_security.py and cfn-lint check the rest. The subscriptions are then made from the
 template's own Subscription resources, so the filter policies that route messages are the template's.
 
 The stack gets a prefix of its own, so its names never meet the `llm-tuner-*` ones other tests provision.
@@ -35,7 +36,8 @@ MOTO_TYPES = {
     "AWS::DynamoDB::Table", "AWS::S3::Bucket", "AWS::SNS::Topic", "AWS::SQS::Queue", "AWS::Events::Rule",
     "AWS::Logs::LogGroup", "AWS::IAM::Role", "AWS::ECS::Cluster", "AWS::ECS::TaskDefinition", "AWS::ECS::Service",
     "AWS::EC2::SecurityGroup", "AWS::EC2::SecurityGroupIngress", "AWS::ElasticLoadBalancingV2::LoadBalancer",
-    "AWS::ElasticLoadBalancingV2::TargetGroup", "AWS::ElasticLoadBalancingV2::Listener",
+    "AWS::ElasticLoadBalancingV2::TargetGroup", "AWS::ElasticLoadBalancingV2::Listener", "AWS::KMS::Key",
+    "AWS::KMS::Alias",
 }
 
 
@@ -111,6 +113,8 @@ def test_the_supported_part_of_the_template_is_what_moto_created(stack: dict[str
     assert json.loads(attributes["RedrivePolicy"])["deadLetterTargetArn"].endswith(f":{prefix}-files-worker-dlq")
     targets = boto3.client("events").list_targets_by_rule(Rule=f"{prefix}-sagemaker-training-state")["Targets"]
     assert [t["Arn"].rsplit(":", 1)[1] for t in targets] == [f"{prefix}-training-worker"]
+    topic = boto3.client("sns").get_topic_attributes(TopicArn=stack["physical"]["AuthEventsTopic"])["Attributes"]
+    assert topic["KmsMasterKeyId"] == stack["physical"]["MessagingKey"]  # user.created carries emails: encrypted
 
 
 def subscribe_as_the_template_says(stack: dict[str, Any]) -> None:

@@ -17,7 +17,7 @@ import botocore.session
 import pytest
 from botocore import xform_name
 
-from deploy.aws import deploy, iam, images, template
+from deploy.aws import deploy, iam, images, messaging_key, template
 from deploy.aws.processes import PROCESSES, SERVICES, Process
 from deploy.docker import healthcheck
 from shared.contracts import resources
@@ -315,6 +315,9 @@ def test_each_role_grants_its_calls_on_its_own_resources_only(cfn: dict[str, Any
             assert set(statement["Action"]) <= set(iam.WILDCARD_REASONS), statement
         for logical_id in references(statement["Resource"]) - {"Bucket", "SageMakerExecutionRole",
                                                                "SageMakerServingRole"}:
+            if logical_id == messaging_key.LOGICAL_ID:  # the topics' key, for publishing only
+                assert statement["Action"] == ["kms:Decrypt", "kms:GenerateDataKey"] and "sns:Publish" in granted
+                continue
             type_, owner = _owner_of(cfn, logical_id)
             if type_ == "AWS::SNS::Topic" and statement["Sid"] == "ReplicaSubscriptions":
                 assert logical_id in replica_topics
@@ -429,7 +432,9 @@ def test_the_gateway_reaches_the_inference_api_which_the_tasks_configure(cfn: di
 
     assert environment("Gateway")["INFERENCE_URL"] == "http://inference.llm-tuner.internal:5004"
     assert cfn["Resources"]["InferenceDiscovery"]["Properties"]["Name"] == "inference"
-    assert cfn["Resources"]["ServicesFromServices"]["Properties"]["ToPort"] >= 5004
+    ingress = cfn["Resources"]["InferenceFromGateway"]["Properties"]
+    assert ingress["FromPort"] == ingress["ToPort"] == 5004
+    assert ingress["SourceSecurityGroupId"] == {"Ref": "GatewaySecurityGroup"}
     for process in _INFERENCE:
         env = environment(process.logical_id)
         assert env["SERVING_EXECUTION_ROLE_ARN"] == {"Fn::GetAtt": ["SageMakerServingRole", "Arn"]}
@@ -464,8 +469,11 @@ def test_the_sagemaker_role_is_the_guides_minus_the_full_access(cfn: dict[str, A
 
 # ---- secrets and containers ------------------------------------------------------------------------------
 
-def test_secrets_come_from_noecho_parameters_never_literals(cfn: dict[str, Any]) -> None:
+def test_secrets_come_from_noecho_parameters_or_are_generated_never_literals(cfn: dict[str, Any]) -> None:
     for secret in of_type(cfn, "AWS::SecretsManager::Secret").values():
+        if "GenerateSecretString" in secret["Properties"]:  # made by Secrets Manager: the service token
+            assert "SecretString" not in secret["Properties"]
+            continue
         parameter = secret["Properties"]["SecretString"]["Ref"]
         assert cfn["Parameters"][parameter]["NoEcho"] is True
     auth = cfn["Resources"]["AuthTaskDefinition"]["Properties"]["ContainerDefinitions"][0]
