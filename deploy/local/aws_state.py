@@ -202,10 +202,15 @@ class Store:
     def run_snapshots(self, stop: threading.Event, interval_s: float = SNAPSHOT_INTERVAL_S) -> None:
         while not stop.wait(interval_s):
             if self._dirty.is_set():
+                started = time.monotonic()
                 try:
-                    self.snapshot()
+                    size = self.snapshot()
                 except Exception:
                     log.exception("snapshot failed; the previous one stands")
+                    continue
+                took = time.monotonic() - started
+                if took > interval_s / 2:
+                    log.warning("snapshot of %.1f MiB took %.2f s", size / (1 << 20), took)
 
 
 class _Pickler(pickle.Pickler):
