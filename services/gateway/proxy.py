@@ -1,4 +1,6 @@
-"""Streaming reverse proxy: request and response bodies pass through in chunks, never buffered whole."""
+"""Streaming reverse proxy: request and response bodies pass through in chunks, never buffered whole; a small
+response (its length known and short) is read at once and sent as one, which spares a request the cost of a
+stream (a task watching for the client's disconnect, a chunk at a time) where there is nothing to stream."""
 
 from __future__ import annotations
 
@@ -20,6 +22,11 @@ log = logging.getLogger(__name__)
 PATH_CHARACTERS = "/:@!$&'()*+,;="
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
                         "trailer", "transfer-encoding", "upgrade", "host"})
+_NOT_FORWARDED = HOP_BY_HOP | {"x-request-id", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"}
+_NOT_FORWARDED_WITH_AUTHORIZATION = _NOT_FORWARDED | {"authorization"}
+_NOT_RETURNED = HOP_BY_HOP | {"x-request-id"}
+# A response whose Content-Length is at most this is read whole and sent as one (a page of JSON, an error).
+SMALL_RESPONSE_BYTES = 256 * 1024
 
 
 def refuse_all_cookies() -> http.cookiejar.CookieJar:
@@ -28,18 +35,29 @@ def refuse_all_cookies() -> http.cookiejar.CookieJar:
     return http.cookiejar.CookieJar(policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
 
 
-def _forward_headers(request: Request, authorization: str | None = None) -> list[tuple[str, str]]:
-    replaced = {"x-request-id"} | ({"authorization"} if authorization is not None else set())
-    headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP | replaced]
+def _forward_headers(request: Request, authorization: str | None = None) -> list[tuple[bytes, bytes]]:
+    """The client's headers as raw pairs (what httpx sends as they are), less the hop-by-hop ones, with the
+    gateway's own: the request id, the client's address appended to X-Forwarded-For, the scheme and host."""
+    dropped = _NOT_FORWARDED if authorization is None else _NOT_FORWARDED_WITH_AUTHORIZATION
+    raw = request.scope["headers"]  # lower-case names already (ASGI)
+    headers = [(k, v) for k, v in raw if k.decode("latin-1") not in dropped]
     if authorization is not None:
-        headers.append(("authorization", authorization))
+        headers.append((b"authorization", authorization.encode("latin-1")))
     client = request.client.host if request.client else ""
     prior = request.headers.get("x-forwarded-for")
-    headers += [("x-request-id", current_request_id() or ""),
-                ("x-forwarded-for", f"{prior}, {client}" if prior else client),
-                ("x-forwarded-proto", request.headers.get("x-forwarded-proto", request.url.scheme)),
-                ("x-forwarded-host", request.headers.get("x-forwarded-host", request.headers.get("host", "")))]
+    headers += [(b"x-request-id", (current_request_id() or "").encode("latin-1")),
+                (b"x-forwarded-for", (f"{prior}, {client}" if prior else client).encode("latin-1")),
+                (b"x-forwarded-proto", request.headers.get("x-forwarded-proto", request.url.scheme).encode("latin-1")),
+                (b"x-forwarded-host",
+                 request.headers.get("x-forwarded-host", request.headers.get("host", "")).encode("latin-1"))]
     return headers
+
+
+def _has_body(request: Request) -> bool:
+    """Whether the client sends a body: without one, none is sent on (an empty stream would go upstream as a
+    chunked body of nothing, which the service must still parse)."""
+    headers = request.headers
+    return "transfer-encoding" in headers or headers.get("content-length", "0") not in ("0", "")
 
 
 async def forward(client: httpx.AsyncClient, base_url: str, request: Request, *,
@@ -48,7 +66,7 @@ async def forward(client: httpx.AsyncClient, base_url: str, request: Request, *,
     # The path as Starlette decoded it, encoded again: httpx refuses a control character in a URL (a 500).
     url = httpx.URL(base_url + quote(request.url.path, safe=PATH_CHARACTERS), query=request.url.query.encode())
     upstream_request = client.build_request(request.method, url, headers=_forward_headers(request, authorization),
-                                            content=request.stream())
+                                            content=request.stream() if _has_body(request) else None)
     try:
         upstream = await client.send(upstream_request, stream=True)
     except httpx.TimeoutException:
@@ -58,10 +76,21 @@ async def forward(client: httpx.AsyncClient, base_url: str, request: Request, *,
         log.warning("upstream unavailable", extra={"upstream": base_url, "error": repr(exc)})
         return error_response(502, "The upstream service is unavailable; try again shortly.", "server_error",
                               code="upstream_unavailable")
-    response = StreamingResponse(upstream.aiter_raw(), status_code=upstream.status_code,
-                                 background=BackgroundTask(upstream.aclose))
     # Raw pairs, not a dict: a response may carry several headers of one name (Set-Cookie above all).
-    response.raw_headers = [
-        (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in upstream.headers.multi_items()
-        if k.lower() not in HOP_BY_HOP | {"x-request-id"}]
+    raw_headers = [(k.lower(), v) for k, v in upstream.headers.raw if k.lower().decode("latin-1") not in _NOT_RETURNED]
+    length = upstream.headers.get("content-length", "")
+    if length.isdigit() and int(length) <= SMALL_RESPONSE_BYTES:
+        try:  # raw: the bytes as the service sent them, matching its Content-Length and Content-Encoding
+            body = b"".join([chunk async for chunk in upstream.aiter_raw()])
+        except httpx.TransportError as exc:
+            log.warning("upstream response cut short", extra={"upstream": base_url, "error": repr(exc)})
+            return error_response(502, "The upstream service is unavailable; try again shortly.", "server_error",
+                                  code="upstream_unavailable")
+        finally:
+            await upstream.aclose()
+        response = Response(body, status_code=upstream.status_code)
+    else:
+        response = StreamingResponse(upstream.aiter_raw(), status_code=upstream.status_code,
+                                     background=BackgroundTask(upstream.aclose))
+    response.raw_headers = raw_headers
     return response
