@@ -17,6 +17,7 @@ the same transaction, for jobs that made one.
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
@@ -34,6 +35,8 @@ ACTIVE_ATTRIBUTE = "active_status"  # the sparse `status-index` GSI's hash key: 
 
 
 def _attribute(key: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, float):  # DynamoDB's numbers are decimals (a job's max_cost_usd)
+        value = Decimal(str(value))
     serialized: dict[str, Any] = _ser.serialize(json.dumps(value) if key in _JSON_FIELDS else value)
     return serialized
 
