@@ -11,6 +11,9 @@ COPY shared shared
 COPY services services
 COPY deploy deploy
 COPY trainer_image trainer_image
-RUN useradd --create-home --uid 10001 app && mkdir -p /app/.data && chown app /app/.data
+# The compose file's named volumes (auth's signing key, the service token) start as copies of these directories:
+# owned by the app user, the token's readable by it only.
+RUN useradd --create-home --uid 10001 app && mkdir -p /app/.data/auth /app/.data/secrets \
+ && chown -R app /app/.data && chmod 700 /app/.data/secrets
 USER app
 ENV HOST=0.0.0.0
