@@ -143,7 +143,8 @@ OPERATIONS: dict[tuple[str, str], Answers] = {
     ("GET", "/v1/files/{file_id}"): Answers("File"),
     ("DELETE", "/v1/files/{file_id}"): Answers("FileDeleted"),
     ("GET", "/v1/files/{file_id}/content"): Answers(None),
-    ("POST", "/api/uploads"): Answers(None, {413: TOO_LARGE}),
+    ("POST", "/api/uploads"): Answers(None, {413: TOO_LARGE, 429: "Too many direct uploads open at once: complete "
+                                                                 "or abort one (MAX_OPEN_UPLOADS)."}),
     ("POST", "/api/uploads/{file_id}/complete"): Answers(None, {409: "The upload is already complete."}),
     ("DELETE", "/api/uploads/{file_id}"): Answers(None, {409: "The upload is already complete."}),
     ("GET", "/api/files/{file_id}/report"): Answers(None, {409: NOT_READY}),
