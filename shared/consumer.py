@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from shared.envelope import Envelope, MalformedMessage, parse_wire
 from shared.inbox import Claim, Inbox
 from shared.logging import bound_request_id
@@ -24,6 +26,15 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[Envelope], Awaitable[None]]
 RETRY_ATTRIBUTE = "retry_attempt"
+# What AWS answers a caller it wants to slow down (botocore's own list of throttling codes, those our services see).
+THROTTLING_CODES = frozenset({"Throttling", "ThrottlingException", "ThrottledException", "RequestThrottled",
+                              "RequestThrottledException", "TooManyRequestsException", "SlowDown",
+                              "ProvisionedThroughputExceededException", "RequestLimitExceeded"})
+
+
+def is_throttling(exc: BaseException) -> bool:
+    """AWS refused a call for its rate (past botocore's own retries): no fault of the message being handled."""
+    return isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in THROTTLING_CODES
 
 
 def _retry_attempt(message: dict[str, Any]) -> int:
@@ -158,7 +169,13 @@ class Consumer:
             return
         envelope._retries = _retry_attempt(message)
         with bound_request_id(envelope.correlation_id):
-            await self._process_envelope(message, envelope, receipt, receive_count)
+            try:
+                await self._process_envelope(message, envelope, receipt, receive_count)
+            except Exception:
+                # What was done could not be recorded (the inbox, the delete, a retry's copy: AWS throttled or
+                # failed): the message comes back when its visibility ends and the inbox decides what then.
+                log.exception("message left to come back", extra={"event_id": envelope.id,
+                                                                  "event_type": envelope.type})
 
     async def _process_envelope(self, message: dict[str, Any], envelope: Envelope, receipt: str,
                                 receive_count: int) -> None:
@@ -188,6 +205,9 @@ class Consumer:
             return
         except Exception as exc:
             await self._release(envelope)
+            if is_throttling(exc):  # AWS asked us to slow down: waiting, like "not ready", spends no receives
+                await self._retry_later(message, envelope, RetryLater(f"throttled: {exc}"))
+                return
             plan = plan_retry(receive_count, self._config.max_receives,
                               permanent=isinstance(exc, PermanentFailure))
             log.exception("handler failed", extra={**ctx, "to_dlq": plan.to_dlq, "delay_s": plan.delay_s})
