@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import queue
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -82,6 +83,17 @@ class Stream:
             raise AssertionError(f"no event within {timeout_s}s") from None
         assert frame is not None, "the stream ended"
         return frame
+
+    def ended(self, timeout_s: float = 20) -> bool:
+        """Whether the server ended the stream within `timeout_s` (the frames before the end are skipped)."""
+        deadline = time.monotonic() + timeout_s
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                if self.frames.get(timeout=left) is None:
+                    return True
+            except queue.Empty:
+                break
+        return False
 
     def close(self) -> None:
         self._response.close()
@@ -177,6 +189,78 @@ def test_a_reconnection_to_another_replica_resumes_after_the_last_event(replicas
         assert sorted(replayed) == sorted(missed)  # two events within a millisecond: either order
     finally:
         resumed.close()
+
+
+def _sign_in(url: str, email: str, password: str = "correct horse battery") -> dict[str, Any]:
+    response = httpx.post(f"{url}/auth/login", json={"email": email, "password": password})
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def _still_open(stream: Stream, provisioned: dict[str, Any], user_id: str) -> bool:
+    """The stream still relays the user's events (its end marker would come first)."""
+    file_id = f"file-{uuid.uuid4().hex[:12]}"
+    _publish(provisioned, resources.FILES_TOPIC, _file_validated(user_id, file_id), user_id)
+    return json.loads(_until(stream, FILE_VALIDATED).data)["data"]["file_id"] == file_id
+
+
+def test_signing_out_ends_that_sessions_open_streams_on_every_replica(replicas: tuple[str, str],
+                                                                       provisioned: dict[str, Any]) -> None:
+    first = register(replicas[0])
+    second = _sign_in(replicas[0], first["user"]["email"])  # the same person, another session
+    signed_out = [_open(url, first) for url in replicas]
+    still_in = _open(replicas[1], second)
+    try:
+        for stream in (*signed_out, still_in):
+            _until(stream, "ready")
+        response = httpx.post(f"{replicas[0]}/auth/logout", headers=bearer(first))
+        assert response.status_code == 204
+        for stream in signed_out:
+            assert stream.ended(), "a signed-out session's stream stayed open"
+        assert _still_open(still_in, provisioned, first["user"]["id"])  # the other session's stream goes on
+        again = httpx.get(f"{replicas[1]}/api/events", headers=bearer(first))
+        assert again.status_code == 401  # and the reconnection is refused
+    finally:
+        for stream in (*signed_out, still_in):
+            stream.close()
+
+
+def test_revoking_an_api_key_ends_the_streams_it_opened(replicas: tuple[str, str],
+                                                        provisioned: dict[str, Any]) -> None:
+    person = register(replicas[0])
+    created = httpx.post(f"{replicas[0]}/auth/api-keys", json={"name": "live"}, headers=bearer(person))
+    assert created.status_code == 201, created.text
+    key = created.json()
+    program = Stream(f"{replicas[1]}/api/events", {"Authorization": f"Bearer {key['key']}"})
+    browser = _open(replicas[1], person)
+    try:
+        assert program.status_code == 200
+        _until(program, "ready")
+        _until(browser, "ready")
+        revoked = httpx.delete(f"{replicas[0]}/auth/api-keys/{key['id']}", headers=bearer(person))
+        assert revoked.status_code == 200
+        assert program.ended(), "a revoked API key's stream stayed open"
+        assert _still_open(browser, provisioned, person["user"]["id"])  # the person's own session is not the key
+    finally:
+        program.close()
+        browser.close()
+
+
+def test_deleting_the_account_ends_all_its_streams(replicas: tuple[str, str]) -> None:
+    person = register(replicas[0])
+    streams = [_open(url, person) for url in replicas]
+    try:
+        for stream in streams:
+            _until(stream, "ready")
+        response = httpx.request("DELETE", f"{replicas[0]}/auth/me", headers=bearer(person),
+                                 json={"password": "correct horse battery"})
+        assert response.status_code == 204, response.text
+        for stream in streams:
+            assert stream.ended(), "a deleted user's stream stayed open"
+    finally:
+        for stream in streams:
+            stream.close()
 
 
 def test_the_stream_needs_a_valid_token(replicas: tuple[str, str]) -> None:
