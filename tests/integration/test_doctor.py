@@ -197,6 +197,23 @@ async def test_a_missing_topic_fails(env: pytest.MonkeyPatch) -> None:
     assert checks[f"topic:{resources.AUTH_TOPIC}"].status is Status.PASS
 
 
+async def test_outside_development_an_unencrypted_topic_warns(env: pytest.MonkeyPatch) -> None:
+    """Events carry emails: a deployment's topics are encrypted (the stack's KMS key); development's need not be."""
+    sns = boto3.client("sns")
+    sns.create_topic(Name=(plain := unique("plain-topic")))
+    sns.create_topic(Name=(encrypted := unique("encrypted-topic")), Attributes={"KmsMasterKeyId": "alias/test-key"})
+    env.setenv("AUTH_EVENTS_TOPIC", plain)
+    env.setenv("FILES_EVENTS_TOPIC", encrypted)
+    assert (await doctor("topics"))[f"topic:{resources.AUTH_TOPIC}"].status is Status.PASS  # development: fine
+
+    checks = {c.name: c for c in await run_and_close(
+        dataclasses.replace(load_context(), environment="production"), [p for p in CHECKS if p.name == "topics"])}
+
+    warning = checks[f"topic:{resources.AUTH_TOPIC}"]
+    assert warning.status is Status.WARN and "unencrypted" in warning.detail and "KmsMasterKeyId" in warning.fix
+    assert checks[f"topic:{resources.FILES_TOPIC}"].status is Status.PASS
+
+
 async def test_queues_fail_without_redrive_or_when_missing_and_warn_on_another_receive_count(
         env: pytest.MonkeyPatch) -> None:
     sqs = boto3.client("sqs")

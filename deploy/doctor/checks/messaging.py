@@ -41,16 +41,22 @@ async def _queue_url(ctx: Context, name: str) -> str | None:
 
 
 async def _topic(ctx: Context, topic: Topic) -> Check:
-    name = ctx.name(topic.name)
+    check, name = f"topic:{topic.name}", ctx.name(topic.name)
     sns = await ctx.client("sns")
+    arn = await ctx.arn("sns", name)
     try:
-        await sns.get_topic_attributes(TopicArn=await ctx.arn("sns", name))
+        attributes = (await sns.get_topic_attributes(TopicArn=arn)).get("Attributes", {})
     except ClientError as exc:
         if _code(exc) not in ("NotFound", "NotFoundException"):
             raise
-        return failed(f"topic:{topic.name}", f"topic {name} not found",
+        return failed(check, f"topic {name} not found",
                       f"{ctx.provision_fix}; or `{ctx.aws_cli('sns', f'create-topic --name {name}')}`")
-    return passed(f"topic:{topic.name}", f"topic {name} exists ({topic.owner} publishes to it)")
+    # Events carry personal data (user.created an email): outside development a topic is encrypted (SSE-KMS).
+    if not ctx.is_development and not attributes.get("KmsMasterKeyId"):
+        set_key = f"set-topic-attributes --topic-arn {arn} --attribute-name KmsMasterKeyId --attribute-value <key>"
+        return warned(check, f"topic {name} exists but keeps its messages unencrypted",
+                      f"{ctx.provision_fix} (its topics use the stack's KMS key); or `{ctx.aws_cli('sns', set_key)}`")
+    return passed(check, f"topic {name} exists ({topic.owner} publishes to it)")
 
 
 async def _queue(ctx: Context, queue: Queue) -> Check:
