@@ -117,10 +117,13 @@ export async function trainView(main, params, query, isCurrent) {
   function renderInstances() {
     const model = selectedModel();
     const previous = instanceHost.querySelector("input:checked");
-    const fits = new Set(model.fits_instance_types || []);
+    // The platform's allow-list (ALLOWED_INSTANCE_TYPES; null: every type) narrows what fits.
+    const allowed = catalog.limits && catalog.limits.allowed_instance_types;
+    const fits = new Set((model.fits_instance_types || []).filter((id) => !allowed || allowed.includes(id)));
     replace(instanceHost, catalog.instance_types.map((t) => {
       const id = nextId("inst");
       const ok = fits.has(t.id);
+      const notAllowed = allowed && !allowed.includes(t.id);
       return h("label", { class: ["instance", !ok && "instance-disabled"], for: id, "data-instance": t.id },
         h("input", { type: "radio", name: "instance_type", value: t.id, id, disabled: !ok, class: "choice-input" }),
         h("span", { class: "instance-name mono" }, t.id),
@@ -129,7 +132,8 @@ export async function trainView(main, params, query, isCurrent) {
         h("span", { class: "instance-price" }, `${formatUsd(t.price_per_hour)}/h`),
         h("span", { class: "instance-tags" },
           t.needs_quota_increase ? badge("quota increase", "warning", "New AWS accounts need a Service Quotas increase for this type") : null,
-          !ok ? badge("too small", "neutral") : null));
+          notAllowed ? badge("not allowed", "neutral", "This platform's administrator allows other instance types")
+            : (!ok ? badge("too small", "neutral") : null)));
     }));
     const keep = previous && fits.has(previous.value) ? previous.value
       : (fits.has(model.min_instance_type) ? model.min_instance_type : [...fits][0]);
