@@ -28,6 +28,15 @@ class AuthUnavailable(Unavailable):
         super().__init__("Could not check the API key right now; try again shortly.", code="auth_unavailable")
 
 
+def _service_token_refused(response: httpx.Response) -> bool:
+    if response.status_code != 401:
+        return False
+    try:
+        return bool(response.json()["error"]["code"] == "invalid_service_token")
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
 class AuthClient:
     def __init__(self, http: httpx.AsyncClient, auth_url: str, service_token: SecretStr | None,
                  timeout_s: float = 5.0) -> None:
@@ -47,6 +56,10 @@ class AuthClient:
         except httpx.HTTPError as exc:
             log.warning("API key exchange failed", extra={"error": repr(exc)})
             raise AuthUnavailable() from exc
+        if _service_token_refused(response):
+            # Not the caller's fault: this process and auth do not share one SERVICE_TOKEN (or it is unset).
+            log.error("auth refused the gateway's service credential: set the same SERVICE_TOKEN on both")
+            raise AuthUnavailable()
         if response.status_code in (400, 401):
             raise InvalidApiKey()
         if response.status_code != 200:

@@ -11,7 +11,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from services.gateway.auth_client import AuthClient
+from services.gateway.api_key_exchange import InvalidApiKey
+from services.gateway.auth_client import AuthClient, AuthUnavailable
 from shared.body_limit import BodyLimits
 from shared.service_token import HEADER, ServiceTokenMissing, require_service_token
 from shared.settings import ServiceSettings
@@ -114,3 +115,22 @@ async def test_the_gateway_shows_the_token_on_each_call_to_auth() -> None:
         await client.revoked_sessions(since=0)
         await client.exchange_api_key("sk-" + "a" * 48)
     assert [r.headers.get(HEADER) for r in seen] == [TOKEN, TOKEN]
+
+
+async def test_a_refused_service_token_is_the_platforms_fault_not_the_api_keys() -> None:
+    """A gateway and an auth that do not share SERVICE_TOKEN: a 503 (and an error in the log), never "Incorrect
+    API key" for a key that is fine."""
+
+    def auth(request: httpx.Request) -> httpx.Response:
+        if request.headers.get(HEADER) != TOKEN:
+            return httpx.Response(401, json={"error": {"message": "no", "type": "authentication_error",
+                                                       "param": None, "code": "invalid_service_token"}})
+        return httpx.Response(401, json={"error": {"message": "Incorrect API key provided.",
+                                                   "type": "authentication_error", "param": None,
+                                                   "code": "invalid_api_key"}})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(auth)) as http:
+        with pytest.raises(AuthUnavailable):
+            await AuthClient(http, "http://auth", SecretStr("another-deployments-token")).exchange_api_key("sk-a")
+        with pytest.raises(InvalidApiKey):
+            await AuthClient(http, "http://auth", SecretStr(TOKEN)).exchange_api_key("sk-a")
