@@ -38,5 +38,6 @@ async def fail_job(deps: Deps, job: Job, code: str, message: str, param: str | N
     error = {"code": code, "message": message, "param": param}
     if await deps.jobs.transition(job.job_id, "failed", error=error, finished_at=int(time.time()),
                                   billed_micros=billed_micros):
-        await record_event(deps, job, message, level="error", data={"error_code": code, "error_param": param})
+        # Announced first: a repeat finds the job failed and tells nothing again, whatever failed after the move.
         await announce(deps, job, "failed", error=error)
+        await record_event(deps, job, message, level="error", data={"error_code": code, "error_param": param})

@@ -100,8 +100,8 @@ async def _apply(job: Job, state: TrainingJobStateChanged, deps: Deps) -> None:
     status = state.TrainingJobStatus
     if status == "InProgress":
         if await deps.jobs.transition(job.job_id, "running"):
-            await record_event(deps, job, "Fine-tuning job started")
             await announce(deps, job, "running")
+            await record_event(deps, job, "Fine-tuning job started")
     elif status == "Completed":
         await _succeed(job, state, deps)
     elif status == "Failed":
@@ -113,8 +113,8 @@ async def _apply(job: Job, state: TrainingJobStateChanged, deps: Deps) -> None:
                            billed_micros=_billed(job, state, deps))
         elif await deps.jobs.transition(job.job_id, "cancelled", finished_at=int(time.time()),
                                         billed_micros=_billed(job, state, deps)):
-            await record_event(deps, job, "Fine-tuning job cancelled")
             await announce(deps, job, "cancelled")
+            await record_event(deps, job, "Fine-tuning job cancelled")
 
 
 async def _succeed(job: Job, state: TrainingJobStateChanged, deps: Deps) -> None:
@@ -130,11 +130,13 @@ async def _succeed(job: Job, state: TrainingJobStateChanged, deps: Deps) -> None
                                   billed_micros=_billed(job, state, deps),
                                   model_artifact=artifact, trained_tokens=int(tokens) if tokens is not None else None,
                                   result_files=[result_file.file_id]):
-        await record_event(deps, job, f"New fine-tuned model created: {name}")
-        await record_event(deps, job, "The job has successfully completed")
+        # Announced first: a redelivery finds the job succeeded and does nothing, so a failure after the move (the
+        # job's event records when DynamoDB throttles, say) must not lose what the results file and model wait on.
         await announce(deps, job, "succeeded", fine_tuned_model=name, model_artifact=artifact,
                        result_file=result_file, training_file=job.training_file,
                        validation_file=job.validation_file, created_at=int(time.time()))
+        await record_event(deps, job, f"New fine-tuned model created: {name}")
+        await record_event(deps, job, "The job has successfully completed")
         await _record_throughput(deps, job, state, tokens)
 
 
