@@ -58,6 +58,7 @@ class Config:
     sagemaker_cost_alarm_usd: int = 100
     google_client_id: str = ""
     serving_image_uri: str = ""  # empty: AWS's LMI image in `region` (deploy.aws.images.serving_image)
+    security_alert_email: str = ""  # subscribed to auth's security alerts; empty: nobody (subscribe later)
 
     @property
     def stack(self) -> str:
@@ -183,6 +184,7 @@ def parameters(config: Config, tag: str, *, exists: bool, log_groups_present: se
               value("AlarmEmail", config.alarm_email),
               value("SageMakerCostAlarmUsd", str(config.sagemaker_cost_alarm_usd)),
               value("GoogleClientId", config.google_client_id),
+              value("SecurityAlertEmail", config.security_alert_email),
               value("ServingImageUri", config.serving_image.uri),
               value("ServingImageRepositoryArn", config.serving_image.repository_arn)]
     if exists:

@@ -263,3 +263,17 @@ def test_every_task_gets_the_generated_service_token_as_a_secret(cfn: dict[str, 
     execution = cfn["Resources"]["TaskExecutionRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
     readable = next(s for s in execution if s["Sid"] == "ContainerSecrets")["Resource"]
     assert {"Ref": template.SERVICE_TOKEN_SECRET} in readable
+
+
+def test_security_alerts_are_encrypted_auths_to_publish_and_go_by_email_when_asked(cfn: dict[str, Any]) -> None:
+    topic_id = template.camel(resources.SECURITY_TOPIC) + "Topic"
+    assert cfn["Resources"][topic_id]["Properties"]["KmsMasterKeyId"] == {"Ref": messaging_key.LOGICAL_ID}
+    auth = {s["Sid"]: s for s in cfn["Resources"]["AuthTaskRole"]["Properties"]["Policies"][0]["PolicyDocument"][
+        "Statement"]}
+    assert {"Ref": topic_id} in auth["PublishOwnTopic"]["Resource"]
+    subscriptions = [r for r in of_type(cfn, "AWS::SNS::Subscription").values()
+                     if r["Properties"]["TopicArn"] == {"Ref": topic_id}]
+    assert [(s["Properties"]["Protocol"], s["Condition"]) for s in subscriptions] == [
+        ("email", "HasSecurityAlertEmail")]  # no queue: people read these
+    assert cfn["Parameters"]["SecurityAlertEmail"]["Default"] == ""
+    assert cfn["Outputs"]["SecurityAlertsTopicArn"] == {"Value": {"Ref": topic_id}}
