@@ -3,9 +3,9 @@ held, from its Content-Length when it declares one, else as its chunks arrive (a
 
 The check sits in front of every route, so it runs before anything parses or buffers the body (FastAPI reads a
 JSON body whole before the route's first line; the gateway's proxy streams it upstream). Past the limit the
-client gets the 413 at once, and the app reads a disconnect: whatever it does next is not sent. uvicorn reads
-a request body only as the app asks for it and drops what arrives after the response, so memory stays flat
-whatever the client sends.
+client gets the 413 at once (with `Connection: close`), and the app reads a disconnect: whatever it does next is
+not sent. uvicorn stops reading the socket while a little of the body waits unread, and drops what arrives
+after the response, so memory stays flat whatever the client sends.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from shared.errors import error_response
 
 log = logging.getLogger(__name__)
 
-MIB = 1024 * 1024
 _PARAM = re.compile(r"\{[^/{}]+\}")
 
 
@@ -53,7 +52,7 @@ class BodyLimits:
 
 
 async def _refuse(limit: int, scope: Scope, receive: Receive, send: Send) -> None:
-    # `Connection: close`: the rest of the body is not wanted; the client stops sending it.
+    # `Connection: close`: the rest of the body is not wanted; the connection is not reused after it.
     response = error_response(413, f"The request body is larger than this route's limit of {limit} bytes.",
                               "invalid_request_error", None, "request_too_large", {"Connection": "close"})
     await response(scope, receive, send)
