@@ -5,14 +5,22 @@ as `GET /api/catalog` shows them."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import openai
 import pytest
 
+from services.training.bootstrap import build_deps
+from services.training.limits import Limits, Usage
+from services.training.models import Job
+from services.training.settings import Settings
+from shared.aws import AwsClients
 from tests.support.accounts import bearer, register
 from tests.support.files import GOOD, upload
 from tests.support.servers import serve
@@ -26,7 +34,6 @@ SPEND_LIMIT_USD = 1.0
 def api(files_url: str) -> Iterator[str]:
     """training with limits, asking the real files service about files its projection has not heard of."""
     from services.training.app import build_app
-    from services.training.settings import Settings
 
     settings = Settings(files_url=files_url, max_active_jobs_per_user=MAX_ACTIVE,
                         monthly_spend_limit_usd=SPEND_LIMIT_USD, allowed_instance_types="ml.m5.large")
@@ -126,3 +133,32 @@ def test_an_instance_type_off_the_allow_list_is_a_400(api: str, auth_url: str, f
     assert refused.json()["error"]["param"] == "instance_type"
     shown = httpx.get(f"{api}/api/catalog", headers=bearer(session)).json()["limits"]
     assert shown["allowed_instance_types"] == ["ml.m5.large"]
+
+
+async def _end_a_job_twice(user_id: str) -> tuple[Usage, Usage, bool, bool]:
+    """A job made within limits, then ended by two writers (as a Completed event and a late Failed would): the
+    usage while it ran and after, and whether each ending was written."""
+    settings = Settings()
+    aws = AwsClients(settings)
+    try:
+        deps = await build_deps(aws, settings)
+        assert deps.usage is not None
+        now = datetime.now(UTC)
+        job = Job(job_id=f"ftjob-{os.urandom(12).hex()}", user_id=user_id, created_at=now.isoformat(),
+                  created_at_unix=int(now.timestamp()), model=TINY, training_file="file-x", hyperparameters={},
+                  seed=1, instance_type="ml.m5.large", reserved_micros=400_000)
+        await deps.usage.create_within(job, Limits(max_active_jobs=1, monthly_spend_limit_usd=1.0))
+        assert await deps.jobs.transition(job.job_id, "queued")  # not an end: nothing moves
+        running = await deps.usage.usage(user_id)
+        first = await deps.jobs.transition(job.job_id, "succeeded", billed_micros=123_456)
+        second = await deps.jobs.transition(job.job_id, "failed", billed_micros=999_999)
+        return running, await deps.usage.usage(user_id), first, second
+    finally:
+        await aws.close()
+
+
+def test_a_jobs_end_releases_its_reservation_and_counts_its_bill_once(provisioned: dict[str, Any]) -> None:
+    running, ended, first, second = asyncio.run(_end_a_job_twice(f"user-{os.urandom(6).hex()}"))
+    assert running == Usage(active_jobs=1, reserved_micros=400_000, billed_micros=0)
+    assert (first, second) == (True, False)
+    assert ended == Usage(active_jobs=0, reserved_micros=0, billed_micros=123_456)
