@@ -54,8 +54,10 @@ BUCKET_PREFIXES: dict[str, BucketPrefixes] = {
     "inference-reconciler": BucketPrefixes(owns=(EVALUATIONS,)),
 }
 
-# The SageMaker execution role (training jobs): its input channels (the normalised examples, or a file's original
-# JSONL where it was validated before normalising existed; a base model's copy), and its output, checkpoints and
-# merged model under the job's own prefix (read back when a spot job resumes from its checkpoints).
-SAGEMAKER_JOB_READS = (NORMALIZED, FILES, BASE_MODELS)
+# The SageMaker execution role (training jobs): its input channels (the normalised examples of the training and
+# validation files, a base model's copy), and its output, checkpoints and merged model under the job's own prefix
+# (read back when a spot job resumes from its checkpoints). Not files/: a job's files are validated ones, which
+# have normalised examples (TrainingFile.train_uri falls back to the original only for files validated before
+# normalising existed, which no deployment made since holds; such a file is uploaded again).
+SAGEMAKER_JOB_READS = (NORMALIZED, BASE_MODELS)
 SAGEMAKER_JOB_OWNS = (TRAINING_JOBS,)

@@ -304,7 +304,7 @@ class _Builder:
             {"Sid": "BucketListing", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": bucket_arn,
              "Condition": SAGEMAKER_LISTING},
             {"Sid": "BucketLocation", "Effect": "Allow", "Action": "s3:GetBucketLocation", "Resource": bucket_arn},
-            # Its input channels: the normalised examples (or a file's original JSONL), a base model's copy.
+            # Its input channels: the normalised examples of its files, a base model's copy (deploy.aws.bucket_access).
             {"Sid": "BucketInputs", "Effect": "Allow", "Action": "s3:GetObject", "Resource": reads},
             # Output, checkpoints (read back when a spot job resumes) and the merged model, under training-jobs/.
             {"Sid": "BucketOutputs", "Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],

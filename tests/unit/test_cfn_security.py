@@ -115,8 +115,7 @@ def test_the_prefixes_are_where_the_code_puts_its_objects() -> None:
 def test_training_jobs_read_their_inputs_and_write_only_under_training_jobs(cfn: dict[str, Any]) -> None:
     role = cfn["Resources"]["SageMakerExecutionRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
     statements = {s["Sid"]: s for s in role if "Sid" in s}
-    assert {_object_prefixes(r) for r in statements["BucketInputs"]["Resource"]} == {
-        "normalized/*", "files/*", "base-models/*"}
+    assert {_object_prefixes(r) for r in statements["BucketInputs"]["Resource"]} == {"normalized/*", "base-models/*"}
     assert statements["BucketInputs"]["Action"] == "s3:GetObject"
     assert {_object_prefixes(r) for r in statements["BucketOutputs"]["Resource"]} == {"training-jobs/*"}
     policy = {s["Sid"]: s for s in cfn["Resources"]["BucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]}
