@@ -103,6 +103,19 @@ def test_internal_routes_are_never_proxied(gateway_url: str) -> None:
         connection.close()
 
 
+def test_auths_internal_routes_answer_only_the_service_credential(auth_url: str, service_token: str) -> None:
+    """The network is not the boundary: a task that reaches auth directly still needs SERVICE_TOKEN."""
+    for headers in ({}, {"X-Service-Token": "a-guess"}, {"X-Service-Token": service_token[:-1]}):
+        refused = httpx.get(f"{auth_url}/internal/revocations", params={"since": 0}, headers=headers)
+        assert refused.status_code == 401
+        assert refused.json()["error"]["code"] == "invalid_service_token"
+    refused = httpx.post(f"{auth_url}/internal/api-keys/exchange", json={"key": "sk-" + "a" * 48})
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_service_token"
+    allowed = httpx.get(f"{auth_url}/internal/revocations", params={"since": 0},
+                        headers={"X-Service-Token": service_token})
+    assert allowed.status_code == 200 and "sessions" in allowed.json()
+
+
 def test_the_gateway_keeps_no_cookie_of_one_client_for_another(gateway_url: str) -> None:
     first = httpx.post(f"{gateway_url}/auth/register",
                        json={"email": f"cookie-{uuid.uuid4().hex[:8]}@example.com", "password": "a long password"})
