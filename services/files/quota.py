@@ -12,6 +12,7 @@ tombstone (`deleted_at`), so that an upload in flight when the account went cann
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -26,6 +27,9 @@ class QuotaExceeded(PayloadTooLarge):
     def __init__(self, quota: int) -> None:
         super().__init__(f"Storing this file would exceed your storage quota of {quota} bytes. "
                          "Delete files you no longer need and try again.", param="file", code="quota_exceeded")
+
+
+CONFLICT_ATTEMPTS = 5  # a transaction that met another on the same item is tried this often
 
 
 class TooManyOpenUploads(APIError):
@@ -81,6 +85,24 @@ class UsageStore:
                                                         if n in expression + condition},
                            "ExpressionAttributeValues": values}}
 
+    async def _transact(self, items: list[dict[str, Any]]) -> None:
+        await self._retrying(lambda: self._db.transact_write_items(TransactItems=items))
+
+    async def _retrying(self, write: Callable[[], Awaitable[Any]]) -> None:
+        """One write, tried again while it only met a transaction on the same item (a user's uploads starting and
+        ending at once share the usage item); a failed condition is raised at once."""
+        for attempt in range(CONFLICT_ATTEMPTS):
+            try:
+                await write()
+                return
+            except self._db.exceptions.TransactionConflictException:
+                if attempt == CONFLICT_ATTEMPTS - 1:
+                    raise
+            except self._db.exceptions.TransactionCanceledException as exc:
+                if set(_cancelled(exc)) - {"None"} != {"TransactionConflict"} or attempt == CONFLICT_ATTEMPTS - 1:
+                    raise
+            await asyncio.sleep(0.02 * 2 ** attempt)
+
     async def deleted(self, user_id: str) -> bool:
         item = (await self._db.get_item(TableName=self._table, Key=self._key(user_id),
                                         ConsistentRead=True)).get("Item")
@@ -99,11 +121,11 @@ class UsageStore:
         if n == 0:
             return
         try:
-            await self._db.update_item(
+            await self._retrying(lambda: self._db.update_item(
                 TableName=self._table, Key=self._key(user_id), UpdateExpression="ADD #b :n",
                 ConditionExpression="(attribute_not_exists(#b) OR #b <= :ceiling) AND attribute_not_exists(deleted_at)",
                 ExpressionAttributeNames={"#b": "bytes"},
-                ExpressionAttributeValues={":n": {"N": str(n)}, ":ceiling": {"N": str(ceiling)}})
+                ExpressionAttributeValues={":n": {"N": str(n)}, ":ceiling": {"N": str(ceiling)}}))
         except self._db.exceptions.ConditionalCheckFailedException as exc:
             if await self.deleted(user_id):
                 raise AccountDeleted() from exc
@@ -114,10 +136,10 @@ class UsageStore:
         if not n:
             return
         try:
-            await self._db.update_item(TableName=self._table, Key=self._key(user_id), UpdateExpression="ADD #b :n",
-                                       ConditionExpression="attribute_not_exists(deleted_at)",
-                                       ExpressionAttributeNames={"#b": "bytes"},
-                                       ExpressionAttributeValues={":n": {"N": str(-n)}})
+            await self._retrying(lambda: self._db.update_item(
+                TableName=self._table, Key=self._key(user_id), UpdateExpression="ADD #b :n",
+                ConditionExpression="attribute_not_exists(deleted_at)", ExpressionAttributeNames={"#b": "bytes"},
+                ExpressionAttributeValues={":n": {"N": str(-n)}}))
         except self._db.exceptions.ConditionalCheckFailedException:
             pass
 
@@ -131,7 +153,7 @@ class UsageStore:
         put = {"Put": {"TableName": self._files_table, "Item": record_item(record),
                        "ConditionExpression": "attribute_not_exists(file_id)"}}
         try:
-            await self._db.transact_write_items(TransactItems=[put, check])
+            await self._transact([put, check])
         except self._db.exceptions.TransactionCanceledException as exc:
             if _cancelled(exc)[1:2] == ["ConditionalCheckFailed"]:
                 raise AccountDeleted() from exc
@@ -148,7 +170,7 @@ class UsageStore:
         count = self._update(record.user_id, "ADD #o :one", {":one": {"N": "1"}, ":max": {"N": str(max_open)}},
                              "attribute_not_exists(#o) OR #o < :max")
         try:
-            await self._db.transact_write_items(TransactItems=[put, count])
+            await self._transact([put, count])
         except self._db.exceptions.TransactionCanceledException as exc:
             if _cancelled(exc)[1:2] == ["ConditionalCheckFailed"]:
                 if await self.deleted(record.user_id):
@@ -166,10 +188,11 @@ class UsageStore:
             "ExpressionAttributeValues": {":uploaded": {"S": "uploaded"}, ":uploading": {"S": "uploading"},
                                           ":u": {"S": user_id}}}}
         try:
-            await self._db.transact_write_items(
-                TransactItems=[record, self._update(user_id, "ADD #o :minus", {":minus": {"N": "-1"}})])
-        except self._db.exceptions.TransactionCanceledException:
-            return False
+            await self._transact([record, self._update(user_id, "ADD #o :minus", {":minus": {"N": "-1"}})])
+        except self._db.exceptions.TransactionCanceledException as exc:
+            if "ConditionalCheckFailed" in _cancelled(exc):
+                return False
+            raise
         return True
 
     async def remove_file(self, file_id: str, user_id: str, n: int, *, status: str | None = None) -> bool:
@@ -193,9 +216,11 @@ class UsageStore:
         elif n:
             items.append(self._update(user_id, "ADD #b :n", {":n": {"N": str(-n)}}))
         try:
-            await self._db.transact_write_items(TransactItems=items)
-        except self._db.exceptions.TransactionCanceledException:
-            return False
+            await self._transact(items)
+        except self._db.exceptions.TransactionCanceledException as exc:
+            if "ConditionalCheckFailed" in _cancelled(exc):
+                return False
+            raise
         return True
 
     async def forget(self, user_id: str) -> None:

@@ -16,7 +16,16 @@ from services.files.filenames import clean_filename, content_disposition
 from services.files.models import FileRecord
 from services.files.multipart_form import StreamedForm
 from services.files.object_keys import stored_keys
-from services.files.quota import QuotaExceeded, Reservation, reservation_step, usage_ceiling
+from services.files.quota import (
+    CONFLICT_ATTEMPTS,
+    AccountDeleted,
+    QuotaExceeded,
+    Reservation,
+    TooManyOpenUploads,
+    UsageStore,
+    reservation_step,
+    usage_ceiling,
+)
 from shared.contracts.auth_events import USER_DELETED
 from shared.contracts.files_events import FILE_UPLOADED
 from shared.contracts.training_events import JOB_SUCCEEDED
@@ -226,3 +235,82 @@ def test_the_worker_routes_each_consumed_event_to_its_handler() -> None:
     assert {t: r.handler for t, r in table.items()} == {
         FILE_UPLOADED: event_handlers.validate_file, USER_DELETED: event_handlers.delete_user_data,
         JOB_SUCCEEDED: event_handlers.register_results_file}
+
+
+class _Cancelled(Exception):
+    def __init__(self, *codes: str) -> None:
+        super().__init__("cancelled")
+        self.response = {"CancellationReasons": [{"Code": c} for c in codes]}
+
+
+class _Conflict(Exception):
+    pass
+
+
+class _ConditionFailed(Exception):
+    pass
+
+
+class FakeDynamo:
+    """The usage table's client, failing each call with the next of `failures` (then succeeding)."""
+
+    class exceptions:
+        TransactionCanceledException = _Cancelled
+        TransactionConflictException = _Conflict
+        ConditionalCheckFailedException = _ConditionFailed
+
+    def __init__(self, *failures: Exception, item: dict[str, Any] | None = None) -> None:
+        self.failures = list(failures)
+        self.item = item or {}
+        self.writes: list[dict[str, Any]] = []
+
+    async def _write(self, **request: Any) -> dict[str, Any]:
+        self.writes.append(request)
+        if self.failures:
+            raise self.failures.pop(0)
+        return {}
+
+    transact_write_items = update_item = _write
+
+    async def get_item(self, **_: Any) -> dict[str, Any]:
+        return {"Item": self.item} if self.item else {}
+
+
+def _record() -> FileRecord:
+    return FileRecord(file_id="file-1", user_id="u", filename="a.jsonl", purpose="fine-tune", bytes=10,
+                      created_at=1, status="uploading", s3_key="files/u/file-1", upload_id="up")
+
+
+def test_a_write_that_met_another_transaction_is_tried_again() -> None:
+    db = FakeDynamo(_Cancelled("None", "TransactionConflict"), _Cancelled("TransactionConflict", "None"))
+    assert asyncio.run(UsageStore(db, "usage", "files").finish_upload("file-1", "u")) is True
+    assert len(db.writes) == 3
+    db = FakeDynamo(_Conflict())
+    asyncio.run(UsageStore(db, "usage", "files").release("u", 5))
+    assert len(db.writes) == 2
+
+
+def test_a_failed_condition_is_not_tried_again() -> None:
+    db = FakeDynamo(_Cancelled("None", "ConditionalCheckFailed"))
+    with pytest.raises(TooManyOpenUploads) as refused:
+        asyncio.run(UsageStore(db, "usage", "files").open_upload(_record(), 5))
+    assert len(db.writes) == 1 and refused.value.status_code == 429 and refused.value.code == "too_many_open_uploads"
+    db = FakeDynamo(_Cancelled("None", "ConditionalCheckFailed"), item={"deleted_at": {"N": "1"}})
+    with pytest.raises(AccountDeleted):
+        asyncio.run(UsageStore(db, "usage", "files").open_upload(_record(), 5))
+    db = FakeDynamo(*[_Cancelled("TransactionConflict")] * CONFLICT_ATTEMPTS)
+    with pytest.raises(_Cancelled):  # a conflict that does not clear is an error, not a silent False
+        asyncio.run(UsageStore(db, "usage", "files").finish_upload("file-1", "u"))
+
+
+def test_opening_an_upload_counts_it_with_its_record_in_one_transaction() -> None:
+    db = FakeDynamo()
+    asyncio.run(UsageStore(db, "usage", "files").open_upload(_record(), 5))
+    [request] = db.writes
+    put, count = request["TransactItems"]
+    assert put["Put"]["TableName"] == "files" and put["Put"]["Item"]["file_id"] == {"S": "file-1"}
+    update = count["Update"]
+    assert update["TableName"] == "usage" and update["UpdateExpression"] == "ADD #o :one"
+    assert update["ExpressionAttributeNames"] == {"#o": "open_uploads"}  # only the names it uses
+    assert update["ConditionExpression"] == ("(attribute_not_exists(#o) OR #o < :max) "
+                                             "AND attribute_not_exists(deleted_at)")
