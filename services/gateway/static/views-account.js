@@ -72,7 +72,7 @@ export async function accountView(main, params, query, isCurrent) {
   const signOutBtn = h("button", { type: "button", class: "btn btn-secondary" }, "Sign out");
   const deleteBtn = h("button", { type: "button", class: "btn btn-danger" }, "Delete account");
 
-  main.append(pageHeader("Account", "Your profile, API keys and session."),
+  main.append(pageHeader("Account", "Your profile, password, API keys, session and security activity."),
     h("div", { class: "grid grid-2" }, card("Profile", profileHost),
       card("Session", h("p", { class: "muted" }, "Signing out ends this session on every server within seconds."), signOutBtn)),
     card("API keys", h("p", { class: "muted" }, "Use an API key as the openai SDK's api_key with base_url ",
