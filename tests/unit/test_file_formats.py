@@ -32,9 +32,9 @@ def validate(data: bytes, filename: str = "upload", *, fmt: str | None = None, l
     """The report of `data`, and the normalised examples written (parsed back)."""
     written: list[bytes] = []
 
-    async def sink(line: bytes) -> None:
-        assert line.endswith(b"\n") and b"\n" not in line[:-1]
-        written.append(line)
+    async def sink(data: bytes) -> None:  # whole lines, one or more a call
+        assert data.endswith(b"\n")
+        written.extend(data.splitlines())
 
     report = asyncio.run(validate_stream(_chunks(data, chunk), filename=filename, requested_format=fmt,
                                          limits=limits or Limits(), sink=sink))
@@ -378,8 +378,11 @@ def test_errors_past_the_first_hundred_are_counted_not_listed() -> None:
 
 
 def test_once_an_error_is_found_no_more_normalised_lines_are_written() -> None:
-    _, examples = validate(_chat_line(1) + b"{nope\n" + _chat_line(2))
-    assert len(examples) == 1
+    # Lines are handed on a chunk at a time (after the head that detection reads): with a chunk a line long, the
+    # lines before the error are written (but the one that shares the error's chunk), none from it on.
+    good = b"".join(_chat_line(i) for i in range(1000, 2000))  # lines of one length, past the head
+    written = validate(good + b"{nope\n" + _chat_line(9999), chunk=len(_chat_line(1000)))[1]
+    assert len(written) >= 999 and written == validate(good)[1][:len(written)]
 
 
 def test_warnings_for_few_long_and_duplicate_examples() -> None:

@@ -36,6 +36,17 @@ def test_an_overlong_line_is_reported_not_held() -> None:
     assert _split(data, 16, limit=100) == [(1, b"ok"), (2, None), (3, b"after")]
 
 
+def test_lines_match_a_plain_split_whatever_the_chunks() -> None:
+    """Lines come a chunk's worth at a time; however the stream is cut, they are the file's lines, each over the
+    limit as None (at the limit kept), and a last line without a newline kept."""
+    rows = [b"", b"a", b"x" * 10, b"y" * 11, b"z" * 30, b"", b"\r", b"b" * 9]
+    for trailing in (b"", b"\n"):
+        data = b"\n".join(rows) + trailing
+        expected = [(n, row if len(row) <= 10 else None) for n, row in enumerate(rows, 1)]
+        for size in (1, 2, 5, 10, 11, 12, 64, 1000):
+            assert _split(data, size, limit=10) == expected, (size, trailing)
+
+
 def _example(*messages: tuple[str, str]) -> bytes:
     return json.dumps({"messages": [{"role": r, "content": c} for r, c in messages]}).encode()
 

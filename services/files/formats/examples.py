@@ -221,6 +221,30 @@ def normalise(record: Mapping[str, Any], layout: Layout) -> dict[str, Any]:
     return example
 
 
+_PLAIN_MESSAGE_KEYS = frozenset({"role", "content"})
+_ROLE_SET = frozenset(ROLES)
+
+
+def plain_chat(record: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The example of a chat record whose messages need no change (roles known, text content, nothing else:
+    most lines of most files), found in one pass; None for any other record, which `normalise` then reads
+    (and explains). The same example `normalise` gives, holding the record's own messages."""
+    messages = record.get("messages")
+    if type(messages) is not list or not messages:
+        return None
+    has_reply = False
+    for message in messages:
+        if type(message) is not dict or message.keys() != _PLAIN_MESSAGE_KEYS:
+            return None
+        role, content = message["role"], message["content"]
+        if type(role) is not str or role not in _ROLE_SET or type(content) is not str or not content.strip():
+            return None
+        has_reply = has_reply or role == "assistant"
+    if not has_reply or messages[0]["role"] == "assistant":
+        return None
+    return {"type": "chat", "messages": messages}
+
+
 def is_verbatim_chat(record: Mapping[str, Any], example: Mapping[str, Any]) -> bool:
     """Whether `example` is `record` with only `"type": "chat"` added: an OpenAI chat line whose messages
     needed no change (so its own bytes can stand for it in the normalised file)."""

@@ -10,25 +10,31 @@ from typing import Any, NoReturn
 from services.files.formats.detect import BOM, HEAD_BYTES, detect, unreadable
 from services.files.formats.examples import (
     LAYOUT_HELP,
+    LAYOUTS_BY_NAME,
     ExampleError,
     Layout,
     is_verbatim_chat,
     layout_of,
     normalise,
+    plain_chat,
 )
 from services.files.formats.readers import (
     JsonDocumentError,
     JsonElements,
     TextChunker,
     csv_records,
+    line_batches,
     lines,
     nesting_exceeds,
 )
 from services.files.formats.validation_report import Limits, Location, Report, ReportBuilder
 
+# Where the normalised examples go: whole lines, several a call (those one chunk of the file made).
 Sink = Callable[[bytes], Awaitable[None]]
-# Each good example, with its normalised line when the reader has it already (else it is encoded).
-Examples = AsyncIterator[tuple[Location, dict[str, Any], bytes | None]]
+# Each good example, with its normalised line when the reader has it already (else it is encoded); a reader
+# hands them on in batches (what one chunk of the file held), so that an example costs no `await` of its own.
+Example = tuple[Location, dict[str, Any], bytes | None]
+Examples = AsyncIterator[list[Example]]
 _INVALID = object()
 
 
@@ -37,6 +43,7 @@ def _reject_constant(name: str) -> NoReturn:
 
 
 _CHAT_PREFIX = b'{"type":"chat",'
+_CHAT = LAYOUTS_BY_NAME["chat"]
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)  # built once: json.loads with options builds one a call
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
@@ -76,7 +83,14 @@ class _Records:
             kind = "a list" if isinstance(record, list) else f"a JSON {type(record).__name__}"
             report.error(where, "wrong_type", f"is {kind}; each example must be a JSON object.")
             return None
-        layout = layout_of(record)
+        only_messages = len(record) == 1 and "messages" in record
+        if only_messages and (self._layout is None or self._layout is _CHAT):
+            example = plain_chat(record)  # most lines of most files: no layout search, no copy
+            if example is not None:
+                if self._layout is None:
+                    self._layout, report.layout = _CHAT, _CHAT.name
+                return example, self._verbatim_line(raw)
+        layout = _CHAT if only_messages else layout_of(record)
         if layout is None:
             report.error(where, "unknown_format", f"matches no known example layout; expected {LAYOUT_HELP}.")
             return None
@@ -91,14 +105,19 @@ class _Records:
             return None
         if self._layout is None:
             self._layout, report.layout = layout, layout.name
-        extra = record.keys() - layout.keys
+        extra = None if only_messages else record.keys() - layout.keys
         if extra:
             report.ignored(extra)
+        return example, self._verbatim_line(raw) if is_verbatim_chat(record, example) else None
+
+    @staticmethod
+    def _verbatim_line(raw: bytes) -> bytes | None:
+        """The normalised line of a chat record that needed no change: its own bytes with the type added."""
         body = raw.strip()
         # Not when escapes may hide lone surrogates, nor for a pretty-printed JSON element (its newlines).
-        if is_verbatim_chat(record, example) and b"\\u" not in body and b"\n" not in body:
-            return example, _CHAT_PREFIX + body[1:]
-        return example, None
+        if b"\\u" in body or b"\n" in body:
+            return None
+        return _CHAT_PREFIX + body[1:]
 
 
 def _too_long(report: ReportBuilder, where: Location) -> None:
@@ -107,15 +126,19 @@ def _too_long(report: ReportBuilder, where: Location) -> None:
 
 async def _jsonl(chunks: AsyncIterator[bytes], report: ReportBuilder) -> Examples:
     records = _Records(report)
-    async for line_no, raw in lines(chunks, report.limits.max_line_bytes):
-        where = Location(line_no)
-        if raw is None:
-            _too_long(report, where)
-        elif raw.strip():
-            record = _parse_json(raw, where, report)
-            result = None if record is _INVALID else records.example(where, record, raw)
-            if result is not None:
-                yield where, *result
+    async for batch in line_batches(chunks, report.limits.max_line_bytes):
+        examples: list[Example] = []
+        for line_no, raw in batch:
+            where = Location(line_no)
+            if raw is None:
+                _too_long(report, where)
+            elif raw.strip():
+                record = _parse_json(raw, where, report)
+                result = None if record is _INVALID else records.example(where, record, raw)
+                if result is not None:
+                    examples.append((where, *result))
+        if examples:
+            yield examples
 
 
 async def _json(chunks: AsyncIterator[bytes], report: ReportBuilder) -> Examples:
@@ -144,7 +167,7 @@ async def _json(chunks: AsyncIterator[bytes], report: ReportBuilder) -> Examples
             record = _parse_json(item.data, where, report)
             result = None if record is _INVALID else records.example(where, record, item.data)
             if result is not None:
-                yield where, *result
+                yield [(where, *result)]
 
 
 def _csv_record(header: list[str], fields: list[str], layout: Layout, where: Location,
@@ -202,7 +225,7 @@ async def _csv(chunks: AsyncIterator[bytes], report: ReportBuilder) -> Examples:
         if record is _INVALID:
             continue
         try:
-            yield where, normalise(record, layout), None
+            yield [(where, normalise(record, layout), None)]
         except ExampleError as exc:
             report.invalid(where, exc)
 
@@ -223,9 +246,9 @@ async def _txt(chunks: AsyncIterator[bytes], report: ReportBuilder) -> Examples:
             report.error(Location(line_no), "binary_content", "holds a NUL byte: binary data, not text.")
             continue
         for start, chunk in chunker.add(line_no, text):
-            yield Location(start), {"type": "text", "text": chunk}, None
+            yield [(Location(start), {"type": "text", "text": chunk}, None)]
     for start, chunk in chunker.close():
-        yield Location(start), {"type": "text", "text": chunk}, None
+        yield [(Location(start), {"type": "text", "text": chunk}, None)]
 
 
 READERS: dict[str, Callable[[AsyncIterator[bytes], ReportBuilder], Examples]] = {
@@ -270,13 +293,18 @@ async def validate_stream(chunks: AsyncIterator[bytes], *, filename: str, reques
         report.file_error(problem.code, problem.message)
         return report.finish(format=requested_format, format_source="requested" if requested_format else "detected")
     file_format = requested_format or detect(head, filename, complete=complete)
-    async for where, example, normalised in READERS[file_format](stream, report):
-        try:
-            line = normalised or encode(example)
-        except UnicodeEncodeError:
-            report.error(where, "invalid_utf8", "holds an unpaired surrogate escape (\\ud800-\\udfff).")
-            continue
-        report.example(where, example, line)
-        if sink is not None and not report.has_errors:
-            await sink(line + b"\n")
+    async for batch in READERS[file_format](stream, report):
+        out: list[bytes] = []
+        for where, example, normalised in batch:
+            try:
+                line = normalised or encode(example)
+            except UnicodeEncodeError:
+                report.error(where, "invalid_utf8", "holds an unpaired surrogate escape (\\ud800-\\udfff).")
+                continue
+            report.example(where, example, line)
+            if not report.has_errors:  # the lines before the first error, and none after
+                out.append(line)
+        if sink is not None and out:
+            out.append(b"")
+            await sink(b"\n".join(out))
     return report.finish(format=file_format, format_source="requested" if requested_format else "detected")

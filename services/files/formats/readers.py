@@ -14,30 +14,46 @@ _STRING_STOP = re.compile(rb'["\\]')
 _SCALAR_END = re.compile(rb"[,\]} \t\r\n]")
 
 
-async def lines(chunks: AsyncIterator[bytes], max_line_bytes: int) -> AsyncIterator[tuple[int, bytes | None]]:
-    """Split a byte stream into numbered lines; a line over the limit is yielded as None, never held."""
+async def line_batches(chunks: AsyncIterator[bytes],
+                       max_line_bytes: int) -> AsyncIterator[list[tuple[int, bytes | None]]]:
+    """Split a byte stream into numbered lines, handed on as the lines each chunk completes (one list per
+    chunk: a few hundred lines cross one `await` rather than one each); a line over the limit comes as None,
+    never held."""
     buffer = bytearray()
     line_no, skipping = 1, False
     async for chunk in chunks:
-        start = 0
-        while True:
-            end = chunk.find(b"\n", start)
-            if end < 0:
-                if not skipping:
-                    buffer += chunk[start:]
-                    if len(buffer) > max_line_bytes:
-                        buffer.clear()
-                        skipping = True
-                break
-            if not skipping:
-                buffer += chunk[start:end]
-            yield line_no, (None if skipping or len(buffer) > max_line_bytes else bytes(buffer))
+        pieces = chunk.split(b"\n")
+        tail = pieces.pop()  # the start of a line the next chunk goes on with
+        if pieces:
+            first = pieces[0]
+            if skipping:
+                first_line = None
+            elif buffer:
+                buffer += first
+                first_line = None if len(buffer) > max_line_bytes else bytes(buffer)
+            else:
+                first_line = None if len(first) > max_line_bytes else first
+            batch: list[tuple[int, bytes | None]] = [(line_no, first_line)]
+            for number, piece in enumerate(pieces[1:], line_no + 1):
+                batch.append((number, None if len(piece) > max_line_bytes else piece))
+            line_no += len(pieces)
             buffer.clear()
             skipping = False
-            line_no += 1
-            start = end + 1
+            yield batch
+        if not skipping:
+            buffer += tail
+            if len(buffer) > max_line_bytes:
+                buffer.clear()
+                skipping = True
     if buffer or skipping:
-        yield line_no, None if skipping else bytes(buffer)
+        yield [(line_no, None if skipping else bytes(buffer))]
+
+
+async def lines(chunks: AsyncIterator[bytes], max_line_bytes: int) -> AsyncIterator[tuple[int, bytes | None]]:
+    """Split a byte stream into numbered lines; a line over the limit is yielded as None, never held."""
+    async for batch in line_batches(chunks, max_line_bytes):
+        for item in batch:
+            yield item
 
 
 async def csv_records(chunks: AsyncIterator[bytes], max_bytes: int) -> AsyncIterator[tuple[int, bytes | None]]:
