@@ -10,7 +10,7 @@ import pytest
 from tests.support.fault_cluster import FaultCluster, fault_cluster
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def faults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultCluster]:
     with fault_cluster(tmp_path_factory.mktemp("faults")) as cluster:
         yield cluster
