@@ -8,11 +8,17 @@ deletion first notes each such job here, in the jobs table under keys no index l
   deleted again, whatever it uploaded meanwhile, and the note goes (sagemaker_state.py);
 - `deleted-user#{user_id}` (the set of those job ids): the stops the deletion still owes, read again when the
   deletion's message is retried, and removed once every stop was answered.
+
+A job that never reached SageMaker sends no end, so its note carries `expires_at`, past the longest a training job
+can run (SageMaker's cap is 28 days), for the table's TTL to remove it where the table has one.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
+
+NOTE_LIFETIME_S = 30 * 24 * 3600
 
 
 def _job_key(job_id: str) -> dict[str, Any]:
@@ -30,7 +36,9 @@ class DeletedJobsStore:
 
     async def remember(self, user_id: str, job_ids: list[str]) -> None:
         for job_id in job_ids:
-            await self._db.put_item(TableName=self._table, Item={**_job_key(job_id), "owner": {"S": user_id}})
+            await self._db.put_item(TableName=self._table, Item={
+                **_job_key(job_id), "owner": {"S": user_id},
+                "expires_at": {"N": str(int(time.time()) + NOTE_LIFETIME_S)}})
         if job_ids:
             await self._db.update_item(TableName=self._table, Key=_user_key(user_id), UpdateExpression="ADD #j :j",
                                        ExpressionAttributeNames={"#j": "jobs"},
