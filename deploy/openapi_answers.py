@@ -115,7 +115,7 @@ class Answers:
 
 
 LIMITED = "Too many attempts from this address or for this account: wait for Retry-After."
-WRONG_PASSWORD = "The password given to confirm is wrong (or the access token is bad)."
+NOT_CONFIRMED = "The password given to confirm is wrong (or the access token is bad)."
 CSRF = "The refresh cookie came without its CSRF token, or from another site."
 TOO_LARGE = "The file is larger than the limit, or storing it would exceed the storage quota."
 NOT_READY = "The file is not processed (still being validated, or it failed validation)."
@@ -135,8 +135,8 @@ OPERATIONS: dict[tuple[str, str], Answers] = {
     ("POST", "/auth/refresh"): Answers("Session", {401: "No session to refresh, or it ended.", 403: CSRF}),
     ("POST", "/auth/logout"): Answers(None, {401: "The refresh cookie's secret is wrong.", 403: CSRF}),
     ("GET", "/auth/me"): Answers("User", {404: "The account was deleted."}),
-    ("DELETE", "/auth/me"): Answers(None, {401: WRONG_PASSWORD, 404: "The account was deleted.", 429: LIMITED}),
-    ("POST", "/auth/password"): Answers(None, {401: WRONG_PASSWORD, 404: "The account was deleted.", 429: LIMITED}),
+    ("DELETE", "/auth/me"): Answers(None, {401: NOT_CONFIRMED, 404: "The account was deleted.", 429: LIMITED}),
+    ("POST", "/auth/password"): Answers(None, {401: NOT_CONFIRMED, 404: "The account was deleted.", 429: LIMITED}),
     ("GET", "/api/audit"): Answers("AuditEventList"),
     ("GET", "/auth/api-keys"): Answers("ApiKeyList"),
     ("POST", "/auth/api-keys"): Answers("CreatedApiKey"),
