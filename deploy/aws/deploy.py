@@ -30,7 +30,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError, WaiterError
 
-from deploy.aws import iam, images, template
+from deploy.aws import iam, images, stack_parameters, template
 from shared.contracts import resources
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -297,7 +297,7 @@ def deploy(config: Config, *, dry_run: bool, env: dict[str, str], say: Say = pri
                          f"deploy-{tag}", say)
     else:
         say("   would create the change set, print its changes, execute it and wait for the stack")
-    billing = template.render(template.billing_template())
+    billing = template.render(stack_parameters.billing_template())
     if config.region != BILLING_REGION:
         say(f"5. cost alarm: billing metrics live in {BILLING_REGION}, so stack {config.billing_stack} there")
         billing_params = [{"ParameterKey": "AlarmEmail", "ParameterValue": config.alarm_email},

@@ -2,12 +2,13 @@
 
 Tables, bucket, topics, queues, subscriptions, rules and log groups come from the one resource description the
 local cluster provisions too, so an addition there reaches AWS without a second list to keep in step. Around
-them: the SageMaker execution role (training jobs) and serving role (endpoints), one least-privilege task role
-per process (`deploy.aws.iam`), each limited to its prefixes of the bucket (`deploy.aws.bucket_access`), the KMS key
-the topics are encrypted with (`deploy.aws.messaging_key`), Secrets Manager secrets (the service token every task
-gets), ECS Fargate services per process (`deploy.aws.processes`), a security group per process
-(`deploy.aws.network`), an HTTPS load balancer in front of the gateway only, per-process scaling, and the
-SageMaker cost alarm.
+them: the bucket's settings and policy (`deploy.aws.storage`), the SageMaker execution role (training jobs) and
+serving role (endpoints) (`deploy.aws.sagemaker_roles`), one least-privilege task role per process
+(`deploy.aws.iam`), each limited to its prefixes of the bucket (`deploy.aws.bucket_access`), the KMS key the topics
+are encrypted with (`deploy.aws.messaging_key`), Secrets Manager secrets (the service token every task gets), ECS
+Fargate services per process (`deploy.aws.processes`), a security group per process and an HTTPS load balancer
+in front of the gateway only (`deploy.aws.network`), per-process scaling (`deploy.aws.scaling`), and the
+parameters and alarms (`deploy.aws.stack_parameters`).
 
 Each service's environment is derived from its Settings class: a setting whose default is a resource's local
 name (`DYNAMODB_USERS_TABLE` defaults to `llm-tuner-users`) gets that resource's deployed name. So a new table
@@ -26,56 +27,19 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from deploy.aws import bucket_access, iam, images, messaging_key, network
+from deploy.aws import iam, images, messaging_key, network, sagemaker_roles, scaling, stack_parameters, storage
+from deploy.aws.cfn import Json, get_att, ref, sub
 from deploy.aws.processes import PROCESSES, SERVICES, Process, api_of
 from shared.contracts import resources as res
 from shared.contracts.resources import Queue, Resources, Table
-
-Json = dict[str, Any]
 
 TEMPLATE_FILE = Path(__file__).with_name("llm-tuner.template.json")
 CONTAINER_USER = "10001"  # the image's non-root user (deploy/docker/service.Dockerfile)
 HEALTHCHECK = ["CMD", "python", "/app/deploy/docker/healthcheck.py"]
 # Read-only root file system: the only writable place is an ephemeral /tmp (multipart spooling, temp files).
 TMP_VOLUME = "tmp"
-# SageMaker writes training metrics to CloudWatch under this namespace, as the execution role.
-SAGEMAKER_METRICS_NAMESPACE = "/aws/sagemaker/TrainingJobs"
-# ...and endpoints' instance and inference-component utilisation under these, as the serving role.
-SERVING_METRICS_NAMESPACES = ["/aws/sagemaker/Endpoints", "/aws/sagemaker/InferenceComponents"]
-# Each endpoint logs to a group of its own, `/aws/sagemaker/Endpoints/<endpoint name>`, which SageMaker creates.
-SERVING_LOG_GROUP_PREFIX = "/aws/sagemaker/Endpoints/"
-# What endpoints load from the bucket: the copies of base models (services/training/catalog.json's
-# artifact_prefix) and the adapters, each job's `training-jobs/{user}/{job}/output/model.tar.gz`.
-BASE_MODELS_PREFIX = bucket_access.BASE_MODELS
-ADAPTER_OBJECTS = f"{bucket_access.TRAINING_JOBS}*/output/model.tar.gz"
-# Browsers PUT direct-upload parts to presigned URLs and read back each part's ETag (deploy/local/provision.py).
-CORS_RULE = {"AllowedMethods": ["PUT"], "AllowedHeaders": ["*"], "ExposedHeaders": ["ETag"], "MaxAge": 3600}
 SERVICE_TOKEN_SECRET = "ServiceTokenSecret"  # noqa: S105 (a logical id, not a secret)
 SERVICE_TOKEN_LENGTH = 64  # letters and digits: about 380 bits
-# Training jobs list only their own prefixes (a channel's S3Prefix, checkpoints).
-SAGEMAKER_LISTING = {"StringLike": {"s3:prefix": [p + "*" for p in (*bucket_access.SAGEMAKER_JOB_READS,
-                                                                    *bucket_access.SAGEMAKER_JOB_OWNS)]}}
-
-
-def sagemaker_job_objects(bucket_arn: Json) -> tuple[list[Json], list[Json]]:
-    """What training jobs read, and their own objects (output, checkpoints), as object ARNs by prefix."""
-    def objects(prefixes: tuple[str, ...]) -> list[Json]:
-        return [{"Fn::Join": ["", [bucket_arn, f"/{p}*"]]} for p in prefixes]
-
-    return objects(bucket_access.SAGEMAKER_JOB_READS), objects(bucket_access.SAGEMAKER_JOB_OWNS)
-
-
-def sub(text: str) -> Any:
-    """Fn::Sub where the text has variables, the text itself where it has none."""
-    return {"Fn::Sub": text} if "${" in text else text
-
-
-def ref(name: str) -> Json:
-    return {"Ref": name}
-
-
-def get_att(logical_id: str, attribute: str) -> Json:
-    return {"Fn::GetAtt": [logical_id, attribute]}
 
 
 def camel(name: str) -> str:
@@ -156,57 +120,6 @@ class _Builder:
         # would make the next deployment of the same names fail.
         self.table_ids[local.name] = self.add(camel(local.name) + "Table", "AWS::DynamoDB::Table", properties,
                                         DeletionPolicy="Delete", UpdateReplacePolicy="Delete")
-
-    def bucket(self) -> None:
-        b = self.res.bucket
-        lifecycle = [
-            {"Id": "abort-incomplete-multipart-uploads", "Status": "Enabled",
-             "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": b.abort_incomplete_uploads_days}},
-            # Deletes and overwrites keep the old version (versioning): gone for good after this many days.
-            {"Id": "expire-noncurrent-versions", "Status": "Enabled",
-             "NoncurrentVersionExpiration": {"NoncurrentDays": ref("NoncurrentVersionDays")},
-             "ExpiredObjectDeleteMarker": True},
-            # Finished jobs' artifacts (adapters, merged models, checkpoints) are read rarely after the first
-            # days: Intelligent-Tiering moves what nobody reads to cheaper tiers, and back on access.
-            {"Id": "finished-job-artifacts", "Status": "Enabled", "Prefix": "training-jobs/",
-             "Transitions": [{"StorageClass": "INTELLIGENT_TIERING",
-                              "TransitionInDays": ref("ArtifactsTieringDays")}]},
-        ]
-        properties: Json = {
-            "BucketName": sub(f"{self.prefix}-${{AWS::AccountId}}-${{AWS::Region}}"),
-            "BucketEncryption": {"ServerSideEncryptionConfiguration": [
-                {"ServerSideEncryptionByDefault": {"SSEAlgorithm": b.encryption}, "BucketKeyEnabled": True}]},
-            "PublicAccessBlockConfiguration": {"BlockPublicAcls": True, "BlockPublicPolicy": True,
-                                               "IgnorePublicAcls": True, "RestrictPublicBuckets": True},
-            "OwnershipControls": {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
-            "LifecycleConfiguration": {"Rules": lifecycle},
-            # The local origins of the description become the deployment's one origin: the public domain.
-            "CorsConfiguration": {"CorsRules": [{**CORS_RULE, "AllowedOrigins": [sub("https://${DomainName}")]}]},
-            "Tags": self.tags(),
-        }
-        if b.versioning:
-            properties["VersioningConfiguration"] = {"Status": "Enabled"}
-        # Users' data, with every version: never deleted with the stack (`make teardown` says how to empty it).
-        self.add("Bucket", "AWS::S3::Bucket", properties, DeletionPolicy="Retain", UpdateReplacePolicy="Retain")
-        bucket_arn, objects_arn = get_att("Bucket", "Arn"), {"Fn::Join": ["", [get_att("Bucket", "Arn"), "/*"]]}
-        role = {"AWS": get_att("SageMakerExecutionRole", "Arn")}
-        reads, owns = sagemaker_job_objects(bucket_arn)
-        self.add("BucketPolicy", "AWS::S3::BucketPolicy", {"Bucket": ref("Bucket"), "PolicyDocument": {
-            "Version": "2012-10-17", "Statement": [
-                {"Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
-                 "Resource": [bucket_arn, objects_arn], "Condition": {"Bool": {"aws:SecureTransport": "false"}}},
-                # The setup guide's SageMaker access. SageMaker reaches S3 as the execution role it assumes, so
-                # the grant names that role rather than the sagemaker.amazonaws.com service at large.
-                # Its prefixes only, as in its own policy: a bucket policy grant alone would be enough.
-                {"Sid": "AllowSageMakerList", "Effect": "Allow", "Principal": role,
-                 "Action": "s3:ListBucket", "Resource": bucket_arn, "Condition": SAGEMAKER_LISTING},
-                {"Sid": "AllowSageMakerLocation", "Effect": "Allow", "Principal": role,
-                 "Action": "s3:GetBucketLocation", "Resource": bucket_arn},
-                {"Sid": "AllowSageMakerReads", "Effect": "Allow", "Principal": role,
-                 "Action": "s3:GetObject", "Resource": reads},
-                {"Sid": "AllowSageMakerObjects", "Effect": "Allow", "Principal": role,
-                 "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], "Resource": owns},
-            ]}})
 
     def messaging(self) -> None:
         messaging_key.add_key(self.add, self.prefix)
@@ -297,88 +210,11 @@ class _Builder:
         registry = "${AWS::AccountId}.dkr.ecr.${AWS::Region}.${AWS::URLSuffix}"
         return sub(f"{registry}/{self.prefix}/{image}:${{ImageTag}}")
 
-    def sagemaker_role(self) -> None:
-        bucket_arn = get_att("Bucket", "Arn")
-        reads, owns = sagemaker_job_objects(bucket_arn)
-        statements: list[Json] = [
-            {"Sid": "BucketListing", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": bucket_arn,
-             "Condition": SAGEMAKER_LISTING},
-            {"Sid": "BucketLocation", "Effect": "Allow", "Action": "s3:GetBucketLocation", "Resource": bucket_arn},
-            # Its input channels: the normalised examples of its files, a base model's copy (deploy.aws.bucket_access).
-            {"Sid": "BucketInputs", "Effect": "Allow", "Action": "s3:GetObject", "Resource": reads},
-            # Output, checkpoints (read back when a spot job resumes) and the merged model, under training-jobs/.
-            {"Sid": "BucketOutputs", "Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
-             "Resource": owns},
-            {"Sid": "TrainingLogs", "Effect": "Allow",
-             "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
-             "Resource": iam.log_group_arns(self.res, self.refs())},
-            {"Sid": "TrainingMetrics", "Effect": "Allow", "Action": "cloudwatch:PutMetricData", "Resource": "*",
-             "Condition": {"StringEquals": {"cloudwatch:namespace": SAGEMAKER_METRICS_NAMESPACE}}},
-            {"Sid": "EcrLogin", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
-            {"Sid": "PullTrainerImage", "Effect": "Allow",
-             "Action": ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
-             "Resource": self.repository_arn("trainer")},
-            # The trainer reads the Hugging Face token itself, for gated models (HF_TOKEN_SECRET_ID).
-            {"Fn::If": ["HasHuggingFaceToken", {
-                "Sid": "HuggingFaceToken", "Effect": "Allow", "Action": "secretsmanager:GetSecretValue",
-                "Resource": ref("HuggingFaceTokenSecret")}, ref("AWS::NoValue")]},
-        ]
-        self.add("SageMakerExecutionRole", "AWS::IAM::Role", {
-            "Description": "Assumed by SageMaker training jobs: the bucket, training logs and the trainer image",
-            "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [{
-                "Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"}, "Action": "sts:AssumeRole",
-                "Condition": {"StringEquals": {"aws:SourceAccount": ref("AWS::AccountId")}}}]},
-            "Policies": [{"PolicyName": "training-job", "PolicyDocument": {
-                "Version": "2012-10-17", "Statement": statements}}],
-            "Tags": self.tags()})
-
-    def serving_role(self) -> None:
-        """What SageMaker endpoints run as: they read base models and adapters from the bucket (nothing else
-        there, and write nothing), pull the serving image and write their own logs and metrics."""
-        bucket_arn = get_att("Bucket", "Arn")
-        log_groups = sub(f"arn:${{AWS::Partition}}:logs:${{AWS::Region}}:${{AWS::AccountId}}:log-group:"
-                         f"{SERVING_LOG_GROUP_PREFIX}{iam.SERVING_NAME_PREFIX}*")
-        statements: list[Json] = [
-            # LMI copies a base model's whole prefix (HF_MODEL_ID=s3://...): it lists it first.
-            {"Sid": "BaseModelListing", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": bucket_arn,
-             "Condition": {"StringLike": {"s3:prefix": [BASE_MODELS_PREFIX + "*"]}}},
-            {"Sid": "BucketLocation", "Effect": "Allow", "Action": "s3:GetBucketLocation", "Resource": bucket_arn},
-            {"Sid": "ReadModels", "Effect": "Allow", "Action": "s3:GetObject",
-             "Resource": [{"Fn::Join": ["", [bucket_arn, f"/{BASE_MODELS_PREFIX}*"]]},
-                          {"Fn::Join": ["", [bucket_arn, f"/{ADAPTER_OBJECTS}"]]}]},
-            {"Sid": "EndpointLogs", "Effect": "Allow",
-             "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
-             "Resource": [log_groups, {"Fn::Join": ["", [log_groups, ":log-stream:*"]]}]},
-            {"Sid": "EndpointMetrics", "Effect": "Allow", "Action": "cloudwatch:PutMetricData", "Resource": "*",
-             "Condition": {"StringEquals": {"cloudwatch:namespace": SERVING_METRICS_NAMESPACES}}},
-            {"Sid": "EcrLogin", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
-            {"Sid": "PullServingImage", "Effect": "Allow",
-             "Action": ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
-             "Resource": {"Fn::If": ["HasServingImageRepositoryArn", ref("ServingImageRepositoryArn"),
-                                     self.lmi_repository_arn()]}},
-            {"Fn::If": ["HasHuggingFaceToken", {
-                "Sid": "HuggingFaceToken", "Effect": "Allow", "Action": "secretsmanager:GetSecretValue",
-                "Resource": ref("HuggingFaceTokenSecret")}, ref("AWS::NoValue")]},
-        ]
-        self.add("SageMakerServingRole", "AWS::IAM::Role", {
-            "Description": "Assumed by SageMaker endpoints: base models and adapters in the bucket, their logs, "
-                           "the serving image",
-            "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [{
-                "Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"}, "Action": "sts:AssumeRole",
-                "Condition": {"StringEquals": {"aws:SourceAccount": ref("AWS::AccountId")}}}]},
-            "Policies": [{"PolicyName": "serving", "PolicyDocument": {
-                "Version": "2012-10-17", "Statement": statements}}],
-            "Tags": self.tags()})
-
     def serving_image_uri(self) -> Json:
         """SERVING_IMAGE_URI: the ServingImageUri parameter, else AWS's LMI image in the stack's region."""
         lmi = images.lmi_image()
         default = sub(f"{lmi.account}.dkr.ecr.${{AWS::Region}}.${{AWS::URLSuffix}}/{lmi.repository}{lmi.reference}")
         return {"Fn::If": ["HasServingImageUri", ref("ServingImageUri"), default]}
-
-    def lmi_repository_arn(self) -> Json:
-        lmi = images.lmi_image()
-        return sub(f"arn:${{AWS::Partition}}:ecr:${{AWS::Region}}:{lmi.account}:repository/{lmi.repository}")
 
     def task_role(self, process: Process) -> str:
         return self.add(process.logical_id + "TaskRole", "AWS::IAM::Role", {
@@ -555,57 +391,9 @@ class _Builder:
             service["ServiceRegistries"] = [{"RegistryArn": get_att(discovery, "Arn")}]
         self.add(pid + "Service", "AWS::ECS::Service", service, **extra)
         if process.kind != "singleton":
-            self.scaling(process)
-
-    def scaling(self, process: Process) -> None:
-        pid = process.logical_id
-        target = self.add(pid + "ScalableTarget", "AWS::ApplicationAutoScaling::ScalableTarget", {
-            "ServiceNamespace": "ecs", "ScalableDimension": "ecs:service:DesiredCount",
-            "ResourceId": {"Fn::Join": ["/", ["service", ref("Cluster"), get_att(pid + "Service", "Name")]]},
-            "MinCapacity": process.min_tasks, "MaxCapacity": process.max_tasks})
-        if process.kind == "api":
-            self.add(pid + "CpuScaling", "AWS::ApplicationAutoScaling::ScalingPolicy", {
-                "PolicyName": f"{self.prefix}-{process.name}-cpu", "PolicyType": "TargetTrackingScaling",
-                "ScalingTargetId": ref(target), "TargetTrackingScalingPolicyConfiguration": {
-                    "PredefinedMetricSpecification": {"PredefinedMetricType": "ECSServiceAverageCPUUtilization"},
-                    "TargetValue": 60, "ScaleOutCooldown": 60, "ScaleInCooldown": 300}})
-            return
-        queue = next(q for q in self.res.queues if q.owner == process.service)
-        queue_name = get_att(self.queue_ids[self._local_name(queue.name)], "QueueName")
-        # Out: a backlog of visible messages adds workers, more of them for a bigger backlog.
-        self.add(pid + "ScaleOut", "AWS::ApplicationAutoScaling::ScalingPolicy", {
-            "PolicyName": f"{self.prefix}-{process.name}-backlog-out", "PolicyType": "StepScaling",
-            "ScalingTargetId": ref(target), "StepScalingPolicyConfiguration": {
-                "AdjustmentType": "ChangeInCapacity", "Cooldown": 60, "MetricAggregationType": "Maximum",
-                "StepAdjustments": [{"MetricIntervalLowerBound": 0, "MetricIntervalUpperBound": 100,
-                                     "ScalingAdjustment": 1},
-                                    {"MetricIntervalLowerBound": 100, "ScalingAdjustment": 3}]}})
-        self.add(pid + "BacklogAlarm", "AWS::CloudWatch::Alarm", {
-            "AlarmDescription": f"{process.name}: messages waiting in its queue",
-            "Namespace": "AWS/SQS", "MetricName": "ApproximateNumberOfMessagesVisible",
-            "Dimensions": [{"Name": "QueueName", "Value": queue_name}], "Statistic": "Maximum", "Period": 60,
-            "EvaluationPeriods": 2, "Threshold": 10, "ComparisonOperator": "GreaterThanOrEqualToThreshold",
-            "TreatMissingData": "notBreaching", "AlarmActions": [ref(pid + "ScaleOut")]})
-        # In: one worker fewer once nothing has waited or been in flight for 15 minutes, so a scale-in never
-        # interrupts work in hand (which would only be redelivered, but late).
-        self.add(pid + "ScaleIn", "AWS::ApplicationAutoScaling::ScalingPolicy", {
-            "PolicyName": f"{self.prefix}-{process.name}-idle-in", "PolicyType": "StepScaling",
-            "ScalingTargetId": ref(target), "StepScalingPolicyConfiguration": {
-                "AdjustmentType": "ChangeInCapacity", "Cooldown": 300, "MetricAggregationType": "Maximum",
-                "StepAdjustments": [{"MetricIntervalUpperBound": 0, "ScalingAdjustment": -1}]}})
-
-        def metric(metric_id: str, name: str) -> Json:
-            dimensions = [{"Name": "QueueName", "Value": queue_name}]
-            return {"Id": metric_id, "ReturnData": False, "MetricStat": {"Stat": "Maximum", "Period": 300, "Metric": {
-                "Namespace": "AWS/SQS", "MetricName": name, "Dimensions": dimensions}}}
-
-        self.add(pid + "IdleAlarm", "AWS::CloudWatch::Alarm", {
-            "AlarmDescription": f"{process.name}: nothing waiting or in flight",
-            "Metrics": [metric("visible", "ApproximateNumberOfMessagesVisible"),
-                        metric("inflight", "ApproximateNumberOfMessagesNotVisible"),
-                        {"Id": "work", "Expression": "visible + inflight", "Label": "messages", "ReturnData": True}],
-            "EvaluationPeriods": 3, "Threshold": 0, "ComparisonOperator": "LessThanOrEqualToThreshold",
-            "TreatMissingData": "notBreaching", "AlarmActions": [ref(pid + "ScaleIn")]})
+            queue = next((q for q in self.res.queues if q.owner == process.service), None)
+            queue_name = get_att(self.queue_ids[self._local_name(queue.name)], "QueueName") if queue else None
+            scaling.scaling(self.add, self.prefix, process, queue_name if process.kind == "worker" else None)
 
     # ---- network -------------------------------------------------------------------------------------------
 
@@ -617,46 +405,24 @@ class _Builder:
             "Name": f"{self.prefix}.internal", "Vpc": ref("VpcId"),
             "Description": "The services' private addresses: <api>.<prefix>.internal"})
         network.security_groups(self.add, self.tags())
-        gateway = next(p for p in PROCESSES if p.public)
-        self.add("LoadBalancer", "AWS::ElasticLoadBalancingV2::LoadBalancer", {
-            "Name": f"{self.prefix}"[:32], "Type": "application", "Scheme": "internet-facing",
-            "Subnets": ref("PublicSubnetIds"), "SecurityGroups": [ref(network.LOAD_BALANCER_GROUP)],
-            "LoadBalancerAttributes": [
-                # Live updates (Server-Sent Events) and big uploads hold a connection open.
-                {"Key": "idle_timeout.timeout_seconds", "Value": "300"},
-                {"Key": "routing.http.drop_invalid_header_fields.enabled", "Value": "true"}],
-            "Tags": self.tags()})
-        self.add("GatewayTargetGroup", "AWS::ElasticLoadBalancingV2::TargetGroup", {
-            "TargetType": "ip", "Protocol": "HTTP", "Port": gateway.port, "VpcId": ref("VpcId"),
-            "HealthCheckPath": "/healthz", "HealthCheckIntervalSeconds": 15, "Matcher": {"HttpCode": "200"},
-            "TargetGroupAttributes": [{"Key": "deregistration_delay.timeout_seconds", "Value": "30"}],
-            "Tags": self.tags()})
-        self.add("HttpsListener", "AWS::ElasticLoadBalancingV2::Listener", {
-            "LoadBalancerArn": ref("LoadBalancer"), "Protocol": "HTTPS", "Port": 443,
-            "SslPolicy": "ELBSecurityPolicy-TLS13-1-2-2021-06",
-            "Certificates": [{"CertificateArn": ref("CertificateArn")}],
-            "DefaultActions": [{"Type": "forward", "TargetGroupArn": ref("GatewayTargetGroup")}]})
-        self.add("HttpRedirectListener", "AWS::ElasticLoadBalancingV2::Listener", {
-            "LoadBalancerArn": ref("LoadBalancer"), "Protocol": "HTTP", "Port": 80,
-            "DefaultActions": [{"Type": "redirect", "RedirectConfig": {
-                "Protocol": "HTTPS", "Port": "443", "StatusCode": "HTTP_301"}}]})
-
+        network.load_balancer(self.add, self.prefix, self.tags())
     def build(self) -> Json:
-        self.parameters.update(PARAMETERS)
-        self.conditions.update(CONDITIONS)
+        self.parameters.update(stack_parameters.PARAMETERS)
+        self.conditions.update(stack_parameters.CONDITIONS)
         for table, local in zip(self.res.tables, self.local.tables, strict=True):
             self.table(table, local)
-        self.bucket()
+        storage.bucket(self.add, self.res.bucket, self.prefix, self.tags())
         self.messaging()
         self.log_groups()
-        self.sagemaker_role()
-        self.serving_role()
+        sagemaker_roles.sagemaker_role(self.add, self.tags(), iam.log_group_arns(self.res, self.refs()),
+                                       self.repository_arn("trainer"))
+        sagemaker_roles.serving_role(self.add, self.tags())
         self.secrets()
         self.network()
         self.execution_role()
         for process in PROCESSES:
             self.process(process)
-        alarm_resources(self.add, billing_condition="BillingMetricsHere", encrypted=True)
+        stack_parameters.alarm_resources(self.add, billing_condition="BillingMetricsHere", encrypted=True)
         self.outputs.update(self.stack_outputs())
         return {
             "AWSTemplateFormatVersion": "2010-09-09",
@@ -704,94 +470,8 @@ def _ecs_trust() -> Json:
         "Condition": {"StringEquals": {"aws:SourceAccount": ref("AWS::AccountId")}}}]}
 
 
-def alarm_resources(add: Any, billing_condition: str | None, encrypted: bool = False) -> None:
-    """The alarm topic (email) and the SageMaker cost alarm. Billing metrics exist only in us-east-1: in another
-    region the main stack leaves the alarm out and `make deploy` puts `billing_template()` there. In the main
-    stack the topic is encrypted with the messaging key (whose policy lets CloudWatch publish); the billing stack
-    has no key of its own, and its alarm says only that a cost threshold passed."""
-    topic = {"DisplayName": "LLM Tuner alarms"}
-    add("AlarmTopic", "AWS::SNS::Topic", messaging_key.encrypted(topic) if encrypted else topic)
-    add("AlarmEmailSubscription", "AWS::SNS::Subscription", {
-        "TopicArn": ref("AlarmTopic"), "Protocol": "email", "Endpoint": ref("AlarmEmail")})
-    add("SageMakerCostAlarm", "AWS::CloudWatch::Alarm", {
-        "AlarmDescription": "This month's estimated SageMaker charges passed the threshold",
-        "Namespace": "AWS/Billing", "MetricName": "EstimatedCharges",
-        "Dimensions": [{"Name": "ServiceName", "Value": "AmazonSageMaker"}, {"Name": "Currency", "Value": "USD"}],
-        "Statistic": "Maximum", "Period": 21600, "EvaluationPeriods": 1,
-        "Threshold": ref("SageMakerCostAlarmUsd"), "ComparisonOperator": "GreaterThanThreshold",
-        "TreatMissingData": "notBreaching", "AlarmActions": [ref("AlarmTopic")]},
-        **({"Condition": billing_condition} if billing_condition else {}))
-
-
-_ALARM_PARAMETERS: Json = {
-    "AlarmEmail": {"Type": "String", "AllowedPattern": r"^[^@\s]+@[^@\s]+$",
-                   "Description": "Where alarms go (SageMaker costs, dead-lettered messages); confirm the email"},
-    "SageMakerCostAlarmUsd": {"Type": "Number", "Default": 100, "MinValue": 1,
-                              "Description": "Alarm when this month's estimated SageMaker charges pass this (USD)"},
-}
-
-PARAMETERS: Json = {
-    "DomainName": {"Type": "String", "AllowedPattern": r"^[a-z0-9.-]+$",
-                   "Description": "The public host name, e.g. tuner.example.com (BASE_URL is https://<it>)"},
-    "CertificateArn": {"Type": "String", "AllowedPattern": "^arn:aws[a-z-]*:acm:.+",
-                       "Description": "ACM certificate for DomainName, in the stack's region"},
-    "VpcId": {"Type": "AWS::EC2::VPC::Id"},
-    "VpcCidr": {"Type": "String", "AllowedPattern": r"^\d+\.\d+\.\d+\.\d+/\d+$",
-                "Description": "The VPC's CIDR: auth believes forwarded client addresses from it only"},
-    "PrivateSubnetIds": {"Type": "List<AWS::EC2::Subnet::Id>",
-                         "Description": "Subnets for the tasks (two AZs or more), with a NAT gateway for AWS APIs"},
-    "PublicSubnetIds": {"Type": "List<AWS::EC2::Subnet::Id>",
-                        "Description": "Subnets for the load balancer (two AZs or more)"},
-    "ImageTag": {"Type": "String", "AllowedPattern": r"^[A-Za-z0-9_.-]+$",
-                 "Description": "The tag `make deploy` pushed every image under"},
-    "JwtPrivateKeyPem": {"Type": "String", "NoEcho": True, "MinLength": 1,
-                         "Description": "Generated by make deploy on the first deployment, kept on updates"},
-    "GoogleClientId": {"Type": "String", "Default": "", "Description": "Empty: Google sign-in off"},
-    "SecurityAlertEmail": {"Type": "String", "Default": "", "AllowedPattern": r"^$|^[^@\s]+@[^@\s]+$",
-                           "Description": "Who gets auth's security alerts (repeated failed sign-ins) by email; "
-                                          "empty: nobody yet (subscribe to the SecurityAlertsTopicArn output)"},
-    "GoogleClientSecretValue": {"Type": "String", "Default": "", "NoEcho": True},
-    "HuggingFaceToken": {"Type": "String", "Default": "", "NoEcho": True,
-                         "Description": "For gated base models; empty: jobs on them fail at launch, saying so"},
-    "NoncurrentVersionDays": {"Type": "Number", "Default": 30, "MinValue": 1,
-                              "Description": "Deleted or overwritten objects are kept this long"},
-    "ArtifactsTieringDays": {"Type": "Number", "Default": 30, "MinValue": 0,
-                             "Description": "Training artifacts move to Intelligent-Tiering after this many days"},
-    "ServingImageUri": {"Type": "String", "Default": "", "AllowedPattern": r"^$|^\d{12}\.dkr\.ecr\.[a-z0-9.-]+/.+$",
-                        "Description": "The container SageMaker endpoints run (an ECR image); empty: AWS's LMI "
-                                       "image (DJL Serving with vLLM) in the stack's region"},
-    "ServingImageRepositoryArn": {"Type": "String", "Default": "", "AllowedPattern": r"^$|^arn:aws[a-z-]*:ecr:.+",
-                                  "Description": "ServingImageUri's ECR repository, which the serving role may pull "
-                                                 "from (make deploy derives it); empty: the LMI repository"},
-    **_ALARM_PARAMETERS,
-}
-
-CONDITIONS: Json = {
-    "HasGoogle": {"Fn::And": [{"Fn::Not": [{"Fn::Equals": [ref("GoogleClientId"), ""]}]},
-                              {"Fn::Not": [{"Fn::Equals": [ref("GoogleClientSecretValue"), ""]}]}]},
-    "HasHuggingFaceToken": {"Fn::Not": [{"Fn::Equals": [ref("HuggingFaceToken"), ""]}]},
-    "HasSecurityAlertEmail": {"Fn::Not": [{"Fn::Equals": [ref("SecurityAlertEmail"), ""]}]},
-    "HasServingImageUri": {"Fn::Not": [{"Fn::Equals": [ref("ServingImageUri"), ""]}]},
-    "HasServingImageRepositoryArn": {"Fn::Not": [{"Fn::Equals": [ref("ServingImageRepositoryArn"), ""]}]},
-    "BillingMetricsHere": {"Fn::Equals": [ref("AWS::Region"), "us-east-1"]},
-}
-
-
 def build(prefix: str = res.PREFIX) -> Json:
     return _Builder(prefix).build()
-
-
-def billing_template() -> Json:
-    """The cost alarm alone, for us-east-1 when the platform runs in another region."""
-    resources: Json = {}
-
-    def add(logical_id: str, type_: str, properties: Json, **extra: Any) -> None:
-        resources[logical_id] = {"Type": type_, **extra, "Properties": properties}
-
-    alarm_resources(add, billing_condition=None)
-    return {"AWSTemplateFormatVersion": "2010-09-09",
-            "Description": "LLM Tuner: the SageMaker cost alarm (billing metrics live in us-east-1)",
-            "Parameters": _ALARM_PARAMETERS, "Resources": resources}
 
 
 def render(template: Json) -> str:

@@ -17,7 +17,7 @@ import botocore.session
 import pytest
 from botocore import xform_name
 
-from deploy.aws import deploy, iam, images, messaging_key, template
+from deploy.aws import deploy, iam, images, messaging_key, sagemaker_roles, stack_parameters, template
 from deploy.aws.processes import PROCESSES, SERVICES, Process
 from deploy.docker import healthcheck
 from shared.contracts import resources
@@ -63,7 +63,7 @@ def test_the_committed_template_is_what_template_py_builds() -> None:
 def test_cfn_lint_finds_nothing_in_either_template() -> None:
     from cfnlint.api import ManualArgs, lint
 
-    for body in (template.build(), template.billing_template()):
+    for body in (template.build(), stack_parameters.billing_template()):
         matches = lint(template.render(body), config=ManualArgs(regions=["us-east-1", "eu-west-1"]))
         assert [str(m) for m in matches] == []  # no error, no warning
 
@@ -410,13 +410,14 @@ def test_the_serving_role_reads_models_pulls_its_image_and_writes_only_its_logs(
     assert not {a for a in actions if a.startswith("s3:") and a not in ("s3:GetObject", "s3:ListBucket",
                                                                           "s3:GetBucketLocation")}
     read = statements["ReadModels"]["Resource"]
-    assert [r["Fn::Join"][1][1] for r in read] == [f"/{template.BASE_MODELS_PREFIX}*", f"/{template.ADAPTER_OBJECTS}"]
+    assert [r["Fn::Join"][1][1] for r in read] == [f"/{sagemaker_roles.BASE_MODELS_PREFIX}*",
+                                                   f"/{sagemaker_roles.ADAPTER_OBJECTS}"]
     assert statements["BaseModelListing"]["Condition"] == {"StringLike": {"s3:prefix": ["base-models/*"]}}
     group, streams = statements["EndpointLogs"]["Resource"]
     assert group["Fn::Sub"].endswith(":log-group:/aws/sagemaker/Endpoints/llmt-*")
     assert streams == {"Fn::Join": ["", [group, ":log-stream:*"]]}
     assert statements["EndpointMetrics"]["Condition"]["StringEquals"]["cloudwatch:namespace"] == \
-        template.SERVING_METRICS_NAMESPACES
+        sagemaker_roles.SERVING_METRICS_NAMESPACES
     pull = statements["PullServingImage"]["Resource"]["Fn::If"]
     assert pull[0] == "HasServingImageRepositoryArn" and pull[2] == {
         "Fn::Sub": "arn:${AWS::Partition}:ecr:${AWS::Region}:763104351884:repository/djl-inference"}
@@ -543,7 +544,7 @@ def test_https_at_the_load_balancer_and_http_only_redirects(cfn: dict[str, Any])
 
 
 def test_the_sagemaker_cost_alarm_watches_billing_in_either_template(cfn: dict[str, Any]) -> None:
-    for built in (cfn, template.billing_template()):
+    for built in (cfn, stack_parameters.billing_template()):
         alarm = built["Resources"]["SageMakerCostAlarm"]["Properties"]
         assert (alarm["Namespace"], alarm["MetricName"]) == ("AWS/Billing", "EstimatedCharges")
         assert {"Name": "ServiceName", "Value": "AmazonSageMaker"} in alarm["Dimensions"]
