@@ -3,7 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from shared.contracts import resources
 from shared.settings import ServiceSettings
@@ -47,6 +47,12 @@ class Settings(ServiceSettings):
     max_active_jobs_per_user: int | None = Field(3, ge=0, alias="MAX_ACTIVE_JOBS_PER_USER")
     monthly_spend_limit_usd: float | None = Field(None, ge=0, alias="MONTHLY_SPEND_LIMIT_USD")
     allowed_instance_types: str = Field("", alias="ALLOWED_INSTANCE_TYPES")
+    @field_validator("max_active_jobs_per_user", "monthly_spend_limit_usd", mode="before")
+    @classmethod
+    def _none_is_no_limit(cls, value: object) -> object:
+        """`MAX_ACTIVE_JOBS_PER_USER=` or `=none` (and the same for the spend): no limit."""
+        return None if isinstance(value, str) and value.strip().lower() in ("", "none") else value
+
     # The files service, asked about a file the projection has not heard of yet (files_directory.py); unset: the
     # job is accepted and its launch decides.
     files_url: str | None = Field(None, alias="FILES_URL")

@@ -16,6 +16,7 @@ from services.training.files_directory import FileSeen
 from services.training.limits import Limits, Usage
 from services.training.models import CreateJob, Job
 from services.training.sagemaker_state import on_sagemaker_state
+from services.training.settings import Settings
 from services.training.user_deletion import delete_user_data
 from shared.contracts.auth_events import UserDeleted
 from shared.contracts.sagemaker_events import TrainingJobStateChanged
@@ -316,3 +317,18 @@ def test_a_deletion_retried_after_a_failed_stop_still_sends_it() -> None:
     assert w.fakes.jobs.jobs == {}  # the job is gone: only the owed stops remember it
     run(delete_user_data(UserDeleted(user_id="u1", until=0), w.deps))  # the message, delivered again
     assert sagemaker.stopped == [job.job_id] and w.deleted.owed == {}
+
+
+@pytest.mark.parametrize(("value", "active", "spend"), [("", None, None), ("none", None, None), ("5", 5, 5.0)])
+def test_a_limit_set_empty_or_none_is_no_limit(monkeypatch: pytest.MonkeyPatch, value: str, active: int | None,
+                                               spend: float | None) -> None:
+    monkeypatch.setenv("MAX_ACTIVE_JOBS_PER_USER", value)
+    monkeypatch.setenv("MONTHLY_SPEND_LIMIT_USD", value)
+    settings = Settings()
+    assert (settings.max_active_jobs_per_user, settings.monthly_spend_limit_usd) == (active, spend)
+
+
+def test_by_default_three_active_jobs_and_no_spend_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MAX_ACTIVE_JOBS_PER_USER", raising=False)
+    monkeypatch.delenv("MONTHLY_SPEND_LIMIT_USD", raising=False)
+    assert (Settings().max_active_jobs_per_user, Settings().monthly_spend_limit_usd) == (3, None)
