@@ -38,9 +38,10 @@ class BucketPrefixes:
 
 _FILES = BucketPrefixes(owns=(FILES, NORMALIZED, REPORTS))
 # The API lists checkpoints and links to artifacts (its own) and to the results CSV (under files/: read only);
-# the worker and the reconciler (both settle a finished job) write that CSV, and remove a deleted model's or
+# the worker and the reconciler (both settle a finished job) write that CSV, read it back when a repeated
+# Completed finds the job already succeeded (results_file.written_results), and remove a deleted model's or
 # user's artifacts.
-_TRAINING_SETTLES = BucketPrefixes(owns=(TRAINING_JOBS,), writes=(FILES,))
+_TRAINING_SETTLES = BucketPrefixes(owns=(TRAINING_JOBS,), reads=(FILES,), writes=(FILES,))
 
 BUCKET_PREFIXES: dict[str, BucketPrefixes] = {
     "files": _FILES,
