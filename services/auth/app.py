@@ -36,6 +36,14 @@ def _session_response(grant: handlers.SessionGrant, settings: Settings, status: 
     return response
 
 
+def _refused(exc: Unauthorized, settings: Settings) -> JSONResponse:
+    """401 for a refresh token that is not (or no longer) good, and the browser's session cookies cleared."""
+    response = JSONResponse({"error": {"message": exc.message, "type": exc.error_type, "param": None,
+                                       "code": exc.code}}, status_code=401)
+    clear_session_cookies(response, settings)
+    return response
+
+
 async def _optional_principal(request: Request) -> Principal | None:
     if not request.headers.get("authorization"):
         return None
@@ -67,10 +75,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         try:
             grant = await handlers.refresh(token, client_ip(request, settings), d)
         except Unauthorized as exc:
-            response = JSONResponse({"error": {"message": exc.message, "type": exc.error_type, "param": None,
-                                               "code": exc.code}}, status_code=401)
-            clear_session_cookies(response, settings)
-            return response
+            return _refused(exc, settings)
         return _session_response(grant, settings)
 
     @app.post("/auth/logout", status_code=204)
@@ -78,7 +83,10 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         token = request.cookies.get(settings.refresh_cookie)
         if token:
             require_csrf(request, settings)
-        await handlers.logout(token, await _optional_principal(request), d)
+        try:
+            await handlers.logout(token, await _optional_principal(request), d)
+        except Unauthorized as exc:  # a wrong secret ends nothing; the browser's bad cookie goes
+            return _refused(exc, settings)
         response = Response(status_code=204)
         clear_session_cookies(response, settings)
         return response
