@@ -148,7 +148,10 @@ OPERATIONS: dict[tuple[str, str], Answers] = {
     ("GET", "/v1/files"): Answers("FileList"),
     ("GET", "/v1/files/{file_id}"): Answers("File"),
     ("DELETE", "/v1/files/{file_id}"): Answers("FileDeleted"),
-    ("GET", "/v1/files/{file_id}/content"): Answers(None),
+    ("GET", "/v1/files/{file_id}/content"): Answers(None, other={200: {
+        "description": "The file's bytes, as uploaded.",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "contentMediaType":
+                                                            "application/octet-stream"}}}}}),
     ("POST", "/api/uploads"): Answers(None, {413: TOO_LARGE, 429: "Too many direct uploads open at once: complete "
                                                                  "or abort one (MAX_OPEN_UPLOADS)."}),
     ("POST", "/api/uploads/{file_id}/complete"): Answers(None, {409: "The upload is already complete."}),
