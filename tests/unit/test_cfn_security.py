@@ -112,6 +112,30 @@ def test_the_prefixes_are_where_the_code_puts_its_objects() -> None:
     assert f'key = f"{bucket_access.EVALUATIONS}{{' in inspect.getsource(evaluations.run_evaluation)
 
 
+_KEY_PREFIX = re.compile(r"^(?:s3://)?/?([a-z][a-z0-9-]*/)")
+_SCRIPT_MODE_ONLY = "code/"  # the trainer's source bundle: LAUNCH_MODE=script, never on AWS (bucket_access)
+
+
+@pytest.mark.parametrize("process", [p for p in PROCESSES if p.name in bucket_access.BUCKET_PREFIXES],
+                         ids=lambda p: p.name)
+def test_every_key_prefix_a_process_code_names_is_one_it_may_use(process: Process) -> None:
+    """The key layouts the code spells (`f"files/{user}/..."`, `f"s3://{bucket}/training-jobs/..."`) against
+    the process's prefixes: a new prefix in the code fails here instead of with AccessDenied on AWS."""
+    known = {bucket_access.FILES, bucket_access.NORMALIZED, bucket_access.REPORTS, bucket_access.TRAINING_JOBS,
+             bucket_access.BASE_MODELS, bucket_access.EVALUATIONS, _SCRIPT_MODE_ONLY}
+    named: set[str] = set()
+    for path in import_closure(process.module):
+        for node in ast.walk(ast.parse(path.read_text())):
+            parts = [v.value for v in node.values if isinstance(v, ast.Constant)] \
+                if isinstance(node, ast.JoinedStr) else [node.value] if isinstance(node, ast.Constant) else []
+            named |= {m.group(1) for part in parts if isinstance(part, str) and (m := _KEY_PREFIX.match(part))
+                      and m.group(1) in known}
+    prefixes = bucket_access.BUCKET_PREFIXES[process.name]
+    assert named - {_SCRIPT_MODE_ONLY} <= {*prefixes.owns, *prefixes.reads, *prefixes.writes}
+    if process.name != "inference-reconciler":  # which writes nothing in the bucket
+        assert named, "the scan found none of the keys this process builds"
+
+
 def test_training_jobs_read_their_inputs_and_write_only_under_training_jobs(cfn: dict[str, Any]) -> None:
     role = cfn["Resources"]["SageMakerExecutionRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
     statements = {s["Sid"]: s for s in role if "Sid" in s}
