@@ -10,6 +10,7 @@ import inspect
 import json
 import re
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -300,3 +301,17 @@ def test_security_alerts_are_encrypted_auths_to_publish_and_go_by_email_when_ask
         ("email", "HasSecurityAlertEmail")]  # no queue: people read these
     assert cfn["Parameters"]["SecurityAlertEmail"]["Default"] == ""
     assert cfn["Outputs"]["SecurityAlertsTopicArn"] == {"Value": {"Ref": topic_id}}
+
+
+def test_make_deploy_passes_the_security_alert_email_when_configured_and_an_empty_one_otherwise() -> None:
+    from deploy.aws import deploy
+
+    example = Path(__file__).resolve().parents[2] / "deploy/aws/config.example.toml"
+
+    def given(env: dict[str, str]) -> str:
+        config = deploy.load_config(example, env)
+        params = deploy.parameters(config, "t", exists=False, log_groups_present=set(), env={}, dry_run=True)
+        return next(p["ParameterValue"] for p in params if p["ParameterKey"] == "SecurityAlertEmail")
+
+    assert given({}) == ""  # nobody subscribed: the stack's condition leaves the subscription out
+    assert given({"DEPLOY_SECURITY_ALERT_EMAIL": "sec@example.com"}) == "sec@example.com"
