@@ -19,7 +19,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     # Every e2e test signs its users up from 127.0.0.1: well over auth's per-address limits, which have tests of
     # their own (tests/integration/test_auth_sessions.py); the accounts' own limits stay as they are.
     limits = {"REGISTER_LIMIT_PER_IP": "[1000,600]", "LOGIN_LIMIT_PER_IP": "[1000,300]"}
-    cluster = Cluster(data_dir=data_dir, ports=Ports.free(), embedded_aws=True, extra_env=limits)
+    ports = Ports.free()  # auth believes only BASE_URL for the origin our page runs at: the gateway's, here
+    cluster = Cluster(data_dir=data_dir, ports=ports, embedded_aws=True,
+                      extra_env={**limits, "BASE_URL": f"http://127.0.0.1:{ports.gateway}"})
     saved = dict(os.environ)
     try:
         cluster.start()

@@ -40,3 +40,8 @@ def test_the_account_page_lists_security_activity_newest_first(cluster: Cluster,
         expect(activity.first).to_have_attribute("data-audit-type", "password.changed")
         expect(activity).to_have_count(4)
         shots.take(page, "account-security-activity")
+
+        # A reload renews the session from the refresh cookie: the page's origin is BASE_URL's.
+        page.reload()
+        expect(page.get_by_role("heading", name="Account", exact=True)).to_be_visible()
+        expect(activity.first).to_have_attribute("data-audit-type", "password.changed")
