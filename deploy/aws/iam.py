@@ -8,7 +8,7 @@ without a call, fails the suite instead of production.
 Resources come from `shared.contracts.resources`, by owner: a process may touch its service's tables (and their
 indexes), its service's queues (and their DLQs), publish on its service's topic (and use the messaging key that
 encrypts it), manage the per-replica queues of its service's `ReplicaSubscription`s, and use its prefixes of the
-bucket only (`deploy.aws.bucket_access`: no role reads, writes or deletes anywhere in the bucket). SageMaker
+bucket only (`deploy.aws.bucket_access`), never the whole bucket. SageMaker
 actions name only our own resources, by name prefix (`SAGEMAKER_RESOURCE_TYPES`: which resource types the
 Service Authorization Reference authorises each action on). `"*"` appears only where AWS has no resource-level
 permission for an action; each such case is in `WILDCARD_REASONS`.
