@@ -277,6 +277,11 @@ def test_a_verified_google_email_links_the_existing_password_account(app: str, i
     # THEN it is the same account, and it lands on our dashboard
     assert landed.headers["location"] == "/dashboard"
     assert again.session(app)["user"]["id"] == registered["id"]
+    # AND the account's audit log tells the story, newest first
+    token = {"Authorization": f"Bearer {again.session(app)['access_token']}"}
+    events = [e["type"] for e in httpx.get(f"{app}/api/audit", headers=token).json()["data"]]
+    assert events == ["sign_in.succeeded", "sign_in.failed", "sign_in.succeeded", "google.linked",
+                      "account.created"]
 
 
 def test_an_unverified_google_email_is_not_linked(app: str, idp: Provider) -> None:
