@@ -92,3 +92,13 @@ def test_filenames_never_reach_object_keys() -> None:
     assert clean_filename("C:\\Users\\me\\data.jsonl") == "data.jsonl"
     assert clean_filename("a\x00b\nc.jsonl") == "abc.jsonl"
     assert clean_filename(None) == "upload"
+
+
+def test_json_lines_parse_and_fail_as_json_loads_says() -> None:
+    """Whitespace around a line's value is fine; anything after it, or no value, is the decoder's own message."""
+    good = _example(("user", "hi"), ("assistant", "hello"))
+    report = _validate(b"  " + good + b" \r", good.replace(b"hi", b"hey"), good + b" extra", b"   ", b"{")
+    assert [(e["line"], e["message"]) for e in report.errors] == [
+        (3, "Line 3 is not valid JSON (Extra data at column 94)."),
+        (5, "Line 5 is not valid JSON (Expecting property name enclosed in double quotes at column 2).")]
+    assert report.examples == 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from services.files.formats.examples import ExampleError, text_chars
 
@@ -25,8 +25,7 @@ class Limits:
     max_warning_lines: int = 10
 
 
-@dataclass(frozen=True)
-class Location:
+class Location(NamedTuple):  # a tuple: one is made for every line, and a frozen dataclass costs twice as much
     line: int
     item: int | None = None  # the CSV row or JSON array element, where the format has them
     kind: str = "line"  # "line", "row" (CSV) or "example" (JSON array)
@@ -123,11 +122,12 @@ class ReportBuilder:
             chars = text_chars(example)
             if "messages" in example:
                 self._roles.update([m["role"] for m in example["messages"]])
-        tokens = -(-chars // self.limits.chars_per_token)
+        limits = self.limits
+        tokens = -(-chars // limits.chars_per_token)
         self._chars.add(chars)
         self._tokens.add(tokens)
         self._types[kind] += 1
-        if tokens > self.limits.context_tokens:
+        if tokens > limits.context_tokens:
             self._warn("truncation_likely", where)
         # Python's own 64-bit hash of the line (SipHash, seeded per process): all a duplicate check within
         # one run needs, at about 60 bytes an example in the set.
