@@ -156,3 +156,20 @@ def test_a_deleted_accounts_tokens_and_keys_are_refused(gateways: tuple[str, str
     for gateway in gateways:
         _eventually(_refused(gateway, bearer(session), "token_revoked"), f"token refused at {gateway}")
         _eventually(_refused(gateway, _key_header(key), "invalid_api_key"), f"key refused at {gateway}")
+
+
+def test_the_audit_log_is_reached_through_the_gateway_with_the_callers_browser(gateways: tuple[str, str],
+                                                                               auth_url: str) -> None:
+    gateway, _ = gateways
+    session, other = register(auth_url), register(auth_url)
+    browser = {**bearer(session), "User-Agent": "audit-through-the-gateway"}
+    key = httpx.post(f"{gateway}/auth/api-keys", json={"name": "ci"}, headers=browser)
+    assert key.status_code == 201, key.text
+    page = httpx.get(f"{gateway}/api/audit", headers=browser, params={"limit": 1})
+    assert page.status_code == 200, page.text
+    [latest] = page.json()["data"]
+    assert (latest["type"], latest["user_agent"]) == ("api_key.created", "audit-through-the-gateway")
+    assert latest["details"]["key_id"] == key.json()["id"]
+    theirs = httpx.get(f"{gateway}/api/audit", headers=bearer(other)).json()["data"]
+    assert [e["type"] for e in theirs] == ["account.created"]
+    assert httpx.get(f"{gateway}/api/audit").status_code == 401
