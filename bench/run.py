@@ -3,9 +3,10 @@ each a ratio against a baseline measured in the same run, printed one line each 
 bench/results/latest.json.
 
 1. gateway_vs_direct_rps: `GET /v1/fine_tuning/jobs` through the gateway against the same request sent
-   straight to training, requests per second with a fixed number of concurrent clients. Aim: >= 0.5.
-   Measured for a user with 100 jobs, and for one with none (`_empty_list`), where the emulator's share
-   of each request is smallest and the gateway's own cost shows most.
+   straight to training, requests per second with a fixed number of concurrent clients. Measured for a user
+   with 100 jobs (aim: >= 0.5; both paths wait on moto's serialisation of the page), and for one with none
+   (`_empty_list`, aim: >= 0.85), where the emulator's share of each request is smallest and the gateway's
+   own cost shows most.
 2. list_latency_large_vs_small_table: the median latency of one user's list (100 jobs, limit=20) when the
    table holds N jobs against when it holds only that user's 100, with training's DynamoDB served by
    dynalite (npm, installed on first use into .data/bench-node/). Aim: <= 1.2. The same ratio for a raw
@@ -126,8 +127,14 @@ def login(gateway_url: str, session: Session) -> Session:
     return Session(session.email, session.password, session.user_id, body["access_token"])
 
 
+# Issue 14: on the empty list, where the gateway's own cost weighs most, it keeps 85% of the direct rate. With a
+# full page both paths wait on moto's serialisation (below), so that figure keeps the first wave's 0.5.
+FULL_PAGE_AIM = Aim(">=", 0.5)
+EMPTY_LIST_AIM = Aim(">=", 0.85)
+
+
 def gateway_vs_direct(cluster: RequestPathCluster, session: Session, user_jobs: int, plan: Plan,
-                      name: str = "gateway_vs_direct_rps") -> Result:
+                      name: str = "gateway_vs_direct_rps", aim: Aim = FULL_PAGE_AIM) -> Result:
     path = f"/v1/fine_tuning/jobs?limit={LIST_LIMIT}"
     urls = {"gateway": cluster.gateway_url + path, "direct": cluster.training_url + path}
     rps = asyncio.run(load.compare_rps(urls, session.headers, concurrency=plan.concurrency,
@@ -139,7 +146,8 @@ def gateway_vs_direct(cluster: RequestPathCluster, session: Session, user_jobs: 
         name, median(per_round),
         f"gateway {gateway:.0f} rps / direct {direct:.0f} rps, list of a user with {user_jobs} jobs on moto, "
         f"{plan.concurrency} clients, median of {plan.rounds} rounds of {plan.round_s:g} s each",
-        Aim(">=", 0.5),
+        aim,
+        note=f"per round {', '.join(format_ratio(r) for r in per_round)}",
         figures={"gateway_rps": rps["gateway"], "direct_rps": rps["direct"], "round_ratios": per_round,
                  "concurrency": plan.concurrency, "round_s": plan.round_s, "user_jobs": user_jobs,
                  "limit": LIST_LIMIT})
@@ -272,8 +280,10 @@ def run(cluster: RequestPathCluster, plan: Plan, backends: tuple[str, ...]) -> d
                for name, db in dbs.items()]
     progress(f"gateway vs direct: {plan.rounds} rounds x {plan.round_s:g} s x 2 targets, twice")
     full_page = gateway_vs_direct(cluster, session, plan.user_jobs, plan)
-    empty = gateway_vs_direct(cluster, register(cluster.gateway_url), 0, plan, "gateway_vs_direct_rps_empty_list")
-    results = [replace(full_page, note=emulator_bound_note(full_page, empty)), empty]
+    empty = gateway_vs_direct(cluster, register(cluster.gateway_url), 0, plan, "gateway_vs_direct_rps_empty_list",
+                              EMPTY_LIST_AIM)
+    bound = emulator_bound_note(full_page, empty)
+    results = [replace(full_page, note="; ".join(n for n in (full_page.note, bound) if n)), empty]
     others = plan.jobs - plan.user_jobs
 
     def target(name: str, jobs_in_table: int) -> Target:
