@@ -189,9 +189,11 @@ def describe(bucket_name: str = BUCKET, web_origins: tuple[str, ...] = ("http://
             Table(FILES_USAGE_TABLE, "files", Key("user_id")),  # bytes stored per user, for the quota
             # status-index is sparse: only unfinished jobs carry `active_status` (their status), so the
             # reconciler finds queued and running jobs by a Query whose cost follows their number.
+            # TTL: only the notes a deleted account's jobs leave (services/training/deleted_jobs.py) carry expires_at.
             Table(JOBS_TABLE, "training", Key("job_id"),
                   indexes=(Index("user-index", Key("user_id"), Key("created_at")),
-                           Index("status-index", Key("active_status"), Key("created_at")))),
+                           Index("status-index", Key("active_status"), Key("created_at"))),
+                  ttl_attribute="expires_at"),
             Table(JOB_EVENTS_TABLE, "training", Key("job_id"), Key("event_id")),
             Table(TRAINING_FILES_TABLE, "training", Key("file_id"), indexes=(Index("user-index", Key("user_id")),)),
             Table(TRAINING_INBOX_TABLE, "training", message_id, ttl_attribute="expires_at"),
