@@ -9,6 +9,7 @@
 - `LLMT_FAULT_HOLD="sagemaker.CreateTrainingJob:/some/dir"`: a call of that operation first leaves a file in the
   directory (`held-<pid>-<n>`), then waits until a file `release` appears there (HOLD_MAX_S at most): a test knows
   the process is inside the handling of a message, and can kill it there rather than hope it is slow enough.
+  `"sns.Publish~training.job.succeeded:/some/dir"` holds only the calls whose request body contains that text.
 
 Read when a client is created (shared/aws.py calls `install`). Unset, as everywhere outside the fault suite,
 `install` registers nothing.
@@ -71,14 +72,22 @@ class Hold:
     service: str
     operation: str
     directory: Path
+    body_contains: str = ""
 
     @classmethod
     def parse(cls, spec: str) -> Hold:
         target, _, directory = spec.partition(":")
-        service, _, operation = target.partition(".")
+        call, _, body_contains = target.partition("~")
+        service, _, operation = call.partition(".")
         if not (service and operation and directory):
-            raise FaultConfigError(f"{HOLD_ENV}: {spec!r} is not service.Operation:/directory")
-        return cls(service, operation, Path(directory))
+            raise FaultConfigError(f"{HOLD_ENV}: {spec!r} is not service.Operation[~text]:/directory")
+        return cls(service, operation, Path(directory), body_contains)
+
+    def applies_to(self, body: object) -> bool:
+        if not self.body_contains:
+            return True
+        raw = body.encode() if isinstance(body, str) else body if isinstance(body, bytes) else b""
+        return self.body_contains.encode() in raw
 
 
 def throttled_response(service: str, rng: random.Random, url: str) -> AioAWSResponse:
@@ -125,6 +134,8 @@ def install(client: Any, environ: dict[str, str] | None = None) -> None:
         counter = itertools.count()
 
         async def wait_for_release(request: Any, **_: Any) -> None:
+            if not hold.applies_to(request.body):
+                return
             hold.directory.mkdir(parents=True, exist_ok=True)
             (hold.directory / f"held-{os.getpid()}-{next(counter)}").write_text(str(request.url))
             log.warning("call held until released", extra={"operation": hold.operation})

@@ -120,3 +120,14 @@ async def write_results(s3: S3, bucket: str, user_id: str, job_id: str, model_ar
     key = f"files/{user_id}/{file_id}"
     await s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="text/csv", **sse_args(kms_key_id))
     return ResultFile(file_id=file_id, s3_key=key, bytes=len(body), filename=RESULTS_FILENAME)
+
+
+async def written_results(s3: S3, bucket: str, user_id: str, job_id: str) -> ResultFile | None:
+    """The results file `write_results` wrote for the job, as it is in the bucket now (None: not there)."""
+    file_id = result_file_id(job_id)
+    key = f"files/{user_id}/{file_id}"
+    try:
+        head = await s3.head_object(Bucket=bucket, Key=key)
+    except ClientError:
+        return None
+    return ResultFile(file_id=file_id, s3_key=key, bytes=int(head["ContentLength"]), filename=RESULTS_FILENAME)

@@ -23,6 +23,7 @@ from shared.s3 import delete_object_versions
 
 log = logging.getLogger(__name__)
 ENDED = ("Completed", "Failed", "Stopped")
+SUCCEEDED_MESSAGE = "The job has successfully completed"
 
 
 def _number(value: object) -> float | None:
@@ -118,8 +119,11 @@ async def _apply(job: Job, state: TrainingJobStateChanged, deps: Deps) -> None:
 
 
 async def _succeed(job: Job, state: TrainingJobStateChanged, deps: Deps) -> None:
+    if job.status == "succeeded":
+        await _finish_success(job, deps)
+        return
     if job.status in TERMINAL:
-        return  # a repeated Completed: the results were written the first time
+        return
     artifact = (state.ModelArtifacts or {}).get("S3ModelArtifacts")
     tokens = _final_metric(state, "trained_tokens")
     name = job.fine_tuned_model_name()
@@ -136,8 +140,28 @@ async def _succeed(job: Job, state: TrainingJobStateChanged, deps: Deps) -> None
                        result_file=result_file, training_file=job.training_file,
                        validation_file=job.validation_file, created_at=int(time.time()))
         await record_event(deps, job, f"New fine-tuned model created: {name}")
-        await record_event(deps, job, "The job has successfully completed")
+        await record_event(deps, job, SUCCEEDED_MESSAGE)  # the last step: see _finish_success
         await _record_throughput(deps, job, state, tokens)
+
+
+async def _finish_success(job: Job, deps: Deps) -> None:
+    """A Completed again for a job that succeeded: EventBridge's duplicate, or the same message again because the
+    first handling stopped between the move to succeeded and its end (its worker killed, AWS refusing a call), maybe
+    before its announcement. The end's last step, the SUCCEEDED_MESSAGE event, tells which: without it the job is
+    announced again (every consumer takes training.job.succeeded once) with its results file as the bucket has it."""
+    recent, _ = await deps.jobs.list_events(job.job_id, limit=10, after=None, event_type="message")
+    if any(event.get("message") == SUCCEEDED_MESSAGE for event in recent):
+        return  # a repeated Completed: the first one got to the end
+    result_file = await results_file.written_results(deps.s3, deps.launch.bucket, job.user_id, job.job_id)
+    if result_file is None or job.fine_tuned_model is None:
+        log.warning("a succeeded job's end cannot be told again: no results file", extra={"job_id": job.job_id})
+        return
+    await announce(deps, job, "succeeded", fine_tuned_model=job.fine_tuned_model, model_artifact=job.model_artifact,
+                   result_file=result_file, training_file=job.training_file, validation_file=job.validation_file,
+                   created_at=job.finished_at or int(time.time()))
+    await record_event(deps, job, f"New fine-tuned model created: {job.fine_tuned_model}")
+    await record_event(deps, job, SUCCEEDED_MESSAGE)
+    log.info("a succeeded job's end told again", extra={"job_id": job.job_id})
 
 
 async def _record_throughput(deps: Deps, job: Job, state: TrainingJobStateChanged, tokens: float | None) -> None:

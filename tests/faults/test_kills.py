@@ -4,6 +4,7 @@ its terminal state, none is launched twice in SageMaker, no file or artifact is 
 
 from __future__ import annotations
 
+from shared.contracts.training_events import JOB_SUCCEEDED
 from tests.support.fault_cluster import CallHold, FaultCluster, TrainerHold, chat_file
 
 
@@ -11,8 +12,8 @@ def test_files_worker_killed_while_validating(faults: FaultCluster) -> None:
     # GIVEN the files worker held inside a file.uploaded, about to record the validation's outcome
     hold = CallHold("dynamodb.UpdateItem")
     faults.restart("files-worker", **hold.env())
-    user = faults.user()
-    file_id = faults.upload(user, chat_file())
+    user, content = faults.user(), chat_file()
+    file_id = faults.upload(user, content)
     hold.wait_held()
     # WHEN it is killed there and started again
     faults.kill("files-worker")
@@ -20,6 +21,7 @@ def test_files_worker_killed_while_validating(faults: FaultCluster) -> None:
     faults.start("files-worker")
     # THEN the file is validated all the same, and a job on it runs to the end
     faults.wait_file(user, file_id, "processed")
+    assert faults.content(user, file_id) == content
     faults.assert_settled(user, faults.create_job(user, file_id))
 
 
@@ -36,6 +38,27 @@ def test_training_worker_killed_while_launching(faults: FaultCluster) -> None:
     hold.release()
     faults.start("training-worker")
     # THEN the job is launched once and succeeds
+    faults.assert_settled(user, job_id)
+
+
+def test_training_worker_killed_while_announcing_success(faults: FaultCluster) -> None:
+    user = faults.user()
+    trainer = TrainerHold()
+    job_id = faults.create_job(user, faults.processed_file(user, chat_file(trainer.token)))
+    faults.wait_status(user, job_id, ("running",))
+    # GIVEN the training worker held inside SageMaker's Completed, the job moved to succeeded, as it announces it
+    # (the reconciler down meanwhile: it would take the Completed from SageMaker's Describe first)
+    faults.kill("training-reconciler")
+    hold = CallHold(f"sns.Publish~{JOB_SUCCEEDED}")
+    faults.restart("training-worker", **hold.env())
+    trainer.release()
+    hold.wait_held()
+    # WHEN it is killed there and started again
+    faults.kill("training-worker")
+    hold.release()
+    faults.start("training-worker")
+    faults.start("training-reconciler")
+    # THEN the success is announced all the same: the results file is registered
     faults.assert_settled(user, job_id)
 
 

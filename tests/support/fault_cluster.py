@@ -152,6 +152,11 @@ class FaultCluster:
         body: dict[str, Any] = response.json()
         return body
 
+    def content(self, user: dict[str, str], file_id: str) -> bytes:
+        response = httpx.get(f"{self.gateway}/v1/files/{file_id}/content", headers=user, timeout=30)
+        assert response.status_code == 200, response.text
+        return response.content
+
     def wait_file(self, user: dict[str, str], file_id: str, expected: str = "processed",
                   timeout_s: float = 60) -> None:
         status = wait_for(lambda: self.file(user, file_id)["status"], lambda s: s != "uploaded",
@@ -223,8 +228,7 @@ class FaultCluster:
             for result_file in job["result_files"]:
                 wait_for(functools.partial(_status, self.gateway, user, result_file), lambda s: s == "processed",
                          f"results file {result_file} registered", 60)
-                content = httpx.get(f"{self.gateway}/v1/files/{result_file}/content", headers=user, timeout=30)
-                assert content.status_code == 200 and content.content, content.text
+                assert self.content(user, result_file)
         return job
 
 
