@@ -109,3 +109,7 @@ def test_real_objects_answer_as_the_document_says(cluster: Cluster) -> None:
         call(cluster, me, operation, 200, path_parameters=job)
     assert call(cluster, me, "GET /v1/fine_tuning/jobs", 200)["data"]
     call(cluster, me, "DELETE /v1/files/{file_id}", 200, path_parameters=file_id)
+
+    direct = call(cluster, me, "POST /api/uploads", 200, body={"filename": "big.jsonl", "purpose": "fine-tune",
+                                                               "bytes": 1024})
+    call(cluster, me, "DELETE /api/uploads/{file_id}", 200, path_parameters={"file_id": direct["id"]})
