@@ -107,6 +107,8 @@ class Cluster:
                # A chat on a model with no deployment starts one here (README): the SDK flow needs no extra step.
                "DEPLOY_ON_DEMAND": os.environ.get("DEPLOY_ON_DEMAND", "true"),
                "INFERENCE_RECONCILE_INTERVAL_S": os.environ.get("INFERENCE_RECONCILE_INTERVAL_S", "2"),
+               # Auth believes only BASE_URL for where the dashboard runs: the gateway's address, unless given.
+               "BASE_URL": os.environ.get("BASE_URL") or f"http://localhost:{p.gateway}",
                "JWT_KEY_FILE": str(self.data_dir / "auth" / "jwt-signing-key.pem"),
                # What one service shows another on /internal/* routes (X-Service-Token); made once, kept here.
                "SERVICE_TOKEN": os.environ.get("SERVICE_TOKEN") or self.service_token(),
