@@ -42,6 +42,14 @@ SECURITY_SCHEMES: Json = {
     "apiKey": {"type": "http", "scheme": "bearer", "bearerFormat": "API key",
                "description": "An API key from POST /auth/api-keys, for programs: accepted on /v1 and /api."},
 }
+TAGS = [
+    {"name": "auth", "description": "Accounts, sessions, API keys, the audit log, and the keys that sign tokens."},
+    {"name": "files", "description": "Training data: uploads (OpenAI's files API, and direct uploads in parts) and "
+                                     "what validation found."},
+    {"name": "training", "description": "Fine-tuning jobs (OpenAI's API), their estimates, progress and results."},
+    {"name": "inference", "description": "Models, chat completions (OpenAI's API), deployments and evaluations."},
+    {"name": "gateway", "description": "Live events for the web app."},
+]
 INFO: Json = {
     "title": "LLM Tuner API",
     "version": "1",
@@ -164,7 +172,7 @@ def build() -> Json:
     if stale:
         raise ValueError(f"deploy/openapi_answers.py describes operations no service has: {stale}")
     used = _referenced(paths, schemas, set())  # the internal routes' bodies go with them
-    return {"openapi": "3.1.0", "info": INFO, "paths": dict(sorted(paths.items())),
+    return {"openapi": "3.1.0", "info": INFO, "tags": TAGS, "paths": dict(sorted(paths.items())),
             "components": {"schemas": {name: schemas[name] for name in sorted(used)},
                            "securitySchemes": SECURITY_SCHEMES}}
 

@@ -5,12 +5,14 @@ status (content type included)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, settings
+from playwright.sync_api import Browser, expect
 from schemathesis.checks import (
     content_type_conformance,
     not_a_server_error,
@@ -20,6 +22,7 @@ from schemathesis.checks import (
 
 from deploy.local.cluster import Cluster
 from services.gateway.openapi import DOCUMENT
+from tests.e2e.browser import Screenshots, new_page
 from tests.support.accounts import bearer, register
 from tests.support.files import GOOD, upload
 from tests.support.polling import wait_for
@@ -46,6 +49,20 @@ def test_the_gateway_serves_the_document_to_anyone(cluster: Cluster) -> None:
     response = httpx.get(f"{cluster.gateway_url}/openapi.json")
     assert response.status_code == 200
     assert response.content == DOCUMENT.read_bytes()
+
+
+def test_the_docs_page_shows_every_operation_with_nothing_from_elsewhere(cluster: Cluster, browser: Browser,
+                                                                         shots: Screenshots) -> None:
+    operations = sum(len(item) for item in json.loads(DOCUMENT.read_text())["paths"].values())
+    elsewhere: list[str] = []
+    with new_page(browser) as (_, page):  # fails on a script error or a CSP violation
+        page.on("request", lambda request: None if request.url.startswith((cluster.gateway_url, "data:"))
+                else elsewhere.append(request.url))
+        page.goto(f"{cluster.gateway_url}/docs")
+        expect(page.locator(".opblock")).to_have_count(operations)
+        expect(page.get_by_text("LLM Tuner API").first).to_be_visible()
+        shots.take(page, "docs")
+    assert elsewhere == []
 
 
 # Bounded so the run stays within a couple of minutes on two slow cores (about 900 requests): generated cases
