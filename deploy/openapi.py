@@ -61,7 +61,7 @@ INFO: Json = {
 
 
 @contextlib.contextmanager
-def _building_apps() -> Iterator[None]:
+def building_apps() -> Iterator[None]:
     """Building an app reads its Settings (development defaults: no secret is needed to describe routes) and
     points the root logger at JSON lines; neither outlives the build."""
     saved_env = dict(os.environ)
@@ -156,7 +156,7 @@ def build() -> Json:
     paths: dict[str, Json] = {}
     schemas: Json = dict(answers.SCHEMAS)
     for service in SERVICES:
-        with _building_apps():
+        with building_apps():
             document = service_document(service)
         for path, item in document.get("paths", {}).items():
             if routing.upstream_for(path) != service:
