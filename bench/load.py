@@ -1,8 +1,10 @@
-"""Load: requests per second with a fixed number of concurrent clients, and one-at-a-time latencies."""
+"""Load: requests per second with a fixed number of concurrent clients, and one-at-a-time latencies; run as
+`python -m bench.load`, many users at once on the whole platform (bench/load_users.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import Callable, Mapping
 
@@ -69,3 +71,9 @@ def interleaved_latencies(probes: Mapping[str, Callable[[], object]], *, samples
             probe()
             seconds[name].append(time.perf_counter() - started)
     return seconds
+
+
+if __name__ == "__main__":
+    from bench.load_users import main
+
+    sys.exit(main())
