@@ -33,10 +33,16 @@ MAX_ERRORS_IN_EVENT = 20  # the whole list is in the report
 
 async def validate_file(event: FileUploaded, deps: Deps) -> None:
     """Stream a fine-tune file from S3 through validation (its normalised examples and report go to S3), record
-    the outcome and the report's summary, announce it (once). Files of other purposes are stored as they are."""
+    the outcome and the report's summary, announce it. Files of other purposes are stored as they are."""
     record = await deps.files.get(event.file_id)
+    if record is not None and record.status in ("processed", "error"):
+        # Validated before, yet the message is back: the inbox drops a message once handled to the end, so the
+        # handling that recorded the outcome stopped before its end (its worker killed, AWS refusing), maybe
+        # before the announcement, which nobody would ever send then. Announced again: consumers take it once.
+        await deps.events.publish(new_event(recorded_outcome(record, deps.bucket), user_id=record.user_id))
+        return
     if record is None or record.status != "uploaded":
-        return  # deleted, or already validated: nothing to do
+        return  # deleted, or not uploaded yet: nothing to do
     fields = file_event_fields(record, deps.bucket)
     if record.purpose not in validation.VALIDATED_PURPOSES:
         if await deps.files.set_result(record.file_id, "processed", None, 0):
@@ -64,6 +70,17 @@ async def validate_file(event: FileUploaded, deps: Deps) -> None:
     await deps.events.publish(new_event(outcome, user_id=record.user_id))
     log.info("file validated", extra={"file_id": record.file_id, "status": status, "examples": report.examples,
                                       "format": report.body["format"]})
+
+
+def recorded_outcome(record: FileRecord, bucket: str) -> FileValidated | FileRejected:
+    """A validated file's outcome event from its record (the rejection's first errors are in its report)."""
+    fields = {**file_event_fields(record, bucket), "examples": record.examples or 0, "format": record.format,
+              "example_type": record.example_type, "estimated_tokens": record.estimated_tokens,
+              "normalized_uri": f"s3://{bucket}/{record.normalized_key}" if record.normalized_key else None,
+              "report_uri": f"s3://{bucket}/{record.report_key}" if record.report_key else None}
+    if record.status == "processed":
+        return FileValidated(**fields)
+    return FileRejected(**fields, error=record.status_details or "The file is not valid.")
 
 
 async def delete_user_data(event: UserDeleted, deps: Deps) -> None:

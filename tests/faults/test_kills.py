@@ -4,6 +4,7 @@ its terminal state, none is launched twice in SageMaker, no file or artifact is 
 
 from __future__ import annotations
 
+from shared.contracts.files_events import FILE_VALIDATED
 from shared.contracts.training_events import JOB_SUCCEEDED
 from tests.support.fault_cluster import CallHold, FaultCluster, TrainerHold, chat_file
 
@@ -22,6 +23,21 @@ def test_files_worker_killed_while_validating(faults: FaultCluster) -> None:
     # THEN the file is validated all the same, and a job on it runs to the end
     faults.wait_file(user, file_id, "processed")
     assert faults.content(user, file_id) == content
+    faults.assert_settled(user, faults.create_job(user, file_id))
+
+
+def test_files_worker_killed_while_announcing_a_validated_file(faults: FaultCluster) -> None:
+    # GIVEN the files worker held as it announces a file it has recorded as validated
+    hold = CallHold(f"sns.Publish~{FILE_VALIDATED}")
+    faults.restart("files-worker", **hold.env())
+    user = faults.user()
+    file_id = faults.upload(user, chat_file())
+    hold.wait_held()
+    # WHEN it is killed there and started again
+    faults.kill("files-worker")
+    hold.release()
+    faults.start("files-worker")
+    # THEN training hears of the file all the same: a job on it is launched and succeeds
     faults.assert_settled(user, faults.create_job(user, file_id))
 
 
