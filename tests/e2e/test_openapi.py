@@ -104,6 +104,10 @@ def test_real_objects_answer_as_the_document_says(cluster: Cluster) -> None:
 
     key = call(cluster, me, "POST /auth/api-keys", 201, body={"name": "schema"})
     assert call(cluster, me, "GET /auth/api-keys", 200)["data"]
+    program = {"Authorization": f"Bearer {key['key']}"}  # the apiKey scheme: /v1 and /api only
+    call(cluster, program, "GET /v1/models", 200)
+    call(cluster, program, "GET /api/catalog", 200)
+    call(cluster, program, "GET /auth/me", 401)
     call(cluster, me, "DELETE /auth/api-keys/{key_id}", 200, path_parameters={"key_id": key["id"]})
 
     uploaded = upload(cluster.gateway_url, session, GOOD.encode())
