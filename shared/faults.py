@@ -12,7 +12,7 @@
   `"sns.Publish~training.job.succeeded:/some/dir"` holds only the calls whose request body contains that text.
 
 Read when a client is created (shared/aws.py calls `install`). Unset, as everywhere outside the fault suite,
-`install` registers nothing.
+`install` registers nothing; set outside ENVIRONMENT=development (or test), it is refused.
 """
 
 from __future__ import annotations
@@ -118,6 +118,10 @@ def install(client: Any, environ: dict[str, str] | None = None) -> None:
     service = str(client.meta.service_model.service_name)
     rate = parse_rates(env.get(FAULTS_ENV, "")).get(service, 0.0)
     hold = Hold.parse(env[HOLD_ENV]) if env.get(HOLD_ENV) else None
+    environment = env.get("ENVIRONMENT", "development").lower()
+    if (rate > 0 or hold is not None) and environment not in ("development", "test"):
+        raise FaultConfigError(f"{FAULTS_ENV} and {HOLD_ENV} are for the fault suite: refused with "
+                               f"ENVIRONMENT={environment}")
     events = client.meta.events
     if rate > 0:
         rng = random.Random(f"{env.get(SEED_ENV, '0')}:{service}")  # noqa: S311 - when to fail, not a secret

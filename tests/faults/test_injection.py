@@ -102,3 +102,11 @@ def test_the_same_seed_refuses_the_same_calls() -> None:
 def test_a_configuration_that_says_nothing_sensible_is_refused(spec: str) -> None:
     with pytest.raises(faults.FaultConfigError):
         faults.parse_rates(spec)
+
+
+def test_faults_are_refused_outside_development() -> None:
+    async def never(client: Any) -> None:
+        raise AssertionError("the client was made")
+
+    with pytest.raises(faults.FaultConfigError):
+        _with_client("sqs", {faults.FAULTS_ENV: "sqs:0.1", "ENVIRONMENT": "production"}, never)
