@@ -63,8 +63,10 @@ def _has_body(request: Request) -> bool:
 async def forward(client: httpx.AsyncClient, base_url: str, request: Request, *,
                   authorization: str | None = None) -> Response:
     """`authorization` replaces the client's header (an API key traded for an access token)."""
-    # The path as Starlette decoded it, encoded again: httpx refuses a control character in a URL (a 500).
-    url = httpx.URL(base_url + quote(request.url.path, safe=PATH_CHARACTERS), query=request.url.query.encode())
+    # The path as the server decoded it, encoded again: httpx refuses a control character in a URL (a 500), and
+    # `request.url.path` is half-encoded (`?` and `#` are, `%` is not), so it cannot be encoded again.
+    path = quote(request.scope["path"], safe=PATH_CHARACTERS)
+    url = httpx.URL(base_url + path, query=request.url.query.encode())
     upstream_request = client.build_request(request.method, url, headers=_forward_headers(request, authorization),
                                             content=request.stream() if _has_body(request) else None)
     try:
