@@ -164,6 +164,14 @@ def _sagemaker_launches(cluster: Cluster, job_ids: list[str]) -> dict[str, int]:
     return {job_id: sum(job_id in name for name in names) for job_id in job_ids}
 
 
+def _repeated_launches(cluster: Cluster) -> int:
+    """CreateTrainingJob calls the emulator refused because the job's name was taken: a launch repeated (a
+    message handled twice), which the name derived from the job id makes harmless; counted, not an error."""
+    log = cluster.data_dir / "logs" / "sagemaker-emulator.log"
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return sum('"CreateTrainingJob"' in line and "ResourceInUse" in line for line in text.splitlines())
+
+
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
@@ -200,6 +208,7 @@ def print_summary(result: dict[str, Any]) -> None:
     verdict = "met" if result["jobs_lost"] == 0 and result["jobs_duplicated"] == 0 else "NOT met"
     print(f"  jobs: {result['jobs_created']} created, {result['jobs_succeeded']} succeeded, {result['jobs_failed']} "
           f"failed; lost {result['jobs_lost']}, duplicated {result['jobs_duplicated']} (aim: 0 and 0): {verdict}")
+    print(f"  SageMaker launches repeated and refused by name (harmless): {result['repeated_launch_attempts']}")
 
 
 async def drive(cluster: Cluster, users: int, seconds: float, settle_s: float) -> dict[str, Any]:
@@ -212,7 +221,9 @@ async def drive(cluster: Cluster, users: int, seconds: float, settle_s: float) -
         print(f"... load done; waiting up to {settle_s:g} s for every job to end", file=sys.stderr, flush=True)
         statuses = await _settle(client, figures, settle_s)
     created = [job_id for jobs in figures.created_jobs.values() for job_id in jobs]
-    return summary(figures, statuses, _sagemaker_launches(cluster, created), users, seconds)
+    result = summary(figures, statuses, _sagemaker_launches(cluster, created), users, seconds)
+    result["repeated_launch_attempts"] = _repeated_launches(cluster)
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -174,3 +174,16 @@ def test_reports_are_owner_scoped_and_wait_for_validation(files_url: str, auth_u
     assert get(files_url, alice, f"/api/files/{file_id}/report").json()["status"] == "processed"
     not_validated = get(files_url, alice, f"/api/files/{other}/report")
     assert not_validated.status_code == 404 and not_validated.json()["error"]["code"] == "report_not_available"
+
+
+def test_the_upload_form_takes_only_its_known_fields(files_url: str, auth_url: str) -> None:
+    """An unknown or repeated form field is a 400 in the envelope, and the upload leaves no file behind."""
+    session = register(auth_url)
+    forms: list[dict[str, Any]] = [{"purpose": "fine-tune", "colour": "red"}, {"purpose": ["fine-tune", "fine-tune"]}]
+    for data in forms:
+        refused = httpx.post(f"{files_url}/v1/files", headers=bearer(session), data=data,
+                             files={"file": ("train.jsonl", (CORPUS / "chat.jsonl").read_bytes())})
+        assert refused.status_code == 400, refused.text
+        assert set(refused.json()["error"]) == {"message", "type", "param", "code"}
+        assert refused.json()["error"]["code"] in ("unknown_parameter", "duplicate_parameter")
+    assert get(files_url, session, "/v1/files").json()["data"] == []
