@@ -76,7 +76,7 @@ class Hold:
 
     @classmethod
     def parse(cls, spec: str) -> Hold:
-        target, _, directory = spec.partition(":")
+        target, _, directory = spec.rpartition(":")  # the text may hold a colon; the directory does not
         call, _, body_contains = target.partition("~")
         service, _, operation = call.partition(".")
         if not (service and operation and directory):

@@ -110,3 +110,10 @@ def test_faults_are_refused_outside_development() -> None:
 
     with pytest.raises(faults.FaultConfigError):
         _with_client("sqs", {faults.FAULTS_ENV: "sqs:0.1", "ENVIRONMENT": "production"}, never)
+
+
+def test_a_hold_names_its_call_and_the_text_its_body_must_hold() -> None:
+    hold = faults.Hold.parse("dynamodb.UpdateItem~#s = :uploaded:/tmp/held")
+    assert (hold.service, hold.operation, str(hold.directory)) == ("dynamodb", "UpdateItem", "/tmp/held")
+    assert hold.applies_to(b'{"ConditionExpression": "#s = :uploaded"}') and not hold.applies_to(b"{}")
+    assert faults.Hold.parse("sqs.DeleteMessage:/tmp/held").applies_to(None)

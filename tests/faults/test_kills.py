@@ -10,8 +10,9 @@ from tests.support.fault_cluster import CallHold, FaultCluster, TrainerHold, cha
 
 
 def test_files_worker_killed_while_validating(faults: FaultCluster) -> None:
-    # GIVEN the files worker held inside a file.uploaded, about to record the validation's outcome
-    hold = CallHold("dynamodb.UpdateItem")
+    # GIVEN the files worker held inside a file.uploaded, about to record the validation's outcome (the write
+    # conditional on the file still being "uploaded")
+    hold = CallHold("dynamodb.UpdateItem~#s = :uploaded")
     faults.restart("files-worker", **hold.env())
     user, content = faults.user(), chat_file()
     file_id = faults.upload(user, content)
