@@ -16,9 +16,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from shared.envelope import Envelope, MalformedMessage, parse_wire
+from shared.errors import is_throttling
 from shared.inbox import Claim, Inbox
 from shared.logging import bound_request_id
 
@@ -26,17 +25,6 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[Envelope], Awaitable[None]]
 RETRY_ATTRIBUTE = "retry_attempt"
-# What AWS answers a caller it wants to slow down (botocore's own list of throttling codes, those our services see).
-THROTTLING_CODES = frozenset({"Throttling", "ThrottlingException", "ThrottledException", "RequestThrottled",
-                              "RequestThrottledException", "TooManyRequestsException", "SlowDown",
-                              "ProvisionedThroughputExceededException", "RequestLimitExceeded"})
-
-
-def is_throttling(exc: BaseException) -> bool:
-    """AWS refused a call for its rate (past botocore's own retries): no fault of the message being handled."""
-    return isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in THROTTLING_CODES
-
-
 def _retry_attempt(message: dict[str, Any]) -> int:
     attribute = (message.get("MessageAttributes") or {}).get(RETRY_ATTRIBUTE) or {}
     try:

@@ -5,12 +5,24 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from botocore.exceptions import ClientError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
+
+# What AWS answers a caller it wants to slow down (botocore's own list of throttling codes, those our services see).
+THROTTLING_CODES = frozenset({"Throttling", "ThrottlingException", "ThrottledException", "RequestThrottled",
+                              "RequestThrottledException", "TooManyRequestsException", "SlowDown",
+                              "ProvisionedThroughputExceededException", "RequestLimitExceeded"})
+THROTTLED_RETRY_AFTER_S = 1
+
+
+def is_throttling(exc: BaseException) -> bool:
+    """AWS refused a call for its rate (past botocore's own retries): no fault of the request or message."""
+    return isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in THROTTLING_CODES
 
 
 class APIError(Exception):
@@ -129,5 +141,15 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error", extra={"error": repr(exc)})
-        return error_response(500, "The server had an error while processing your request.", "server_error")
+        return unexpected_error_response(exc)
+
+
+def unexpected_error_response(exc: BaseException) -> JSONResponse:
+    """An exception no handler expected: AWS throttling us past botocore's retries is a 503 the client may retry
+    after `Retry-After` (nothing was done wrong, nothing is lost); anything else is a logged 500."""
+    if is_throttling(exc):
+        log.warning("AWS throttled a request past its retries", extra={"error": repr(exc)})
+        return error_response(503, "The service is busy; retry in a moment.", "server_error", None, "throttled",
+                              {"Retry-After": str(THROTTLED_RETRY_AFTER_S)})
+    log.exception("unhandled error", extra={"error": repr(exc)}, exc_info=exc)
+    return error_response(500, "The server had an error while processing your request.", "server_error")

@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.aws import AwsClients
 from shared.body_limit import BodyLimitMiddleware, BodyLimits
-from shared.errors import error_response, install_error_handlers
+from shared.errors import install_error_handlers, unexpected_error_response
 from shared.logging import configure_logging, new_request_id, request_id_var
 from shared.service_token import ServiceTokenMiddleware, require_service_token
 from shared.settings import ServiceSettings
@@ -56,13 +56,11 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
-        except Exception:
-            log.exception("unhandled error", extra={"path": scope["path"]})
+        except Exception as exc:
             if started_response:
+                log.exception("unhandled error", extra={"path": scope["path"]})
                 raise
-            response = error_response(500, "The server had an error while processing your request.",
-                                      "server_error")
-            await response(scope, receive, send_with_id)
+            await unexpected_error_response(exc)(scope, receive, send_with_id)
         finally:
             if scope["path"] != "/healthz":
                 log.info("request", extra={"method": scope["method"], "path": scope["path"], "status": status,
