@@ -31,10 +31,10 @@ from services.files.formats.validation_report import Limits, Location, Report, R
 
 # Where the normalised examples go: whole lines, several a call (those one chunk of the file made).
 Sink = Callable[[bytes], Awaitable[None]]
-# Each good example, with its normalised line when the reader has it already (else it is encoded); a reader
-# hands them on in batches (what one chunk of the file held), so that an example costs no `await` of its own.
-Example = tuple[Location, dict[str, Any], bytes | None]
-Examples = AsyncIterator[list[Example]]
+# A reader counts each good example in the report as it reads it and hands on the normalised lines (those before
+# the file's first error) in batches, what one chunk of the file held: an example costs no `await` of its own,
+# and no parsed example outlives its line (a batch of them kept the garbage collector busy).
+Lines = AsyncIterator[list[bytes]]
 _INVALID = object()
 
 
@@ -130,10 +130,22 @@ def _too_long(report: ReportBuilder, where: Location) -> None:
     report.error(where, "line_too_long", f"is longer than {report.limits.max_line_bytes} bytes.")
 
 
-async def _jsonl(chunks: AsyncIterator[bytes], report: ReportBuilder) -> Examples:
+def _counted(report: ReportBuilder, where: Location, example: dict[str, Any], normalised: bytes | None) -> bytes | None:
+    """Count a good example (with its normalised line when the reader has it already, else it is encoded); its
+    line, to be written, while the file has no error."""
+    try:
+        line = normalised or encode(example)
+    except UnicodeEncodeError:
+        report.error(where, "invalid_utf8", "holds an unpaired surrogate escape (\\ud800-\\udfff).")
+        return None
+    report.example(where, example, line)
+    return None if report.has_errors else line
+
+
+async def _jsonl(chunks: AsyncIterator[bytes], report: ReportBuilder) -> Lines:
     records = _Records(report)
     async for batch in line_batches(chunks, report.limits.max_line_bytes):
-        examples: list[Example] = []
+        out: list[bytes] = []
         for line_no, raw in batch:
             where = Location(line_no)
             if raw is None:
@@ -141,13 +153,14 @@ async def _jsonl(chunks: AsyncIterator[bytes], report: ReportBuilder) -> Example
             elif raw.strip():
                 record = _parse_json(raw, where, report)
                 result = None if record is _INVALID else records.example(where, record, raw)
-                if result is not None:
-                    examples.append((where, *result))
-        if examples:
-            yield examples
+                line = None if result is None else _counted(report, where, *result)
+                if line is not None:
+                    out.append(line)
+        if out:
+            yield out
 
 
-async def _json(chunks: AsyncIterator[bytes], report: ReportBuilder) -> Examples:
+async def _json(chunks: AsyncIterator[bytes], report: ReportBuilder) -> Lines:
     records = _Records(report)
     scanner = JsonElements(report.limits.max_line_bytes, report.limits.max_nesting)
 
@@ -172,8 +185,9 @@ async def _json(chunks: AsyncIterator[bytes], report: ReportBuilder) -> Examples
         else:
             record = _parse_json(item.data, where, report)
             result = None if record is _INVALID else records.example(where, record, item.data)
-            if result is not None:
-                yield [(where, *result)]
+            line = None if result is None else _counted(report, where, *result)
+            if line is not None:
+                yield [line]
 
 
 def _csv_record(header: list[str], fields: list[str], layout: Layout, where: Location,
@@ -187,7 +201,7 @@ def _csv_record(header: list[str], fields: list[str], layout: Layout, where: Loc
     return record
 
 
-async def _csv(chunks: AsyncIterator[bytes], report: ReportBuilder) -> Examples:
+async def _csv(chunks: AsyncIterator[bytes], report: ReportBuilder) -> Lines:
     header: list[str] | None = None
     layout: Layout | None = None
     row = 0
@@ -231,12 +245,16 @@ async def _csv(chunks: AsyncIterator[bytes], report: ReportBuilder) -> Examples:
         if record is _INVALID:
             continue
         try:
-            yield [(where, normalise(record, layout), None)]
+            example = normalise(record, layout)
         except ExampleError as exc:
             report.invalid(where, exc)
+            continue
+        line = _counted(report, where, example, None)
+        if line is not None:
+            yield [line]
 
 
-async def _txt(chunks: AsyncIterator[bytes], report: ReportBuilder) -> Examples:
+async def _txt(chunks: AsyncIterator[bytes], report: ReportBuilder) -> Lines:
     chunker = TextChunker(report.limits.text_chunk_chars)
     report.layout = "plain_text"
     async for line_no, raw in lines(chunks, report.limits.max_line_bytes):
@@ -251,13 +269,17 @@ async def _txt(chunks: AsyncIterator[bytes], report: ReportBuilder) -> Examples:
         if "\x00" in text:
             report.error(Location(line_no), "binary_content", "holds a NUL byte: binary data, not text.")
             continue
-        for start, chunk in chunker.add(line_no, text):
-            yield [(Location(start), {"type": "text", "text": chunk}, None)]
-    for start, chunk in chunker.close():
-        yield [(Location(start), {"type": "text", "text": chunk}, None)]
+        out = [line for start, chunk in chunker.add(line_no, text)
+               if (line := _counted(report, Location(start), {"type": "text", "text": chunk}, None)) is not None]
+        if out:
+            yield out
+    out = [line for start, chunk in chunker.close()
+           if (line := _counted(report, Location(start), {"type": "text", "text": chunk}, None)) is not None]
+    if out:
+        yield out
 
 
-READERS: dict[str, Callable[[AsyncIterator[bytes], ReportBuilder], Examples]] = {
+READERS: dict[str, Callable[[AsyncIterator[bytes], ReportBuilder], Lines]] = {
     "jsonl": _jsonl, "json": _json, "csv": _csv, "txt": _txt}
 
 
@@ -299,18 +321,8 @@ async def validate_stream(chunks: AsyncIterator[bytes], *, filename: str, reques
         report.file_error(problem.code, problem.message)
         return report.finish(format=requested_format, format_source="requested" if requested_format else "detected")
     file_format = requested_format or detect(head, filename, complete=complete)
-    async for batch in READERS[file_format](stream, report):
-        out: list[bytes] = []
-        for where, example, normalised in batch:
-            try:
-                line = normalised or encode(example)
-            except UnicodeEncodeError:
-                report.error(where, "invalid_utf8", "holds an unpaired surrogate escape (\\ud800-\\udfff).")
-                continue
-            report.example(where, example, line)
-            if not report.has_errors:  # the lines before the first error, and none after
-                out.append(line)
-        if sink is not None and out:
-            out.append(b"")
-            await sink(b"\n".join(out))
+    async for lines_written in READERS[file_format](stream, report):
+        if sink is not None:
+            lines_written.append(b"")
+            await sink(b"\n".join(lines_written))
     return report.finish(format=file_format, format_source="requested" if requested_format else "detected")
