@@ -13,8 +13,9 @@ from shared.errors import PayloadTooLarge
 
 MIN_PART_BYTES = 5 * 1024 * 1024  # S3's minimum for all parts but the last
 # Parts in flight at once. With one, the stream stops for every part's round trip to S3 (and, behind it, the
-# gateway and the client); two already keep it moving; a third covers a slow part. Each costs one part of memory.
-PARTS_IN_FLIGHT = 3
+# gateway and the client); with two it keeps moving (a third measured no faster on bench.files, and each costs
+# one part of memory).
+PARTS_IN_FLIGHT = 2
 
 
 class MultipartS3(Protocol):
