@@ -73,6 +73,7 @@ bench: $(VENV)/.bench
 	$(PY) -m bench.trainer
 	$(PY) -m bench.inference
 	$(PY) -m bench.startup
+	$(PY) -m bench.load
 
 provision: $(VENV)/.runtime
 	$(PY) -m deploy.local.provision
