@@ -212,7 +212,7 @@ class Cluster:
                            f"http://127.0.0.1:{port}/moto-api/")
 
     def process(self, name: str) -> Process:
-        return next(p for p in self.processes if p.name == name)
+        return next(p for p in reversed(self.processes) if p.name == name)  # the newest, during a restart
 
     def restart(self, name: str) -> Process:
         """Starts the named process again, as it was started, if it has exited; waits until it is healthy where it
@@ -222,8 +222,8 @@ class Cluster:
             return old  # still running (started before, slow to become healthy): nothing to do
         if old.log_file:
             old.log_file.close()
+        new = self._spawn(name, old.argv, old.health_url, old.port)  # in the list before the old one leaves it
         self.processes.remove(old)
-        new = self._spawn(name, old.argv, old.health_url, old.port)
         self._wait_healthy([new])
         return new
 

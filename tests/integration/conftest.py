@@ -18,10 +18,16 @@ from tests.support.servers import serve
 
 
 @pytest.fixture(scope="session", autouse=True)
-def service_token() -> str:
+def service_token() -> Iterator[str]:
     """The credential every service of a deployment shares for `/internal` (the gateway's calls to auth); set in
-    the environment, so every server a test builds, in this process or a child, reads the same one."""
-    return os.environ.setdefault("SERVICE_TOKEN", secrets.token_urlsafe(32))
+    the environment while the integration tests run, so every server a test builds, in this process or a child,
+    reads the same one; taken away again after them (the unit tests check what happens without one)."""
+    saved = os.environ.get("SERVICE_TOKEN")
+    token = saved or secrets.token_urlsafe(32)
+    os.environ["SERVICE_TOKEN"] = token
+    yield token
+    if saved is None:
+        os.environ.pop("SERVICE_TOKEN", None)
 
 
 @pytest.fixture(scope="session")

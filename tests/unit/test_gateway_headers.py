@@ -60,6 +60,8 @@ def test_in_development_there_is_no_hsts() -> None:
 
 
 @pytest.mark.usefixtures("real_aws")
-def test_outside_development_the_gateway_does_not_start_without_the_service_token() -> None:
+def test_outside_development_the_gateway_does_not_start_without_the_service_token(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SERVICE_TOKEN", raising=False)  # the settings read the environment
     with pytest.raises(RuntimeError, match="SERVICE_TOKEN"):
         build_app(Settings(environment="production"))

@@ -62,7 +62,8 @@ def test_without_a_token_configured_nothing_reaches_internal() -> None:
         assert client.get("/internal/revocations", headers=headers).status_code == 401
 
 
-def test_outside_development_a_service_does_not_start_without_a_real_token() -> None:
+def test_outside_development_a_service_does_not_start_without_a_real_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SERVICE_TOKEN", raising=False)  # the settings read the environment
     with pytest.raises(ServiceTokenMissing, match="SERVICE_TOKEN"):
         require_service_token(ServiceSettings(environment="production"))
     with pytest.raises(ValueError, match="SERVICE_TOKEN holds a placeholder"):
