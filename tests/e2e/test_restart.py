@@ -14,14 +14,14 @@ import httpx
 import openai
 import pytest
 
-from deploy.local.cluster import Cluster, Ports
+from deploy.local.cluster import Ports
 from deploy.local.demo_model import DEMO_MODEL_ID
+from tests.support.clusters import running_cluster
 from tests.support.polling import wait_for
 from trainer_image.demo_model import make_demo_dataset
 
 pytestmark = pytest.mark.e2e
 PASSWORD = "restart password 123"
-LIMITS = {"REGISTER_LIMIT_PER_IP": "[1000,600]", "LOGIN_LIMIT_PER_IP": "[1000,300]"}
 
 
 def _login(gateway: str, email: str) -> str:
@@ -30,26 +30,13 @@ def _login(gateway: str, email: str) -> str:
     return str(login.json()["access_token"])
 
 
-def _start(data_dir: Path, ports: Ports) -> Cluster:
-    cluster = Cluster(data_dir=data_dir, ports=ports, embedded_aws=True, extra_env=LIMITS)
-    try:
-        cluster.start()
-    except Exception:
-        for log in sorted((data_dir / "logs").glob("*.log")):
-            print(f"---- {log.name}\n{log.read_text()[-3000:]}")
-        cluster.stop()
-        raise
-    return cluster
-
-
 def test_accounts_files_jobs_and_artifacts_survive_a_restart(tmp_path: Path) -> None:
     data_dir, ports = tmp_path / "data", Ports.free()
     email = f"restart-{uuid.uuid4().hex[:8]}@example.com"
     train = tmp_path / "train.jsonl"
     train.write_text("".join(json.dumps(example) + "\n" for example in make_demo_dataset(20, seed=3)))
 
-    cluster = _start(data_dir, ports)
-    try:
+    with running_cluster(data_dir, ports=ports) as cluster:
         gateway = cluster.gateway_url
         registered = httpx.post(f"{gateway}/auth/register", json={"email": email, "password": PASSWORD}, timeout=30)
         assert registered.status_code == 201, registered.text
@@ -64,11 +51,8 @@ def test_accounts_files_jobs_and_artifacts_survive_a_restart(tmp_path: Path) -> 
         assert done.status == "succeeded", done.error
         events_before = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100)]
         files_before = sorted(f.id for f in client.files.list().data)  # the upload, and the job's results file
-    finally:
-        cluster.stop()
 
-    cluster = _start(data_dir, ports)
-    try:
+    with running_cluster(data_dir, ports=ports) as cluster:  # the same data dir, started again
         gateway = cluster.gateway_url
         token = _login(gateway, email)  # the account, and its password, are still there
         client = openai.OpenAI(base_url=f"{gateway}/v1", api_key=token, max_retries=0)
@@ -86,5 +70,3 @@ def test_accounts_files_jobs_and_artifacts_survive_a_restart(tmp_path: Path) -> 
         assert archive.status_code == 200 and len(archive.content) == adapter["bytes"]
         with tarfile.open(fileobj=io.BytesIO(archive.content)) as tar:
             assert "adapter_model.safetensors" in {Path(n).name for n in tar.getnames()}
-    finally:
-        cluster.stop()

@@ -24,11 +24,12 @@ from urllib.parse import urlsplit
 import boto3
 import httpx
 
-from deploy.local.cluster import ROOT, Cluster, Ports
+from deploy.local.cluster import ROOT, Cluster
 from shared.contracts import resources
 from shared.contracts.training_events import LAUNCH_REQUESTED
 from shared.faults import HOLD_ENV, RELEASE_FILE
 from tests.support.accounts import bearer, register
+from tests.support.clusters import running_cluster
 from tests.support.polling import wait_for
 
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -255,23 +256,9 @@ def fault_cluster(data_dir: Path) -> Iterator[FaultCluster]:
            "LLMT_FAKE_TRAINER_LEDGER": str(ledger), "SAGEMAKER_EMULATOR_MAX_JOBS": "4",
            "SAGEMAKER_EMULATOR_LOG_FLUSH_SECONDS": "0.2", "WORKER_VISIBILITY_TIMEOUT_S": "4",
            "TRAINING_RECONCILE_INTERVAL_S": "1", "TRAINING_METRICS_INTERVAL_S": "1",
-           "TRAINING_RECONCILE_STUCK_LAUNCH_S": "5",
-           "REGISTER_LIMIT_PER_IP": "[1000,600]", "LOGIN_LIMIT_PER_IP": "[1000,300]"}
-    cluster = Cluster(data_dir=data_dir, ports=Ports.free(), embedded_aws=True, extra_env=env)
-    saved = dict(os.environ)
-    try:
-        cluster.start()
-        os.environ.update({k: v for k, v in cluster.env().items() if k.startswith("AWS_")})
-        os.environ.pop("AWS_ENDPOINT_URL_SAGEMAKER", None)
+           "TRAINING_RECONCILE_STUCK_LAUNCH_S": "5"}
+    with running_cluster(data_dir, env, aws_env_drop=("AWS_ENDPOINT_URL_SAGEMAKER",)) as cluster:
         yield FaultCluster(cluster, ledger)
-    except BaseException:
-        for log in sorted((data_dir / "logs").glob("*.log")):
-            print(f"---- {log.name}\n{log.read_text(errors='replace')[-4000:]}")
-        raise
-    finally:
-        cluster.stop()
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 # ---- training's queue, taken off and sent back -------------------------------------------------------------------
