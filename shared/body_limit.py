@@ -16,20 +16,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from starlette.datastructures import Headers
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.errors import error_response
 
 log = logging.getLogger(__name__)
-
-_PARAM = re.compile(r"\{[^/{}]+\}")
-
-
-def _route_pattern(path: str) -> re.Pattern[str]:
-    """`/api/uploads/{file_id}/complete`: each `{name}` stands for one path segment."""
-    parts = _PARAM.split(path)
-    return re.compile("[^/]+".join(re.escape(part) for part in parts) + r"\Z")
-
 
 @dataclass(frozen=True)
 class BodyLimits:
@@ -40,7 +32,8 @@ class BodyLimits:
     _compiled: tuple[tuple[str, re.Pattern[str], int], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        compiled = tuple((method.upper(), _route_pattern(path), limit)
+        # Starlette's own route matcher: each `{name}` stands for one path segment, as the routes match it.
+        compiled = tuple((method.upper(), compile_path(path)[0], limit)
                          for (method, path), limit in self.routes.items())
         object.__setattr__(self, "_compiled", compiled)
 

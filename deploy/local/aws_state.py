@@ -102,10 +102,7 @@ class Store:
 
     # --- object bodies -------------------------------------------------------------------------------------------
     def new_body(self, data: bytes) -> BodyFile:
-        path = self.bodies / secrets.token_hex(16)
-        with path.open("wb") as f:
-            f.write(data)
-        return BodyFile(path)
+        return BodyFile(self.bodies / _write_body(self.bodies, data))
 
     def install(self, write_lock: Any = None) -> None:
         """Every S3 key's body goes to a file of its own, from the moment moto sets it."""

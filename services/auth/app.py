@@ -15,7 +15,7 @@ from services.auth.deps import Deps as AuthDeps
 from services.auth.models import Credentials, DeleteAccount, PasswordChange, Registration
 from services.auth.proxy_headers import client_info, client_ip
 from services.auth.settings import Settings
-from shared.errors import Unauthorized
+from shared.errors import Unauthorized, error_response
 from shared.tokens import Caller, Principal
 from shared.web import app_deps, create_service_app
 
@@ -38,8 +38,7 @@ def _session_response(grant: handlers.SessionGrant, settings: Settings, status: 
 
 def _refused(exc: Unauthorized, settings: Settings) -> JSONResponse:
     """401 for a refresh token that is not (or no longer) good, and the browser's session cookies cleared."""
-    response = JSONResponse({"error": {"message": exc.message, "type": exc.error_type, "param": None,
-                                       "code": exc.code}}, status_code=401)
+    response = error_response(401, exc.message, exc.error_type, None, exc.code)
     clear_session_cookies(response, settings)
     return response
 

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from swagger_ui_bundle import swagger_ui_path
 
+from services.gateway.security_headers import PAGE_HEADERS
 from shared.errors import NotFound
 
 DOCUMENT = Path(__file__).with_name("openapi.json")
@@ -20,8 +21,7 @@ UI_FILES = {"swagger-ui.css": "text/css", "swagger-ui-bundle.js": "text/javascri
 # Swagger UI's components set inline style attributes; scripts are its own file and the starter below.
 DOCS_CSP = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
             "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
-HEADERS = {"Content-Security-Policy": DOCS_CSP, "X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache",
-           "Referrer-Policy": "same-origin", "X-Frame-Options": "DENY"}
+HEADERS = {"Content-Security-Policy": DOCS_CSP, **PAGE_HEADERS}
 
 PAGE = """<!doctype html>
 <html lang="en">
