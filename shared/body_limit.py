@@ -23,6 +23,21 @@ from shared.errors import error_response
 
 log = logging.getLogger(__name__)
 
+# The routes whose bodies may be larger than MAX_REQUEST_BODY_BYTES, named once for the service that serves them and
+# for the gateway in front of it. An upload's body is its file (files holds it to `max_file_bytes` as it streams);
+# completing a direct upload lists up to 10,000 parts, each with its ETag; a chat carries its whole conversation.
+UPLOAD_COMPLETE_BYTES = 4 * 1024**2
+
+
+def upload_routes(max_file_bytes: int) -> dict[tuple[str, str], int]:
+    return {("POST", "/v1/files"): max_file_bytes + 1024**2,
+            ("POST", "/api/uploads/{file_id}/complete"): UPLOAD_COMPLETE_BYTES}
+
+
+def chat_routes(max_chat_request_bytes: int) -> dict[tuple[str, str], int]:
+    return {("POST", "/v1/chat/completions"): max_chat_request_bytes}
+
+
 @dataclass(frozen=True)
 class BodyLimits:
     """`default` bytes for every request; `routes` maps (method, route path) to a route's own limit."""

@@ -18,3 +18,8 @@ def ref(name: str) -> Json:
 
 def get_att(logical_id: str, attribute: str) -> Json:
     return {"Fn::GetAtt": [logical_id, attribute]}
+
+
+def objects_arn(bucket_arn: Any, pattern: str) -> Json:
+    """The bucket's objects whose keys match `pattern` (`training-jobs/*`, `*`)."""
+    return {"Fn::Join": ["", [bucket_arn, f"/{pattern}"]]}

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from deploy.aws.bucket_access import BUCKET_PREFIXES, BucketPrefixes
+from deploy.aws.cfn import objects_arn
 from deploy.aws.processes import Process
 from shared.contracts.resources import Resources
 
@@ -245,7 +246,7 @@ class Refs:
         """The objects under `prefix`: never the whole bucket."""
         if not prefix.strip("/"):
             raise ValueError("a bucket grant names a prefix")
-        return {"Fn::Join": ["", [self.bucket_arn, f"/{prefix}*"]]}
+        return objects_arn(self.bucket_arn, f"{prefix}*")
 
     def sagemaker_arn(self, resource_type: str) -> Arn:
         return self.sub(f"arn:${{AWS::Partition}}:sagemaker:${{AWS::Region}}:${{AWS::AccountId}}:{resource_type}/"

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from deploy.aws import bucket_access, iam, images
-from deploy.aws.cfn import Json, get_att, ref, sub
+from deploy.aws.cfn import Json, get_att, objects_arn, ref, sub
 
 Add = Callable[..., Any]
 
@@ -30,7 +30,7 @@ SAGEMAKER_LISTING = {"StringLike": {"s3:prefix": [p + "*" for p in (*bucket_acce
 def sagemaker_job_objects(bucket_arn: Json) -> tuple[list[Json], list[Json]]:
     """What training jobs read, and their own objects (output, checkpoints), as object ARNs by prefix."""
     def objects(prefixes: tuple[str, ...]) -> list[Json]:
-        return [{"Fn::Join": ["", [bucket_arn, f"/{p}*"]]} for p in prefixes]
+        return [objects_arn(bucket_arn, f"{p}*") for p in prefixes]
 
     return objects(bucket_access.SAGEMAKER_JOB_READS), objects(bucket_access.SAGEMAKER_JOB_OWNS)
 
@@ -83,8 +83,7 @@ def serving_role(add: Add, tags: list[Json]) -> None:
          "Condition": {"StringLike": {"s3:prefix": [BASE_MODELS_PREFIX + "*"]}}},
         {"Sid": "BucketLocation", "Effect": "Allow", "Action": "s3:GetBucketLocation", "Resource": bucket_arn},
         {"Sid": "ReadModels", "Effect": "Allow", "Action": "s3:GetObject",
-         "Resource": [{"Fn::Join": ["", [bucket_arn, f"/{BASE_MODELS_PREFIX}*"]]},
-                      {"Fn::Join": ["", [bucket_arn, f"/{ADAPTER_OBJECTS}"]]}]},
+         "Resource": [objects_arn(bucket_arn, f"{BASE_MODELS_PREFIX}*"), objects_arn(bucket_arn, ADAPTER_OBJECTS)]},
         {"Sid": "EndpointLogs", "Effect": "Allow",
          "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
          "Resource": [log_groups, {"Fn::Join": ["", [log_groups, ":log-stream:*"]]}]},

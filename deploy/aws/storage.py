@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from deploy.aws.cfn import Json, get_att, ref, sub
+from deploy.aws import bucket_access
+from deploy.aws.cfn import Json, get_att, objects_arn, ref, sub
 from deploy.aws.sagemaker_roles import SAGEMAKER_LISTING, sagemaker_job_objects
 from shared.contracts.resources import Bucket
 
@@ -27,7 +28,7 @@ def bucket(add: Add, b: Bucket, prefix: str, tags: list[Json]) -> None:
          "ExpiredObjectDeleteMarker": True},
         # Finished jobs' artifacts (adapters, merged models, checkpoints) are read rarely after the first
         # days: Intelligent-Tiering moves what nobody reads to cheaper tiers, and back on access.
-        {"Id": "finished-job-artifacts", "Status": "Enabled", "Prefix": "training-jobs/",
+        {"Id": "finished-job-artifacts", "Status": "Enabled", "Prefix": bucket_access.TRAINING_JOBS,
          "Transitions": [{"StorageClass": "INTELLIGENT_TIERING",
                           "TransitionInDays": ref("ArtifactsTieringDays")}]},
     ]
@@ -47,13 +48,14 @@ def bucket(add: Add, b: Bucket, prefix: str, tags: list[Json]) -> None:
         properties["VersioningConfiguration"] = {"Status": "Enabled"}
     # Users' data, with every version: never deleted with the stack (`make teardown` says how to empty it).
     add("Bucket", "AWS::S3::Bucket", properties, DeletionPolicy="Retain", UpdateReplacePolicy="Retain")
-    bucket_arn, objects_arn = get_att("Bucket", "Arn"), {"Fn::Join": ["", [get_att("Bucket", "Arn"), "/*"]]}
+    bucket_arn = get_att("Bucket", "Arn")
+    all_objects = objects_arn(bucket_arn, "*")
     role = {"AWS": get_att("SageMakerExecutionRole", "Arn")}
     reads, owns = sagemaker_job_objects(bucket_arn)
     add("BucketPolicy", "AWS::S3::BucketPolicy", {"Bucket": ref("Bucket"), "PolicyDocument": {
         "Version": "2012-10-17", "Statement": [
             {"Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
-             "Resource": [bucket_arn, objects_arn], "Condition": {"Bool": {"aws:SecureTransport": "false"}}},
+             "Resource": [bucket_arn, all_objects], "Condition": {"Bool": {"aws:SecureTransport": "false"}}},
             # The setup guide's SageMaker access. SageMaker reaches S3 as the execution role it assumes, so
             # the grant names that role rather than the sagemaker.amazonaws.com service at large.
             # Its prefixes only, as in its own policy: a bucket policy grant alone would be enough.

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from shared.body_limit import upload_routes
 from shared.contracts import resources
 from shared.settings import ServiceSettings
 
@@ -34,7 +35,4 @@ class Settings(ServiceSettings):
     model_config = ServiceSettings.model_config | {"populate_by_name": True}
 
     def route_body_limits(self) -> dict[tuple[str, str], int]:
-        # An upload's body is its file (the handler holds it to `max_file_bytes` as it streams), and completing
-        # a direct upload lists up to 10,000 parts, each with its ETag.
-        return {("POST", "/v1/files"): self.max_file_bytes + 1024**2,
-                ("POST", "/api/uploads/{file_id}/complete"): 4 * 1024**2}
+        return upload_routes(self.max_file_bytes)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from shared.body_limit import chat_routes, upload_routes
 from shared.contracts import resources
 from shared.settings import ServiceSettings
 
@@ -62,7 +63,5 @@ class Settings(ServiceSettings):
     model_config = ServiceSettings.model_config | {"populate_by_name": True}
 
     def route_body_limits(self) -> dict[tuple[str, str], int]:
-        # As files' and inference's own (services/files/settings.py, services/inference/settings.py).
-        return {("POST", "/v1/files"): self.max_file_bytes + 1024**2,
-                ("POST", "/api/uploads/{file_id}/complete"): 4 * 1024**2,
-                ("POST", "/v1/chat/completions"): self.max_chat_request_bytes}
+        # The same routes as files' and inference's own, with the same settings.
+        return {**upload_routes(self.max_file_bytes), **chat_routes(self.max_chat_request_bytes)}

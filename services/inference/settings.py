@@ -4,6 +4,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from shared.body_limit import chat_routes
 from shared.contracts import resources
 from shared.settings import ServiceSettings
 
@@ -49,4 +50,4 @@ class Settings(ServiceSettings):
     model_config = ServiceSettings.model_config | {"populate_by_name": True}
 
     def route_body_limits(self) -> dict[tuple[str, str], int]:
-        return {("POST", "/v1/chat/completions"): self.max_chat_request_bytes}
+        return chat_routes(self.max_chat_request_bytes)
