@@ -196,13 +196,19 @@ def test_the_channel_reads_the_internal_example_form_and_openai_chat_lines(tmp_p
                         TextDocument(text, "part-0.jsonl:3")]
 
 
-def test_preference_examples_fail_clearly(tmp_path: Path) -> None:
+def test_preference_examples_need_method_dpo_and_dpo_needs_them(tmp_path: Path) -> None:
     pair = {"type": "preference", "messages": [{"role": "user", "content": "Hi"}],
             "chosen": {"role": "assistant", "content": "Hello!"}, "rejected": {"role": "assistant", "content": "No."}}
     write_jsonl([pair], tmp_path / "train" / "part-0.jsonl")
 
-    with pytest.raises(DataError, match=r"part-0\.jsonl:1: preference data needs DPO"):
+    with pytest.raises(DataError, match=r"part-0\.jsonl:1: preference data needs method dpo"):
         load_conversations(tmp_path / "train", "train")
+    [loaded] = load_conversations(tmp_path / "train", "train", method="dpo")
+    assert loaded.chosen["content"] == "Hello!" and loaded.rejected["content"] == "No."
+
+    write_jsonl([pair, make_demo_dataset(1, seed=0)[0]], tmp_path / "mixed" / "part-0.jsonl")
+    with pytest.raises(DataError, match=r"part-0\.jsonl:2: DPO needs preference pairs"):
+        load_conversations(tmp_path / "mixed", "train", method="dpo")
 
 
 def test_text_examples_take_loss_on_every_token_and_end_with_eos(tokenizer: Any) -> None:

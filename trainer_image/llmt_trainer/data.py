@@ -1,5 +1,6 @@
-"""The training data: the JSONL files of a channel read into examples (chat conversations or plain text), each
-line checked, and the validation share held out of the train examples."""
+"""The training data: the JSONL files of a channel read into examples (chat conversations or plain text for
+supervised training, preference pairs for DPO), each line checked, and the validation share held out of the train
+examples."""
 
 from __future__ import annotations
 
@@ -31,8 +32,20 @@ class TextDocument:
     source: str
 
 
-Example = Conversation | TextDocument
-PREFERENCE_UNSUPPORTED = "preference data needs DPO, not supported by this trainer yet"
+@dataclass(frozen=True)
+class PreferencePair:
+    """A DPO example: the prompt's messages (ending with a user or tool turn) and two replies to it."""
+
+    messages: list[dict[str, Any]]
+    chosen: dict[str, Any]
+    rejected: dict[str, Any]
+    source: str
+    tools: list[dict[str, Any]] | None = None
+
+
+Example = Conversation | TextDocument | PreferencePair
+PREFERENCE_NEEDS_DPO = "preference data needs method dpo (hyperparameter method=dpo)"
+DPO_NEEDS_PAIRS = 'DPO needs preference pairs ({"type": "preference", ...}), not chat or text examples'
 
 
 def _jsonl_files(channel: Path, channel_name: str) -> list[Path]:
@@ -120,29 +133,64 @@ def _conversation(record: Any, source: str) -> Conversation | str:
         return "a conversation must not start with an assistant message"
     if not any(m["role"] == "assistant" and m.get("weight", 1) == 1 for m in messages):
         return "no assistant message to learn from (none, or all have weight 0)"
+    tools = _tools(record)
+    if isinstance(tools, str):
+        return tools
+    return Conversation(messages, source, tools)
+
+
+def _tools(record: dict[str, Any]) -> list[dict[str, Any]] | str | None:
     tools = record.get("tools")
     if tools is not None and (not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools)):
         return "tools must be a list of objects"
-    return Conversation(messages, source, tools or None)
+    return tools or None
 
 
-def _example(record: Any, source: str) -> Example | str:
-    """The example a line holds, or what is wrong with it."""
+def _preference(record: dict[str, Any], source: str) -> PreferencePair | str:
+    prompt = record.get("messages")
+    if not isinstance(prompt, list) or not prompt:
+        return 'a preference example needs a non-empty "messages" list (the prompt)'
+    messages = []
+    for message in prompt:
+        checked = _message(message)
+        if isinstance(checked, str):
+            return checked
+        messages.append(checked)
+    if messages[-1]["role"] not in ("user", "tool"):
+        return "a preference example's messages must end with a user (or tool) message"
+    replies = []
+    for key in ("chosen", "rejected"):
+        reply = _message(record.get(key))
+        if isinstance(reply, str) or reply["role"] != "assistant" or "weight" in reply:
+            problem = reply if isinstance(reply, str) else "it must be an assistant message without weight"
+            return f"{key}: {problem}"
+        replies.append(reply)
+    tools = _tools(record)
+    if isinstance(tools, str):
+        return tools
+    return PreferencePair(messages, replies[0], replies[1], source, tools)
+
+
+def _example(record: Any, source: str, method: str = "supervised") -> Example | str:
+    """The example a line holds, or what is wrong with it (for this training method)."""
     kind = record.get("type", "chat") if isinstance(record, dict) else None
+    if method == "dpo":
+        return _preference(record, source) if kind == "preference" else DPO_NEEDS_PAIRS
     if kind == "text":
         text = record.get("text")
         if not isinstance(text, str) or not text.strip():
             return "text must be a non-empty string"
         return TextDocument(text, source)
     if kind == "preference":
-        raise DataError(f"{source}: {PREFERENCE_UNSUPPORTED}")
+        return PREFERENCE_NEEDS_DPO
     if kind not in ("chat", None):
-        return f"unknown example type {str(kind)[:40]!r}; expected chat or text"
+        return f"unknown example type {str(kind)[:40]!r}; expected chat, text or preference"
     return _conversation(record, source)
 
 
-def load_conversations(channel: Path, channel_name: str) -> list[Example]:
-    """Every example of the channel, or a DataError naming the first problems by file and line."""
+def load_conversations(channel: Path, channel_name: str, method: str = "supervised") -> list[Example]:
+    """Every example of the channel, or a DataError naming the first problems by file and line. With method
+    "dpo" every line must be a preference pair; otherwise a chat or text example."""
     conversations: list[Example] = []
     problems: list[str] = []
     for path in _jsonl_files(channel, channel_name):
@@ -161,7 +209,7 @@ def load_conversations(channel: Path, channel_name: str) -> list[Example]:
             except json.JSONDecodeError as exc:
                 problems.append(f"{source}: invalid JSON ({exc.msg})")
                 continue
-            example = _example(record, source)
+            example = _example(record, source, method)
             if isinstance(example, str):
                 problems.append(f"{source}: {example}")
             else:

@@ -20,6 +20,9 @@ SUPPORTED_SCHEDULERS = (
     "constant", "constant_with_warmup", "inverse_sqrt",
 )  # fmt: skip
 MODULE_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
+METHODS = ("supervised", "dpo")
+DEFAULT_BETA = 0.1  # DPO's beta for "auto": the value of the DPO paper and of most libraries
+MAX_BETA = 2.0
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,10 @@ class Hyperparameters:
     # Where the merged model goes as its own archive (s3://.../merged-model.tar.gz), so model.tar.gz stays the
     # small adapter; without it merged/ stays inside model.tar.gz.
     merged_model_uri: str = ""
+    # "supervised" (SFT on chat or text examples) or "dpo" (Direct Preference Optimization on preference pairs,
+    # dpo.py) with its beta: how far the policy may move from the reference (larger: closer to it).
+    method: str = "supervised"
+    beta: float = DEFAULT_BETA
     # Names the caller set explicitly (the rest are defaults); not a hyperparameter itself.
     given: frozenset[str] = field(default=frozenset(), compare=False)
 
@@ -164,6 +171,19 @@ def _parse_target_modules(value: Any) -> str | tuple[str, ...]:
     return tuple(names)
 
 
+def _parse_method(value: Any) -> str:
+    method = str(value).strip().lower()
+    if method not in METHODS:
+        raise HyperparameterError(f"hyperparameter method must be one of {', '.join(METHODS)}, got {value!r}")
+    return method
+
+
+def _parse_beta(value: Any) -> float:
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return DEFAULT_BETA
+    return _parse_float("beta", value, minimum=0.0, maximum=MAX_BETA, minimum_inclusive=False)
+
+
 def parse_hyperparameters(raw: Mapping[str, Any]) -> tuple[Hyperparameters, list[str]]:
     """Validate hyperparameters as SageMaker passes them (strings); return them and the names ignored."""
     known = {f.name for f in dataclasses.fields(Hyperparameters)} - {"given"}
@@ -212,6 +232,8 @@ def parse_hyperparameters(raw: Mapping[str, Any]) -> tuple[Hyperparameters, list
         load_in_4bit=_parse_bool("load_in_4bit", get("load_in_4bit")),
         merge_adapter=_parse_bool("merge_adapter", get("merge_adapter")),
         merged_model_uri=_parse_s3_uri("merged_model_uri", get("merged_model_uri")),
+        method=_parse_method(get("method")),
+        beta=_parse_beta(get("beta")),
         given=frozenset(given),
     )
     if hp.micro_batch_tokens and hp.micro_batch_tokens < hp.max_seq_length:
