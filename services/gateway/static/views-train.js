@@ -1,4 +1,5 @@
-// Train: training data, base model, instance type, hyperparameters ("auto" unless set), spot and a budget cap,
+// Train: the method (supervised or DPO) and the training data it takes, the base model (or the fine-tuned model
+// or checkpoint a job continues from), instance type, hyperparameters ("auto" unless set), spot and a budget cap,
 // with a live estimate of duration and cost; launch creates the job and opens its page.
 
 import { api, ApiError, describeError } from "./api.js";
@@ -7,6 +8,8 @@ import { navigate } from "./router.js";
 import * as live from "./sse.js";
 import { FILE_VALIDATED } from "./events.js";
 import { badge, card, emptyState, errorState, loading, pageHeader, toast } from "./ui.js";
+import { betaControl, catalogMethods, continueNotice, continueSource, fitsMethod, loadExampleTypes, methodBody,
+  methodPicker, noFilesText } from "./train-method.js";
 
 const SCHEDULERS = ["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
   "inverse_sqrt"];
@@ -43,8 +46,10 @@ export async function trainView(main, params, query, isCurrent) {
     loading("Loading the catalog…"));
   let catalog;
   let files;
+  let types;
   try {
     [catalog, files] = await Promise.all([api("/api/catalog"), api("/v1/files?purpose=fine-tune")]);
+    types = await loadExampleTypes(files.data.filter((f) => f.status === "processed" && f.purpose === "fine-tune"));
   } catch (err) {
     if (isCurrent()) replace(main, pageHeader("Train a model"), errorState(describeError(err), () => navigate("/train")));
     return undefined;
@@ -67,11 +72,17 @@ export async function trainView(main, params, query, isCurrent) {
   };
   const changed = () => scheduleEstimate();
 
-  // ---- data ----
-  const fileSelect = h("select", { id: "training-file", class: "input", name: "training_file" },
-    ready.map((f) => h("option", { value: f.id }, `${f.filename} · ${formatBytes(f.bytes)} · ${f.id}`)));
+  // ---- method and data: each method offers only the files of its example type ----
+  const source = continueSource(query);
   const wanted = query.get("file");
-  if (wanted && ready.some((f) => f.id === wanted)) fileSelect.value = wanted;
+  const methods = catalogMethods(catalog);
+  const initialMethod = query.get("method") || (wanted && types.get(wanted) === "preference" ? "dpo" : "supervised");
+  const method = methodPicker(methods, initialMethod, () => { renderFileOptions(); showBeta(); changed(); });
+  const beta = betaControl(methods, errorFor("hyperparameters.beta"), changed);
+  const showBeta = () => { beta.element.hidden = method.value() !== "dpo"; };
+  showBeta();
+  const fileSelect = h("select", { id: "training-file", class: "input", name: "training_file" });
+  const noFiles = h("div", { "data-testid": "no-matching-files", "aria-live": "polite" });
   const trainingErr = errorFor("training_file");
   fileSelect.setAttribute("aria-describedby", trainingErr.id);
 
@@ -79,8 +90,21 @@ export async function trainView(main, params, query, isCurrent) {
     h("option", { value: "none" }, "None"), h("option", { value: "split" }, "Hold out part of the training file"),
     h("option", { value: "file" }, "A separate validation file"));
   const splitInput = h("input", { id: "validation-split", type: "number", class: "input", min: 0.01, max: 0.5, step: 0.01, value: 0.1 });
-  const validationFile = h("select", { id: "validation-file", class: "input" },
-    ready.map((f) => h("option", { value: f.id }, `${f.filename} · ${f.id}`)));
+  const validationFile = h("select", { id: "validation-file", class: "input" });
+  const usableFiles = () => ready.filter((f) => fitsMethod(types.get(f.id), method.value()));
+  function renderFileOptions() {
+    const usable = usableFiles();
+    for (const [select, label] of [[fileSelect, (f) => `${f.filename} · ${formatBytes(f.bytes)} · ${f.id}`],
+      [validationFile, (f) => `${f.filename} · ${f.id}`]]) {
+      const keep = select.value || (select === fileSelect ? wanted : null);
+      replace(select, usable.map((f) => h("option", { value: f.id }, label(f))));
+      if (usable.some((f) => f.id === keep)) select.value = keep;
+      select.disabled = !usable.length;
+    }
+    replace(noFiles, usable.length ? null : h("p", { class: "notice notice-warning" }, noFilesText(method.value()),
+      h("a", { class: "btn btn-secondary btn-sm", href: "#/files" }, "Upload data")));
+  }
+  renderFileOptions();
   const splitRow = h("div", { class: "field", hidden: true }, h("label", { for: "validation-split" }, "Fraction held out"),
     splitInput, errorFor("hyperparameters.validation_split"));
   const valFileRow = h("div", { class: "field", hidden: true }, h("label", { for: "validation-file" }, "Validation file"),
@@ -106,9 +130,12 @@ export async function trainView(main, params, query, isCurrent) {
         m.description ? h("span", { class: "choice-desc" }, m.description) : null,
         h("span", { class: "choice-meta" }, `Needs ~${m.memory_needed_gib} GiB · from ${m.min_instance_type}`))));
   }
-  const first = catalog.models[0];
+  // A job that continues from a fine-tuned model or a checkpoint trains on that model's base: no other to pick.
+  const first = catalog.models.find((m) => source && m.id === source.base) || catalog.models[0];
   modelGroup.querySelector(`input[value="${CSS.escape(first.id)}"]`).checked = true;
+  if (source) for (const input of modelGroup.querySelectorAll("input")) input.disabled = !input.checked;
   const modelErr = errorFor("model");
+  const clearSource = () => navigate(`/train?${new URLSearchParams({ file: fileSelect.value, method: method.value() })}`);
 
   // ---- instance ----
   const instanceHost = h("div", { class: "instance-list", role: "radiogroup", "aria-labelledby": "instance-heading" });
@@ -184,16 +211,19 @@ export async function trainView(main, params, query, isCurrent) {
 
   const form = h("form", { class: "train-layout", novalidate: true },
     h("div", { class: "train-main" },
-      section("1", "Training data", "Validated files only.",
-        h("div", { class: "field" }, h("label", { for: "training-file" }, "Training file"), fileSelect, trainingErr),
+      section("1", "Method and training data", "Validated files of the kind the method trains on.",
+        h("h3", { id: "method-heading", class: "sr-only" }, "Training method"), method.element,
+        h("div", { class: "field method-file" }, h("label", { for: "training-file" }, "Training file"), fileSelect, noFiles, trainingErr),
         h("div", { class: "field" }, h("label", { for: "validation-mode" }, "Validation"), validationMode),
         splitRow, valFileRow),
-      section("2", "Base model", null, h("h3", { id: "model-heading", class: "sr-only" }, "Base model"), modelGroup, modelErr),
+      section("2", "Base model", source ? "Set by the model this job continues from." : null,
+        source ? continueNotice(source, clearSource) : null,
+        h("h3", { id: "model-heading", class: "sr-only" }, "Base model"), modelGroup, modelErr),
       section("3", "Instance type", "Only types the model fits on can be picked. Prices are on-demand, per hour.",
         h("h3", { id: "instance-heading", class: "sr-only" }, "Instance type"), instanceHost, instanceErr,
         h("p", { class: "muted small" }, catalog.prices_note || "", catalog.as_of ? ` Prices as of ${catalog.as_of}.` : "")),
       section("4", "Hyperparameters", "Leave “Auto” on to use defaults tuned to your data.",
-        h("div", { class: "slider-grid" }, sliderRows),
+        h("div", { class: "slider-grid" }, sliderRows), beta.element,
         h("details", { class: "advanced" }, h("summary", "Advanced"),
           h("div", { class: "advanced-grid" }, advanced,
             h("div", { class: "field" }, h("label", { for: schedulerId }, "Learning-rate scheduler"), scheduler,
@@ -227,8 +257,10 @@ export async function trainView(main, params, query, isCurrent) {
 
   function body() {
     const cost = budget.value ? Number(budget.value) : null;
-    const b = { model: selectedModel().id, training_file: fileSelect.value, hyperparameters: hyperparameters(),
+    const b = { model: source ? source.model : selectedModel().id, training_file: fileSelect.value,
+      method: methodBody(method.value(), hyperparameters(), beta.value()),
       instance_type: (instanceHost.querySelector("input:checked") || {}).value, spot: spot.checked };
+    if (source && source.checkpoint) b.from_checkpoint = source.checkpoint;
     if (validationMode.value === "file") b.validation_file = validationFile.value;
     if (cost) b.max_cost_usd = cost;
     if (suffix.value.trim()) b.suffix = suffix.value.trim();
@@ -242,7 +274,9 @@ export async function trainView(main, params, query, isCurrent) {
   }
 
   function showError(err) {
-    const el = err instanceof ApiError && err.param ? errors.get(err.param) : null;
+    // A hyperparameter inside `method` is named method.<type>.hyperparameters.<name>: the same field on this page.
+    const param = err instanceof ApiError && err.param ? err.param.replace(/^method\.\w+\.(?=hyperparameters\.)/, "") : null;
+    const el = param ? errors.get(param) : null;
     if (el) {
       el.textContent = err.message;
       const input = el.parentElement && el.parentElement.querySelector("input:not([type=checkbox]):not([type=radio]), select");
@@ -271,6 +305,7 @@ export async function trainView(main, params, query, isCurrent) {
       const split = outOfRange({ label: "The held-out fraction", min: 0.01 }, splitInput.value, 0.5);
       if (split) found.push(["hyperparameters.validation_split", split]);
     }
+    if (method.value() === "dpo" && beta.check()) found.push(["hyperparameters.beta", beta.check()]);
     if (budget.value !== "" && !(Number(budget.value) > 0)) found.push(["max_cost_usd", "The budget cap must be above $0."]);
     clearErrors();
     for (const [param, message] of found) showError(new ApiError(400, { error: { message, param } }, null));
@@ -279,9 +314,10 @@ export async function trainView(main, params, query, isCurrent) {
 
   async function runEstimate() {
     if (inflight) inflight.abort();
-    if (localErrors()) {
+    if (localErrors() || !fileSelect.value) {
       inflight = null;
-      replace(estimateHost, h("p", { class: "muted" }, "Fix the highlighted field to see the estimate."));
+      replace(estimateHost, h("p", { class: "muted" }, fileSelect.value ? "Fix the highlighted field to see the estimate."
+        : "Pick a training file to see the estimate."));
       return;
     }
     const controller = new AbortController();
@@ -291,7 +327,8 @@ export async function trainView(main, params, query, isCurrent) {
     if (!estimateHost.firstChild) replace(estimateHost, loading("Estimating…"));
     try {
       const est = await api("/api/estimates", { method: "POST", signal: controller.signal,
-        json: { model: b.model, training_file: b.training_file, hyperparameters: b.hyperparameters,
+        // The cost is the base model's, whatever the job continues from.
+        json: { model: selectedModel().id, training_file: b.training_file, method: b.method,
           instance_type: b.instance_type, spot: b.spot } });
       if (controller !== inflight) return;
       clearErrors();
@@ -333,6 +370,10 @@ export async function trainView(main, params, query, isCurrent) {
 
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
+    if (!fileSelect.value) {
+      launchError.textContent = noFilesText(method.value());
+      return;
+    }
     if (localErrors()) {
       const first = [...errors.values()].find((el) => el.textContent);
       if (first) first.scrollIntoView({ block: "center" });
