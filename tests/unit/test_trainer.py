@@ -380,7 +380,10 @@ def test_full_run_trains_reports_metrics_and_publishes_the_adapter(
 
     with (root / "output" / "data" / "results.csv").open(newline="") as rows:
         results = list(csv.DictReader(rows))
-    assert list(results[0]) == ["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"]
+    assert list(results[0]) == ["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy",
+                                "reward_accuracy", "reward_margin", "chosen_logps", "rejected_logps",
+                                "valid_reward_accuracy"]  # the DPO columns empty for SFT
+    assert all(r["reward_accuracy"] == "" for r in results)
     assert [int(r["step"]) for r in results] == list(range(1, TOTAL_STEPS + 1))
     assert float(results[-1]["valid_mean_token_accuracy"]) == accuracy[-1] and results[0]["valid_loss"] == ""
 

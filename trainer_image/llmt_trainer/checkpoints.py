@@ -1,5 +1,10 @@
 """Checkpoints for resuming after a stop or a spot interruption: the adapter's weights, the optimizer, the
-scheduler and the random state, with the run's fingerprint so that only the very same run resumes from them."""
+scheduler and the random state, with the run's fingerprint so that only the very same run resumes from them.
+
+A checkpoint folder (checkpoint-<step, 8 digits>/) holds adapter.safetensors (the adapter's weights, keyed as
+peft's get_peft_model_state_dict gives them), adapter_config.json (the peft LoRA config: the folder is an adapter
+another job can start from, see adapter_start.py), optimizer.pt, scheduler.pt, rng.pt, trainer_state.json (the
+fingerprint and the progress) and metrics.jsonl (the run's metrics records up to its step, see metrics.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +21,8 @@ from typing import Any
 import torch
 from peft import get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
+
+from .metrics import keep_metrics, restore_metrics
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +41,12 @@ class Progress:
     last_train_loss: float | None = None
     last_valid_loss: float | None = None
     last_valid_accuracy: float | None = None
+    last_reward_accuracy: float | None = None  # DPO
 
 
 def save_checkpoint(
-    directory: Path, progress: Progress, fingerprint: str, model: Any, optimizer: Any, scheduler: Any
+    directory: Path, progress: Progress, fingerprint: str, model: Any, optimizer: Any, scheduler: Any,
+    metrics_sink: Path | None = None,
 ) -> Path:
     """Write into a temp folder, then rename: a checkpoint folder that exists is complete."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -46,6 +55,9 @@ def save_checkpoint(
     try:
         adapter = {k: v.detach().contiguous().cpu() for k, v in get_peft_model_state_dict(model).items()}
         save_file(adapter, str(staging / ADAPTER_FILE))
+        model.peft_config["default"].save_pretrained(str(staging))  # adapter_config.json
+        if metrics_sink is not None:
+            keep_metrics(metrics_sink, staging)
         torch.save(optimizer.state_dict(), staging / OPTIMIZER_FILE)
         torch.save(scheduler.state_dict(), staging / SCHEDULER_FILE)
         rng: dict[str, Any] = {"cpu": torch.get_rng_state()}
@@ -66,9 +78,10 @@ def save_checkpoint(
 
 
 def load_checkpoint(
-    directory: Path, fingerprint: str, model: Any, optimizer: Any, scheduler: Any
+    directory: Path, fingerprint: str, model: Any, optimizer: Any, scheduler: Any, metrics_sink: Path | None = None
 ) -> Progress | None:
-    """Restore the newest checkpoint of this very run (same data and hyperparameters), if one is usable."""
+    """Restore the newest checkpoint of this very run (same data and hyperparameters), if one is usable, and the
+    metrics records up to its step into `metrics_sink`."""
     if not directory.is_dir():
         return None
     for stale in directory.glob(".tmp-*"):
@@ -93,5 +106,8 @@ def load_checkpoint(
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
         fields = {f.name for f in dataclasses.fields(Progress)}
-        return Progress(**{k: v for k, v in state.items() if k in fields})
+        progress = Progress(**{k: v for k, v in state.items() if k in fields})
+        if metrics_sink is not None:
+            restore_metrics(candidate, metrics_sink, progress.step)
+        return progress
     return None

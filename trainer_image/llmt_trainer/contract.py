@@ -89,6 +89,7 @@ class Paths:
     model_channel: Path | None
     checkpoint_dir: Path
     hold_at_checkpoint: Path | None = None  # test-only: LLMT_TRAINER_HOLD_AT_CHECKPOINT
+    adapter_channel: Path | None = None  # a LoRA adapter to start training from
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Paths:
@@ -111,7 +112,8 @@ class Paths:
             validation_channel=optional_channel("validation"),
             model_channel=optional_channel("model"),
             checkpoint_dir=Path(env.get("SM_CHECKPOINT_DIR", "/opt/ml/checkpoints")),
-            hold_at_checkpoint=Path(env[HOLD_AT_CHECKPOINT_ENV]) if env.get(HOLD_AT_CHECKPOINT_ENV) else None,
+            hold_at_checkpoint=_hold_path(env),
+            adapter_channel=optional_channel("adapter"),
         )
 
     @property
@@ -121,6 +123,12 @@ class Paths:
     @property
     def model_staging_dir(self) -> Path:
         return self.model_dir / MODEL_STAGING_DIR
+
+
+def _hold_path(env: Mapping[str, str]) -> Path | None:
+    """The test-only release file, "{job}" in it replaced by TRAINING_JOB_NAME (one setting serves many jobs)."""
+    value = env.get(HOLD_AT_CHECKPOINT_ENV)
+    return Path(value.replace("{job}", env.get("TRAINING_JOB_NAME", ""))) if value else None
 
 
 def write_failure(paths: Paths, reason: str) -> None:

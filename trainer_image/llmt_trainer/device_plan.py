@@ -16,7 +16,7 @@ import torch
 
 from .errors import HyperparameterError
 from .hyperparameters import Hyperparameters
-from .memory import CPU_MEMORY_SHARE, GIB, Architecture, auto_tokens_per_step, plan, predict
+from .memory import CPU_MEMORY_SHARE, GIB, Architecture, auto_tokens_per_step, min_row_tokens, plan, predict
 from .packing import BatchPlan
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,8 @@ def device_memory(device: torch.device) -> int:
 
 
 def _too_big(hp: Hyperparameters, arch: Architecture, capacity: int, dtype_bytes: int) -> HyperparameterError:
-    with_checkpointing = predict(arch, hp.max_seq_length, dtype_bytes=dtype_bytes, load_in_4bit=hp.load_in_4bit,
+    shortest = min_row_tokens(hp.max_seq_length, hp.method)
+    with_checkpointing = predict(arch, shortest, dtype_bytes=dtype_bytes, load_in_4bit=hp.load_in_4bit,
                                  gradient_checkpointing=True, lora_rank=hp.lora_r)
     hints = [] if hp.load_in_4bit else ["load_in_4bit=true (QLoRA)"]
     if hp.gradient_checkpointing is False:
@@ -67,13 +68,15 @@ def plan_for_device(hp: Hyperparameters, arch: Architecture | None, device: torc
     else:
         steps = {"tokens_per_step": hp.tokens_per_step or auto_tokens_per_step(train_tokens)}
     if arch is None:
-        row_tokens = hp.micro_batch_tokens or hp.max_seq_length
+        row_tokens = max(hp.micro_batch_tokens, min_row_tokens(hp.max_seq_length, hp.method))
         resolved = dataclasses.replace(hp, gradient_checkpointing=bool(hp.gradient_checkpointing),
                                        micro_batch_tokens=row_tokens)
         return resolved, BatchPlan(row_tokens=row_tokens, **steps)
     capacity = device_memory(device)
     dtype_bytes = torch.finfo(dtype).bits // 8
-    chosen = plan(arch, capacity, hp.max_seq_length, dtype_bytes=dtype_bytes, load_in_4bit=hp.load_in_4bit,
+    # A row holds at least one whole example: a DPO pair is both its sequences.
+    shortest = min_row_tokens(hp.max_seq_length, hp.method)
+    chosen = plan(arch, capacity, shortest, dtype_bytes=dtype_bytes, load_in_4bit=hp.load_in_4bit,
                   lora_rank=hp.lora_r, gradient_checkpointing=hp.gradient_checkpointing,
                   row_tokens=hp.micro_batch_tokens or None)
     if chosen is None:

@@ -12,14 +12,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .adapter_start import StartAdapter, resolve_start_adapter, with_adapter_settings
 from .contract import Paths
 from .data import load_conversations, split_validation
 from .device_plan import plan_for_device, read_architecture
+from .dpo import DpoObjective, TokenizedPair, tokenize_pairs, with_reference
 from .errors import DataError
 from .hyperparameters import Hyperparameters, parse_hyperparameters, read_hyperparameters_file, unquote
-from .loop import TrainingRun
-from .masking import TokenizedSet, dataset_fingerprint, has_generation_tags, tokenize_conversations
+from .loop import Objective, SupervisedObjective, TrainingRun
+from .masking import TokenizedExample, TokenizedSet, dataset_fingerprint, has_generation_tags, tokenize_conversations
 from .memory import loss_chunk_tokens
+from .metrics import METRICS_FILE
 from .model_loading import (
     HF_TOKEN_SECRET_PARAM,
     fetch_hf_token,
@@ -30,6 +33,7 @@ from .model_loading import (
     use_hf_token,
 )
 from .outputs import MERGED_DIR, publish_model, save_model, write_summary
+from .packing import BatchPlan
 from .stops import StopSignal
 
 log = logging.getLogger(__name__)
@@ -52,6 +56,27 @@ def _log_data(name: str, tokenized: TokenizedSet, hp: Hyperparameters) -> None:
     tokenized.log_masking(name)
 
 
+def _tokenize(tokenizer: Any, examples: list[Any], hp: Hyperparameters,
+              use_generation_tags: bool) -> tuple[TokenizedSet, list[TokenizedExample] | list[TokenizedPair]]:
+    """The set (its counts) and what training packs: its examples, or for DPO its pairs."""
+    if hp.method == "dpo":
+        return tokenize_pairs(tokenizer, examples, hp.max_seq_length, use_generation_tags=use_generation_tags)
+    tokenized = tokenize_conversations(tokenizer, examples, hp.max_seq_length, use_generation_tags=use_generation_tags)
+    return tokenized, tokenized.examples
+
+
+def _objective(hp: Hyperparameters, model: Any, train: list[Any], validation: list[Any], plan: BatchPlan,
+               device: Any, chunk: int, start: StartAdapter | None) -> Objective:
+    if hp.method != "dpo":
+        return SupervisedObjective(train, validation, plan, hp.seed, device, chunk)
+    if start is not None:  # the reference is the starting model: its log-probs kept before any training
+        log.info("DPO reference: the starting adapter's log-probabilities of %d pairs, computed once",
+                 len(train) + len(validation))
+        train = with_reference(model, train, plan.row_tokens, chunk, device)
+        validation = with_reference(model, validation, plan.row_tokens, chunk, device)
+    return DpoObjective(train, validation, plan, hp.seed, hp.beta, device, chunk)
+
+
 def train(paths: Paths, overrides: Mapping[str, str], stop: StopSignal) -> dict[str, Any]:
     started = time.monotonic()
     raw_hyperparameters = {**read_hyperparameters_file(paths.input_config_dir), **overrides}
@@ -62,9 +87,9 @@ def train(paths: Paths, overrides: Mapping[str, str], stop: StopSignal) -> dict[
         log.warning("ignoring unknown hyperparameters: %s", ", ".join(ignored))
     log.info("hyperparameters: %s", json.dumps(hp.as_dict()))
 
-    train_conversations = load_conversations(paths.train_channel, "train")
+    train_conversations = load_conversations(paths.train_channel, "train", hp.method)
     validation_conversations = (
-        load_conversations(paths.validation_channel, "validation") if paths.validation_channel else []
+        load_conversations(paths.validation_channel, "validation", hp.method) if paths.validation_channel else []
     )
     if hp.validation_split > 0:
         if validation_conversations:
@@ -83,38 +108,37 @@ def train(paths: Paths, overrides: Mapping[str, str], stop: StopSignal) -> dict[
         use_generation_tags = has_generation_tags(tokenizer)
         log.info("chat template %s generation markers", "with" if use_generation_tags else "without")
 
-        train_set = tokenize_conversations(
-            tokenizer, train_conversations, hp.max_seq_length, use_generation_tags=use_generation_tags
-        )
-        validation_set = tokenize_conversations(
-            tokenizer, validation_conversations, hp.max_seq_length, use_generation_tags=use_generation_tags
-        )
+        train_set, train_units = _tokenize(tokenizer, train_conversations, hp, use_generation_tags)
+        validation_set, validation_units = _tokenize(tokenizer, validation_conversations, hp, use_generation_tags)
         _log_data("train", train_set, hp)
-        if not train_set.examples:
+        if not train_units:
             raise DataError(
                 f"no training example keeps an assistant token within max_seq_length={hp.max_seq_length}"
             )
         if validation_conversations:
             _log_data("validation", validation_set, hp)
 
+        start = resolve_start_adapter(paths.adapter_channel, Path(scratch)) if paths.adapter_channel else None
+        if start is not None:
+            hp = with_adapter_settings(hp, start)
         architecture = read_architecture(source)
         hp, batch_plan = plan_for_device(hp, architecture, device, dtype, train_set.tokens)
-        model = load_model(source, hp, device, dtype)
+        model = load_model(source, hp, device, dtype, start)
     trainable, total = model.get_nb_trainable_parameters()
     log.info(
         "LoRA adapter: %d trainable of %d parameters (%.2f%%)", trainable, total, 100 * trainable / total
     )
 
     base_model = hp.model_id if paths.model_channel is None or "model_id" in hp.given else source
+    start_identity = start.digest if start else None
     fingerprint = hashlib.sha256(
-        json.dumps([hp.as_dict(), base_model, dataset_fingerprint(train_set, validation_set)]).encode()
+        json.dumps([hp.as_dict(), base_model, dataset_fingerprint(train_set, validation_set), start_identity]).encode()
     ).hexdigest()
     paths.output_data_dir.mkdir(parents=True, exist_ok=True)
-    metrics_sink = paths.output_data_dir / "metrics.jsonl"
+    metrics_sink = paths.output_data_dir / METRICS_FILE
     chunk = loss_chunk_tokens(architecture.vocab_size if architecture else len(tokenizer))
-    run = TrainingRun(
-        hp, paths, model, train_set.examples, validation_set.examples, device, fingerprint, stop, batch_plan, chunk
-    )
+    objective = _objective(hp, model, train_units, validation_units, batch_plan, device, chunk, start)
+    run = TrainingRun(hp, paths, model, device, fingerprint, stop, objective)
     progress = run.run(metrics_sink)
 
     save_model(model, tokenizer, paths, hp, base_model)
@@ -122,6 +146,8 @@ def train(paths: Paths, overrides: Mapping[str, str], stop: StopSignal) -> dict[
         "status": "completed",
         "base_model": base_model,
         "base_model_source": "model_channel" if paths.model_channel else "model_id",
+        "method": hp.method,
+        "start_adapter_sha256": start_identity,
         "hyperparameters": hp.as_dict(),
         "ignored_hyperparameters": ignored,
         "examples": len(train_set.examples),
@@ -136,7 +162,9 @@ def train(paths: Paths, overrides: Mapping[str, str], stop: StopSignal) -> dict[
         "epochs": hp.n_epochs,
         "final_train_loss": progress.last_train_loss,
         "final_valid_loss": progress.last_valid_loss,
-        "final_valid_mean_token_accuracy": progress.last_valid_accuracy,
+        "final_valid_mean_token_accuracy": progress.last_valid_accuracy if hp.method == "supervised" else None,
+        **({"final_reward_accuracy": progress.last_reward_accuracy,
+            "final_valid_reward_accuracy": progress.last_valid_accuracy} if hp.method == "dpo" else {}),
         "merged_model": (hp.merged_model_uri or MERGED_DIR) if hp.merge_adapter else None,
         **train_set.mask_summary(),
         "device": device.type,

@@ -47,12 +47,13 @@ def prepare_base_model(model: Any, gradient_checkpointing: bool) -> None:
         model.enable_input_require_grads()  # the frozen embeddings' output must carry grad for LoRA
 
 
-def add_lora_adapter(model: Any, hp: Hyperparameters, dtype: torch.dtype) -> Any:
-    """The PeftModel: LoRA on `hp.target_modules`, fp32 weights computing in `dtype` (see the module's docstring)."""
+def add_lora_adapter(model: Any, hp: Hyperparameters, dtype: torch.dtype, config: LoraConfig | None = None) -> Any:
+    """The PeftModel: LoRA on `hp.target_modules`, fp32 weights computing in `dtype` (see the module's docstring);
+    `config`: a starting adapter's own LoRA config instead (adapter_start.py), its weights loaded afterwards."""
     # Seeded right before the adapter is created: that is what makes LoRA's initial weights reproducible.
     set_seed(hp.seed)
     target = hp.target_modules if isinstance(hp.target_modules, str) else list(hp.target_modules)
-    config = LoraConfig(
+    config = config or LoraConfig(
         r=hp.lora_r,
         lora_alpha=hp.lora_alpha,
         lora_dropout=hp.lora_dropout,

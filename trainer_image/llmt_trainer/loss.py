@@ -133,6 +133,40 @@ def loss_over_targets(
     return LossSum(total, correct)
 
 
+def _chunk_logprobs(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    logits = head(hidden).float()
+    return logits.gather(1, targets.unsqueeze(1)).squeeze(1) - torch.logsumexp(logits, dim=-1)
+
+
+def target_logprobs(
+    model: Any,
+    input_ids: torch.Tensor,
+    position_ids: torch.Tensor,
+    target_positions: torch.Tensor,
+    targets: torch.Tensor,
+    chunk_tokens: int,
+) -> torch.Tensor:
+    """The log-probability of each target (fp32, one per target), for DPO's per-sequence sums: the output layer
+    runs `chunk_tokens` positions at a time, each chunk's logits recomputed in the backward pass (as the loss's
+    non-fused path does), so no more than one chunk of logits is alive at once."""
+    base = _base_model(model)
+    if not _splits_cleanly(base):
+        logits = model(input_ids=input_ids, position_ids=position_ids, use_cache=False).logits
+        selected = logits.reshape(-1, logits.shape[-1]).index_select(0, target_positions)
+        return _chunk_logprobs(torch.nn.Identity(), selected, targets)
+    hidden = base.get_decoder()(input_ids=input_ids, position_ids=position_ids, use_cache=False).last_hidden_state
+    hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, target_positions)
+    head = base.get_output_embeddings()
+    parts = []
+    for start in range(0, hidden.shape[0], chunk_tokens):
+        part = slice(start, start + chunk_tokens)
+        if torch.is_grad_enabled():
+            parts.append(checkpoint(_chunk_logprobs, head, hidden[part], targets[part], use_reentrant=False))
+        else:
+            parts.append(_chunk_logprobs(head, hidden[part], targets[part]))
+    return torch.cat(parts) if parts else hidden.new_zeros((0,), dtype=torch.float32)
+
+
 def target_positions(labels: list[int]) -> tuple[list[int], list[int]]:
     """(positions, targets) of a packed row's labels: position p predicts labels[p + 1] where that is a target."""
     positions = [p for p in range(len(labels) - 1) if labels[p + 1] != IGNORE_INDEX]

@@ -49,6 +49,10 @@ class TokenizedExample:
     def loss_tokens(self) -> int:
         return sum(1 for label in self.labels if label != IGNORE_INDEX)
 
+    @property
+    def tokens(self) -> int:
+        return len(self.input_ids)
+
 
 @dataclass(frozen=True)
 class SkippedExample:
@@ -213,7 +217,7 @@ def _skip_reason(exc: Exception) -> str:
     return reason if len(reason) <= 300 else reason[:297] + "..."
 
 
-def _check_skipped(result: TokenizedSet, conversations: int) -> None:
+def check_skipped(result: TokenizedSet, conversations: int) -> None:
     skipped = result.skipped
     if len(skipped) > MAX_SKIPPED_SHARE * conversations:
         shown = "; ".join(f"{s.source}: {s.reason}" for s in skipped[:SKIPPED_SHOWN])
@@ -255,7 +259,7 @@ def tokenize_conversations(
             result.dropped += 1
         else:
             result.examples.append(example)
-    _check_skipped(result, chats)
+    check_skipped(result, chats)
     return result
 
 

@@ -26,6 +26,14 @@ Python: the services import it without torch.
     mask         packed rows get a dense T x T boolean attention mask from transformers: T^2 bytes.
     overhead     OVERHEAD_BYTES: the CUDA context, cuBLAS workspaces and the caching allocator's slack.
 
+Training methods (hyperparameter `method`): everything above is per row and holds for both. DPO (dpo.py) packs
+a pair as one unit, its chosen and rejected sequences in the same row, so a row holds at least
+min_row_tokens(max_seq_length, "dpo") = 2 x max_seq_length tokens, and a pair's tokens are both sequences'. The
+reference's forward pass runs under no_grad and keeps nothing for the backward pass: it adds no peak beyond the
+policy's pass. Compute: the policy's forward and backward (3 forward-equivalents per token) plus the reference's
+forward (1) make DPO 4/3 of SFT's compute per token (method_compute_factor); a pair's tokens count both sequences
+(sequences_per_example).
+
 Calibration (bench/memory_probe.py measures the live tensor bytes of one real training step on the CPU, the same
 autograd graph a GPU runs, with each catalog model's real widths, heads and vocabulary and 1-2 layers):
 tests/unit/test_memory_model.py compares this formula with those measurements for several shapes, within 25%.
@@ -81,6 +89,32 @@ ATTENTION_WASTE = 0.25
 CPU_MEMORY_SHARE = 0.5
 # Of the device memory, what the plan may use (the rest absorbs what the model does not count).
 USABLE_SHARE = 0.92
+
+
+METHODS = ("supervised", "dpo")
+
+
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"unknown training method {method!r}; expected one of {', '.join(METHODS)}")
+
+
+def sequences_per_example(method: str) -> int:
+    """How many token sequences one training example is: a DPO pair is two (chosen and rejected), in one row."""
+    _check_method(method)
+    return 2 if method == "dpo" else 1
+
+
+def min_row_tokens(max_seq_length: int, method: str = "supervised") -> int:
+    """The shortest row a plan may choose: one whole example (a DPO pair: both its sequences)."""
+    return max_seq_length * sequences_per_example(method)
+
+
+def method_compute_factor(method: str) -> float:
+    """Compute per trained token relative to supervised training (forward + backward = 3 forward passes): DPO adds
+    the reference model's forward pass over the same tokens, 4/3. Trained tokens of a pair count both sequences."""
+    _check_method(method)
+    return 4 / 3 if method == "dpo" else 1.0
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from .adapter_start import StartAdapter, load_start_weights, lora_config
 from .contract import Paths
 from .errors import HyperparameterError, ModelLoadError
 from .hyperparameters import Hyperparameters
@@ -151,8 +152,10 @@ def _quantization_config(device: torch.device, dtype: torch.dtype) -> Any:
     )
 
 
-def load_model(source: str, hp: Hyperparameters, device: torch.device, dtype: torch.dtype) -> Any:
-    """The base model on `device` in `dtype` (4-bit with load_in_4bit), frozen, with the LoRA adapter (lora.py)."""
+def load_model(source: str, hp: Hyperparameters, device: torch.device, dtype: torch.dtype,
+               start: StartAdapter | None = None) -> Any:
+    """The base model on `device` in `dtype` (4-bit with load_in_4bit), frozen, with the LoRA adapter (lora.py):
+    a fresh one, or the starting adapter's config and weights (adapter_start.py)."""
     kwargs: dict[str, Any] = {"dtype": dtype}
     if device.type == "cuda":
         kwargs["attn_implementation"] = "sdpa"  # flash/memory-efficient kernels; packed rows via position ids
@@ -167,4 +170,8 @@ def load_model(source: str, hp: Hyperparameters, device: torch.device, dtype: to
     if not hp.load_in_4bit:  # a 4-bit model is already on its device (device_map) and cannot be moved
         model.to(device)
     prepare_base_model(model, bool(hp.gradient_checkpointing))
-    return add_lora_adapter(model, hp, dtype)
+    if start is None:
+        return add_lora_adapter(model, hp, dtype)
+    peft_model = add_lora_adapter(model, hp, dtype, lora_config(start))
+    load_start_weights(peft_model, start)
+    return peft_model

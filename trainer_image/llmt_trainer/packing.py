@@ -15,13 +15,23 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 import torch
 
 from .loss import target_positions
 from .masking import TokenizedExample
 
-Step = list[list[TokenizedExample]]  # an optimizer step: its rows, each a list of examples
+
+class Packable(Protocol):
+    """What packing cuts by: a tokenized example, or a DPO pair (both its sequences go in the same row)."""
+
+    @property
+    def tokens(self) -> int: ...
+
+
+Item = TypeVar("Item", bound=Packable)
+Step = list[list[Any]]  # an optimizer step: its rows, each a list of examples (or DPO pairs)
 
 
 @dataclass(frozen=True)
@@ -66,13 +76,13 @@ def pack(examples: Sequence[TokenizedExample], device: torch.device) -> PackedBa
     )
 
 
-def rows(examples: Sequence[TokenizedExample], row_tokens: int) -> list[list[TokenizedExample]]:
+def rows(examples: Sequence[Item], row_tokens: int) -> list[list[Item]]:
     """First fit decreasing: the longest example first, each into the first row it fits; an example longer than
     `row_tokens` (the budget is never below max_seq_length, so only by a caller's mistake) gets a row of its own."""
-    filled: list[list[TokenizedExample]] = []
+    filled: list[list[Item]] = []
     room: list[int] = []
-    for example in sorted(examples, key=lambda e: -len(e.input_ids)):  # stable: equal lengths keep their order
-        size = len(example.input_ids)
+    for example in sorted(examples, key=lambda e: -e.tokens):  # stable: equal lengths keep their order
+        size = example.tokens
         index = next((i for i, free in enumerate(room) if size <= free), None)
         if index is None:
             filled.append([example])
@@ -90,19 +100,19 @@ def epoch_order(n_examples: int, seed: int, epoch: int) -> list[int]:
     return order
 
 
-def epoch_steps(examples: Sequence[TokenizedExample], plan: BatchPlan, seed: int, epoch: int) -> list[Step]:
+def epoch_steps(examples: Sequence[Item], plan: BatchPlan, seed: int, epoch: int) -> list[list[list[Item]]]:
     """The optimizer steps of one epoch, each a list of rows."""
     ordered = [examples[i] for i in epoch_order(len(examples), seed, epoch)]
-    groups: list[list[TokenizedExample]] = []
+    groups: list[list[Item]] = []
     if plan.examples_per_step:
         size = plan.examples_per_step
         groups = [ordered[s : s + size] for s in range(0, len(ordered), size)]
     else:
-        current: list[TokenizedExample] = []
+        current: list[Item] = []
         tokens = 0
         for example in ordered:
             current.append(example)
-            tokens += len(example.input_ids)
+            tokens += example.tokens
             if tokens >= plan.tokens_per_step:
                 groups.append(current)
                 current, tokens = [], 0
