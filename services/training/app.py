@@ -9,12 +9,16 @@ from fastapi import Depends, FastAPI, Query, Request
 from services.training import artifacts, commands, deps, progress
 from services.training.bootstrap import build_deps
 from services.training.fit import public_catalog
-from services.training.models import CreateJob, EstimateRequest
+from services.training.models import DEFAULT_DPO_BETA, BudgetBody, CreateJob, EstimateRequest
 from services.training.settings import Settings
 from shared.tokens import Caller, bearer_token
 from shared.web import app_deps, create_service_app
 
 Deps = Annotated[deps.Deps, Depends(app_deps)]
+# The training methods a job may ask for (`method.type`), for the dashboard's train page.
+METHODS = [{"id": "supervised", "label": "Supervised (SFT)", "example_types": ["chat", "text"]},
+           {"id": "dpo", "label": "Preference (DPO)", "example_types": ["preference"],
+            "beta": {"default": DEFAULT_DPO_BETA, "min_exclusive": 0, "max": 2}}]
 
 
 def build_app(settings: Settings | None = None) -> FastAPI:
@@ -49,6 +53,22 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     async def cancel_job(job_id: str, caller: Caller, d: Deps) -> dict[str, Any]:
         return (await commands.cancel_job(job_id, caller.user_id, d)).openai()
 
+    @app.post("/v1/fine_tuning/jobs/{job_id}/pause")
+    async def pause_job(job_id: str, caller: Caller, d: Deps) -> dict[str, Any]:
+        """Stop the running job with a checkpoint: `pausing`, then `paused` (OpenAI's jobs.pause)."""
+        return (await commands.pause_job(job_id, caller.user_id, d)).openai()
+
+    @app.post("/v1/fine_tuning/jobs/{job_id}/resume")
+    async def resume_job(job_id: str, caller: Caller, d: Deps, body: BudgetBody | None = None) -> dict[str, Any]:
+        """A paused job carries on from its checkpoint, as a new part under the same id (OpenAI's jobs.resume);
+        beyond OpenAI, an optional new `max_cost_usd`."""
+        return (await commands.resume_job(job_id, caller.user_id, d, body.max_cost_usd if body else None)).openai()
+
+    @app.post("/api/jobs/{job_id}/retry")
+    async def retry_job(job_id: str, caller: Caller, d: Deps, body: BudgetBody | None = None) -> dict[str, Any]:
+        """A failed or cancelled job again, from its newest checkpoint (or the start, which `retry` says)."""
+        return await commands.retry_job(job_id, caller.user_id, d, body.max_cost_usd if body else None)
+
     @app.get("/v1/fine_tuning/jobs/{job_id}/checkpoints")
     async def list_checkpoints(job_id: str, caller: Caller, d: Deps, after: str | None = None,
                                limit: Annotated[int, Query(ge=1, le=100)] = 10) -> dict[str, Any]:
@@ -81,7 +101,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         if getattr(app.state, "public_catalog", None) is None:
             app.state.public_catalog = public_catalog(d.catalog)
         body: dict[str, Any] = app.state.public_catalog
-        return {**body, "limits": await commands.user_limits(caller.user_id, d)}
+        return {**body, "methods": METHODS, "limits": await commands.user_limits(caller.user_id, d)}
 
     return app
 

@@ -25,6 +25,7 @@ from shared.errors import NotFound
 LINK_TTL_S = 15 * 60
 _ALPHABET = string.ascii_letters + string.digits
 _CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)/")
+CHECKPOINT_STATE = "trainer_state.json"  # the trainer's checkpoints.py writes it into a folder last
 _METRIC_KEYS = ("step", "train_loss", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy",
                 "full_valid_loss", "full_valid_mean_token_accuracy")
 
@@ -42,19 +43,40 @@ def checkpoint_id(job_id: str, step: int) -> str:
 class _Found:
     step: int
     modified: int
+    folder: str  # its S3 prefix, ending in "/"
 
 
 async def _checkpoint_dirs(deps: Deps, job: Job) -> list[_Found]:
+    """The job's checkpoint folders that are whole (their trainer_state.json, written last, is there)."""
     prefix = checkpoint_prefix(job)
-    found: dict[int, int] = {}
+    found: dict[int, tuple[int, str]] = {}
+    whole: set[int] = set()
     paginator = deps.s3.get_paginator("list_objects_v2")
     async for page in paginator.paginate(Bucket=deps.launch.bucket, Prefix=prefix):
         for obj in page.get("Contents", []):
             match = _CHECKPOINT_DIR.match(obj["Key"][len(prefix):])
             if match:
                 step = int(match.group(1))
-                found[step] = max(found.get(step, 0), int(obj["LastModified"].timestamp()))
-    return [_Found(step, modified) for step, modified in sorted(found.items(), reverse=True)]
+                folder = prefix + match.group(0)
+                found[step] = (max(found.get(step, (0, folder))[0], int(obj["LastModified"].timestamp())), folder)
+                if obj["Key"].endswith("/" + CHECKPOINT_STATE):
+                    whole.add(step)
+    return [_Found(step, modified, folder) for step, (modified, folder) in sorted(found.items(), reverse=True)
+            if step in whole]
+
+
+async def checkpoint_steps(deps: Deps, job: Job) -> list[int]:
+    """The steps of the job's checkpoints in S3, newest first."""
+    return [found.step for found in await _checkpoint_dirs(deps, job)]
+
+
+async def find_checkpoint(deps: Deps, job: Job, *, checkpoint: str | None = None,
+                          step: int | None = None) -> tuple[int, str] | None:
+    """(step, s3 URI of its folder) of the job's checkpoint with this id or step; None when it has none such."""
+    for found in await _checkpoint_dirs(deps, job):
+        if found.step == step or checkpoint == checkpoint_id(job.job_id, found.step):
+            return found.step, f"s3://{deps.launch.bucket}/{found.folder}"
+    return None
 
 
 def _metrics(records: list[dict[str, Any]], step: int) -> dict[str, float]:

@@ -71,14 +71,25 @@ async def tokens_per_second(catalog: Catalog, base: BaseModelEntry, instance: In
     return catalog.default_tokens_per_second, catalog.startup_overhead_s, "default"
 
 
+# DPO (issue 15): each preference pair is two sequences (the prompt with the chosen reply, and with the rejected one;
+# the file's token count holds the prompt and the longer reply once: twice that bounds them), and each sequence
+# costs a reference forward pass (the adapter switched off) on top of the policy's forward and backward, about
+# three forwards' worth: 4/3 of supervised training's compute per token. Both count in the time and the price.
+DPO_SEQUENCES_PER_EXAMPLE = 2
+DPO_COMPUTE_FACTOR = 4 / 3
+
+
 def estimate(*, catalog: Catalog, base: BaseModelEntry, instance: InstanceType, hyperparameters: dict[str, Any],
              examples: int, file_tokens: int | None, tokens_per_s: float, overhead_s: int, source: str,
-             spot: bool) -> dict[str, Any]:
+             spot: bool, method: str = "supervised") -> dict[str, Any]:
     """The arithmetic, every input echoed beside the result."""
     hp = hyperparameters
+    dpo = method == "dpo"
+    if dpo and file_tokens is not None:
+        file_tokens *= DPO_SEQUENCES_PER_EXAMPLE
     held_out = math.floor(examples * float(hp.get("validation_split", 0.0)))
     train_examples = max(examples - held_out, 0)
-    cap = train_examples * int(hp["max_seq_length"])
+    cap = train_examples * int(hp["max_seq_length"]) * (DPO_SEQUENCES_PER_EXAMPLE if dpo else 1)
     if file_tokens is None:
         tokens_per_epoch, tokens_source = cap, "max_seq_length x examples (the file has no token count)"
     else:
@@ -87,15 +98,18 @@ def estimate(*, catalog: Catalog, base: BaseModelEntry, instance: InstanceType, 
     epochs = int(hp["n_epochs"])
     trained_tokens = tokens_per_epoch * epochs
     steps = steps_per_epoch(hp, train_examples, tokens_per_epoch) * epochs
-    planned = fit.plan_on(base, instance, int(hp["max_seq_length"]), **_memory_settings(hp))
+    planned = fit.plan_on(base, instance, row_length(hp, method), **_memory_settings(hp))
     checkpointing = bool(planned and planned.gradient_checkpointing)
     if checkpointing and source != "measured":  # a measured figure already ran with the same plan
         tokens_per_s *= CHECKPOINTING_SPEED
+    if dpo:
+        tokens_per_s /= DPO_COMPUTE_FACTOR
     duration_s = math.ceil(overhead_s + trained_tokens / tokens_per_s)
     on_demand = duration_s / 3600 * instance.price_per_hour
     spot_cost = on_demand * (1 - catalog.spot_discount)
     return {
         "object": "fine_tuning.estimate", "model": base.id, "instance_type": instance.id, "spot": spot,
+        "method": method,
         "examples": examples, "training_examples": train_examples, "tokens_per_epoch": tokens_per_epoch,
         "trained_tokens": trained_tokens, "steps": steps, "estimated_duration_s": duration_s,
         "estimated_cost_usd": round(spot_cost if spot else on_demand, 4),
@@ -109,9 +123,16 @@ def estimate(*, catalog: Catalog, base: BaseModelEntry, instance: InstanceType, 
                    "validation_split": float(hp.get("validation_split", 0.0)),
                    "tokens_per_second": round(tokens_per_s, 3), "throughput_source": source,
                    "startup_overhead_s": overhead_s, "price_per_hour": instance.price_per_hour,
-                   "spot_discount": catalog.spot_discount},
+                   "spot_discount": catalog.spot_discount,
+                   "compute_factor": DPO_COMPUTE_FACTOR if dpo else 1.0,
+                   "sequences_per_example": DPO_SEQUENCES_PER_EXAMPLE if dpo else 1},
         "hyperparameters": hp,
     }
+
+
+def row_length(hp: dict[str, Any], method: str) -> int:
+    """The longest row a pass must hold: one example, or for DPO a pair (both of its sequences)."""
+    return int(hp["max_seq_length"]) * (DPO_SEQUENCES_PER_EXAMPLE if method == "dpo" else 1)
 
 
 def _memory_settings(hp: dict[str, Any]) -> dict[str, Any]:

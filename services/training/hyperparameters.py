@@ -11,7 +11,7 @@ import secrets
 from typing import TYPE_CHECKING, Any
 
 from services.training import fit
-from services.training.models import Hyperparameters
+from services.training.models import DEFAULT_DPO_BETA, Hyperparameters
 from shared.errors import InvalidRequest
 from trainer_image.llmt_trainer.memory import auto_tokens_per_step
 
@@ -80,6 +80,17 @@ def memory_settings(requested: Hyperparameters) -> dict[str, Any]:
 def resolve(requested: Hyperparameters, examples: int, base: BaseModelEntry | None = None,
             seed: int | None = None, *, instance: InstanceType | None = None,
             file_tokens: int | None = None) -> dict[str, Any]:
+    """See _resolve; a DPO request's `beta` resolved too ("auto": 0.1)."""
+    resolved = _resolve(requested, examples, base, seed, instance=instance, file_tokens=file_tokens)
+    beta = getattr(requested, "beta", None)
+    if beta is not None:
+        resolved["beta"] = DEFAULT_DPO_BETA if beta == "auto" else float(beta)
+    return resolved
+
+
+def _resolve(requested: Hyperparameters, examples: int, base: BaseModelEntry | None = None,
+             seed: int | None = None, *, instance: InstanceType | None = None,
+             file_tokens: int | None = None) -> dict[str, Any]:
     """Every field a value: the caller's where given, else the trainer's defaults (LoRA r 8, alpha 2r), and the
     memory model's plan for the model on `instance` (checkpointing, the tokens of a pass)."""
     def pick(name: str, default: Any) -> Any:
@@ -109,7 +120,9 @@ def resolve(requested: Hyperparameters, examples: int, base: BaseModelEntry | No
     else:
         batch_size = int(requested.batch_size)
     memory = memory_settings(requested)
-    planned = fit.plan_on(base, instance, seq, **memory) if base and instance else None
+    # A DPO pass holds a pair: both of its sequences (estimates.row_length).
+    row = seq * (2 if getattr(requested, "beta", None) is not None else 1)
+    planned = fit.plan_on(base, instance, row, **memory) if base and instance else None
     return {
         "n_epochs": int(pick("n_epochs", auto_epochs(examples))),
         "batch_size": batch_size,
@@ -152,9 +165,11 @@ TRAINER_NAMES = ("n_epochs", "batch_size", "learning_rate", "lora_r", "lora_alph
                  "gradient_checkpointing", "load_in_4bit", "checkpoint_interval_s")
 
 
-def sagemaker_hyperparameters(resolved: dict[str, Any], base: BaseModelEntry, seed: int) -> dict[str, str]:
+def sagemaker_hyperparameters(resolved: dict[str, Any], base: BaseModelEntry, seed: int,
+                              method: str = "supervised") -> dict[str, str]:
     """The trainer's names, every value a string (SageMaker's rule); older jobs' resolved sets lack some. A value
-    left to the trainer ("auto": no tokens_per_step when batch_size was given, no memory plan) goes as "auto"."""
+    left to the trainer ("auto": no tokens_per_step when batch_size was given, no memory plan) goes as "auto".
+    A DPO job adds `method` and `beta`; a supervised one sends neither (the trainer's default)."""
     filled = {**resolve(Hyperparameters(), 0, base, seed), **resolved, "seed": seed}
     if "learning_rate" not in resolved:  # resolved before learning_rate was kept: from the multiplier
         filled["learning_rate"] = BASE_LEARNING_RATE * float(filled["learning_rate_multiplier"])  # their base then
@@ -165,4 +180,7 @@ def sagemaker_hyperparameters(resolved: dict[str, Any], base: BaseModelEntry, se
     out = {name: "auto" if filled.get(name) is None else filled[name] for name in TRAINER_NAMES}
     if isinstance(out["target_modules"], list):
         out["target_modules"] = ",".join(out["target_modules"])
+    if method == "dpo":
+        out["method"] = "dpo"
+        out["beta"] = filled.get("beta") or DEFAULT_DPO_BETA
     return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in out.items()}

@@ -27,17 +27,18 @@ async def record_event(deps: Deps, job: Job, message: str, level: str = "info",
 
 async def announce(deps: Deps, job: Job, status: JobStatus, **extra: Any) -> None:
     """Publish the job's `training.job.{status}` event; `extra` are that status's own fields (its model's)."""
-    event = JOB_STATUS_EVENTS[status](job_id=job.job_id, user_id=job.user_id, model=job.model, **extra)
+    # `model` is the catalog model (the base the adapter sits on): what inference serves it on.
+    event = JOB_STATUS_EVENTS[status](job_id=job.job_id, user_id=job.user_id, model=job.base, **extra)
     await deps.events.publish(new_event(event, user_id=job.user_id))
 
 
 async def fail_job(deps: Deps, job: Job, code: str, message: str, param: str | None = None,
-                   billed_micros: int | None = None) -> None:
+                   bill: dict[str, int] | None = None) -> None:
     """Fail the job with OpenAI's error object, unless it is already over (then nothing is told);
-    `billed_micros`: what SageMaker billed for it, where it ran."""
+    `bill`: what SageMaker billed for its current part, where it ran (store.transition's bill_micros and
+    billed_seconds)."""
     error = {"code": code, "message": message, "param": param}
-    if await deps.jobs.transition(job.job_id, "failed", error=error, finished_at=int(time.time()),
-                                  billed_micros=billed_micros):
+    if await deps.jobs.transition(job.job_id, "failed", error=error, finished_at=int(time.time()), **(bill or {})):
         # Announced first: a repeat finds the job failed and tells nothing again, whatever failed after the move.
         await announce(deps, job, "failed", error=error)
         await record_event(deps, job, message, level="error", data={"error_code": code, "error_param": param})

@@ -38,7 +38,7 @@ from services.training import hyperparameters as hparams
 from services.training.catalog import BaseModelEntry, Catalog
 from services.training.deps import Deps
 from services.training.job_events import announce, fail_job, record_event
-from services.training.models import FileView, Hyperparameters, Job
+from services.training.models import DpoHyperparameters, FileView, Hyperparameters, Job
 from services.training.sagemaker_stop import stop_training_job
 from services.training.source_bundle import PROGRAM
 from services.training.training_job_request import training_job_request
@@ -141,11 +141,12 @@ async def _queue(deps: Deps, job: Job) -> tuple[str, str | None] | None:
             return None
         validation_uri = validation.train_uri
     await record_event(deps, job, f"Validating training file: {job.training_file}")
-    resolved = hparams.resolve(Hyperparameters.model_validate(job.hyperparameters), training.examples or 0,
-                               deps.catalog.model(job.model), job.seed,
+    requested = (DpoHyperparameters if job.method == "dpo" else Hyperparameters).model_validate(job.hyperparameters)
+    resolved = hparams.resolve(requested, training.examples or 0,
+                               deps.catalog.model(job.base), job.seed,
                                instance=deps.catalog.instance(job.instance_type),
                                file_tokens=training.estimated_tokens)
-    if not await deps.jobs.transition(job.job_id, "queued", hyperparameters=resolved):
+    if not await deps.jobs.transition(job.job_id, "queued", only_from="validating_files", hyperparameters=resolved):
         return None
     job.hyperparameters, job.status = resolved, "queued"
     await record_event(deps, job, "Files validated, moving job to queued state")
@@ -191,27 +192,38 @@ async def _usable_training_file(deps: Deps, job: Job, view: FileView) -> bool:
         await fail_job(deps, job, "invalid_n_examples", f"Training file has {view.examples or 0} example(s), but "
                        f"must have at least {MIN_TRAINING_EXAMPLES} examples", "training_file")
         return False
-    if view.example_type == "preference":
-        await fail_job(deps, job, "invalid_training_file", "The job failed due to an invalid training file. It "
-                       "holds preference pairs, which need DPO training; this trainer does supervised fine-tuning "
-                       "only.", "training_file")
+    mismatch = layout_mismatch(job.method, view.example_type)
+    if mismatch:
+        await fail_job(deps, job, "invalid_training_file", "The job failed due to an invalid training file. "
+                       f"{mismatch}", "training_file")
         return False
     return True
 
 
 async def _usable_validation_file(deps: Deps, job: Job, view: FileView) -> bool:
-    if view.status != "processed" or view.example_type == "preference":
-        reason = view.error or ("It holds preference pairs." if view.example_type == "preference"
-                                else "File is not usable.")
+    mismatch = layout_mismatch(job.method, view.example_type)
+    if view.status != "processed" or mismatch:
+        reason = view.error or mismatch or "File is not usable."
         await fail_job(deps, job, "invalid_validation_file",
                        f"The job failed due to an invalid validation file. {reason}", "validation_file")
         return False
     return True
 
 
+def layout_mismatch(method: str, example_type: str | None) -> str | None:
+    """Why a file of `example_type` (chat, text, preference) cannot train with `method`; None when it can."""
+    if method == "dpo" and example_type not in (None, "preference"):
+        return (f"It holds {example_type} examples; DPO trains on preference pairs (prompt, chosen and rejected "
+                "replies). Use method supervised for it, or upload a preference file.")
+    if method != "dpo" and example_type == "preference":
+        return ("It holds preference pairs, which train with method dpo ({\"type\": \"dpo\"}), not supervised "
+                "fine-tuning.")
+    return None
+
+
 async def create_training_job(deps: Deps, job: Job, train_uri: str, validation_uri: str | None = None) -> None:
     """CreateTrainingJob for a queued job; SageMaker refusing it fails the job (`launch_failed`)."""
-    base = deps.catalog.model(job.model)
+    base = deps.catalog.model(job.base)
     assert base is not None
     try:
         request = await prepare_request(deps, job, base, training_job_request(
@@ -230,10 +242,10 @@ async def create_training_job(deps: Deps, job: Job, train_uri: str, validation_u
                            f"{exc.response['Error'].get('Message', code)}")
             return
         raise
-    await deps.jobs.set_fields(job.job_id, sagemaker_job_name=job.job_id)  # nothing when the job is gone
+    await deps.jobs.set_fields(job.job_id, sagemaker_job_name=job.training_job_name())  # nothing when it is gone
     log.info("training job launched", extra={"job_id": job.job_id})
     # Read after the training job exists: a cancel, or the account's deletion (which removes the job, then stops
     # its training job), that happened while this launch was in flight either stopped it already or is seen here.
     current = await deps.jobs.get(job.job_id)
     if current is None or current.status == "cancelled":
-        await stop_training_job(deps.sagemaker, job.job_id)
+        await stop_training_job(deps.sagemaker, job.training_job_name())

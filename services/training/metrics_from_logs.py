@@ -134,7 +134,7 @@ def metrics_event_id(line: MetricsLine) -> str:
 async def poll(deps: Deps, job: Job, started_at: float | None = None,
                now: float | None = None) -> int:
     """Turn the job's new METRICS lines into events; how many steps were new."""
-    lines = await read_lines(deps.logs, deps.log_group, job.job_id, job.metrics_log_ts)
+    lines = await read_lines(deps.logs, deps.log_group, job.training_job_name(), job.metrics_log_ts)
     last = job.metrics_step if job.metrics_step is not None else -1
     new: dict[int, MetricsLine] = {}
     for line in lines:
@@ -155,7 +155,7 @@ async def poll(deps: Deps, job: Job, started_at: float | None = None,
                                            trained_tokens=tokens):
         return 0  # another poller moved the cursor first, and announces these steps
     for line in ordered:
-        event = JobMetrics(job_id=job.job_id, user_id=job.user_id, model=job.model,
+        event = JobMetrics(job_id=job.job_id, user_id=job.user_id, model=job.base,
                            **{**event_data(line.record), "estimated_finish": finish})
         await deps.events.publish(new_event(event, user_id=job.user_id, correlation_id=job.correlation_id))
     log.info("metrics recorded", extra={"job_id": job.job_id, "steps": len(ordered), "step": newest.step})

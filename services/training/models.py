@@ -7,8 +7,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-JobStatus = Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled"]
+JobStatus = Literal["validating_files", "queued", "running", "pausing", "paused", "succeeded", "failed", "cancelled"]
+# Over: nothing runs on SageMaker and nothing will unless its owner asks (failed and cancelled jobs can be retried,
+# transitions.py). A paused job is at rest too, but not over.
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+AT_REST: frozenset[str] = TERMINAL | {"paused"}
+MethodType = Literal["supervised", "dpo"]
+DEFAULT_DPO_BETA = 0.1  # OpenAI's and TRL's default
 
 Auto = Literal["auto"]
 
@@ -51,13 +56,30 @@ class Hyperparameters(BaseModel):
     checkpoint_interval_s: Auto | Annotated[int, Field(ge=0, le=86_400)] = "auto"
 
 
+class DpoHyperparameters(Hyperparameters):
+    """DPO's: the supervised ones and `beta`, how far the policy may move from the reference (OpenAI's bounds)."""
+
+    beta: Auto | Annotated[float, Field(gt=0, le=2)] = "auto"
+
+
 class SupervisedMethod(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
 
 
+class DpoMethod(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    hyperparameters: DpoHyperparameters = Field(default_factory=DpoHyperparameters)
+
+
 class Method(BaseModel):
-    type: Literal["supervised"] = "supervised"
+    """OpenAI's `method`: {"type": "supervised", "supervised": {...}} or {"type": "dpo", "dpo": {...}};
+    "reinforcement" is OpenAI's too, refused here with a clear 400 (commands.py)."""
+
+    type: Literal["supervised", "dpo", "reinforcement"] = "supervised"
     supervised: SupervisedMethod | None = None
+    dpo: DpoMethod | None = None
+    reinforcement: dict[str, Any] | None = None
 
 
 class CreateJob(BaseModel):
@@ -78,6 +100,8 @@ class CreateJob(BaseModel):
     spot: bool = False
     max_cost_usd: float | None = Field(default=None, gt=0, le=100000)
     dry_run: bool = False
+    # Beyond OpenAI: start from one of the caller's checkpoints (an id of GET .../jobs/{id}/checkpoints).
+    from_checkpoint: str | None = Field(default=None, min_length=1, max_length=64)
 
     @field_validator("metadata")
     @classmethod
@@ -89,10 +113,24 @@ class CreateJob(BaseModel):
                 raise ValueError("metadata keys may be at most 64 characters")
         return value
 
+    def method_type(self) -> str:
+        return self.method.type if self.method else "supervised"
+
     def requested_hyperparameters(self) -> Hyperparameters:
+        """The method's hyperparameters (DPO's are a DpoHyperparameters); the deprecated top-level ones else."""
+        if self.method and self.method.type == "dpo":
+            return self.method.dpo.hyperparameters if self.method.dpo else DpoHyperparameters(
+                **(self.hyperparameters.model_dump() if self.hyperparameters else {}))
         if self.method and self.method.supervised:
             return self.method.supervised.hyperparameters
         return self.hyperparameters or Hyperparameters()
+
+
+class BudgetBody(BaseModel):
+    """The optional body of resume and retry: a new budget cap for what follows."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_cost_usd: float | None = Field(default=None, gt=0, le=100000)
 
 
 class EstimateRequest(BaseModel):
@@ -106,7 +144,14 @@ class EstimateRequest(BaseModel):
     instance_type: str | None = Field(default=None, min_length=1, max_length=64)
     spot: bool = False
 
+    def method_type(self) -> str:
+        return self.method.type if self.method else "supervised"
+
     def requested_hyperparameters(self) -> Hyperparameters:
+        """The method's hyperparameters (DPO's are a DpoHyperparameters); the deprecated top-level ones else."""
+        if self.method and self.method.type == "dpo":
+            return self.method.dpo.hyperparameters if self.method.dpo else DpoHyperparameters(
+                **(self.hyperparameters.model_dump() if self.hyperparameters else {}))
         if self.method and self.method.supervised:
             return self.method.supervised.hyperparameters
         return self.hyperparameters or Hyperparameters()
@@ -148,7 +193,29 @@ class Job(BaseModel):
     # Spend (limits.py): the most the job may cost, reserved in its user's usage while it is active (None: made
     # before the limits, nothing reserved), and what SageMaker billed once it ended; in micro-dollars.
     reserved_micros: int | None = None
-    billed_micros: int | None = None
+    billed_micros: int | None = None  # every part's together
+    # Training methods (issue 15): DPO or supervised; the catalog model under it (`model` may be an `ft:` model it
+    # continues from: None for jobs from before, whose `model` is the base); the adapter it starts from (an `ft:`
+    # model's artifact, or a checkpoint folder: S3 URIs) and the checkpoint's id.
+    method: MethodType = "supervised"
+    base_model: str | None = None
+    start_adapter: str | None = None
+    from_checkpoint: str | None = None
+    # Its SageMaker training jobs, oldest first: the first, then one per resume or retry (parts.py). Empty for jobs
+    # from before, whose one training job is named as the job.
+    parts: list[dict[str, Any]] = []
+    pause_requested_at: int | None = None
+    paused_at: int | None = None
+    budget_set_at_micros: int | None = None  # the job's bill when max_cost_usd was last set (a retry's new cap)
+
+    @property
+    def base(self) -> str:
+        """The catalog model the job trains (on which the adapter sits)."""
+        return self.base_model or self.model
+
+    def training_job_name(self) -> str:
+        """The SageMaker training job of its current (latest) part."""
+        return str(self.parts[-1]["sagemaker_job_name"]) if self.parts else self.job_id
 
     def openai(self) -> dict[str, Any]:
         """The FineTuningJob object the openai SDK expects, every required key present."""
@@ -157,7 +224,7 @@ class Job(BaseModel):
             "finished_at": self.finished_at, "model": self.model, "organization_id": f"org-{self.user_id}",
             "status": self.status, "fine_tuned_model": self.fine_tuned_model, "error": self.error,
             "hyperparameters": self.hyperparameters,
-            "method": {"type": "supervised", "supervised": {"hyperparameters": self.hyperparameters}},
+            "method": {"type": self.method, self.method: {"hyperparameters": self.hyperparameters}},
             "result_files": self.result_files, "trained_tokens": self.trained_tokens,
             "training_file": self.training_file, "validation_file": self.validation_file, "seed": self.seed,
             "estimated_finish": None if self.status in TERMINAL else self.estimated_finish,
@@ -168,11 +235,30 @@ class Job(BaseModel):
             "spot": self.spot, "max_cost_usd": self.max_cost_usd,
             "cancel_requested_at": self.cancel_requested_at, "secondary_status": self.secondary_status,
             "model_deleted_at": self.model_deleted_at,
+            "base_model": self.base, "from_checkpoint": self.from_checkpoint, "paused_at": self.paused_at,
+            "parts": public_parts(self),
+            "billed_cost_usd": None if self.billed_micros is None else round(self.billed_micros / 1e6, 4),
         }
 
     def fine_tuned_model_name(self) -> str:
         """The model's name once it succeeds: `ft:{base}:{user}:{suffix}:{8 characters of the job id}`."""
-        return f"ft:{self.model}:{self.user_id}:{self.suffix or ''}:{self.job_id.removeprefix('ftjob-')[:8]}"
+        return f"ft:{self.base}:{self.user_id}:{self.suffix or ''}:{self.job_id.removeprefix('ftjob-')[:8]}"
+
+
+def public_parts(job: Job) -> list[dict[str, Any]]:
+    """Each part as the API shows it: a part that has ended says how, the current one has the job's status."""
+    shown = []
+    for i, part in enumerate(job.parts):
+        current = i == len(job.parts) - 1
+        micros = part.get("billed_micros")
+        shown.append({
+            "part": part["part"], "sagemaker_job_name": part["sagemaker_job_name"], "kind": part["kind"],
+            "from_step": part.get("from_step"),
+            "status": part.get("outcome") or (job.status if current else "ended"),
+            "started_at": part.get("started_at"), "ended_at": part.get("ended_at"),
+            "billed_seconds": part.get("billed_seconds"),
+            "billed_cost_usd": None if micros is None else round(micros / 1e6, 4)})
+    return shown
 
 
 class FileView(BaseModel):

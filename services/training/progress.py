@@ -44,7 +44,7 @@ async def log_tail(job: Job, logs: Logs, log_group: str, limit: int) -> dict[str
     """The last `limit` lines of the job's training log, oldest first: `{timestamp (ms), message}`."""
     try:
         streams = (await logs.describe_log_streams(logGroupName=log_group,
-                                                   logStreamNamePrefix=f"{job.job_id}/")).get("logStreams", [])
+                                                   logStreamNamePrefix=job.job_id)).get("logStreams", [])
     except ClientError as exc:
         if exc.response["Error"]["Code"] == "ResourceNotFoundException":
             return {"object": "list", "data": [], "truncated": False}

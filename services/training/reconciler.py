@@ -103,7 +103,7 @@ class Reconciler:
         return report
 
     async def _reconcile(self, job: Job, report: RunReport, now: float) -> None:
-        described = await self._describe(job.job_id)
+        described = await self._describe(job.training_job_name())
         if described is None:
             if job.status in ("validating_files", "queued"):
                 await self._relaunch_if_stuck(job, report, now)

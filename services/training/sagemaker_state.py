@@ -13,10 +13,11 @@ import time
 
 from botocore.exceptions import ClientError
 
-from services.training import limits, metrics_from_logs, results_file
+from services.training import limits, metrics_from_logs, pausing, results_file
 from services.training.deps import Deps
 from services.training.job_events import announce, fail_job, record_event
 from services.training.models import TERMINAL, Job
+from services.training.parts import job_id_of, mark_started
 from shared.contracts.sagemaker_events import TrainingJobStateChanged
 from shared.logging import bound_request_id
 from shared.s3 import delete_object_versions
@@ -39,10 +40,12 @@ def _final_metric(state: TrainingJobStateChanged, name: str) -> float | None:
 
 
 async def on_sagemaker_state(state: TrainingJobStateChanged, deps: Deps) -> None:
-    job = await deps.jobs.get(state.TrainingJobName)
+    job = await deps.jobs.get(job_id_of(state.TrainingJobName))
     if job is None:
         await _after_deletion(state, deps)  # one of a deleted account's, or not one of ours
         return
+    if state.TrainingJobName != job.training_job_name():
+        return  # an earlier part's (late, or repeated): that part's end is already recorded
     with bound_request_id(job.correlation_id):
         await _record_secondary_status(deps, job, state)
         if state.TrainingJobStatus in ENDED and job.status not in TERMINAL:
@@ -55,18 +58,23 @@ async def _after_deletion(state: TrainingJobStateChanged, deps: Deps) -> None:
     checkpoints it writes on a stop) is deleted too (deleted_jobs.py)."""
     if deps.deleted_jobs is None or state.TrainingJobStatus not in ENDED:
         return
-    owner = await deps.deleted_jobs.owner_of(state.TrainingJobName)
+    owner = await deps.deleted_jobs.owner_of(state.TrainingJobName)  # remembered by training job name
     if owner is None:
         return
     removed = await delete_object_versions(deps.s3, deps.launch.bucket,
-                                           f"training-jobs/{owner}/{state.TrainingJobName}/")
+                                           f"training-jobs/{owner}/{job_id_of(state.TrainingJobName)}/")
     await deps.deleted_jobs.forget(state.TrainingJobName)
     log.info("a deleted account's ended training job cleared", extra={"job_id": state.TrainingJobName,
                                                                        "objects": removed})
 
 
-def _billed(job: Job, state: TrainingJobStateChanged, deps: Deps) -> int:
-    return limits.billed_micros(state, deps.catalog.instance(job.instance_type))
+def _billed(job: Job, state: TrainingJobStateChanged, deps: Deps) -> dict[str, int]:
+    """What SageMaker billed for the job's current part (store.transition's keywords)."""
+    seconds = _number(getattr(state, "BillableTimeInSeconds", None))
+    if seconds is None:
+        seconds = _number(state.TrainingTimeInSeconds)
+    return {"bill_micros": limits.billed_micros(state, deps.catalog.instance(job.instance_type)),
+            **({"billed_seconds": int(seconds)} if seconds is not None else {})}
 
 
 async def _read_last_metrics(job: Job, state: TrainingJobStateChanged, deps: Deps) -> None:
@@ -100,20 +108,30 @@ def _secondary_message(state: TrainingJobStateChanged, secondary: str) -> str:
 async def _apply(job: Job, state: TrainingJobStateChanged, deps: Deps) -> None:
     status = state.TrainingJobStatus
     if status == "InProgress":
-        if await deps.jobs.transition(job.job_id, "running"):
+        started = mark_started(job.parts, int(time.time()))
+        if await deps.jobs.transition(job.job_id, "running", **({"parts": started} if started else {})):
             await announce(deps, job, "running")
-            await record_event(deps, job, "Fine-tuning job started")
+            part = job.parts[-1] if job.parts else None
+            if part and part["kind"] != "start":
+                where = f"from the checkpoint at step {part['from_step']}" if part.get("from_step") else \
+                    "from the start (no checkpoint)"
+                await record_event(deps, job, f"Fine-tuning job {part['kind']}d: part {part['part']} started "
+                                   f"{where}", data={"part": part["part"], "from_step": part.get("from_step")})
+            else:
+                await record_event(deps, job, "Fine-tuning job started")
     elif status == "Completed":
         await _succeed(job, state, deps)
     elif status == "Failed":
         await fail_job(deps, job, "training_failed", state.FailureReason or "Training failed.",
-                       billed_micros=_billed(job, state, deps))
+                       bill=_billed(job, state, deps))
     elif status == "Stopped":
         if state.SecondaryStatus == "MaxRuntimeExceeded":
             await fail_job(deps, job, "max_runtime_exceeded", "The job reached its maximum run time and was stopped.",
-                           billed_micros=_billed(job, state, deps))
+                           bill=_billed(job, state, deps))
+        elif job.status == "pausing" and job.cancel_requested_at is None:
+            await pausing.on_paused(job, deps, _billed(job, state, deps))
         elif await deps.jobs.transition(job.job_id, "cancelled", finished_at=int(time.time()),
-                                        billed_micros=_billed(job, state, deps)):
+                                        **_billed(job, state, deps)):
             await announce(deps, job, "cancelled")
             await record_event(deps, job, "Fine-tuning job cancelled")
 
@@ -131,7 +149,7 @@ async def _succeed(job: Job, state: TrainingJobStateChanged, deps: Deps) -> None
     result_file = await results_file.write_results(deps.s3, deps.launch.bucket, job.user_id, job.job_id, artifact,
                                                    deps.launch.kms_key_id)
     if await deps.jobs.transition(job.job_id, "succeeded", finished_at=int(time.time()), fine_tuned_model=name,
-                                  billed_micros=_billed(job, state, deps),
+                                  **_billed(job, state, deps),
                                   model_artifact=artifact, trained_tokens=int(tokens) if tokens is not None else None,
                                   result_files=[result_file.file_id]):
         # Announced first: a redelivery finds the job succeeded and does nothing, so a failure after the move (the
@@ -167,9 +185,11 @@ async def _finish_success(job: Job, deps: Deps) -> None:
 async def _record_throughput(deps: Deps, job: Job, state: TrainingJobStateChanged, tokens: float | None) -> None:
     """A finished job's measured seconds per token feed the next estimates for its model and instance type."""
     seconds = _number(state.TrainingTimeInSeconds)
-    if not seconds or not tokens:
+    # Only a whole supervised run in one part measures the speed estimates assume (DPO's extra passes are counted
+    # on top of it; a resumed part's time covers only its own steps, the tokens all of them).
+    if not seconds or not tokens or job.method != "supervised" or len(job.parts) > 1:
         return
     try:
-        await deps.throughput.record(job.model, job.instance_type, seconds, int(tokens))
+        await deps.throughput.record(job.base, job.instance_type, seconds, int(tokens))
     except ClientError as exc:  # an estimate input, never worth failing the job's completion over
         log.warning("throughput not recorded", extra={"job_id": job.job_id, "error": str(exc)})

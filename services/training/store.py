@@ -24,13 +24,14 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from services.training import transitions
 from services.training.limits import month_key
-from services.training.models import TERMINAL, FileView, Job, JobStatus
+from services.training.models import AT_REST, FileView, Job, JobStatus
+from services.training.parts import ended_parts
 from shared.dynamo import all_items, items_of_user
 
 _ser, _de = TypeSerializer(), TypeDeserializer()
-_JSON_FIELDS = ("hyperparameters", "metadata", "error", "result_files")
+_JSON_FIELDS = ("hyperparameters", "metadata", "error", "result_files", "parts")
 _STATUS_RANK = {"uploaded": 0, "processed": 1, "error": 1, "deleted": 2}
-ACTIVE_STATUSES = ("validating_files", "queued", "running")
+ACTIVE_STATUSES = ("validating_files", "queued", "running", "pausing")
 ACTIVE_ATTRIBUTE = "active_status"  # the sparse `status-index` GSI's hash key: present only while active
 
 
@@ -116,12 +117,38 @@ class JobsStore:
         return jobs[:limit], len(jobs) > limit
 
     async def transition(self, job_id: str, to: JobStatus, *, only_from: JobStatus | None = None,
+                         bill_micros: int | None = None, billed_seconds: int | None = None,
                          **changes: Any) -> bool:
         """Move a job to `to` if its status allows it (transitions.py; with `only_from`: if it is still that one);
-        False when it does not, as when another writer got there first."""
+        False when it does not, as when another writer got there first. A move from an active status to one at
+        rest (over, or paused) ends the current part (parts.py): what SageMaker billed for it (`bill_micros`,
+        `billed_seconds`) is added to the job's bill and released from its user's reservation."""
+        job = await self.get(job_id) if to in AT_REST else None
+        releasing = job is not None and job.status not in AT_REST
+        if releasing:
+            assert job is not None
+            if only_from is None and job.status in transitions.expected(to):
+                only_from = job.status  # what is released below is what this read saw
+            bill = int(bill_micros or 0)
+            if bill_micros is not None:
+                changes["billed_micros"] = (job.billed_micros or 0) + bill
+            if job.parts and not job.parts[-1].get("outcome"):
+                changes["parts"] = ended_parts(job.parts, to, bill_micros, billed_seconds)
         expected = transitions.expected(to, only_from)
         if not expected:
             return False
+        write = self._status_write(job_id, to, expected, changes)
+        if releasing and job is not None and job.reserved_micros is not None:  # jobs from before reserve nothing
+            return await self._end_with_usage(job, write, int(bill_micros or 0))
+        try:
+            await self._db.update_item(**write)
+            return True
+        except self._db.exceptions.ConditionalCheckFailedException:
+            return False
+
+    def _status_write(self, job_id: str, to: JobStatus, expected: tuple[JobStatus, ...],
+                      changes: dict[str, Any]) -> dict[str, Any]:
+        """The conditional update moving the job to `to` from one of `expected`, with `changes`."""
         values: dict[str, Any] = {":to": {"S": to}}
         names = {"#s": "status"}
         sets = ["#s = :to"]
@@ -141,21 +168,12 @@ class JobsStore:
         for i, state in enumerate(expected):
             values[f":e{i}"] = {"S": state}
             conditions.append(f":e{i}")
-        write = {"TableName": self._jobs, "Key": {"job_id": {"S": job_id}}, "UpdateExpression": update,
-                 "ConditionExpression": f"#s IN ({', '.join(conditions)})", "ExpressionAttributeNames": names,
-                 "ExpressionAttributeValues": values}
-        if to in TERMINAL:
-            job = await self.get(job_id)
-            if job is not None and job.reserved_micros is not None:  # jobs from before the limits reserve nothing
-                return await self._end_with_usage(job, write, int(changes.get("billed_micros") or 0))
-        try:
-            await self._db.update_item(**write)
-            return True
-        except self._db.exceptions.ConditionalCheckFailedException:
-            return False
+        return {"TableName": self._jobs, "Key": {"job_id": {"S": job_id}}, "UpdateExpression": update,
+                "ConditionExpression": f"#s IN ({', '.join(conditions)})", "ExpressionAttributeNames": names,
+                "ExpressionAttributeValues": values}
 
     async def _end_with_usage(self, job: Job, write: dict[str, Any], billed_micros: int) -> bool:
-        """The move to a final status and the release of the job's reservation (its bill counted), as one
+        """The move to a status at rest and the release of the job's reservation (its bill counted), as one
         transaction: they happen together, once. A conflict with a concurrent transaction is tried again."""
         for _ in range(ATTEMPTS):
             try:
@@ -167,6 +185,22 @@ class JobsStore:
                     return False  # the job's status did not allow the move (or the job is gone)
         raise RuntimeError(f"job {job.job_id}'s final move kept conflicting")
 
+    async def reactivate(self, job: Job, to: JobStatus, usage: Any, rules: Any, **changes: Any) -> bool:
+        """Move a job at rest (paused, failed, cancelled) back to `to` (queued or validating_files) with a new
+        reservation when `usage` (usage_store.UsageStore) is given: the job's move and the reservation together,
+        within the user's limits (TooManyActiveJobs, SpendLimitReached). False when the job moved meanwhile."""
+        expected = transitions.expected(to, job.status)
+        if not expected:
+            return False
+        write = self._status_write(job.job_id, to, expected, changes)
+        if usage is None:
+            try:
+                await self._db.update_item(**write)
+                return True
+            except self._db.exceptions.ConditionalCheckFailedException:
+                return False
+        return bool(await usage.reserve_with(job, write, rules, int(changes.get("reserved_micros") or 0)))
+
     async def set_fields(self, job_id: str, **changes: Any) -> None:
         """Set fields of an existing job; nothing when the job is gone (its user was deleted meanwhile): an update
         must never leave a partial job behind."""
@@ -177,6 +211,16 @@ class JobsStore:
                 TableName=self._jobs, Key={"job_id": {"S": job_id}}, ConditionExpression="attribute_exists(job_id)",
                 UpdateExpression="SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(changes))),
                 ExpressionAttributeNames=names, ExpressionAttributeValues=values)
+        except self._db.exceptions.ConditionalCheckFailedException:
+            pass
+
+    async def clear_fields(self, job_id: str, *names: str) -> None:
+        """Remove fields of an existing job (a retried job's error and end); nothing when the job is gone."""
+        try:
+            await self._db.update_item(
+                TableName=self._jobs, Key={"job_id": {"S": job_id}}, ConditionExpression="attribute_exists(job_id)",
+                UpdateExpression="REMOVE " + ", ".join(f"#f{i}" for i in range(len(names))),
+                ExpressionAttributeNames={f"#f{i}": name for i, name in enumerate(names)})
         except self._db.exceptions.ConditionalCheckFailedException:
             pass
 

@@ -37,7 +37,7 @@ def _channel(name: str, uri: str) -> dict[str, Any]:
 
 def training_job_request(job: Job, base: BaseModelEntry, train_uri: str, cfg: LaunchConfig,
                          catalog: Catalog | None = None, validation_uri: str | None = None) -> dict[str, Any]:
-    hyperparameters = hparams.sagemaker_hyperparameters(job.hyperparameters, base, job.seed)
+    hyperparameters = hparams.sagemaker_hyperparameters(job.hyperparameters, base, job.seed, job.method)
     if hyperparameters.get("merge_adapter") == "true":  # its own artifact: model.tar.gz stays the small adapter
         hyperparameters["merged_model_uri"] = f"s3://{cfg.bucket}/{merged_model_key(job.user_id, job.job_id)}"
     channels = [_channel("train", train_uri)]
@@ -45,10 +45,12 @@ def training_job_request(job: Job, base: BaseModelEntry, train_uri: str, cfg: La
         channels.append(_channel("validation", validation_uri))
     if base.artifact_prefix:
         channels.append(_channel("model", f"s3://{cfg.bucket}/{base.artifact_prefix}"))
+    if job.start_adapter:  # continued from an `ft:` model's adapter or a checkpoint: training starts from it
+        channels.append(_channel("adapter", job.start_adapter))
     elif base.hf_repo:
         hyperparameters["model_id"] = base.hf_repo
     return {
-        "TrainingJobName": job.job_id,
+        "TrainingJobName": job.training_job_name(),  # the current part's (parts.py)
         "AlgorithmSpecification": {"TrainingImage": cfg.image_uri, "TrainingInputMode": "File",
                                    "MetricDefinitions": METRIC_DEFINITIONS},
         "RoleArn": cfg.role_arn,
@@ -72,4 +74,13 @@ def _stopping_condition(job: Job, cfg: LaunchConfig, catalog: Catalog | None) ->
         if job.spot:
             condition["MaxWaitTimeInSeconds"] = cfg.max_runtime_s
         return condition
-    return estimates.budget_stopping_condition(job.max_cost_usd, instance, job.spot, cfg.max_runtime_s)
+    return estimates.budget_stopping_condition(remaining_budget_usd(job), instance, job.spot, cfg.max_runtime_s)
+
+
+def remaining_budget_usd(job: Job) -> float | None:
+    """What the job's budget cap leaves for its next part: the cap less what its parts since the cap was set were
+    billed (a retry with a new cap starts a fresh budget); None without a cap."""
+    if job.max_cost_usd is None:
+        return None
+    spent = (job.billed_micros or 0) - (job.budget_set_at_micros or 0)
+    return max(0.0, job.max_cost_usd - spent / 1e6)

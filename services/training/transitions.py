@@ -3,8 +3,12 @@ condition from here (store.JobsStore writes `status IN (the allowed sources)`), 
 
     validating_files -> queued (files validated) | failed | cancelled
     queued           -> running (SageMaker InProgress) | succeeded (a Completed seen first) | failed | cancelled
-    running          -> succeeded | failed | cancelled (SageMaker Stopped)
-    succeeded, failed, cancelled: final.
+    running          -> succeeded | failed | cancelled (SageMaker Stopped) | pausing (pause asked)
+    pausing          -> paused (SageMaker Stopped, a checkpoint written) | succeeded | failed | cancelled
+    paused           -> queued (resume: a new part) | cancelled
+    failed, cancelled -> queued (retry: a new part, from the newest checkpoint) | validating_files (retry of a job
+                         that never reached SageMaker)
+    succeeded: final.
 """
 
 from __future__ import annotations
@@ -17,10 +21,12 @@ STATUSES: tuple[JobStatus, ...] = get_args(JobStatus)
 ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
     "validating_files": frozenset({"queued", "failed", "cancelled"}),
     "queued": frozenset({"running", "succeeded", "failed", "cancelled"}),
-    "running": frozenset({"succeeded", "failed", "cancelled"}),
+    "running": frozenset({"succeeded", "failed", "cancelled", "pausing"}),
+    "pausing": frozenset({"paused", "succeeded", "failed", "cancelled"}),
+    "paused": frozenset({"queued", "cancelled"}),
     "succeeded": frozenset(),
-    "failed": frozenset(),
-    "cancelled": frozenset(),
+    "failed": frozenset({"queued", "validating_files"}),
+    "cancelled": frozenset({"queued", "validating_files"}),
 }
 
 

@@ -59,6 +59,27 @@ class UsageStore:
                                                                      "reasons": cancellation_codes(exc)})
         raise Unavailable("Too many changes to your jobs at once; create the job again.", code="busy")
 
+    async def reserve_with(self, job: Job, write: dict[str, Any], rules: Limits, job_micros: int) -> bool:
+        """A job at rest made active again (resume, retry: `write`, store.JobsStore.reactivate's update) and its new
+        reservation, together and within the limits, as create_within does for a new job. False when the job's
+        status moved meanwhile."""
+        for _ in range(ATTEMPTS):
+            usage = await self.usage(job.user_id)
+            refused = limits.refusal(rules, usage, job_micros)
+            if refused is not None:
+                raise refused
+            try:
+                await self._db.transact_write_items(TransactItems=[
+                    {"Update": write}, self._reserve(job, job_micros, usage, rules)])
+                return True
+            except self._db.exceptions.TransactionCanceledException as exc:
+                reasons = cancellation_codes(exc)
+                if reasons and reasons[0] == "ConditionalCheckFailed":
+                    return False  # the job is no longer where it was read
+                log.info("job reactivation's reservation raced", extra={"user_id": job.user_id,
+                                                                        "job_id": job.job_id, "reasons": reasons})
+        raise Unavailable("Too many changes to your jobs at once; try again.", code="busy")
+
     def _reserve(self, job: Job, job_micros: int, usage: Usage, rules: Limits) -> dict[str, Any]:
         month = limits.month_key()
         names = {"#a": ACTIVE_JOBS, "#r": RESERVED, "#o": "owner"}

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 
 from services.training.deps import Deps
-from services.training.models import TERMINAL, Job
+from services.training.models import AT_REST, Job
 from services.training.sagemaker_stop import stop_training_job
 from shared.contracts.auth_events import UserDeleted
 from shared.s3 import delete_object_versions
@@ -25,12 +25,12 @@ log = logging.getLogger(__name__)
 
 
 def _may_have_training_job(job: Job) -> bool:
-    return job.status not in TERMINAL or (job.status == "cancelled" and job.sagemaker_job_name is not None)
+    return job.status not in AT_REST or (job.status == "cancelled" and job.sagemaker_job_name is not None)
 
 
 async def delete_user_data(event: UserDeleted, deps: Deps) -> None:
     jobs = await deps.jobs.all_for_user(event.user_id)
-    writers = [job.job_id for job in jobs if _may_have_training_job(job)]
+    writers = [job.training_job_name() for job in jobs if _may_have_training_job(job)]  # the current parts'
     if deps.deleted_jobs is not None:
         await deps.deleted_jobs.remember(event.user_id, writers)
         writers = await deps.deleted_jobs.stops_owed(event.user_id)  # a retry's owed stops too

@@ -1,9 +1,9 @@
 """Events the training service publishes, to its topic `llm-tuner-training-events`, and its one command.
 
 Status events (one per status a job enters; JOB_STATUS_EVENTS maps each status to its model):
-`training.job.created`, `.queued`, `.running`, `.succeeded`, `.failed`, `.cancelled`, each {job_id, user_id,
-status, model, ...}. `training.job.succeeded` adds the fine-tuned model's name, the artifact and `result_file`:
-the results CSV, already written to `files/{user_id}/{file_id}`, which files registers as a fine-tune-results file.
+`training.job.created`, `.queued`, `.running`, `.pausing`, `.paused`, `.succeeded`, `.failed`, `.cancelled`, each
+{job_id, user_id, status, model (the base model), ...}. `training.job.succeeded` adds the fine-tuned model's name,
+the artifact and `result_file`: the results CSV, already written to `files/{user_id}/{file_id}`, which files registers as a fine-tune-results file.
 `training.job.metrics`: one per trainer step read from the job's log stream (live charts).
 Consumers: files and inference (`training.job.succeeded`), every gateway replica (all of them: live updates).
 
@@ -24,6 +24,8 @@ JOB_RUNNING = "training.job.running"
 JOB_SUCCEEDED = "training.job.succeeded"
 JOB_FAILED = "training.job.failed"
 JOB_CANCELLED = "training.job.cancelled"
+JOB_PAUSING = "training.job.pausing"
+JOB_PAUSED = "training.job.paused"
 JOB_METRICS = "training.job.metrics"
 LAUNCH_REQUESTED = "training.job.launch_requested"
 
@@ -90,10 +92,25 @@ class JobCancelled(JobStatusEvent):
     status: Literal["cancelled"] = "cancelled"
 
 
+class JobPausing(JobStatusEvent):
+    """A pause was asked for: SageMaker is stopping the job, which writes a checkpoint first."""
+
+    TYPE = JOB_PAUSING
+    status: Literal["pausing"] = "pausing"
+
+
+class JobPaused(JobStatusEvent):
+    """The job's training job has stopped with its checkpoint: it can be resumed (a new part from there)."""
+
+    TYPE = JOB_PAUSED
+    status: Literal["paused"] = "paused"
+    step: int | None = None  # the checkpoint's
+
+
 # The event a job announces when it enters each status.
 JOB_STATUS_EVENTS: dict[str, type[JobStatusEvent]] = {
     "validating_files": JobCreated, "queued": JobQueued, "running": JobRunning, "succeeded": JobSucceeded,
-    "failed": JobFailed, "cancelled": JobCancelled,
+    "failed": JobFailed, "cancelled": JobCancelled, "pausing": JobPausing, "paused": JobPaused,
 }
 
 

@@ -6,6 +6,7 @@ state change)."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -15,7 +16,8 @@ from botocore.exceptions import ClientError
 from services.training import commands, file_projection, launch, transitions
 from services.training.catalog import Catalog
 from services.training.deps import Deps, LaunchConfig, QuotaChecks
-from services.training.models import CreateJob, FileView, Job, JobStatus
+from services.training.models import AT_REST, CreateJob, FileView, Job, JobStatus
+from services.training.parts import ended_parts
 from services.training.sagemaker_state import on_sagemaker_state
 from services.training.settings import Settings
 from services.training.source_bundle import SourceBundle
@@ -66,12 +68,24 @@ class FakeJobsStore:
         return [j for j in self.jobs.values() if j.status == status]
 
     async def transition(self, job_id: str, to: JobStatus, *, only_from: JobStatus | None = None,
+                         bill_micros: int | None = None, billed_seconds: int | None = None,
                          **changes: Any) -> bool:
         job = self.jobs[job_id]
         if job.status not in transitions.expected(to, only_from):
             return False
+        if to in AT_REST and job.status not in AT_REST:  # as the store: the current part ends, its bill added
+            if bill_micros is not None:
+                changes["billed_micros"] = (job.billed_micros or 0) + bill_micros
+            if job.parts and not job.parts[-1].get("outcome"):
+                changes["parts"] = ended_parts(job.parts, to, bill_micros, billed_seconds)
         self.jobs[job_id] = job.model_copy(update={"status": to, **{k: v for k, v in changes.items() if v is not None}})
         return True
+
+    async def reactivate(self, job: Job, to: JobStatus, usage: Any, rules: Any, **changes: Any) -> bool:
+        return await self.transition(job.job_id, to, only_from=job.status, **changes)
+
+    async def clear_fields(self, job_id: str, *names: str) -> None:
+        await self.set_fields(job_id, **dict.fromkeys(names))
 
     async def set_fields(self, job_id: str, **changes: Any) -> None:
         self.jobs[job_id] = self.jobs[job_id].model_copy(update=changes)
@@ -174,7 +188,17 @@ class FakeS3:
         raise NotImplementedError("the unit tests never read back an archive")
 
     def get_paginator(self, operation_name: str) -> Any:
-        raise NotImplementedError("listing is the integration tests'")
+        """list_objects_v2's, over the objects in memory: one page."""
+        assert operation_name == "list_objects_v2"
+        objects = self.objects
+
+        class Paginator:
+            async def paginate(self, *, Bucket: str, Prefix: str = "") -> Any:  # noqa: N803 - boto3's names
+                yield {"Contents": [{"Key": key, "Size": len(body), "LastModified": datetime.now(UTC)}
+                                    for (bucket, key), body in sorted(objects.items())
+                                    if bucket == Bucket and key.startswith(Prefix)]}
+
+        return Paginator()
 
     async def generate_presigned_url(self, ClientMethod: str, Params: dict[str, Any], ExpiresIn: int) -> str:
         return f"https://s3.example/{Params['Bucket']}/{Params['Key']}?expires={ExpiresIn}"
@@ -295,6 +319,6 @@ def relaunch_woken(fakes: Fakes) -> list[str]:
 
 def sagemaker_state(fakes: Fakes, job: Job, status: str, **detail: Any) -> None:
     """SageMaker's state-change event about the job, as EventBridge delivers it."""
-    state = TrainingJobStateChanged.model_validate({"TrainingJobName": job.job_id, "TrainingJobStatus": status,
-                                                    **detail})
+    name = detail.pop("TrainingJobName", None) or fakes.job(job.job_id).training_job_name()  # its current part
+    state = TrainingJobStateChanged.model_validate({"TrainingJobName": name, "TrainingJobStatus": status, **detail})
     run(on_sagemaker_state(state, fakes.deps))

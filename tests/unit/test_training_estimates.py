@@ -274,7 +274,27 @@ def test_estimate_arithmetic(fakes: Fakes) -> None:
                               "batch_size": 4, "tokens_per_step": None, "gradient_accumulation_steps": 1,
                               "max_seq_length": 2048, "validation_split": 0.0, "tokens_per_second": round(tps, 3),
                               "throughput_source": "catalog",
-                              "startup_overhead_s": 240, "price_per_hour": price, "spot_discount": 0.7}
+                              "startup_overhead_s": 240, "price_per_hour": price, "spot_discount": 0.7,
+                              "compute_factor": 1.0, "sequences_per_example": 1}
+
+
+def test_a_dpo_estimate_counts_both_sequences_and_the_reference_pass(fakes: Fakes) -> None:
+    """DPO trains on two sequences per pair, and runs the reference (adapter off) over each: the time and the price
+    count both (estimates.DPO_SEQUENCES_PER_EXAMPLE, DPO_COMPUTE_FACTOR); a pass must hold a whole pair."""
+    _file(fakes, examples=20, tokens=4000)
+    fakes.jobs.files["file-1"] = fakes.jobs.files["file-1"].model_copy(update={"example_type": "preference"})
+    hyperparameters = {"n_epochs": 3, "batch_size": 4, "max_seq_length": 1024}
+    body = run(commands.estimate_job(EstimateRequest.model_validate(
+        {"model": QWEN7, "training_file": "file-1",
+         "method": {"type": "dpo", "dpo": {"hyperparameters": hyperparameters}}}), "u1", fakes.deps))
+    assert body["method"] == "dpo" and body["trained_tokens"] == 2 * 4000 * 3
+    tps = body["inputs"]["tokens_per_second"]
+    checkpointing = estimates.CHECKPOINTING_SPEED if body["memory"]["gradient_checkpointing"] else 1.0
+    assert tps == round(450 * checkpointing / estimates.DPO_COMPUTE_FACTOR, 3)
+    assert body["estimated_duration_s"] == math.ceil(240 + 24000 / (450 * checkpointing / estimates.DPO_COMPUTE_FACTOR))
+    assert body["memory"]["micro_batch_tokens"] >= 2 * 1024  # a pass holds both sequences of a pair
+    with pytest.raises(InvalidRequest):  # and the same file with supervised fine-tuning is refused
+        run(commands.estimate_job(EstimateRequest(model=QWEN7, training_file="file-1"), "u1", fakes.deps))
 
 
 def test_estimate_caps_tokens_at_max_seq_length_and_defaults_unknown_pairs() -> None:

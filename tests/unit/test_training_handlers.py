@@ -174,15 +174,6 @@ def test_the_train_channel_reads_the_normalised_examples(fakes: Fakes) -> None:
     assert train["DataSource"]["S3DataSource"]["S3Uri"] == "s3://b/normalized/u1/file-1.jsonl"
 
 
-def test_preference_data_fails_the_job_before_sagemaker(fakes: Fakes) -> None:
-    project(fakes, file_event(FileValidated, example_type="preference"))
-    job = create(fakes)
-    launch_job(fakes, job)
-    failed = fakes.job(job.job_id)
-    assert failed.status == "failed" and failed.error is not None and failed.error["code"] == "invalid_training_file"
-    assert "DPO" in failed.error["message"] and fakes.sagemaker.created == []
-
-
 def test_the_projection_never_goes_back_a_state(fakes: Fakes) -> None:
     project(fakes, file_event(FileValidated))
     project(fakes, file_event(FileUploaded))  # late
