@@ -1,5 +1,7 @@
 // The loss chart: hand-written SVG with train and validation lines, axes, a legend and a text summary for
-// screen readers. `update(points)` redraws; points are {step, train_loss, valid_loss}.
+// screen readers. `add(points)` redraws; points are {step, train_loss, valid_loss}. Other series of the same
+// points (a DPO run's reward accuracy) are drawn by a chart built with their keys; `setMarkers` draws a vertical
+// line where a job's later part (a resume, a retry) starts.
 
 import { h, svg, replace, nextId } from "./dom.js";
 
@@ -24,19 +26,26 @@ function decimals(step) {
   return Math.min(4, (String(step).split(".")[1] || "").length);
 }
 
+const LOSS_SERIES = [{ key: "train_loss", label: "Training loss", cls: "train" },
+  { key: "valid_loss", label: "Validation loss", cls: "valid" }];
+
 export class LossChart {
-  constructor() {
+  /** `series`: [{key, label, cls, higherIsBetter}] of each point to draw (cls: train or valid, the line's style). */
+  constructor({ series = LOSS_SERIES, yLabel = "Loss", title = "Loss by step",
+    emptyText = "Loss appears here once training starts" } = {}) {
+    this.series = series;
+    this.yLabel = yLabel;
+    this.markers = [];
     this.points = new Map(); // step -> point
-    this.emptyText = "Loss appears here once training starts";
+    this.emptyText = emptyText;
     this.titleId = nextId("chart-title");
     this.descId = nextId("chart-desc");
     this.svg = svg("svg", { class: "chart-svg", viewBox: `0 0 ${W} ${H}`, role: "img",
       "aria-labelledby": this.titleId, "aria-describedby": this.descId, preserveAspectRatio: "xMidYMid meet" });
     this.summary = h("p", { class: "chart-summary", id: this.descId, "aria-live": "polite" });
     this.legend = h("ul", { class: "chart-legend", "aria-hidden": "true" },
-      h("li", { class: "legend-train" }, h("span", { class: "swatch" }), "Training loss"),
-      h("li", { class: "legend-valid" }, h("span", { class: "swatch" }), "Validation loss"));
-    this.element = h("figure", { class: "chart" }, h("figcaption", { class: "sr-only", id: this.titleId }, "Loss by step"),
+      series.map((s) => h("li", { class: `legend-${s.cls}` }, h("span", { class: "swatch" }), s.label)));
+    this.element = h("figure", { class: "chart" }, h("figcaption", { class: "sr-only", id: this.titleId }, title),
       this.legend, h("div", { class: "chart-frame" }, this.svg), this.summary);
     this.render();
   }
@@ -59,27 +68,35 @@ export class LossChart {
     if (!this.points.size) this.render();
   }
 
+  /** Vertical lines before the given steps: [{step, label}] (where a job's later part starts). */
+  setMarkers(markers) {
+    const next = markers.filter((m) => Number.isFinite(Number(m.step)));
+    if (JSON.stringify(next) === JSON.stringify(this.markers)) return;
+    this.markers = next;
+    this.render();
+  }
+
   get size() {
     return this.points.size;
   }
 
   render() {
     const pts = [...this.points.values()].sort((a, b) => a.step - b.step);
-    const train = pts.filter((p) => Number.isFinite(p.train_loss)).map((p) => [p.step, p.train_loss]);
-    const valid = pts.filter((p) => Number.isFinite(p.valid_loss)).map((p) => [p.step, p.valid_loss]);
+    const lines = this.series.map((s) => ({ ...s, data: pts.filter((p) => Number.isFinite(p[s.key])).map((p) => [p.step, p[s.key]]) }));
     replace(this.svg);
-    this.legend.querySelector(".legend-valid").hidden = !valid.length;
-    this.svg.dataset.points = String(train.length + valid.length);
+    lines.slice(1).forEach((s, i) => { this.legend.children[i + 1].hidden = !s.data.length; });
+    this.svg.dataset.points = String(lines.reduce((n, s) => n + s.data.length, 0));
+    this.svg.dataset.markers = "0";
     const innerW = W - PAD.left - PAD.right;
     const innerH = H - PAD.top - PAD.bottom;
-    if (!train.length && !valid.length) {
+    if (!lines.some((s) => s.data.length)) {
       this.svg.append(svg("text", { x: W / 2, y: H / 2, "text-anchor": "middle", class: "chart-empty" },
         this.emptyText));
       this.summary.textContent = `${this.emptyText}.`;
       this.summary.classList.add("sr-only"); // the chart says it already
       return;
     }
-    const all = [...train, ...valid];
+    const all = lines.flatMap((s) => s.data);
     const minX = Math.min(...all.map((p) => p[0]));
     const maxX = Math.max(...all.map((p) => p[0]), minX + 1);
     const lo = Math.min(...all.map((p) => p[1]));
@@ -103,9 +120,16 @@ export class LossChart {
     grid.append(svg("line", { x1: PAD.left, x2: PAD.left, y1: PAD.top, y2: H - PAD.bottom, class: "chart-axis" }));
     grid.append(svg("text", { x: PAD.left + innerW / 2, y: H - 6, "text-anchor": "middle", class: "chart-label" }, "Step"));
     grid.append(svg("text", { x: 14, y: PAD.top + innerH / 2, "text-anchor": "middle", class: "chart-label",
-      transform: `rotate(-90 14 ${PAD.top + innerH / 2})` }, "Loss"));
+      transform: `rotate(-90 14 ${PAD.top + innerH / 2})` }, this.yLabel));
     this.svg.append(grid);
-    for (const [series, cls] of [[train, "train"], [valid, "valid"]]) {
+    const markers = this.markers.filter((m) => m.step - 0.5 > minX && m.step - 0.5 < maxX);
+    for (const m of markers) {
+      const mx = x(m.step - 0.5).toFixed(1);
+      this.svg.append(svg("g", { class: "chart-marker" }, svg("line", { x1: mx, x2: mx, y1: PAD.top, y2: H - PAD.bottom }),
+        svg("text", { x: Number(mx) + 4, y: PAD.top + 10, class: "chart-tick" }, m.label), svg("title", `${m.label}: from step ${m.step}`)));
+    }
+    this.svg.dataset.markers = String(markers.length);
+    for (const { data: series, cls } of lines) {
       if (!series.length) continue;
       const line = series.map(([sx, sy]) => `${x(sx).toFixed(1)},${y(sy).toFixed(1)}`).join(" ");
       const group = svg("g", { class: `series series-${cls}` }, svg("polyline", { points: line, class: "chart-line" }));
@@ -118,14 +142,14 @@ export class LossChart {
       this.svg.append(group);
     }
     this.summary.classList.remove("sr-only");
-    this.summary.textContent = [train.length ? describe(train, "Training loss") : null,
-      valid.length ? describe(valid, "Validation loss") : null].filter(Boolean).join(" ");
+    this.summary.textContent = [...lines.filter((s) => s.data.length).map((s) => describe(s.data, s.label, s.higherIsBetter)),
+      ...markers.map((m) => `${m.label} starts at step ${m.step}.`)].join(" ");
   }
 }
 
-function describe(series, name) {
+function describe(series, name, higherIsBetter = false) {
   const [s0, v0] = series[0];
   const [s1, v1] = series[series.length - 1];
-  const best = Math.min(...series.map((p) => p[1]));
-  return `${name}: ${v0.toFixed(3)} at step ${s0}, ${v1.toFixed(3)} at step ${s1} (lowest ${best.toFixed(3)}, ${series.length} points).`;
+  const best = (higherIsBetter ? Math.max : Math.min)(...series.map((p) => p[1]));
+  return `${name}: ${v0.toFixed(3)} at step ${s0}, ${v1.toFixed(3)} at step ${s1} (${higherIsBetter ? "highest" : "lowest"} ${best.toFixed(3)}, ${series.length} points).`;
 }

@@ -56,17 +56,19 @@ export function confirmDialog({ title, message, confirmLabel = "Confirm", danger
 const STATUS_LABELS = {
   uploading: "Uploading", uploaded: "Validating", processed: "Ready", error: "Rejected",
   validating_files: "Validating files", queued: "Queued", running: "Running", succeeded: "Succeeded",
-  failed: "Failed", cancelled: "Cancelled",
+  failed: "Failed", cancelled: "Cancelled", pausing: "Pausing", paused: "Paused",
   creating: "Creating", in_service: "In service", deleting: "Deleting", deleted: "Deleted",
 };
 const STATUS_TONES = {
   uploading: "info", uploaded: "info", processed: "success", error: "danger", validating_files: "info",
   queued: "neutral", running: "info", succeeded: "success", failed: "danger", cancelled: "neutral",
+  pausing: "warning", paused: "warning",
   creating: "info", in_service: "success", deleting: "warning", deleted: "neutral",
 };
 
 export function statusBadge(status) {
-  const busy = ["uploading", "uploaded", "validating_files", "queued", "running", "creating", "deleting"].includes(status);
+  const busy = ["uploading", "uploaded", "validating_files", "queued", "running", "pausing", "creating",
+    "deleting"].includes(status);
   return h("span", { class: ["badge", `badge-${STATUS_TONES[status] || "neutral"}`, busy && "badge-busy"],
     "data-status": status }, h("span", { class: "badge-dot", "aria-hidden": "true" }), STATUS_LABELS[status] || status);
 }

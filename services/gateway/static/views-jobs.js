@@ -1,6 +1,7 @@
 // Jobs: the list with live status badges, and a job's page: status, live loss chart, timeline, log tail,
-// checkpoints, downloads, cancel, the openai SDK call that creates the same job, and once it has succeeded its
-// automatic evaluation (base against tuned), a link to the playground and a Deploy button.
+// checkpoints, downloads, cancel, pause, resume and retry with the job's parts (job-runs.js), the openai SDK call
+// that creates the same job, and once it has succeeded its automatic evaluation (base against tuned), a link to
+// the playground, a Deploy button and Continue training.
 
 import { api, ApiError, describeError } from "./api.js";
 import { LossChart } from "./chart.js";
@@ -10,6 +11,8 @@ import { BUSY_EVALUATION, deployModel, onEvaluationEvents, pollWithBackoff } fro
 import * as live from "./sse.js";
 import { JOB_METRICS, JOB_STATUS_EVENTS } from "./events.js";
 import { jobEvaluation } from "./views-evaluations.js";
+import { checkpointHref, continueHref, lifecycleControls, methodBadge, methodHyperparameters, methodType, partMarkers,
+  partsTable, rewardPanel } from "./job-runs.js";
 import { announce, badge, card, codeBlock, confirmDialog, emptyState, errorState, facts, loading, pageHeader,
   statusBadge, toast } from "./ui.js";
 
@@ -65,7 +68,7 @@ export async function jobsView(main) {
         return h("tr", { "data-job-id": j.id },
           h("td", h("a", { href: `#/jobs/${encodeURIComponent(j.id)}`, class: "strong mono break" }, jobTitle(j)),
             h("div", { class: "muted small break" }, j.fine_tuned_model || j.model)),
-          h("td", statusBadge(j.status), j.status === "running" && p && p.total_steps
+          h("td", statusBadge(j.status), methodBadge(j) ? [" ", methodBadge(j)] : null, j.status === "running" && p && p.total_steps
             ? h("div", { class: "mini-progress", title: `Step ${p.step} of ${p.total_steps}` },
               h("progress", { max: p.total_steps, value: p.step, "aria-label": `${j.id} progress` })) : null),
           h("td", { class: "hide-sm mono small" }, j.model),
@@ -111,6 +114,12 @@ export async function jobView(main, { id }, query, isCurrent) {
   if (!isCurrent()) return undefined;
 
   const chart = new LossChart();
+  const rewards = rewardPanel();
+  const rewardCard = card("Reward accuracy", rewards.element);
+  const partsHost = h("div");
+  const runs = lifecycleControls({ path, retryPath: `/api/jobs/${encodeURIComponent(id)}/retry`,
+    onJob: (fresh) => { job = fresh; renderJob(); } });
+  const continueLink = h("a", { class: "btn btn-secondary", hidden: true }, "Continue training");
   const statusHost = h("span", { class: "status-host", "aria-live": "polite" });
   const titleText = h("span", { class: "break" });
   const secondary = h("p", { class: "page-subtitle" });
@@ -137,9 +146,11 @@ export async function jobView(main, { id }, query, isCurrent) {
         h("h1", { class: "page-title title-with-badge", tabindex: "-1" }, titleText, statusHost), secondary),
       h("div", { class: "page-actions" },
         h("a", { class: "btn btn-secondary", href: `#/train?file=${encodeURIComponent(job.training_file)}` }, "Train again"),
-        playLink, deployBtn, cancelBtn)),
-    errorHost, progressHost,
+        continueLink, playLink, deployBtn, runs.actions, cancelBtn)),
+    errorHost, runs.panel, progressHost,
     card("Loss", chart.element),
+    rewardCard,
+    card("Runs", partsHost),
     evaluationCard,
     h("div", { class: "grid grid-2" },
       card("Timeline", timelineHost),
@@ -193,6 +204,8 @@ export async function jobView(main, { id }, query, isCurrent) {
     const ready = job.status === "succeeded" && Boolean(job.fine_tuned_model) && !job.model_deleted_at;
     playLink.hidden = !ready;
     deployBtn.hidden = !ready;
+    continueLink.hidden = !ready;
+    if (ready) continueLink.href = continueHref(job);
     evaluationCard.hidden = job.status !== "succeeded";
     if (job.status !== "succeeded" || evaluationPoller) return;
     playLink.href = `#/playground?model=${encodeURIComponent(job.fine_tuned_model)}`;
@@ -202,23 +215,37 @@ export async function jobView(main, { id }, query, isCurrent) {
 
   let lastStatus = null;
   let lastMetrics = null;
+  let pausingTimer = null;
   function renderJob() {
     document.title = `${jobTitle(job)} · LLM Tuner`;
     titleText.textContent = jobTitle(job);
-    replace(statusHost, statusBadge(job.status));
+    replace(statusHost, statusBadge(job.status), methodBadge(job));
+    runs.render(job);
+    replace(partsHost, partsTable(job));
+    chart.setMarkers(partMarkers(job));
+    rewards.setMarkers(partMarkers(job));
+    rewardCard.hidden = methodType(job) !== "dpo";
+    // Paused is reached when SageMaker has stopped after its last checkpoint: looked up until then.
+    clearTimeout(pausingTimer);
+    if (job.status === "pausing") pausingTimer = setTimeout(reloadJob, 2000);
     secondary.textContent = [job.secondary_status ? `SageMaker: ${job.secondary_status}` : null,
       job.cancel_requested_at && !TERMINAL.has(job.status) ? "cancelling…" : null,
       `${job.model} on ${job.instance_type}${job.spot ? " (spot)" : ""}`].filter(Boolean).join(" · ");
     cancelBtn.hidden = TERMINAL.has(job.status) || Boolean(job.cancel_requested_at);
     replace(errorHost, job.error && job.error.message ? h("div", { class: "notice notice-danger", role: "alert" },
       h("strong", "Failed: "), job.error.message, job.error.code ? h("code", { class: "small" }, ` ${job.error.code}`) : null) : null);
-    const hp = job.hyperparameters || {};
+    const hp = methodHyperparameters(job);
     replace(detailsHost, facts([
-      ["Job ID", h("code", job.id)], ["Status", job.status], ["Base model", job.model],
+      ["Job ID", h("code", job.id)], ["Status", job.status],
+      ["Method", methodType(job) === "dpo" ? `Preference (DPO), beta ${hp.beta ?? "auto"}` : "Supervised (SFT)"],
+      ["Base model", job.base_model || job.model],
+      job.base_model && job.model !== job.base_model ? ["Continues from", h("code", { class: "break" }, job.model)] : null,
+      job.from_checkpoint ? ["From checkpoint", h("code", { class: "break" }, job.from_checkpoint)] : null,
       ["Fine-tuned model", job.fine_tuned_model], ["Training file", h("a", { href: `#/files/${encodeURIComponent(job.training_file)}`, class: "mono" }, job.training_file)],
       job.validation_file ? ["Validation file", h("a", { href: `#/files/${encodeURIComponent(job.validation_file)}`, class: "mono" }, job.validation_file)] : null,
       ["Instance", `${job.instance_type}${job.spot ? " · spot" : ""}`],
       job.max_cost_usd ? ["Budget cap", formatUsd(job.max_cost_usd)] : null,
+      job.billed_cost_usd !== undefined ? ["Billed", formatUsd(job.billed_cost_usd)] : null,
       ["Created", formatDate(job.created_at)], ["Finished", job.finished_at ? formatDate(job.finished_at) : null],
       ["Duration", elapsed(job)], ["Trained tokens", job.trained_tokens],
       ["Epochs", hp.n_epochs], ["Batch size", hp.batch_size], ["Learning-rate multiplier", hp.learning_rate_multiplier],
@@ -229,9 +256,11 @@ export async function jobView(main, { id }, query, isCurrent) {
     renderProgress();
     showSucceeded();
     if (lastStatus && lastStatus !== job.status) announce(`Job status: ${job.status}`);
+    if (lastStatus && TERMINAL.has(lastStatus) && !TERMINAL.has(job.status) && logsAvailable) loadLogs(); // retried
     if (lastStatus && lastStatus !== job.status) {
       if (job.status === "succeeded") loadArtifacts();
-      if (TERMINAL.has(job.status)) loadMetrics(); // the last points may have been recorded as it finished
+      // the last points may have been recorded as it finished or paused
+      if (TERMINAL.has(job.status) || job.status === "paused") loadMetrics();
     }
     lastStatus = job.status;
   }
@@ -283,6 +312,7 @@ export async function jobView(main, { id }, query, isCurrent) {
     try {
       const metrics = (await api(`/api/jobs/${encodeURIComponent(job.id)}/metrics`)).data;
       chart.add(metrics);
+      rewards.add(metrics);
       if (metrics.length) lastMetrics = metrics[metrics.length - 1];
     } catch (err) {
       toast(`Could not load the loss history: ${describeError(err)}`, "error");
@@ -320,12 +350,15 @@ export async function jobView(main, { id }, query, isCurrent) {
       if (!isCurrent()) return;
       replace(checkpointsHost, list.length ? h("table", { class: "table table-compact" },
         h("thead", h("tr", h("th", { scope: "col", class: "num" }, "Step"), h("th", { scope: "col", class: "num" }, "Train loss"),
-          h("th", { scope: "col", class: "num" }, "Valid loss"), h("th", { scope: "col", class: "hide-sm" }, "Saved"))),
-        h("tbody", list.map((c) => h("tr",
+          h("th", { scope: "col", class: "num" }, "Valid loss"), h("th", { scope: "col", class: "hide-sm" }, "Saved"),
+          h("th", { scope: "col" }, h("span", { class: "sr-only" }, "Actions")))),
+        h("tbody", list.map((c) => h("tr", { "data-checkpoint-id": c.id },
           h("td", { class: "num" }, c.step_number),
           h("td", { class: "num" }, fmtLoss(c.metrics && c.metrics.train_loss)),
           h("td", { class: "num" }, fmtLoss(c.metrics && (c.metrics.valid_loss ?? c.metrics.full_valid_loss))),
-          h("td", { class: "hide-sm small", title: c.fine_tuned_model_checkpoint }, relativeTime(c.created_at))))))
+          h("td", { class: "hide-sm small", title: c.fine_tuned_model_checkpoint }, relativeTime(c.created_at)),
+          h("td", h("a", { class: "btn btn-ghost btn-sm checkpoint-continue", href: checkpointHref(job, c),
+            "aria-label": `Continue from this checkpoint (step ${c.step_number})` }, "Continue from this checkpoint"))))))
         : h("p", { class: "muted" }, TERMINAL.has(job.status) ? "No checkpoints were saved." : "Checkpoints appear as training saves them."));
     } catch (err) {
       replace(checkpointsHost, errorState(describeError(err), loadCheckpoints));
@@ -367,7 +400,7 @@ export async function jobView(main, { id }, query, isCurrent) {
   const refreshAll = async () => {
     await reloadJob();
     const evs = await loadEvents();
-    if (TERMINAL.has(job.status)) { loadCheckpoints(); if (logsAvailable) loadLogs(); }
+    if (TERMINAL.has(job.status) || job.status === "paused") { loadCheckpoints(); if (logsAvailable) loadLogs(); }
     return evs;
   };
   const soon = () => { clearTimeout(pending); pending = setTimeout(refreshAll, 200); };
@@ -376,6 +409,7 @@ export async function jobView(main, { id }, query, isCurrent) {
     const d = event && event.data;
     if (!d || d.job_id !== job.id) return;
     chart.add([d]);
+    rewards.add([d]);
     lastMetrics = d;
     renderProgress();
   });
@@ -391,7 +425,7 @@ export async function jobView(main, { id }, query, isCurrent) {
   }, 3000);
   return () => {
     offJobs(); offMetrics(); offResync(); offEvaluations(); offPoll();
-    clearTimeout(pending); clearTimeout(logTimer); clearTimeout(artifactsTimer);
+    clearTimeout(pending); clearTimeout(logTimer); clearTimeout(artifactsTimer); clearTimeout(pausingTimer);
     if (evaluationPoller) evaluationPoller.stop();
     document.title = "LLM Tuner";
   };
@@ -412,7 +446,7 @@ function py(value) {
 
 /** The openai SDK call that creates this job again, with the values it ran with. */
 export function sdkSnippet(job) {
-  const hp = { ...(job.hyperparameters || {}) };
+  const hp = { ...methodHyperparameters(job) };
   delete hp.packing;
   delete hp.seed; // passed as `seed=`
   if (hp.learning_rate !== undefined && hp.learning_rate !== "auto") delete hp.learning_rate_multiplier;
@@ -420,6 +454,11 @@ export function sdkSnippet(job) {
     .map(([k, v]) => `        ${JSON.stringify(k)}: ${py(v)},`);
   const extra = [`        "instance_type": ${py(job.instance_type)},`, `        "spot": ${py(Boolean(job.spot))},`];
   if (job.max_cost_usd) extra.push(`        "max_cost_usd": ${py(job.max_cost_usd)},`);
+  if (job.from_checkpoint) extra.push(`        "from_checkpoint": ${py(job.from_checkpoint)},`);
+  const dpo = methodType(job) === "dpo";
+  // A DPO job's hyperparameters go inside `method` (OpenAI's shape); a supervised one's as `hyperparameters=`.
+  const hpOpen = dpo ? "    method={\"type\": \"dpo\", \"dpo\": {\"hyperparameters\": {" : "    hyperparameters={";
+  const hpClose = dpo ? "    }}}," : "    },";
   const lines = [
     "from openai import OpenAI",
     "",
@@ -431,7 +470,7 @@ export function sdkSnippet(job) {
     job.validation_file ? `    validation_file=${py(job.validation_file)},` : null,
     job.user_provided_suffix ? `    suffix=${py(job.user_provided_suffix)},` : null,
     `    seed=${py(job.seed)},`,
-    hpLines.length ? "    hyperparameters={" : null, ...(hpLines.length ? hpLines : []), hpLines.length ? "    }," : null,
+    hpLines.length || dpo ? hpOpen : null, ...hpLines, hpLines.length || dpo ? hpClose : null,
     "    extra_body={", ...extra, "    },",
     ")",
     "print(job.id, job.status)",
