@@ -18,6 +18,7 @@ from peft import get_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
 from tests.support.trainer_job import sagemaker_env
+from tests.unit.test_trainer_dpo import preference_pairs
 from trainer_image.demo_model import build_demo_model, make_demo_dataset, write_jsonl
 from trainer_image.llmt_trainer import job, main
 from trainer_image.llmt_trainer.adapter_start import resolve_start_adapter, with_adapter_settings
@@ -26,7 +27,6 @@ from trainer_image.llmt_trainer.errors import ModelLoadError
 from trainer_image.llmt_trainer.hyperparameters import parse_hyperparameters
 from trainer_image.llmt_trainer.model_loading import load_model
 from trainer_image.llmt_trainer.stops import StopSignal
-from tests.unit.test_trainer_dpo import preference_pairs
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")  # peft on transformers 5
 # 16 examples in steps of 4: 4 steps an epoch.
@@ -124,7 +124,7 @@ def test_a_checkpoint_of_another_start_is_not_resumed(demo_model_dir: Path, firs
 def test_an_unusable_adapter_channel_fails_clearly(demo_model_dir: Path, tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(ModelLoadError, match="the adapter channel .* holds no adapter_config.json"):
+    with pytest.raises(ModelLoadError, match=r"the adapter channel .* holds no adapter_config\.json"):
         resolve_start_adapter(empty, tmp_path)
     (empty / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8}))
     with pytest.raises(ModelLoadError, match="no weights file"):

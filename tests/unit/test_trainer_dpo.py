@@ -80,7 +80,7 @@ def test_the_memory_model_counts_a_pair_as_two_sequences_in_one_row() -> None:
 
 
 def test_pairs_label_only_their_replies_and_pack_both_sides_in_one_row(demo_model_dir: Path, tmp_path: Path) -> None:
-    tokenizer = AutoTokenizer.from_pretrained(demo_model_dir)
+    tokenizer: Any = AutoTokenizer.from_pretrained(demo_model_dir)
     pair = preference_pairs(1)[0]
     pair["messages"] = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
                         {"role": "user", "content": pair["messages"][0]["content"]}]
@@ -90,7 +90,7 @@ def test_pairs_label_only_their_replies_and_pack_both_sides_in_one_row(demo_mode
     tokenized, [tokenized_pair] = tokenize_pairs(tokenizer, examples, 512, use_generation_tags=True)
 
     def labelled(labels: list[int]) -> str:
-        return tokenizer.decode([t for t in labels if t != IGNORE_INDEX])
+        return str(tokenizer.decode([t for t in labels if t != IGNORE_INDEX]))
 
     assert labelled(tokenized_pair.chosen.labels) == "I do not know.<|end|>"  # not the prompt's "Hello!"
     assert labelled(tokenized_pair.rejected.labels) == pair["rejected"]["content"] + "<|end|>"
@@ -119,11 +119,34 @@ def test_a_dpo_run_learns_to_prefer_the_chosen_replies(demo_model_dir: Path, tmp
     assert first["reward_accuracy"] == 0.0 and first["train_loss"] == pytest.approx(math.log(2), abs=1e-3)
     assert last["reward_accuracy"] > first["reward_accuracy"] and last["reward_accuracy"] > 0.5
     assert last["reward_margin"] > 0 and last["train_loss"] < first["train_loss"]
-    valid = [m for m in metrics if "valid_loss" in m]
-    assert len(valid) == 3 and valid[-1]["valid_reward_accuracy"] > 0.5
+    evaluated = [m for m in metrics if "valid_loss" in m]
+    assert len(evaluated) == 3 and evaluated[-1]["valid_reward_accuracy"] > 0.5
     assert summary["method"] == "dpo" and summary["final_reward_accuracy"] == last["reward_accuracy"]
-    assert summary["examples"] == 48 and summary["pairs"] == 24 and summary["trained_tokens"] == 3 * summary["tokens_per_epoch"]
+    assert summary["examples"] == 48 and summary["pairs"] == 24
+    assert summary["trained_tokens"] == 3 * summary["tokens_per_epoch"]
     with (tmp_path / "output" / "data" / "results.csv").open(newline="") as rows:
         results = list(csv.DictReader(rows))
     assert float(results[-1]["reward_accuracy"]) == last["reward_accuracy"] and results[-1]["train_accuracy"] == ""
     assert (tmp_path / "model" / "adapter_model.safetensors").is_file()
+
+
+def test_a_dpo_run_from_an_adapter_takes_the_starting_model_as_its_reference(
+    demo_model_dir: Path, tmp_path: Path
+) -> None:
+    """The starting adapter's own log-probs are the reference: at the first step policy and reference agree, so
+    every reward is 0 (up to float noise: the reference was computed in other packed rows) and the loss log 2,
+    although the adapter differs from the bare base model."""
+    write_jsonl(preference_pairs(24), tmp_path / "first" / "train" / "part-0.jsonl")
+    job.train(Paths.from_env(sagemaker_env(tmp_path / "first", demo_model_dir)), HYPERPARAMETERS, StopSignal())
+    write_jsonl(preference_pairs(24), tmp_path / "second" / "train" / "part-0.jsonl")
+    env = {**sagemaker_env(tmp_path / "second", demo_model_dir),
+           "SM_CHANNEL_ADAPTER": str(tmp_path / "first" / "model")}
+
+    job.train(Paths.from_env(env), {**HYPERPARAMETERS, "n_epochs": "1"}, StopSignal())
+
+    lines = (tmp_path / "second" / "output" / "data" / "metrics.jsonl").read_text().splitlines()
+    first = json.loads(lines[0])
+    assert first["reward_margin"] == pytest.approx(0.0, abs=1e-4)
+    assert first["train_loss"] == pytest.approx(math.log(2), abs=1e-3)
+    before = json.loads((tmp_path / "first" / "output" / "data" / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["chosen_logps"] > before["chosen_logps"]  # the policy starts from the trained adapter
