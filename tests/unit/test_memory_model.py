@@ -23,8 +23,11 @@ from trainer_image.llmt_trainer.memory import (
     Architecture,
     auto_tokens_per_step,
     loss_chunk_tokens,
+    method_compute_factor,
+    min_row_tokens,
     plan,
     predict,
+    sequences_per_example,
 )
 
 CATALOG = Catalog.load(Path(__file__).resolve().parents[2] / "services" / "training" / "catalog.json")
@@ -91,3 +94,19 @@ def test_auto_tokens_per_step_gives_small_files_several_steps() -> None:
     assert auto_tokens_per_step(800) == 100  # 20 short examples: 8 steps an epoch
     assert auto_tokens_per_step(10**9) == 16_384
     assert auto_tokens_per_step(0) == 1
+
+
+def test_a_dpo_pair_is_two_sequences_in_one_row_at_four_thirds_of_the_compute() -> None:
+    assert sequences_per_example("supervised") == 1 and sequences_per_example("dpo") == 2
+    assert min_row_tokens(2048) == min_row_tokens(2048, "supervised") == 2048
+    assert min_row_tokens(2048, "dpo") == 4096
+    assert method_compute_factor("supervised") == 1.0
+    assert method_compute_factor("dpo") == pytest.approx(4 / 3)  # policy forward + backward (3) + reference (1)
+    with pytest.raises(ValueError, match="unknown training method 'ppo'"):
+        min_row_tokens(2048, "ppo")
+    # The trainer plans a DPO row from min_row_tokens: a pair of max_seq_length sequences must fit, which can
+    # need checkpointing where one sequence does not.
+    qwen7 = Architecture.from_config(_config("Qwen/Qwen2.5-7B-Instruct"))
+    sft = plan(qwen7, 24 * GIB, min_row_tokens(4096))
+    dpo = plan(qwen7, 24 * GIB, min_row_tokens(4096, "dpo"))
+    assert sft is not None and sft.row_tokens >= 4096 and dpo is not None and dpo.row_tokens >= 8192
