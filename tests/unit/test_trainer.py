@@ -629,6 +629,17 @@ def test_the_test_only_hold_ends_on_its_file_or_a_stop_signal_and_fails_when_not
     hold_after_checkpoint(release, stopped, deadline_s=0)  # returns: the run then stops at this checkpoint
     release.touch()
     hold_after_checkpoint(release, StopSignal(), deadline_s=0)  # returns: the run goes on
+    release.write_text("go")
+    hold_after_checkpoint(release, StopSignal(), deadline_s=0)  # any content but "fail" releases too
+    release.write_text(" fail\n")
+    with pytest.raises(TrainingError, match="^test-only: failed after the checkpoint at step 3 as the release file "
+                                            "asked$"):
+        hold_after_checkpoint(release, StopSignal(), deadline_s=0, step=3)
+
+
+def test_the_hold_file_may_name_the_job_so_one_setting_serves_many_jobs(tmp_path: Path) -> None:
+    env = {HOLD_AT_CHECKPOINT_ENV: str(tmp_path / "release-{job}"), "TRAINING_JOB_NAME": "llmt-ft-42"}
+    assert Paths.from_env(env).hold_at_checkpoint == tmp_path / "release-llmt-ft-42"
 
 
 def test_a_checkpoint_within_the_epoch_lets_a_stop_mid_epoch_resume_from_it(

@@ -12,17 +12,35 @@ Contract (SageMaker training container; every path may be overridden by its envi
                                                    share of the train examples instead, chosen by the seed)
   SM_CHANNEL_MODEL      (optional)                 a base model + tokenizer saved with save_pretrained;
                                                    when present it is used instead of `model_id`
+  SM_CHANNEL_ADAPTER    (optional)                 a LoRA adapter to start training from (adapter_start.py): a
+                                                   folder written by peft's save_pretrained (adapter_config.json +
+                                                   adapter_model.safetensors: a finished job's model dir), a
+                                                   model.tar.gz of one, or one of our checkpoint folders; looked for
+                                                   in the channel, then in its subfolders. Its LoRA config (r, alpha,
+                                                   dropout, target modules) wins over the lora_* hyperparameters (a
+                                                   warning names each difference); optimizer and schedule start fresh;
+                                                   the weights file's sha256 is part of the resume fingerprint. None
+                                                   there: the run fails ("the adapter channel holds no
+                                                   adapter_config.json ..."). The result is one adapter on the base.
   SM_CHECKPOINT_DIR     /opt/ml/checkpoints       checkpoints at each epoch end, every checkpoint_interval_s
                                                    (900) within an epoch, and on SIGTERM; a run
-                                                   restarted on the same data resumes from the newest
+                                                   restarted on the same data, hyperparameters (method and beta
+                                                   too) and starting adapter resumes from the newest. Each holds
+                                                   adapter_config.json (so it is an adapter a job can start from)
+                                                   and the metrics records up to its step, which a resumed run
+                                                   writes back into SM_OUTPUT_DATA_DIR before its own steps
   SM_MODEL_DIR          /opt/ml/model             on success: the LoRA adapter, the tokenizer and
                                                    training_summary.json; with merge_adapter=true also merged/:
                                                    base + adapter merged. Written into .incomplete/ inside it and
                                                    moved into place once complete: a failed or stopped run leaves
                                                    nothing there (SageMaker uploads this folder for those too)
-  SM_OUTPUT_DATA_DIR    /opt/ml/output/data       metrics.jsonl, results.csv (step, train_loss, train_accuracy,
-                                                   valid_loss, valid_mean_token_accuracy) and a copy of
-                                                   training_summary.json
+  SM_OUTPUT_DATA_DIR    /opt/ml/output/data       metrics.jsonl (every logged step exactly once, a resume's
+                                                   earlier steps included), results.csv (step, train_loss,
+                                                   train_accuracy, valid_loss, valid_mean_token_accuracy,
+                                                   reward_accuracy, reward_margin, chosen_logps, rejected_logps,
+                                                   valid_reward_accuracy: a method's columns empty for the other)
+                                                   and a copy of training_summary.json ("method"; for DPO
+                                                   "final_reward_accuracy")
   SM_OUTPUT_DIR         /opt/ml/output            `failure`: the reason, when the run fails or is stopped
 
 Data: one JSON object per line, in the platform's internal example form (what the files service normalises
@@ -30,12 +48,25 @@ every upload to), or OpenAI's chat line (the same as the first without "type"):
   {"type": "chat", "messages": [{"role": "system|user|assistant|tool", "content": "...", "weight": 0|1}, ...]}
       loss on assistant tokens only; `"weight": 0` leaves an assistant message out of the loss
   {"type": "text", "text": "..."}    continued pre-training: loss on every token (an end-of-text token added)
-  {"type": "preference", ...}        needs DPO, which this trainer does not do: the run fails saying so
+  {"type": "preference", "messages": [...the prompt, ending with a user message...],
+   "chosen": {"role": "assistant", "content": "..."}, "rejected": {"role": "assistant", "content": "..."}}
+      (optionally "tools") DPO's preference pair: needs method=dpo, and method=dpo needs only these (either
+      mix fails the run, naming the lines)
+
+Methods (hyperparameter `method`): "supervised" (default): cross-entropy on the labelled tokens. "dpo": Direct
+Preference Optimization (dpo.py) with `beta` ("auto" = 0.1, else 0 < beta <= 2): loss per pair
+-logsigmoid(beta x ((pi_c - ref_c) - (pi_r - ref_r))) on the replies' summed log-probs, the mean over a step's
+pairs; the reference is the base with the adapter off, or, when starting from an adapter, that starting model.
 
 Stdout carries one line per logged step, JSON after a fixed prefix (SageMaker MetricDefinitions parse it):
   METRICS {"step": 3, "epoch": 0.5, "train_loss": 2.3104, "train_accuracy": 0.41, "learning_rate": 0.0002, ...}
 with "valid_loss" and "valid_mean_token_accuracy" added on the step that ends an epoch when there is
-validation data. A tokenizer without a chat template gets a ChatML fallback template.
+validation data. With method=dpo the keys are "step", "epoch", "train_loss" (the DPO loss), "reward_accuracy"
+(share of pairs whose chosen reward beats the rejected one's, a reward being beta x (pi - ref)), "reward_margin"
+(mean chosen minus rejected reward), "chosen_logps", "rejected_logps" (mean policy summed log-probs),
+"learning_rate", "total_steps", "trained_tokens" (a pair counts both sequences), and on epoch ends with validation
+pairs "valid_loss" and "valid_reward_accuracy". After a resume from step N the lines start at step N + 1.
+A tokenizer without a chat template gets a ChatML fallback template.
 
 GPU: bf16 (where supported) and SDPA attention. Options: gradient_checkpointing=true, load_in_4bit=true (QLoRA:
 needs CUDA and bitsandbytes, imported only then; the run fails saying so when either is missing). On a GPU
@@ -45,8 +76,12 @@ emulator only, which runs GPU instance types on a CPU machine on purpose; logged
 
 Test-only: LLMT_TRAINER_HOLD_AT_CHECKPOINT=<file>: after the first checkpoint this process writes, the trainer
 holds until <file> exists or SIGTERM/SIGINT arrives (then it stops as usual, keeping that checkpoint), so a
-test can interrupt a run at a known step instead of racing the machine's speed. Never set in a real job; a
-hold that nothing ends fails the run after 120 s.
+test can interrupt a run at a known step instead of racing the machine's speed. "{job}" in <file> is replaced by
+the TRAINING_JOB_NAME environment variable (SageMaker and the local emulator set it), so one setting serves many
+jobs, each released by its own file. A release file whose content (stripped) is "fail" fails the run right there
+(exit 1, reason "test-only: failed after the checkpoint at step N as the release file asked"; the checkpoint of
+step N stays); any other content releases it. Never set in a real job; a hold that nothing ends fails the run
+after 120 s.
 
 Exit status: 0 success, 1 failure (reason in `failure`), 143 stopped by SIGTERM/SIGINT in any phase (the reason,
 "Training stopped by SIGTERM...", in `failure`; a checkpoint kept when it came during training; nothing published

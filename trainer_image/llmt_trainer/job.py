@@ -77,6 +77,17 @@ def _objective(hp: Hyperparameters, model: Any, train: list[Any], validation: li
     return DpoObjective(train, validation, plan, hp.seed, hp.beta, device, chunk)
 
 
+def model_identity(folder: Path) -> str:
+    """A saved model's identity by content, not by where it lies: its config and each file's name and size."""
+    digest = hashlib.sha256()
+    config = folder / "config.json"
+    if config.is_file():
+        digest.update(config.read_bytes())
+    for item in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(f"{item.relative_to(folder)}:{item.stat().st_size}\n".encode())
+    return "model:" + digest.hexdigest()
+
+
 def train(paths: Paths, overrides: Mapping[str, str], stop: StopSignal) -> dict[str, Any]:
     started = time.monotonic()
     raw_hyperparameters = {**read_hyperparameters_file(paths.input_config_dir), **overrides}
@@ -131,8 +142,12 @@ def train(paths: Paths, overrides: Mapping[str, str], stop: StopSignal) -> dict[
 
     base_model = hp.model_id if paths.model_channel is None or "model_id" in hp.given else source
     start_identity = start.digest if start else None
+    # The run's identity, which a checkpoint must share to be resumed: never a path of this container (a resumed
+    # SageMaker job is a new container, its channels elsewhere), so a base from the model channel counts by content.
+    base_identity = base_model if base_model != source else model_identity(Path(source))
     fingerprint = hashlib.sha256(
-        json.dumps([hp.as_dict(), base_model, dataset_fingerprint(train_set, validation_set), start_identity]).encode()
+        json.dumps([hp.as_dict(), base_identity, dataset_fingerprint(train_set, validation_set), start_identity])
+        .encode()
     ).hexdigest()
     paths.output_data_dir.mkdir(parents=True, exist_ok=True)
     metrics_sink = paths.output_data_dir / METRICS_FILE
