@@ -234,3 +234,70 @@ def test_the_train_page_with_dpo_offers_preference_files_only(held_cluster: Any,
         page.locator("label[data-method=supervised]").click()
         expect(page.locator("#training-file option")).to_have_count(1)
         expect(page.locator("#training-file option").first).to_have_attribute("value", chat_file)
+
+
+def test_a_failed_job_is_retried_from_its_checkpoint_with_a_new_budget_cap(
+        held_cluster: Any, account: Account, browser: Browser, shots: Screenshots) -> None:
+    training_file = account.upload("train.jsonl", make_demo_dataset(20, seed=24))
+    # GIVEN a job whose first part fails right after its first checkpoint
+    job_id = account.create_job({"model": DEMO_MODEL_ID, "training_file": training_file})["id"]
+    held_cluster.release(job_id, "fail")
+    failed = account.wait_until_finished(job_id)
+    assert failed["status"] == "failed", failed
+    with new_page(browser) as (_, page):
+        sign_in(page, held_cluster.base_url, account.email)
+        _open(page, held_cluster.base_url, f"/jobs/{job_id}")
+        expect(page.locator(".page-title [data-status=failed]")).to_be_visible()
+        retry = page.get_by_role("form", name="Retry this job")
+        expect(retry).to_be_visible()
+        shots.take(page, "failed")
+
+        # WHEN it is retried with a new budget cap, THEN the page says where it resumes from
+        retry.get_by_label("New budget cap (USD, optional)").fill("5")
+        retry.get_by_role("button", name="Retry job").click()
+        expect(page.get_by_test_id("retry-message")).to_contain_text("Resuming from the checkpoint at step")
+        parts = wait_for(lambda: account.job(job_id)["parts"], lambda p: len(p) == 2,
+                         f"the retried part of {job_id}", 30)
+        held_cluster.release(parts[-1]["sagemaker_job_name"])
+        expect(retry).to_be_hidden()
+
+        # THEN it succeeds under the same id, its failed start and its retry listed
+        expect(page.locator(".page-title [data-status=succeeded]")).to_be_visible(timeout=JOB_DEADLINE_MS)
+        rows = page.locator("tr[data-part]")
+        expect(rows).to_have_count(2)
+        expect(rows.nth(0).locator("[data-status=failed]")).to_be_visible()
+        expect(rows.nth(1)).to_have_attribute("data-kind", "retry")
+        shots.take(page, "retried-succeeded")
+    retried = account.job(job_id)
+    assert retried["max_cost_usd"] == 5 and retried["parts"][-1]["from_step"] is not None, retried
+
+
+def test_a_dpo_job_launched_from_the_train_page_shows_its_reward_accuracy(
+        held_cluster: Any, account: Account, browser: Browser, shots: Screenshots) -> None:
+    preference_file = account.upload("pairs.jsonl", _preference_pairs(16))
+    with new_page(browser) as (_, page):
+        sign_in(page, held_cluster.base_url, account.email)
+        _open(page, held_cluster.base_url, f"/train?file={preference_file}")
+        expect(page.locator("label[data-method=dpo] input")).to_be_checked()  # the file's kind picks the method
+        page.locator(f"label[data-model='{DEMO_MODEL_ID}']").click()
+        page.get_by_label("Beta").fill("0.2")
+        expect(page.get_by_test_id("estimate-cost")).to_contain_text("$")
+        with page.expect_response(lambda r: r.request.method == "POST"
+                                  and r.url.endswith("/v1/fine_tuning/jobs")) as answer:
+            page.get_by_role("button", name="Launch fine-tuning job").click()
+        assert answer.value.ok, answer.value.text()
+        job = answer.value.json()
+        held_cluster.release(job["id"])
+        sent = json.loads(answer.value.request.post_data or "{}")
+        assert sent["method"]["type"] == "dpo" and sent["method"]["dpo"]["hyperparameters"]["beta"] == 0.2, sent
+
+        # THEN the job page charts its reward accuracy beside the loss
+        expect(page.locator(".page-title [data-status=succeeded]")).to_be_visible(timeout=JOB_DEADLINE_MS)
+        expect(page.locator(".page-title")).to_contain_text("DPO")
+        reward = page.get_by_role("heading", name="Reward accuracy")
+        expect(reward).to_be_visible()
+        expect(page.locator(".chart-svg").nth(1)).not_to_have_attribute("data-points", "0", timeout=30_000)
+        expect(page.get_by_test_id("reward-latest")).to_contain_text("Reward accuracy")
+        shots.take(page, "dpo-succeeded")
+    finished = account.job(job["id"])
+    assert finished["method"]["type"] == "dpo" and finished["method"]["dpo"]["hyperparameters"]["beta"] == 0.2

@@ -31,9 +31,10 @@ const LOSS_SERIES = [{ key: "train_loss", label: "Training loss", cls: "train" }
 
 export class LossChart {
   /** `series`: [{key, label, cls, higherIsBetter}] of each point to draw (cls: train or valid, the line's style). */
-  constructor({ series = LOSS_SERIES, yLabel = "Loss", title = "Loss by step",
+  constructor({ series = LOSS_SERIES, yLabel = "Loss", title = "Loss by step", yRange = null,
     emptyText = "Loss appears here once training starts" } = {}) {
     this.series = series;
+    this.yRange = yRange; // a fixed [min, max] (a fraction's 0 to 1) instead of one fitted to the points
     this.yLabel = yLabel;
     this.markers = [];
     this.points = new Map(); // step -> point
@@ -101,7 +102,8 @@ export class LossChart {
     const maxX = Math.max(...all.map((p) => p[0]), minX + 1);
     const lo = Math.min(...all.map((p) => p[1]));
     const hi = Math.max(...all.map((p) => p[1]));
-    const yTicks = niceTicks(Math.max(0, lo - (hi - lo) * 0.1), hi + (hi - lo) * 0.1 || hi + 1, 5);
+    const yTicks = this.yRange ? niceTicks(Math.min(this.yRange[0], lo), Math.max(this.yRange[1], hi), 5)
+      : niceTicks(Math.max(0, lo - (hi - lo) * 0.1), hi + (hi - lo) * 0.1 || hi + 1, 5);
     const minY = yTicks[0];
     const maxY = yTicks[yTicks.length - 1];
     const x = (v) => PAD.left + ((v - minX) / (maxX - minX)) * innerW;

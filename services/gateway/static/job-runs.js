@@ -134,7 +134,7 @@ export function partsTable(job) {
 /** A DPO run's reward accuracy by step, and the last step's reward figures. */
 export function rewardPanel() {
   const chart = new LossChart({ series: [{ key: "reward_accuracy", label: "Reward accuracy", cls: "train", higherIsBetter: true }],
-    yLabel: "Accuracy", title: "Reward accuracy by step", emptyText: "Reward accuracy appears here once training starts" });
+    yLabel: "Accuracy", yRange: [0, 1], title: "Reward accuracy by step", emptyText: "Reward accuracy appears here once training starts" });
   const latest = h("dl", { class: "facts reward-latest", "data-testid": "reward-latest" });
   let last = null;
   const fmt = (v, digits = 3) => (typeof v === "number" ? v.toFixed(digits) : "—");

@@ -6,9 +6,8 @@ import { api } from "./api.js";
 import { h, nextId } from "./dom.js";
 
 // What an older catalog (before `methods`) stands for.
-const FALLBACK_METHODS = [{ id: "supervised", label: "Supervised (SFT)" },
-  { id: "dpo", label: "Preference (DPO)", beta: { default: 0.1, min_exclusive: 0, max: 2 } }];
-const EXAMPLE_TYPES = { supervised: ["chat", "text"], dpo: ["preference"] };
+const FALLBACK_METHODS = [{ id: "supervised", label: "Supervised (SFT)", example_types: ["chat", "text"] },
+  { id: "dpo", label: "Preference (DPO)", example_types: ["preference"], beta: { default: 0.1, min_exclusive: 0, max: 2 } }];
 const METHOD_HINTS = {
   supervised: "Learns to answer like your examples: chat or text files.",
   dpo: "Learns to prefer the chosen answer over the rejected one: files of preference pairs.",
@@ -38,9 +37,11 @@ export async function loadExampleTypes(files) {
   return exampleTypes;
 }
 
-/** Whether a file of `type` trains with `method` (a file validated before example types were recorded is chat). */
-export function fitsMethod(type, method) {
-  return (EXAMPLE_TYPES[method] || EXAMPLE_TYPES.supervised).includes(type || "chat");
+/** Whether a file of `type` trains with the method (a file validated before example types were recorded is chat). */
+export function fitsMethod(methods, type, methodId) {
+  const fallback = FALLBACK_METHODS.find((m) => m.id === methodId) || FALLBACK_METHODS[0];
+  const method = methods.find((m) => m.id === methodId) || fallback;
+  return (method.example_types || fallback.example_types).includes(type || "chat");
 }
 
 export function noFilesText(method) {

@@ -91,7 +91,7 @@ export async function trainView(main, params, query, isCurrent) {
     h("option", { value: "file" }, "A separate validation file"));
   const splitInput = h("input", { id: "validation-split", type: "number", class: "input", min: 0.01, max: 0.5, step: 0.01, value: 0.1 });
   const validationFile = h("select", { id: "validation-file", class: "input" });
-  const usableFiles = () => ready.filter((f) => fitsMethod(types.get(f.id), method.value()));
+  const usableFiles = () => ready.filter((f) => fitsMethod(methods, types.get(f.id), method.value()));
   function renderFileOptions() {
     const usable = usableFiles();
     for (const [select, label] of [[fileSelect, (f) => `${f.filename} · ${formatBytes(f.bytes)} · ${f.id}`],
