@@ -632,8 +632,8 @@ def test_the_test_only_hold_ends_on_its_file_or_a_stop_signal_and_fails_when_not
     release.write_text("go")
     hold_after_checkpoint(release, StopSignal(), deadline_s=0)  # any content but "fail" releases too
     release.write_text(" fail\n")
-    with pytest.raises(TrainingError, match="^test-only: failed after the checkpoint at step 3 as the release file "
-                                            "asked$"):
+    with pytest.raises(TrainingError, match=r"^test-only: failed after the checkpoint at step 3 as the release file "
+                                            r"asked$"):
         hold_after_checkpoint(release, StopSignal(), deadline_s=0, step=3)
 
 
