@@ -1,8 +1,9 @@
 """The dashboard's training methods and a job's lifecycle beyond one run, in a real headless Chromium against a
 cluster whose trainers hold after their first checkpoint until the test releases them (`held_cluster`): a running
 job paused and resumed from its page, ending succeeded with its two parts listed; "Continue training" from a
-succeeded job's page creating a job on its fine-tuned model, which succeeds too; and the train page with DPO picked
-offering preference files only (and the request carrying the method in OpenAI's shape).
+succeeded job's page creating a job on its fine-tuned model, and "Continue from this checkpoint" one from its
+checkpoint, both succeeding; the train page with DPO picked offering preference files only (and the request carrying
+the method in OpenAI's shape); a failed job retried from its checkpoint; a DPO job's reward accuracy on its page.
 
 A job the test does not mean to hold is released right after it is created. Each test saves full-page screenshots
 under test-artifacts/screenshots/<test>/."""
@@ -177,9 +178,29 @@ def test_continue_training_from_a_succeeded_job_trains_on_its_fine_tuned_model(
         expect(page).to_have_url(re.compile(rf"#/jobs/{second['id']}$"))
         expect(page.locator(".page-title [data-status=succeeded]")).to_be_visible(timeout=JOB_DEADLINE_MS)
         shots.take(page, "continued-succeeded")
+
+        # WHEN "Continue from this checkpoint" is followed on the first job's page, THEN the new job starts there
+        _open(page, held_cluster.base_url, f"/jobs/{first['id']}")
+        row = page.locator("tr[data-checkpoint-id]").first
+        checkpoint = row.get_attribute("data-checkpoint-id")
+        row.get_by_role("link", name=re.compile("Continue from this checkpoint")).click()
+        expect(page.get_by_test_id("continue-from")).to_contain_text(f"Continue from checkpoint {checkpoint}")
+        expect(page.get_by_test_id("estimate-cost")).to_contain_text("$")
+        with page.expect_response(lambda r: r.request.method == "POST"
+                                  and r.url.endswith("/v1/fine_tuning/jobs")) as answer:
+            page.get_by_role("button", name="Launch fine-tuning job").click()
+        assert answer.value.ok, answer.value.text()
+        third = answer.value.json()
+        held_cluster.release(third["id"])
+        sent = json.loads(answer.value.request.post_data or "{}")
+        assert sent["from_checkpoint"] == checkpoint and sent["model"] == DEMO_MODEL_ID, sent
+        expect(page.locator(".page-title [data-status=succeeded]")).to_be_visible(timeout=JOB_DEADLINE_MS)
+        shots.take(page, "from-checkpoint-succeeded")
     continued = account.job(second["id"])
     assert continued["model"] == fine_tuned and continued["status"] == "succeeded", continued
     assert continued["base_model"] == DEMO_MODEL_ID
+    from_checkpoint = account.job(third["id"])
+    assert from_checkpoint["from_checkpoint"] == checkpoint and from_checkpoint["status"] == "succeeded"
 
 
 def test_the_train_page_with_dpo_offers_preference_files_only(held_cluster: Any, account: Account, browser: Browser,
@@ -234,6 +255,14 @@ def test_the_train_page_with_dpo_offers_preference_files_only(held_cluster: Any,
         page.locator("label[data-method=supervised]").click()
         expect(page.locator("#training-file option")).to_have_count(1)
         expect(page.locator("#training-file option").first).to_have_attribute("value", chat_file)
+
+        # A page set to continue from a model says so, and starts afresh from a base model on request.
+        _open(page, held_cluster.base_url, f"/train?model=ft:{DEMO_MODEL_ID}:someone::abcd1234&file={chat_file}")
+        expect(page.get_by_test_id("continue-from")).to_be_visible()
+        page.get_by_role("button", name="Start from a base model instead").click()
+        expect(page.get_by_test_id("continue-from")).to_have_count(0)
+        expect(page).not_to_have_url(re.compile("model="))
+        expect(page.locator("#training-file")).to_have_value(chat_file)
 
 
 def test_a_failed_job_is_retried_from_its_checkpoint_with_a_new_budget_cap(
