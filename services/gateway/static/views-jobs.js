@@ -71,7 +71,7 @@ export async function jobsView(main) {
           h("td", statusBadge(j.status), methodBadge(j) ? [" ", methodBadge(j)] : null, j.status === "running" && p && p.total_steps
             ? h("div", { class: "mini-progress", title: `Step ${p.step} of ${p.total_steps}` },
               h("progress", { max: p.total_steps, value: p.step, "aria-label": `${j.id} progress` })) : null),
-          h("td", { class: "hide-sm mono small" }, j.model),
+          h("td", { class: "hide-sm mono small" }, j.base_model || j.model),
           h("td", { class: "hide-sm small" }, j.instance_type || "—", j.spot ? [" ", badge("spot", "info")] : null),
           h("td", { class: "hide-sm", title: formatDate(j.created_at) }, relativeTime(j.created_at)),
           h("td", { class: "num hide-sm" }, elapsed(j)));
