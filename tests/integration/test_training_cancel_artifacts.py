@@ -35,6 +35,7 @@ checkpoints = Path(os.environ["SM_CHECKPOINT_DIR"])
 def save(step):
     (checkpoints / f"checkpoint-{step}").mkdir(parents=True, exist_ok=True)
     (checkpoints / f"checkpoint-{step}" / "adapter_model.safetensors").write_bytes(b"w" * step)
+    (checkpoints / f"checkpoint-{step}" / "trainer_state.json").write_text(json.dumps({"step": step}))  # written last
 save(1)
 if "PLEASE SLEEP" in text:
     time.sleep(120)  # a long-running job, on purpose: the test cancels it while it runs

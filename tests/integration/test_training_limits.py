@@ -150,8 +150,8 @@ async def _end_a_job_twice(user_id: str) -> tuple[Usage, Usage, bool, bool]:
         await deps.usage.create_within(job, Limits(max_active_jobs=1, monthly_spend_limit_usd=1.0))
         assert await deps.jobs.transition(job.job_id, "queued")  # not an end: nothing moves
         running = await deps.usage.usage(user_id)
-        first = await deps.jobs.transition(job.job_id, "succeeded", billed_micros=123_456)
-        second = await deps.jobs.transition(job.job_id, "failed", billed_micros=999_999)
+        first = await deps.jobs.transition(job.job_id, "succeeded", bill_micros=123_456)
+        second = await deps.jobs.transition(job.job_id, "failed", bill_micros=999_999)
         return running, await deps.usage.usage(user_id), first, second
     finally:
         await aws.close()
