@@ -23,6 +23,7 @@ from services.training.catalog import BaseModelEntry, Catalog, InstanceType
 from services.training.hyperparameters import max_seq_length, memory_settings, steps_per_epoch
 from services.training.models import Hyperparameters
 from shared.errors import InvalidRequest
+from trainer_image.llmt_trainer.memory import method_compute_factor, min_row_tokens, sequences_per_example
 
 MIN_BUDGET_RUNTIME_S = 60  # a budget that buys less than this is refused: SageMaker would only start and stop
 MAX_SPOT_WAIT_S = 48 * 3600
@@ -73,10 +74,10 @@ async def tokens_per_second(catalog: Catalog, base: BaseModelEntry, instance: In
 
 # DPO (issue 15): each preference pair is two sequences (the prompt with the chosen reply, and with the rejected one;
 # the file's token count holds the prompt and the longer reply once: twice that bounds them), and each sequence
-# costs a reference forward pass (the adapter switched off) on top of the policy's forward and backward, about
-# three forwards' worth: 4/3 of supervised training's compute per token. Both count in the time and the price.
-DPO_SEQUENCES_PER_EXAMPLE = 2
-DPO_COMPUTE_FACTOR = 4 / 3
+# costs a reference forward pass (the adapter switched off) on top of the policy's forward and backward: the
+# trainer's memory model says by how much (memory.method_compute_factor). Both count in the time and the price.
+DPO_SEQUENCES_PER_EXAMPLE = sequences_per_example("dpo")
+DPO_COMPUTE_FACTOR = method_compute_factor("dpo")
 
 
 def estimate(*, catalog: Catalog, base: BaseModelEntry, instance: InstanceType, hyperparameters: dict[str, Any],
@@ -132,7 +133,7 @@ def estimate(*, catalog: Catalog, base: BaseModelEntry, instance: InstanceType, 
 
 def row_length(hp: dict[str, Any], method: str) -> int:
     """The longest row a pass must hold: one example, or for DPO a pair (both of its sequences)."""
-    return int(hp["max_seq_length"]) * (DPO_SEQUENCES_PER_EXAMPLE if method == "dpo" else 1)
+    return min_row_tokens(int(hp["max_seq_length"]), method)
 
 
 def _memory_settings(hp: dict[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from services.training import fit
 from services.training.models import DEFAULT_DPO_BETA, Hyperparameters
 from shared.errors import InvalidRequest
-from trainer_image.llmt_trainer.memory import auto_tokens_per_step
+from trainer_image.llmt_trainer.memory import auto_tokens_per_step, min_row_tokens
 
 if TYPE_CHECKING:
     from services.training.catalog import BaseModelEntry, InstanceType
@@ -120,8 +120,8 @@ def _resolve(requested: Hyperparameters, examples: int, base: BaseModelEntry | N
     else:
         batch_size = int(requested.batch_size)
     memory = memory_settings(requested)
-    # A DPO pass holds a pair: both of its sequences (estimates.row_length).
-    row = seq * (2 if getattr(requested, "beta", None) is not None else 1)
+    # A DPO pass holds a pair: both of its sequences (the trainer's memory.min_row_tokens).
+    row = min_row_tokens(seq, "dpo" if getattr(requested, "beta", None) is not None else "supervised")
     planned = fit.plan_on(base, instance, row, **memory) if base and instance else None
     return {
         "n_epochs": int(pick("n_epochs", auto_epochs(examples))),

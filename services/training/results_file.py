@@ -29,6 +29,8 @@ from shared.s3 import sse_args
 log = logging.getLogger(__name__)
 
 RESULTS_COLUMNS = ("step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy")
+# A DPO job's own, after OpenAI's five (empty cells in its accuracy columns): only when its records have them.
+DPO_COLUMNS = ("reward_accuracy", "reward_margin", "chosen_logps", "rejected_logps", "valid_reward_accuracy")
 RESULTS_FILENAME = "step_metrics.csv"
 METRICS_MEMBER = "metrics.jsonl"
 MAX_OUTPUT_ARCHIVE_BYTES = 64 * 1024 * 1024  # the trainer's output data is a few KB; never hold more than this
@@ -46,16 +48,18 @@ def result_file_id(job_id: str) -> str:
 
 def results_csv(records: Iterable[dict[str, Any]]) -> str:
     """`step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy`, one row per logged step (an
-    empty cell where the step did not report that metric)."""
+    empty cell where the step did not report that metric); a DPO job's records add DPO_COLUMNS."""
+    records = [record for record in records if "step" in record]
+    dpo = any("reward_accuracy" in record for record in records)
+    columns = RESULTS_COLUMNS + (DPO_COLUMNS if dpo else ())
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(RESULTS_COLUMNS)
+    writer.writerow(columns)
     for record in records:
-        if "step" not in record:
-            continue
         row = []
-        for column in RESULTS_COLUMNS:
-            value = next((record[name] for name in _SOURCES[column] if record.get(name) is not None), "")
+        for column in columns:
+            value = next((record[name] for name in _SOURCES.get(column, (column,)) if record.get(name) is not None),
+                         "")
             row.append(value)
         writer.writerow(row)
     return out.getvalue()

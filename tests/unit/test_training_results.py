@@ -6,6 +6,7 @@ import io
 import json
 import tarfile
 
+from services.training import results_file
 from services.training.results_file import (
     metrics_from_archive,
     output_archive,
@@ -55,3 +56,13 @@ def test_the_result_file_id_is_the_jobs_own() -> None:
     first = result_file_id("ftjob-abc")
     assert first == result_file_id("ftjob-abc") != result_file_id("ftjob-abd")
     assert first.startswith("file-") and len(first) == 29 and first[5:].isalnum()
+
+
+def test_a_dpo_jobs_results_add_its_reward_columns_and_a_supervised_ones_do_not() -> None:
+    dpo = results_file.results_csv([{"step": 1, "train_loss": 0.69, "reward_accuracy": 0.25, "reward_margin": 0.01,
+                                     "chosen_logps": -20.5, "rejected_logps": -21.0}])
+    header, row = dpo.splitlines()
+    assert header.split(",") == [*results_file.RESULTS_COLUMNS, *results_file.DPO_COLUMNS]
+    assert row == "1,0.69,,,,0.25,0.01,-20.5,-21.0,"
+    supervised = results_file.results_csv([{"step": 1, "train_loss": 2.0}])
+    assert supervised.splitlines()[0].split(",") == list(results_file.RESULTS_COLUMNS)
