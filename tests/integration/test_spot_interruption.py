@@ -149,3 +149,49 @@ def test_an_interrupted_spot_job_resumes_from_its_checkpoint(
 def test_an_unknown_job_cannot_be_interrupted(emulator: Emulator) -> None:
     response = emulator.interrupt(unique("no-such-job"))
     assert (response.status_code, response.json()["__type"]) == (400, "ValidationException"), response.text
+
+
+def test_a_stopped_job_keeps_its_checkpoint_and_a_new_job_starts_from_it(
+    emulator: Emulator, bucket: str, demo_model: Path, tmp_path: Path
+) -> None:
+    """What pause and resume rest on (services/training/pausing.py), as SageMaker does it: StopTrainingJob ends the
+    job Stopped with the checkpoint the trainer wrote on the SIGTERM synced to CheckpointConfig.S3Uri, and a new
+    training job (another name) with the same CheckpointConfig starts with those checkpoints downloaded into
+    SM_CHECKPOINT_DIR, so the trainer resumes from the checkpoint's step instead of step 0."""
+    sm, s3 = emulator.client(), boto3.client("s3")
+    first, second = unique("part"), unique("part")
+    release = tmp_path / "holds"
+    release.mkdir()
+    checkpoint_prefix = f"checkpoints/{first}/"
+
+    def create(name: str) -> None:
+        sm.create_training_job(
+            TrainingJobName=name, RoleArn=ROLE_ARN,
+            AlgorithmSpecification={"TrainingImage": IMAGE, "TrainingInputMode": "File"},
+            HyperParameters={**HYPERPARAMETERS, "model_id": str(demo_model)},
+            InputDataConfig=[{"ChannelName": "train", "DataSource": {"S3DataSource": {
+                "S3DataType": "S3Prefix", "S3Uri": f"s3://{bucket}/data/train/"}}}],
+            OutputDataConfig={"S3OutputPath": f"s3://{bucket}/output"},
+            ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 30},
+            StoppingCondition={"MaxRuntimeInSeconds": 600},
+            CheckpointConfig={"S3Uri": f"s3://{bucket}/{checkpoint_prefix}"},
+            Environment={HOLD_AT_CHECKPOINT_ENV: str(release / "{job}")})
+
+    def checkpoint_states() -> list[str]:
+        listing = s3.list_objects_v2(Bucket=bucket, Prefix=checkpoint_prefix)
+        return [o["Key"] for o in listing.get("Contents", []) if o["Key"].endswith("/trainer_state.json")]
+
+    create(first)
+    wait_for(checkpoint_states, bool, "the first checkpoint in S3", timeout_s=120)  # held right after it
+    sm.stop_training_job(TrainingJobName=first)
+    stopped = wait_status(sm, first, timeout_s=120)
+    assert (stopped["TrainingJobStatus"], stopped["SecondaryStatus"]) == ("Stopped", "Stopped")
+    assert any(f"checkpoint-{FIRST_CHECKPOINT_STEP:08d}/" in key for key in checkpoint_states())
+
+    (release / second).touch()
+    create(second)
+    done = wait_status(sm, second, timeout_s=240)
+    assert done["TrainingJobStatus"] == "Completed", done.get("FailureReason")
+    log = (emulator.workdir / second / "algo-1.log").read_text()
+    assert f"resuming from the checkpoint at step {FIRST_CHECKPOINT_STEP}/{TOTAL_STEPS}" in log, log[-3000:]
+    assert metric_steps(log) == list(range(FIRST_CHECKPOINT_STEP + 1, TOTAL_STEPS + 1))
