@@ -115,12 +115,15 @@ CALLS: dict[str, frozenset[str]] = {
                            "logs:GetLogEvents", "sts:GetCallerIdentity"}),
     "training-worker": frozenset({*_DYNAMO_WRITE, "dynamodb:Query", "dynamodb:BatchWriteItem",
                                   "dynamodb:TransactWriteItems", *_S3_TRAINING,
+                                  # a paused job's newest checkpoint, listed under its own prefix (pausing.py)
+                                  "s3:ListObjectsV2",
                                   "sns:Publish", *_SQS_CONSUME, "sagemaker:CreateTrainingJob",
                                   "sagemaker:StopTrainingJob", *_QUOTAS_READ,
                                   # a job's last metrics steps, read when SageMaker says it ended
                                   "logs:DescribeLogStreams", "logs:FilterLogEvents", "sts:GetCallerIdentity"}),
     "training-reconciler": frozenset({*_DYNAMO_WRITE, "dynamodb:Query", "dynamodb:BatchWriteItem",
                                       "dynamodb:TransactWriteItems", *_S3_TRAINING,
+                                      "s3:ListObjectsV2",  # as the worker: a paused job's newest checkpoint
                                       "sns:Publish", "sqs:GetQueueUrl", "sqs:SendMessage",
                                       "sagemaker:DescribeTrainingJob", *_QUOTAS_READ,
                                       "logs:DescribeLogStreams",

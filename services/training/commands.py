@@ -18,8 +18,7 @@ from services.training import hyperparameters as hparams
 from services.training.catalog import BaseModelEntry
 from services.training.deps import Deps
 from services.training.job_events import announce, record_event
-from services.training.launch import layout_mismatch
-from services.training.models import TERMINAL, CreateJob, EstimateRequest, Hyperparameters, Job
+from services.training.models import TERMINAL, CreateJob, EstimateRequest, Hyperparameters, Job, layout_mismatch
 from services.training.parts import new_part
 from services.training.sagemaker_stop import stop_training_job
 from shared.contracts.training_events import LaunchRequested

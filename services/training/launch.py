@@ -38,7 +38,7 @@ from services.training import hyperparameters as hparams
 from services.training.catalog import BaseModelEntry, Catalog
 from services.training.deps import Deps
 from services.training.job_events import announce, fail_job, record_event
-from services.training.models import DpoHyperparameters, FileView, Hyperparameters, Job
+from services.training.models import DpoHyperparameters, FileView, Hyperparameters, Job, layout_mismatch
 from services.training.sagemaker_stop import stop_training_job
 from services.training.source_bundle import PROGRAM
 from services.training.training_job_request import training_job_request
@@ -208,17 +208,6 @@ async def _usable_validation_file(deps: Deps, job: Job, view: FileView) -> bool:
                        f"The job failed due to an invalid validation file. {reason}", "validation_file")
         return False
     return True
-
-
-def layout_mismatch(method: str, example_type: str | None) -> str | None:
-    """Why a file of `example_type` (chat, text, preference) cannot train with `method`; None when it can."""
-    if method == "dpo" and example_type not in (None, "preference"):
-        return (f"It holds {example_type} examples; DPO trains on preference pairs (prompt, chosen and rejected "
-                "replies). Use method supervised for it, or upload a preference file.")
-    if method != "dpo" and example_type == "preference":
-        return ("It holds preference pairs, which train with method dpo ({\"type\": \"dpo\"}), not supervised "
-                "fine-tuning.")
-    return None
 
 
 async def create_training_job(deps: Deps, job: Job, train_uri: str, validation_uri: str | None = None) -> None:

@@ -56,6 +56,17 @@ class Hyperparameters(BaseModel):
     checkpoint_interval_s: Auto | Annotated[int, Field(ge=0, le=86_400)] = "auto"
 
 
+def layout_mismatch(method: str, example_type: str | None) -> str | None:
+    """Why a file of `example_type` (chat, text, preference) cannot train with `method`; None when it can."""
+    if method == "dpo" and example_type not in (None, "preference"):
+        return (f"It holds {example_type} examples; DPO trains on preference pairs (prompt, chosen and rejected "
+                "replies). Use method supervised for it, or upload a preference file.")
+    if method != "dpo" and example_type == "preference":
+        return ("It holds preference pairs, which train with method dpo ({\"type\": \"dpo\"}), not supervised "
+                "fine-tuning.")
+    return None
+
+
 class DpoHyperparameters(Hyperparameters):
     """DPO's: the supervised ones and `beta`, how far the policy may move from the reference (OpenAI's bounds)."""
 

@@ -48,16 +48,6 @@ async def pause_job(job: Job, deps: Deps) -> None:
         await announce(deps, job, "pausing")
 
 
-async def on_paused(job: Job, deps: Deps, bill: dict[str, int]) -> None:
-    """SageMaker stopped a pausing job's training job: paused, at its newest checkpoint."""
-    found = await artifacts.checkpoint_steps(deps, job)
-    step = found[0] if found else None
-    if await deps.jobs.transition(job.job_id, "paused", paused_at=int(time.time()), **bill):
-        await announce(deps, job, "paused", step=step)
-        where = f"at the checkpoint of step {step}" if step is not None else "with no checkpoint written"
-        await record_event(deps, job, f"Fine-tuning job paused {where}", data={"checkpoint_step": step})
-
-
 async def resume_job(job: Job, deps: Deps, max_cost_usd: float | None = None) -> Job:
     if job.status != "paused":
         raise _state_error(job, "resumed", "paused")

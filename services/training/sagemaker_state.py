@@ -13,7 +13,7 @@ import time
 
 from botocore.exceptions import ClientError
 
-from services.training import limits, metrics_from_logs, pausing, results_file
+from services.training import artifacts, limits, metrics_from_logs, results_file
 from services.training.deps import Deps
 from services.training.job_events import announce, fail_job, record_event
 from services.training.models import TERMINAL, Job
@@ -129,11 +129,21 @@ async def _apply(job: Job, state: TrainingJobStateChanged, deps: Deps) -> None:
             await fail_job(deps, job, "max_runtime_exceeded", "The job reached its maximum run time and was stopped.",
                            bill=_billed(job, state, deps))
         elif job.status == "pausing" and job.cancel_requested_at is None:
-            await pausing.on_paused(job, deps, _billed(job, state, deps))
+            await _paused(job, deps, _billed(job, state, deps))
         elif await deps.jobs.transition(job.job_id, "cancelled", finished_at=int(time.time()),
                                         **_billed(job, state, deps)):
             await announce(deps, job, "cancelled")
             await record_event(deps, job, "Fine-tuning job cancelled")
+
+
+async def _paused(job: Job, deps: Deps, bill: dict[str, int]) -> None:
+    """SageMaker stopped a pausing job's training job: paused, at its newest checkpoint."""
+    found = await artifacts.checkpoint_steps(deps, job)
+    step = found[0] if found else None
+    if await deps.jobs.transition(job.job_id, "paused", paused_at=int(time.time()), **bill):
+        await announce(deps, job, "paused", step=step)
+        where = f"at the checkpoint of step {step}" if step is not None else "with no checkpoint written"
+        await record_event(deps, job, f"Fine-tuning job paused {where}", data={"checkpoint_step": step})
 
 
 async def _succeed(job: Job, state: TrainingJobStateChanged, deps: Deps) -> None:

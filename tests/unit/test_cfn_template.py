@@ -446,10 +446,15 @@ def test_the_gateway_reaches_the_inference_api_which_the_tasks_configure(cfn: di
 
 
 def test_training_job_names_have_the_prefix_the_policy_allows() -> None:
-    from services.training import commands, training_job_request
+    from services.training import commands, parts, training_job_request
 
     assert f'_id("{iam.TRAINING_JOB_NAME_PREFIX}")' in inspect.getsource(commands.create_job)
-    assert '"TrainingJobName": job.job_id' in inspect.getsource(training_job_request.training_job_request)
+    assert '"TrainingJobName": job.training_job_name()' in inspect.getsource(training_job_request.training_job_request)
+    # A job's later parts (resume, retry) are named after it: the same prefix, within SageMaker's 63 characters.
+    job_id = commands._id(iam.TRAINING_JOB_NAME_PREFIX)
+    for number in (1, 2, 99):
+        name = parts.part_name(job_id, number)
+        assert name.startswith(iam.TRAINING_JOB_NAME_PREFIX) and len(name) <= 63 and parts.job_id_of(name) == job_id
 
 
 def test_the_sagemaker_role_is_the_guides_minus_the_full_access(cfn: dict[str, Any]) -> None:
