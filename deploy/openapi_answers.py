@@ -82,6 +82,9 @@ SCHEMAS: dict[str, Json] = {
                          result_files={"type": "array", "items": STRING}, trained_tokens=nullable(INTEGER),
                          training_file=STRING, validation_file=nullable(STRING), seed=nullable(INTEGER)),
     "FineTuningJobList": listing("FineTuningJob", has_more=BOOLEAN),
+    "RetriedJob": {"allOf": [{"$ref": "#/components/schemas/FineTuningJob"},
+                             obj(retry=obj(from_step=nullable(INTEGER), checkpoint=nullable(STRING),
+                                           message=STRING))]},
     "FineTuningJobEvent": obj(id=STRING, object=const("fine_tuning.job.event"), created_at=INTEGER,
                               level=STRING, message=STRING),
     "FineTuningJobEventList": listing("FineTuningJobEvent", has_more=BOOLEAN),
@@ -134,6 +137,8 @@ class Answers:
     other: dict[int, Json] = field(default_factory=dict)  # answers that are neither JSON nor errors
 
 
+SPEND = "The job's cost ceiling would pass your monthly spend limit (MONTHLY_SPEND_LIMIT_USD)."
+ACTIVE = "You have as many active jobs as MAX_ACTIVE_JOBS_PER_USER allows."
 LIMITED = "Too many attempts from this address or for this account: wait for Retry-After."
 NOT_CONFIRMED = "The password given to confirm is wrong (or the access token is bad)."
 CSRF = "The refresh cookie came without its CSRF token, or from another site."
@@ -179,12 +184,16 @@ OPERATIONS: dict[tuple[str, str], Answers] = {
     ("GET", "/api/files/{file_id}/report"): Answers(None, {409: NOT_READY}),
     ("GET", "/api/files/{file_id}/preview"): Answers("FilePreview", {409: NOT_READY}),
     ("POST", "/v1/fine_tuning/jobs"): Answers("FineTuningJob", {
-        429: "Too many active jobs, or the monthly spend limit is reached."}),
+        404: "`model` names no `ft:` model of yours, or `from_checkpoint` no checkpoint of yours.",
+        402: SPEND, 429: ACTIVE}),
     ("GET", "/v1/fine_tuning/jobs"): Answers("FineTuningJobList", {404: "`after` names no job of yours."}),
     ("GET", "/v1/fine_tuning/jobs/{job_id}"): Answers("FineTuningJob"),
     ("GET", "/v1/fine_tuning/jobs/{job_id}/events"): Answers("FineTuningJobEventList"),
     ("POST", "/v1/fine_tuning/jobs/{job_id}/cancel"): Answers("FineTuningJob", {409: "The job has ended."}),
     ("GET", "/v1/fine_tuning/jobs/{job_id}/checkpoints"): Answers("FineTuningJobCheckpointList"),
+    ("POST", "/v1/fine_tuning/jobs/{job_id}/pause"): Answers("FineTuningJob"),
+    ("POST", "/v1/fine_tuning/jobs/{job_id}/resume"): Answers("FineTuningJob", {402: SPEND, 429: ACTIVE}),
+    ("POST", "/api/jobs/{job_id}/retry"): Answers("RetriedJob", {402: SPEND, 429: ACTIVE}),
     ("POST", "/api/estimates"): Answers("Estimate"),
     ("GET", "/api/jobs/{job_id}/artifacts"): Answers("ArtifactLinkList"),
     ("GET", "/api/jobs/{job_id}/metrics"): Answers("MetricsHistory"),
