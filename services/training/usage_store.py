@@ -42,42 +42,34 @@ class UsageStore:
     async def create_within(self, job: Job, rules: Limits) -> None:
         """Write the job (as store.JobsStore.create does) and reserve its `reserved_micros`, if the user's
         counters allow it under `rules`; TooManyActiveJobs or SpendLimitReached otherwise."""
-        job_micros = job.reserved_micros or 0
-        for _ in range(ATTEMPTS):
-            usage = await self.usage(job.user_id)
-            refused = limits.refusal(rules, usage, job_micros)
-            if refused is not None:
-                raise refused
-            try:
-                await self._db.transact_write_items(TransactItems=[
-                    {"Put": {"TableName": self._table, "Item": job_item(job),
-                             "ConditionExpression": "attribute_not_exists(job_id)"}},
-                    self._reserve(job, job_micros, usage, rules)])
-                return
-            except self._db.exceptions.TransactionCanceledException as exc:
-                log.info("job creation's reservation raced", extra={"user_id": job.user_id, "job_id": job.job_id,
-                                                                     "reasons": cancellation_codes(exc)})
-        raise Unavailable("Too many changes to your jobs at once; create the job again.", code="busy")
+        await self._within_limits(job, {"Put": {"TableName": self._table, "Item": job_item(job),
+                                                "ConditionExpression": "attribute_not_exists(job_id)"}},
+                                  rules, job.reserved_micros or 0)
 
     async def reserve_with(self, job: Job, write: dict[str, Any], rules: Limits, job_micros: int) -> bool:
         """A job at rest made active again (resume, retry: `write`, store.JobsStore.reactivate's update) and its new
         reservation, together and within the limits, as create_within does for a new job. False when the job's
         status moved meanwhile."""
+        return await self._within_limits(job, {"Update": write}, rules, job_micros)
+
+    async def _within_limits(self, job: Job, item: dict[str, Any], rules: Limits, job_micros: int) -> bool:
+        """`item` (the job's write) and the reservation in one transaction, the limits checked against the counters
+        as read and written as its condition; a race with another change of the user's jobs is read again. False
+        when the job's own condition failed."""
         for _ in range(ATTEMPTS):
             usage = await self.usage(job.user_id)
             refused = limits.refusal(rules, usage, job_micros)
             if refused is not None:
                 raise refused
             try:
-                await self._db.transact_write_items(TransactItems=[
-                    {"Update": write}, self._reserve(job, job_micros, usage, rules)])
+                await self._db.transact_write_items(TransactItems=[item, self._reserve(job, job_micros, usage, rules)])
                 return True
             except self._db.exceptions.TransactionCanceledException as exc:
                 reasons = cancellation_codes(exc)
                 if reasons and reasons[0] == "ConditionalCheckFailed":
-                    return False  # the job is no longer where it was read
-                log.info("job reactivation's reservation raced", extra={"user_id": job.user_id,
-                                                                        "job_id": job.job_id, "reasons": reasons})
+                    return False  # the job is not where its write expects it
+                log.info("a job's reservation raced", extra={"user_id": job.user_id, "job_id": job.job_id,
+                                                              "reasons": reasons})
         raise Unavailable("Too many changes to your jobs at once; try again.", code="busy")
 
     def _reserve(self, job: Job, job_micros: int, usage: Usage, rules: Limits) -> dict[str, Any]:
