@@ -198,7 +198,8 @@ def test_the_web_apps_event_names_come_from_the_contracts() -> None:
     assert json.loads(exported["JOB_METRICS"]) == training_events.JOB_METRICS
     assert json.loads(exported["JOB_STATUS_EVENTS"]) == [
         training_events.JOB_CREATED, training_events.JOB_QUEUED, training_events.JOB_RUNNING,
-        training_events.JOB_SUCCEEDED, training_events.JOB_FAILED, training_events.JOB_CANCELLED]
+        training_events.JOB_SUCCEEDED, training_events.JOB_FAILED, training_events.JOB_CANCELLED,
+        training_events.JOB_PAUSING, training_events.JOB_PAUSED]
     assert json.loads(exported["DEPLOYMENT_EVENTS"]) == [
         inference_events.DEPLOYMENT_CREATING, inference_events.DEPLOYMENT_IN_SERVICE,
         inference_events.DEPLOYMENT_FAILED, inference_events.DEPLOYMENT_DELETING, inference_events.DEPLOYMENT_DELETED]
