@@ -128,6 +128,8 @@ async def _apply(job: Job, state: TrainingJobStateChanged, deps: Deps) -> None:
         if state.SecondaryStatus == "MaxRuntimeExceeded":
             await fail_job(deps, job, "max_runtime_exceeded", "The job reached its maximum run time and was stopped.",
                            bill=_billed(job, state, deps))
+        elif job.status == "paused":
+            return  # the Stopped that paused it, again (EventBridge delivers at least once): it stays paused
         elif job.status == "pausing" and job.cancel_requested_at is None:
             await _paused(job, deps, _billed(job, state, deps))
         elif await deps.jobs.transition(job.job_id, "cancelled", finished_at=int(time.time()),

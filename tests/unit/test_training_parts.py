@@ -148,6 +148,7 @@ def test_pause_then_resume_runs_a_second_part_from_the_checkpoint(fakes: Fakes) 
     assert paused.status == "pausing" and fakes.sagemaker.stopped == [job.job_id]
     _checkpoint(fakes, job, 3)
     sagemaker_state(fakes, job, "Stopped", SecondaryStatus="Stopped", BillableTimeInSeconds=60)
+    sagemaker_state(fakes, job, "Stopped", SecondaryStatus="Stopped", BillableTimeInSeconds=60)  # delivered twice
     at_rest = fakes.job(job.job_id)
     assert at_rest.status == "paused" and at_rest.billed_micros and at_rest.parts[0]["outcome"] == "paused"
     assert at_rest.parts[0]["billed_seconds"] == 60
