@@ -10,6 +10,7 @@ from typing import Any
 
 from services.training.deps import Deps
 from services.training.models import Job, JobStatus
+from services.training.parts import Bill
 from shared.contracts.training_events import JOB_STATUS_EVENTS
 from shared.envelope import new_event
 
@@ -33,12 +34,14 @@ async def announce(deps: Deps, job: Job, status: JobStatus, **extra: Any) -> Non
 
 
 async def fail_job(deps: Deps, job: Job, code: str, message: str, param: str | None = None,
-                   bill: dict[str, int] | None = None) -> None:
+                   bill: Bill | None = None) -> None:
     """Fail the job with OpenAI's error object, unless it is already over (then nothing is told);
     `bill`: what SageMaker billed for its current part, where it ran (store.transition's bill_micros and
     billed_seconds)."""
     error = {"code": code, "message": message, "param": param}
-    if await deps.jobs.transition(job.job_id, "failed", error=error, finished_at=int(time.time()), **(bill or {})):
+    bill = bill or Bill()
+    if await deps.jobs.transition(job.job_id, "failed", error=error, finished_at=int(time.time()),
+                                  bill_micros=bill.micros, billed_seconds=bill.seconds):
         # Announced first: a repeat finds the job failed and tells nothing again, whatever failed after the move.
         await announce(deps, job, "failed", error=error)
         await record_event(deps, job, message, level="error", data={"error_code": code, "error_param": param})

@@ -15,9 +15,16 @@ move to a status at rest): "outcome" (paused, succeeded, failed, cancelled), "en
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 PartKind = Literal["start", "resume", "retry"]
+
+
+class Bill(NamedTuple):
+    """What SageMaker billed for a part: store.transition's `bill_micros` and `billed_seconds`."""
+
+    micros: int | None = None
+    seconds: int | None = None
 
 
 def part_name(job_id: str, number: int) -> str:

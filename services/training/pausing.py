@@ -20,7 +20,7 @@ from typing import Any
 from services.training import artifacts, estimates, limits
 from services.training.deps import Deps
 from services.training.job_events import announce, record_event
-from services.training.models import Job
+from services.training.models import Job, JobStatus
 from services.training.parts import PartKind, new_part
 from services.training.sagemaker_stop import stop_training_job
 from services.training.training_job_request import remaining_budget_usd
@@ -74,7 +74,7 @@ async def retry_job(job: Job, deps: Deps, max_cost_usd: float | None = None) -> 
 
 
 async def _new_part(job: Job, deps: Deps, kind: PartKind, from_step: int | None, max_cost_usd: float | None,
-                    to: str = "queued") -> None:
+                    to: JobStatus = "queued") -> None:
     """The job back to `to` with its next part and a new reservation, then its launch command."""
     changes: dict[str, Any] = {"error": None, "finished_at": None, "cancel_requested_at": None,
                                "pause_requested_at": None, "relaunch_requested_at": int(time.time())}

@@ -17,7 +17,7 @@ from services.training import artifacts, limits, metrics_from_logs, results_file
 from services.training.deps import Deps
 from services.training.job_events import announce, fail_job, record_event
 from services.training.models import TERMINAL, Job
-from services.training.parts import job_id_of, mark_started
+from services.training.parts import Bill, job_id_of, mark_started
 from shared.contracts.sagemaker_events import TrainingJobStateChanged
 from shared.logging import bound_request_id
 from shared.s3 import delete_object_versions
@@ -68,13 +68,13 @@ async def _after_deletion(state: TrainingJobStateChanged, deps: Deps) -> None:
                                                                        "objects": removed})
 
 
-def _billed(job: Job, state: TrainingJobStateChanged, deps: Deps) -> dict[str, int]:
-    """What SageMaker billed for the job's current part (store.transition's keywords)."""
+def _billed(job: Job, state: TrainingJobStateChanged, deps: Deps) -> Bill:
+    """What SageMaker billed for the job's current part."""
     seconds = _number(getattr(state, "BillableTimeInSeconds", None))
     if seconds is None:
         seconds = _number(state.TrainingTimeInSeconds)
-    return {"bill_micros": limits.billed_micros(state, deps.catalog.instance(job.instance_type)),
-            **({"billed_seconds": int(seconds)} if seconds is not None else {})}
+    return Bill(limits.billed_micros(state, deps.catalog.instance(job.instance_type)),
+                int(seconds) if seconds is not None else None)
 
 
 async def _read_last_metrics(job: Job, state: TrainingJobStateChanged, deps: Deps) -> None:
@@ -109,7 +109,7 @@ async def _apply(job: Job, state: TrainingJobStateChanged, deps: Deps) -> None:
     status = state.TrainingJobStatus
     if status == "InProgress":
         started = mark_started(job.parts, int(time.time()))
-        if await deps.jobs.transition(job.job_id, "running", **({"parts": started} if started else {})):
+        if await deps.jobs.transition(job.job_id, "running", parts=started):
             await announce(deps, job, "running")
             part = job.parts[-1] if job.parts else None
             if part and part["kind"] != "start":
@@ -125,24 +125,26 @@ async def _apply(job: Job, state: TrainingJobStateChanged, deps: Deps) -> None:
         await fail_job(deps, job, "training_failed", state.FailureReason or "Training failed.",
                        bill=_billed(job, state, deps))
     elif status == "Stopped":
+        bill = _billed(job, state, deps)
         if state.SecondaryStatus == "MaxRuntimeExceeded":
             await fail_job(deps, job, "max_runtime_exceeded", "The job reached its maximum run time and was stopped.",
-                           bill=_billed(job, state, deps))
+                           bill=bill)
         elif job.status == "paused":
             return  # the Stopped that paused it, again (EventBridge delivers at least once): it stays paused
         elif job.status == "pausing" and job.cancel_requested_at is None:
-            await _paused(job, deps, _billed(job, state, deps))
+            await _paused(job, deps, bill)
         elif await deps.jobs.transition(job.job_id, "cancelled", finished_at=int(time.time()),
-                                        **_billed(job, state, deps)):
+                                        bill_micros=bill.micros, billed_seconds=bill.seconds):
             await announce(deps, job, "cancelled")
             await record_event(deps, job, "Fine-tuning job cancelled")
 
 
-async def _paused(job: Job, deps: Deps, bill: dict[str, int]) -> None:
+async def _paused(job: Job, deps: Deps, bill: Bill) -> None:
     """SageMaker stopped a pausing job's training job: paused, at its newest checkpoint."""
     found = await artifacts.checkpoint_steps(deps, job)
     step = found[0] if found else None
-    if await deps.jobs.transition(job.job_id, "paused", paused_at=int(time.time()), **bill):
+    if await deps.jobs.transition(job.job_id, "paused", paused_at=int(time.time()), bill_micros=bill.micros,
+                                  billed_seconds=bill.seconds):
         await announce(deps, job, "paused", step=step)
         where = f"at the checkpoint of step {step}" if step is not None else "with no checkpoint written"
         await record_event(deps, job, f"Fine-tuning job paused {where}", data={"checkpoint_step": step})
@@ -160,8 +162,9 @@ async def _succeed(job: Job, state: TrainingJobStateChanged, deps: Deps) -> None
     # Written before the job says succeeded, so the job never names a results file that does not exist.
     result_file = await results_file.write_results(deps.s3, deps.launch.bucket, job.user_id, job.job_id, artifact,
                                                    deps.launch.kms_key_id)
+    bill = _billed(job, state, deps)
     if await deps.jobs.transition(job.job_id, "succeeded", finished_at=int(time.time()), fine_tuned_model=name,
-                                  **_billed(job, state, deps),
+                                  bill_micros=bill.micros, billed_seconds=bill.seconds,
                                   model_artifact=artifact, trained_tokens=int(tokens) if tokens is not None else None,
                                   result_files=[result_file.file_id]):
         # Announced first: a redelivery finds the job succeeded and does nothing, so a failure after the move (the

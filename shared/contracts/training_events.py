@@ -3,7 +3,8 @@
 Status events (one per status a job enters; JOB_STATUS_EVENTS maps each status to its model):
 `training.job.created`, `.queued`, `.running`, `.pausing`, `.paused`, `.succeeded`, `.failed`, `.cancelled`, each
 {job_id, user_id, status, model (the base model), ...}. `training.job.succeeded` adds the fine-tuned model's name,
-the artifact and `result_file`: the results CSV, already written to `files/{user_id}/{file_id}`, which files registers as a fine-tune-results file.
+the artifact and `result_file`: the results CSV, already written to `files/{user_id}/{file_id}`, which files
+registers as a fine-tune-results file.
 `training.job.metrics`: one per trainer step read from the job's log stream (live charts).
 Consumers: files and inference (`training.job.succeeded`), every gateway replica (all of them: live updates).
 

@@ -77,7 +77,7 @@ def _log(held: HeldCluster, token: str, job_id: str) -> str:
 
 def _metric_steps(client: openai.OpenAI, job_id: str) -> list[dict[str, Any]]:
     events = client.fine_tuning.jobs.list_events(job_id, limit=100)
-    records = [e.data for e in events.data if e.type == "metrics" and e.data]
+    records: list[dict[str, Any]] = [e.data for e in events.data if e.type == "metrics" and isinstance(e.data, dict)]
     return sorted(records, key=lambda d: d["step"])
 
 
@@ -98,7 +98,7 @@ def test_a_dpo_job_on_preference_data_succeeds_and_its_reward_accuracy_rises(hel
     job = client.fine_tuning.jobs.create(
         model=DEMO_MODEL_ID, training_file=training_file,
         method={"type": "dpo", "dpo": {"hyperparameters": {
-            "beta": 0.1, "n_epochs": 3, "batch_size": 4, "learning_rate": 0.01, "lora_dropout": 0}}})  # type: ignore[typeddict-unknown-key]
+            "beta": 0.1, "n_epochs": 3, "batch_size": 4, "learning_rate": 0.01, "lora_dropout": 0}}})  # type: ignore[arg-type]
     held_cluster.release(job.id)
     assert job.method and job.method.type == "dpo"
     done = _finished(client, job.id)

@@ -6,9 +6,9 @@ state change)."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from botocore.exceptions import ClientError
@@ -193,7 +193,7 @@ class FakeS3:
         objects = self.objects
 
         class Paginator:
-            async def paginate(self, *, Bucket: str, Prefix: str = "") -> Any:  # noqa: N803 - boto3's names
+            async def paginate(self, *, Bucket: str, Prefix: str = "") -> Any:
                 yield {"Contents": [{"Key": key, "Size": len(body), "LastModified": datetime.now(UTC)}
                                     for (bucket, key), body in sorted(objects.items())
                                     if bucket == Bucket and key.startswith(Prefix)]}

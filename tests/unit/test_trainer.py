@@ -29,7 +29,13 @@ from tests.support.trainer_job import sagemaker_env
 from trainer_image.demo_model import build_demo_model, make_demo_dataset, write_jsonl
 from trainer_image.llmt_trainer import job
 from trainer_image.llmt_trainer.contract import EXIT_STOPPED, HOLD_AT_CHECKPOINT_ENV, Paths
-from trainer_image.llmt_trainer.data import Conversation, TextDocument, load_conversations, split_validation
+from trainer_image.llmt_trainer.data import (
+    Conversation,
+    PreferencePair,
+    TextDocument,
+    load_conversations,
+    split_validation,
+)
 from trainer_image.llmt_trainer.errors import DataError, HyperparameterError, TrainingError
 from trainer_image.llmt_trainer.hyperparameters import Hyperparameters, parse_hyperparameters
 from trainer_image.llmt_trainer.loop import StopSignal, hold_after_checkpoint, loss_sum
@@ -204,6 +210,7 @@ def test_preference_examples_need_method_dpo_and_dpo_needs_them(tmp_path: Path) 
     with pytest.raises(DataError, match=r"part-0\.jsonl:1: preference data needs method dpo"):
         load_conversations(tmp_path / "train", "train")
     [loaded] = load_conversations(tmp_path / "train", "train", method="dpo")
+    assert isinstance(loaded, PreferencePair)
     assert loaded.chosen["content"] == "Hello!" and loaded.rejected["content"] == "No."
 
     write_jsonl([pair, make_demo_dataset(1, seed=0)[0]], tmp_path / "mixed" / "part-0.jsonl")

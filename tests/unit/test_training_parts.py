@@ -1,7 +1,10 @@
 """Training methods, continuing from an adapter, and a job's parts (pause, resume, retry), through training's handlers
-with fakes for AWS (tests/support/training.py). The same against the real cluster: tests/e2e/test_training_methods.py."""
+with fakes for AWS (tests/support/training.py). The same against the real cluster:
+tests/e2e/test_training_methods.py."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytest
 
@@ -23,7 +26,7 @@ def _checkpoint(fakes: Fakes, job: Job, step: int) -> None:
         fakes.s3.objects[(fakes.launch.bucket, prefix + name)] = b"x"
 
 
-def _running(fakes: Fakes, **body: object) -> Job:
+def _running(fakes: Fakes, **body: Any) -> Job:
     put_file(fakes)
     job = create(fakes, **body)
     launch_job(fakes, job)
@@ -31,7 +34,7 @@ def _running(fakes: Fakes, **body: object) -> Job:
     return fakes.job(job.job_id)
 
 
-def _succeeded(fakes: Fakes, **body: object) -> Job:
+def _succeeded(fakes: Fakes, **body: Any) -> Job:
     job = _running(fakes, **body)
     sagemaker_state(fakes, job, "Completed", ModelArtifacts={"S3ModelArtifacts": f"s3://b/{job.job_id}/model.tar.gz"})
     return fakes.job(job.job_id)
