@@ -59,5 +59,7 @@ class HeldCluster:
 def held_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HeldCluster]:
     holds = tmp_path_factory.mktemp("holds")
     hold = {HOLD_AT_CHECKPOINT_ENV: str(holds / "{job}")}
-    with running_cluster(tmp_path_factory.mktemp("held-cluster"), extra_env=hold) as running:
+    # Its tests talk to it through its gateway only: the AWS clients of this process stay on the session's cluster
+    # (the other e2e tests read what their cluster stored).
+    with running_cluster(tmp_path_factory.mktemp("held-cluster"), extra_env=hold, point_aws_clients=False) as running:
         yield HeldCluster(running, holds)

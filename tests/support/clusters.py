@@ -17,7 +17,9 @@ LIFTED_ADDRESS_LIMITS = {"REGISTER_LIMIT_PER_IP": "[1000,600]", "LOGIN_LIMIT_PER
 
 @contextlib.contextmanager
 def running_cluster(data_dir: Path, extra_env: dict[str, str] | None = None, ports: Ports | None = None,
-                    aws_env_drop: tuple[str, ...] = ()) -> Iterator[Cluster]:
+                    aws_env_drop: tuple[str, ...] = (), point_aws_clients: bool = True) -> Iterator[Cluster]:
+    """`point_aws_clients=False`: the test process's AWS clients stay where they were (a second cluster beside the
+    session's, whose tests talk to it only through its gateway)."""
     ports = ports or Ports.free()
     # Auth believes only BASE_URL for the origin the dashboard runs at: the gateway's, here.
     env = {**LIFTED_ADDRESS_LIMITS, "BASE_URL": f"http://127.0.0.1:{ports.gateway}", **(extra_env or {})}
@@ -25,9 +27,10 @@ def running_cluster(data_dir: Path, extra_env: dict[str, str] | None = None, por
     saved = dict(os.environ)
     try:
         cluster.start()
-        os.environ.update({k: v for k, v in cluster.env().items() if k.startswith("AWS_")})
-        for name in aws_env_drop:
-            os.environ.pop(name, None)
+        if point_aws_clients:
+            os.environ.update({k: v for k, v in cluster.env().items() if k.startswith("AWS_")})
+            for name in aws_env_drop:
+                os.environ.pop(name, None)
         yield cluster
     except BaseException:
         for log in sorted((data_dir / "logs").glob("*.log")):
@@ -35,5 +38,6 @@ def running_cluster(data_dir: Path, extra_env: dict[str, str] | None = None, por
         raise
     finally:
         cluster.stop()
-        os.environ.clear()
-        os.environ.update(saved)
+        if point_aws_clients:
+            os.environ.clear()
+            os.environ.update(saved)
