@@ -77,8 +77,8 @@ def _refuse_method(cmd: CreateJob | EstimateRequest) -> None:
                              "'supervised' or 'dpo'.", param="method.type", code="unsupported_method")
 
 
-async def _start_of(cmd: CreateJob, user_id: str, deps: Deps) -> tuple[BaseModelEntry, Hyperparameters,
-                                                                      continuation.Start | None]:
+async def _start_of(cmd: CreateJob | EstimateRequest, user_id: str,
+                    deps: Deps) -> tuple[BaseModelEntry, Hyperparameters, continuation.Start | None]:
     """The base model, the hyperparameters asked for (the starting adapter's LoRA settings kept) and the start."""
     _refuse_method(cmd)
     start = await continuation.resolve_start(cmd, user_id, deps)
@@ -88,10 +88,10 @@ async def _start_of(cmd: CreateJob, user_id: str, deps: Deps) -> tuple[BaseModel
 
 
 async def estimate_job(cmd: EstimateRequest, user_id: str, deps: Deps) -> dict[str, Any]:
-    _refuse_method(cmd)
-    base = _base_model(deps, cmd.model)
-    return await _estimate(deps, user_id, base, cmd.requested_hyperparameters(), cmd.instance_type, cmd.spot,
-                           cmd.training_file, method=cmd.method_type())
+    """As a job would be estimated: on an `ft:` model or a checkpoint, the estimate of its base."""
+    base, requested, _ = await _start_of(cmd, user_id, deps)
+    return await _estimate(deps, user_id, base, requested, cmd.instance_type, cmd.spot, cmd.training_file,
+                           method=cmd.method_type())
 
 
 async def dry_run_job(cmd: CreateJob, user_id: str, deps: Deps) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from typing import Any
 from services.training import artifacts
 from services.training.catalog import BaseModelEntry
 from services.training.deps import Deps
-from services.training.models import CreateJob, Hyperparameters, Job
+from services.training.models import CreateJob, EstimateRequest, Hyperparameters, Job
 from shared.errors import InvalidRequest, NotFound
 
 CHECKPOINT_MARK = ":ckpt-step-"
@@ -47,9 +47,9 @@ def _owner_of(name: str) -> str | None:
     return fields[-3] if len(fields) >= 5 else None
 
 
-async def resolve_start(cmd: CreateJob, user_id: str, deps: Deps) -> Start | None:
+async def resolve_start(cmd: CreateJob | EstimateRequest, user_id: str, deps: Deps) -> Start | None:
     """The adapter the job starts from, or None for a plain base model."""
-    if cmd.from_checkpoint:
+    if getattr(cmd, "from_checkpoint", None):
         return await _from_checkpoint_id(cmd, user_id, deps)
     if not cmd.model.startswith("ft:"):
         return None
@@ -70,8 +70,8 @@ async def resolve_start(cmd: CreateJob, user_id: str, deps: Deps) -> Start | Non
     return Start(cmd.model, _base(deps, source, cmd.model), source.model_artifact, source)
 
 
-async def _from_checkpoint_id(cmd: CreateJob, user_id: str, deps: Deps) -> Start:
-    checkpoint = str(cmd.from_checkpoint)
+async def _from_checkpoint_id(cmd: CreateJob | EstimateRequest, user_id: str, deps: Deps) -> Start:
+    checkpoint = str(getattr(cmd, "from_checkpoint", ""))
     missing = NotFound(f"No checkpoint found with id {checkpoint!r}.", param="from_checkpoint",
                        code="checkpoint_not_found")
     if not checkpoint.startswith("ftckpt_"):

@@ -154,6 +154,7 @@ class EstimateRequest(BaseModel):
     method: Method | None = None
     instance_type: str | None = Field(default=None, min_length=1, max_length=64)
     spot: bool = False
+    from_checkpoint: str | None = Field(default=None, min_length=1, max_length=64)  # as CreateJob's
 
     def method_type(self) -> str:
         return self.method.type if self.method else "supervised"

@@ -10,7 +10,7 @@ import pytest
 
 from services.training import commands, pausing
 from services.training.artifacts import checkpoint_id
-from services.training.models import CreateJob, Job
+from services.training.models import CreateJob, EstimateRequest, Job
 from shared.errors import APIError, InvalidRequest, NotFound
 from tests.support.training import TINY, Fakes, create, launch_job, put_file, run, sagemaker_state
 
@@ -238,3 +238,14 @@ def test_a_spent_budget_needs_a_new_cap_to_go_on(fakes: Fakes) -> None:
     assert refused.value.code == "budget_spent"
     resumed = run(commands.resume_job(job.job_id, "u1", fakes.deps, max_cost_usd=1.0))
     assert resumed.status == "queued"
+
+
+def test_an_estimate_on_an_ft_model_is_its_base_models(fakes: Fakes) -> None:
+    first = _succeeded(fakes)
+    on_ft = run(commands.estimate_job(EstimateRequest(model=str(first.fine_tuned_model), training_file="file-1"),
+                                      "u1", fakes.deps))
+    on_base = run(commands.estimate_job(EstimateRequest(model=TINY, training_file="file-1"), "u1", fakes.deps))
+    assert on_ft["model"] == TINY and on_ft["estimated_cost_usd"] == on_base["estimated_cost_usd"]
+    with pytest.raises(NotFound):  # another user's model does not exist for them
+        run(commands.estimate_job(EstimateRequest(model=str(first.fine_tuned_model), training_file="file-1"),
+                                  "u2", fakes.deps))
