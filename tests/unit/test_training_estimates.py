@@ -397,3 +397,27 @@ def test_job_model_round_trips_the_new_fields() -> None:
     job = Job(job_id="ftjob-x", user_id="u", created_at="t", created_at_unix=1, model=TINY, training_file="f",
               hyperparameters={}, seed=1, instance_type="ml.m5.large", spot=True, max_cost_usd=3.5)
     assert Job.model_validate(job.model_dump()) == job
+
+
+def test_a_dpo_job_must_fit_a_whole_pair_on_its_instance(fakes: Fakes) -> None:
+    """A pass of DPO holds both sequences of a pair: an instance that fits one example of max_seq_length but not two
+    is too small for DPO (the trainer would otherwise fail after the launch)."""
+    _file(fakes, examples=20, tokens=4000)
+    fakes.jobs.files["file-1"] = fakes.jobs.files["file-1"].model_copy(update={"example_type": "preference"})
+    qwen = fakes.deps.catalog.model(QWEN7)
+    assert qwen is not None
+    g5 = fakes.deps.catalog.instance("ml.g5.xlarge")
+    assert g5 is not None
+    # The longest max_seq_length (in steps of 256) whose rows fit ml.g5.xlarge...
+    longest = max(s for s in range(256, qwen.context_length + 1, 256)
+                  if fit.fits(qwen, g5, s, **hparams.memory_settings(Hyperparameters())))
+    assert not fit.fits(qwen, g5, 2 * longest, **hparams.memory_settings(Hyperparameters()))
+    hyperparameters = {"max_seq_length": longest}
+    supervised = CreateJob.model_validate({"model": QWEN7, "training_file": "file-1", "instance_type": "ml.g5.xlarge",
+                                           "hyperparameters": hyperparameters})
+    assert estimates.choose_instance(fakes.deps.catalog, qwen, "ml.g5.xlarge", supervised.requested_hyperparameters())
+    dpo = CreateJob.model_validate({"model": QWEN7, "training_file": "file-1", "instance_type": "ml.g5.xlarge",
+                                    "method": {"type": "dpo", "dpo": {"hyperparameters": hyperparameters}}})
+    with pytest.raises(InvalidRequest) as refused:  # ...holds one sequence, not a pair
+        run(commands.create_job(dpo, "u1", fakes.deps))
+    assert refused.value.code == "instance_too_small" and "preference pair" in refused.value.message
