@@ -18,6 +18,7 @@ import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -75,6 +76,25 @@ def emulator(aws: AwsEndpoint, state_changes: str, tmp_path_factory: pytest.Temp
     emulator.terminate()
 
 
+def create_training_job(sm: Any, name: str, bucket: str, demo_model: Path, checkpoint_prefix: str, hold: str,
+                        spot: bool = False) -> None:
+    """The trainer on the demo data, checkpointing to `checkpoint_prefix`, holding after its first checkpoint until
+    `hold` exists (a spot job on a GPU type it runs on the CPU, or an on-demand CPU one)."""
+    sm.create_training_job(
+        TrainingJobName=name, RoleArn=ROLE_ARN,
+        AlgorithmSpecification={"TrainingImage": IMAGE, "TrainingInputMode": "File"},
+        HyperParameters={**HYPERPARAMETERS, "model_id": str(demo_model)},
+        InputDataConfig=[{"ChannelName": "train", "DataSource": {"S3DataSource": {
+            "S3DataType": "S3Prefix", "S3Uri": f"s3://{bucket}/data/train/"}}}],
+        OutputDataConfig={"S3OutputPath": f"s3://{bucket}/output"},
+        ResourceConfig={"InstanceType": "ml.g5.2xlarge" if spot else "ml.m5.large", "InstanceCount": 1,
+                        "VolumeSizeInGB": 30},
+        StoppingCondition={"MaxRuntimeInSeconds": 600, **({"MaxWaitTimeInSeconds": 1200} if spot else {})},
+        **({"EnableManagedSpotTraining": True} if spot else {}),
+        CheckpointConfig={"S3Uri": f"s3://{bucket}/{checkpoint_prefix}"},
+        Environment={HOLD_AT_CHECKPOINT_ENV: hold})
+
+
 def metric_steps(text: str) -> list[int]:
     return [json.loads(m)["step"] for m in re.findall(r"^METRICS (.*)$", text, flags=re.M)]
 
@@ -86,18 +106,7 @@ def test_an_interrupted_spot_job_resumes_from_its_checkpoint(
     name = unique("spot")
     release = tmp_path / "release-the-trainer"
     checkpoint_prefix = f"checkpoints/{name}/"
-    sm.create_training_job(
-        TrainingJobName=name, RoleArn=ROLE_ARN,
-        AlgorithmSpecification={"TrainingImage": IMAGE, "TrainingInputMode": "File"},
-        HyperParameters={**HYPERPARAMETERS, "model_id": str(demo_model)},
-        InputDataConfig=[{"ChannelName": "train", "DataSource": {"S3DataSource": {
-            "S3DataType": "S3Prefix", "S3Uri": f"s3://{bucket}/data/train/"}}}],
-        OutputDataConfig={"S3OutputPath": f"s3://{bucket}/output"},
-        ResourceConfig={"InstanceType": "ml.g5.2xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30},
-        StoppingCondition={"MaxRuntimeInSeconds": 600, "MaxWaitTimeInSeconds": 1200},
-        EnableManagedSpotTraining=True,
-        CheckpointConfig={"S3Uri": f"s3://{bucket}/{checkpoint_prefix}"},
-        Environment={HOLD_AT_CHECKPOINT_ENV: str(release)})
+    create_training_job(sm, name, bucket, demo_model, checkpoint_prefix, str(release), spot=True)
 
     def checkpoint_states() -> list[str]:
         listing = s3.list_objects_v2(Bucket=bucket, Prefix=checkpoint_prefix)
@@ -165,17 +174,7 @@ def test_a_stopped_job_keeps_its_checkpoint_and_a_new_job_starts_from_it(
     checkpoint_prefix = f"checkpoints/{first}/"
 
     def create(name: str) -> None:
-        sm.create_training_job(
-            TrainingJobName=name, RoleArn=ROLE_ARN,
-            AlgorithmSpecification={"TrainingImage": IMAGE, "TrainingInputMode": "File"},
-            HyperParameters={**HYPERPARAMETERS, "model_id": str(demo_model)},
-            InputDataConfig=[{"ChannelName": "train", "DataSource": {"S3DataSource": {
-                "S3DataType": "S3Prefix", "S3Uri": f"s3://{bucket}/data/train/"}}}],
-            OutputDataConfig={"S3OutputPath": f"s3://{bucket}/output"},
-            ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 30},
-            StoppingCondition={"MaxRuntimeInSeconds": 600},
-            CheckpointConfig={"S3Uri": f"s3://{bucket}/{checkpoint_prefix}"},
-            Environment={HOLD_AT_CHECKPOINT_ENV: str(release / "{job}")})
+        create_training_job(sm, name, bucket, demo_model, checkpoint_prefix, str(release / "{job}"))
 
     def checkpoint_states() -> list[str]:
         listing = s3.list_objects_v2(Bucket=bucket, Prefix=checkpoint_prefix)
