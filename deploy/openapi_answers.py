@@ -194,7 +194,8 @@ OPERATIONS: dict[tuple[str, str], Answers] = {
     ("POST", "/v1/fine_tuning/jobs/{job_id}/pause"): Answers("FineTuningJob"),
     ("POST", "/v1/fine_tuning/jobs/{job_id}/resume"): Answers("FineTuningJob", {402: SPEND, 429: ACTIVE}),
     ("POST", "/api/jobs/{job_id}/retry"): Answers("RetriedJob", {402: SPEND, 429: ACTIVE}),
-    ("POST", "/api/estimates"): Answers("Estimate"),
+    ("POST", "/api/estimates"): Answers("Estimate", {
+        404: "`model` names no `ft:` model of yours, or `from_checkpoint` no checkpoint of yours."}),
     ("GET", "/api/jobs/{job_id}/artifacts"): Answers("ArtifactLinkList"),
     ("GET", "/api/jobs/{job_id}/metrics"): Answers("MetricsHistory"),
     ("GET", "/api/jobs/{job_id}/logs"): Answers("LogLines"),
