@@ -40,8 +40,7 @@ def choose_instance(catalog: Catalog, base: BaseModelEntry, instance_type: str |
     what would fit; none given: the default fit."""
     requested = requested or Hyperparameters()
     # A DPO pass holds a pair (both sequences): its rows are what must fit (the trainer's memory.min_row_tokens).
-    dpo = getattr(requested, "beta", None) is not None
-    seq = min_row_tokens(max_seq_length(requested, base), "dpo" if dpo else "supervised")
+    seq = min_row_tokens(max_seq_length(requested, base), requested.method)
     settings = memory_settings(requested)
     fallback = fit.default_instance(catalog, base, seq, **settings)
     if instance_type is None:
@@ -57,7 +56,7 @@ def choose_instance(catalog: Catalog, base: BaseModelEntry, instance_type: str |
     if not fit.fits(base, instance, seq, **settings):
         message = fit.does_not_fit_message(catalog, base, instance, seq, load_in_4bit=settings["load_in_4bit"],
                                            gradient_checkpointing=settings["gradient_checkpointing"])
-        if dpo:
+        if requested.method == "dpo":
             message += (f" (DPO: a pass holds a preference pair, both sequences, so {seq} tokens: twice "
                         "max_seq_length.)")
         raise InvalidRequest(message, param="instance_type", code="instance_too_small")

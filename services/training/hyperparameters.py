@@ -11,7 +11,7 @@ import secrets
 from typing import TYPE_CHECKING, Any
 
 from services.training import fit
-from services.training.models import DEFAULT_DPO_BETA, Hyperparameters
+from services.training.models import DEFAULT_DPO_BETA, DpoHyperparameters, Hyperparameters
 from shared.errors import InvalidRequest
 from trainer_image.llmt_trainer.memory import auto_tokens_per_step, min_row_tokens
 
@@ -82,9 +82,8 @@ def resolve(requested: Hyperparameters, examples: int, base: BaseModelEntry | No
             file_tokens: int | None = None) -> dict[str, Any]:
     """See _resolve; a DPO request's `beta` resolved too ("auto": 0.1)."""
     resolved = _resolve(requested, examples, base, seed, instance=instance, file_tokens=file_tokens)
-    beta = getattr(requested, "beta", None)
-    if beta is not None:
-        resolved["beta"] = DEFAULT_DPO_BETA if beta == "auto" else float(beta)
+    if isinstance(requested, DpoHyperparameters):
+        resolved["beta"] = DEFAULT_DPO_BETA if requested.beta == "auto" else float(requested.beta)
     return resolved
 
 
@@ -121,7 +120,7 @@ def _resolve(requested: Hyperparameters, examples: int, base: BaseModelEntry | N
         batch_size = int(requested.batch_size)
     memory = memory_settings(requested)
     # A DPO pass holds a pair: both of its sequences (the trainer's memory.min_row_tokens).
-    row = min_row_tokens(seq, "dpo" if getattr(requested, "beta", None) is not None else "supervised")
+    row = min_row_tokens(seq, requested.method)
     planned = fit.plan_on(base, instance, row, **memory) if base and instance else None
     return {
         "n_epochs": int(pick("n_epochs", auto_epochs(examples))),

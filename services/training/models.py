@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -55,6 +55,8 @@ class Hyperparameters(BaseModel):
     # loses at most this much training.
     checkpoint_interval_s: Auto | Annotated[int, Field(ge=0, le=86_400)] = "auto"
 
+    method: ClassVar[str] = "supervised"  # the training method these hyperparameters are for
+
 
 def layout_mismatch(method: str, example_type: str | None) -> str | None:
     """Why a file of `example_type` (chat, text, preference) cannot train with `method`; None when it can."""
@@ -71,6 +73,7 @@ class DpoHyperparameters(Hyperparameters):
     """DPO's: the supervised ones and `beta`, how far the policy may move from the reference (OpenAI's bounds)."""
 
     beta: Auto | Annotated[float, Field(gt=0, le=2)] = "auto"
+    method: ClassVar[str] = "dpo"
 
 
 class SupervisedMethod(BaseModel):

@@ -29,6 +29,8 @@ from shared.envelope import new_event
 from shared.errors import InvalidRequest
 
 PAUSE_REQUESTED = "Job pause requested: stopping with a checkpoint"
+# What the last part's end left on the job, gone once a new part starts.
+CLEARED_ON_NEW_PART = ("error", "finished_at", "cancel_requested_at", "pause_requested_at")
 
 
 def _state_error(job: Job, action: str, needs: str) -> InvalidRequest:
@@ -76,13 +78,10 @@ async def retry_job(job: Job, deps: Deps, max_cost_usd: float | None = None) -> 
 async def _new_part(job: Job, deps: Deps, kind: PartKind, from_step: int | None, max_cost_usd: float | None,
                     to: JobStatus = "queued") -> None:
     """The job back to `to` with its next part and a new reservation, then its launch command."""
-    changes: dict[str, Any] = {"error": None, "finished_at": None, "cancel_requested_at": None,
-                               "pause_requested_at": None, "relaunch_requested_at": int(time.time())}
-    if max_cost_usd is not None:
-        changes.update(max_cost_usd=max_cost_usd, budget_set_at_micros=job.billed_micros or 0)
-    candidate = job.model_copy(update={k: v for k, v in changes.items() if k in ("max_cost_usd",
-                                                                                  "budget_set_at_micros")})
-    budget = remaining_budget_usd(candidate)
+    writes: dict[str, Any] = {"relaunch_requested_at": int(time.time())}
+    if max_cost_usd is not None:  # a fresh budget, from what the job was billed so far
+        writes.update(max_cost_usd=max_cost_usd, budget_set_at_micros=job.billed_micros or 0)
+    budget = remaining_budget_usd(job.model_copy(update=writes))
     if budget is not None and budget <= 0:
         raise InvalidRequest(f"Job {job.job_id}'s budget of ${job.max_cost_usd:.2f} is spent; give a new "
                              "max_cost_usd to go on.", param="max_cost_usd", code="budget_spent")
@@ -90,19 +89,15 @@ async def _new_part(job: Job, deps: Deps, kind: PartKind, from_step: int | None,
     if instance is not None:
         stop = estimates.budget_stopping_condition(budget, instance, job.spot, deps.launch.max_runtime_s)
         if deps.usage is not None:
-            changes["reserved_micros"] = limits.reserved_micros(instance, stop)
+            writes["reserved_micros"] = limits.reserved_micros(instance, stop)
     parts = job.parts or []
     if not parts and to == "queued":  # a job from before parts: its first training job was named as the job
         parts = [{"part": 1, "sagemaker_job_name": job.job_id, "kind": "start", "from_step": None}]
-    changes["parts"] = new_part(parts, job.job_id, kind, from_step if to == "queued" else None)
-    # None values are skipped by the write; the fields to clear are removed by a set to their empty values.
-    writes = {k: v for k, v in changes.items() if v is not None}
-    for cleared in ("error", "finished_at", "cancel_requested_at", "pause_requested_at"):
-        writes.pop(cleared, None)
+    writes["parts"] = new_part(parts, job.job_id, kind, from_step if to == "queued" else None)
     if not await deps.jobs.reactivate(job, to, deps.usage, deps.limits, **writes):
         raise InvalidRequest(f"Job {job.job_id} changed meanwhile; read it again.", code="invalid_job_state")
-    await deps.jobs.clear_fields(job.job_id, "error", "finished_at", "cancel_requested_at", "pause_requested_at")
-    job.parts = changes["parts"]
+    await deps.jobs.clear_fields(job.job_id, *CLEARED_ON_NEW_PART)
+    job.parts = writes["parts"]
     part = job.parts[-1]
     where = f"from the checkpoint at step {from_step}" if from_step else "from the beginning"
     await record_event(deps, job, f"Fine-tuning job {kind} requested: part {part['part']} will start {where}",

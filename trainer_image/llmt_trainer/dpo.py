@@ -34,15 +34,16 @@ import torch.nn.functional as F
 from .data import Example, PreferencePair
 from .loss import target_logprobs, target_positions
 from .masking import (
-    IGNORE_INDEX,
     SkippedExample,
     TokenizedExample,
     TokenizedSet,
     check_skipped,
+    counted_example,
     learn_markers,
     mask_conversation,
+    skip_reason,
 )
-from .packing import BatchPlan, Step, epoch_steps, rows
+from .packing import BatchPlan, Step, rows, schedule
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +81,6 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, referen
     return -F.logsigmoid(chosen_rewards - rejected_rewards), chosen_rewards.detach(), rejected_rewards.detach()
 
 
-def _labels(input_ids: list[int], mask: list[int]) -> list[int]:
-    labels = [token if keep else IGNORE_INDEX for token, keep in zip(input_ids, mask, strict=True)]
-    labels[0] = IGNORE_INDEX
-    return labels
-
-
 def tokenize_pairs(tokenizer: Any, examples: Sequence[Example], max_seq_length: int, *,
                    use_generation_tags: bool) -> tuple[TokenizedSet, list[TokenizedPair]]:
     """Each pair's prompt + chosen and prompt + rejected, only the reply's tokens labelled (an assistant turn inside
@@ -105,17 +100,9 @@ def tokenize_pairs(tokenizer: Any, examples: Sequence[Example], max_seq_length: 
                 sides.append(mask_conversation(tokenizer, [*prompt, reply], example.tools,
                                                use_generation_tags=use_generation_tags, markers=markers))
         except Exception as exc:  # the template may raise on a message layout it does not support
-            result.skipped.append(SkippedExample(example.source, f"the chat template failed: {exc}"[:300]))
+            result.skipped.append(SkippedExample(example.source, skip_reason(exc)))
             continue
-        tokenized = []
-        for side in sides:
-            result.mask_methods[side.method] += 1
-            result.template_omissions += side.omits_text
-            input_ids, mask = side.input_ids, side.mask
-            if len(input_ids) > max_seq_length:
-                result.truncated += 1
-                input_ids, mask = input_ids[:max_seq_length], mask[:max_seq_length]
-            tokenized.append(TokenizedExample(input_ids, _labels(input_ids, mask)))
+        tokenized = [counted_example(result, side, max_seq_length) for side in sides]
         if any(side.loss_tokens == 0 for side in tokenized):
             result.dropped += 1
             continue
@@ -197,7 +184,7 @@ class DpoObjective:
     loss_chunk_tokens: int = 1024
 
     def schedule(self, n_epochs: int) -> list[list[Step]]:
-        return [epoch_steps(self.train, self.plan, self.seed, epoch) for epoch in range(n_epochs)]
+        return schedule(self.train, self.plan, self.seed, n_epochs)
 
     def pack(self, row: list[Any]) -> PairBatch:
         return pack_pairs(row, self.device)

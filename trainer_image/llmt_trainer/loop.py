@@ -26,7 +26,7 @@ from .hyperparameters import Hyperparameters
 from .loss import LossSum, loss_over_targets
 from .masking import TokenizedExample
 from .metrics import emit_metrics, reset_metrics
-from .packing import BatchPlan, PackedBatch, Step, epoch_steps, pack, rows
+from .packing import BatchPlan, PackedBatch, Step, pack, rows, schedule
 from .stops import StopSignal
 
 log = logging.getLogger(__name__)
@@ -127,9 +127,7 @@ class SupervisedObjective:
     loss_chunk_tokens: int = 1024
 
     def schedule(self, n_epochs: int) -> list[list[Step]]:
-        # Planned up front: the scheduler needs their number, and a step's tokens (hence how many steps an epoch
-        # has) depend on the epoch's order.
-        return [epoch_steps(self.train, self.plan, self.seed, epoch) for epoch in range(n_epochs)]
+        return schedule(self.train, self.plan, self.seed, n_epochs)
 
     def pack(self, row: list[Any]) -> PackedBatch:
         return pack(row, self.device)

@@ -98,6 +98,18 @@ def _base_model(model: Any) -> Any:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
+def _at_targets(model: Any, input_ids: torch.Tensor, position_ids: torch.Tensor,
+                target_positions: torch.Tensor) -> tuple[torch.Tensor, Any]:
+    """(the last hidden states at `target_positions`, the output layer) when the model splits into decoder and output
+    layer; else (the model's own logits at those positions, None): the plain path."""
+    base = _base_model(model)
+    if not _splits_cleanly(base):
+        logits = model(input_ids=input_ids, position_ids=position_ids, use_cache=False).logits
+        return logits.reshape(-1, logits.shape[-1]).index_select(0, target_positions), None
+    hidden = base.get_decoder()(input_ids=input_ids, position_ids=position_ids, use_cache=False).last_hidden_state
+    return hidden.reshape(-1, hidden.shape[-1]).index_select(0, target_positions), base.get_output_embeddings()
+
+
 def loss_over_targets(
     model: Any,
     input_ids: torch.Tensor,
@@ -108,15 +120,10 @@ def loss_over_targets(
 ) -> LossSum:
     """Cross-entropy of predicting `targets` from the hidden states at `target_positions` (indices into the
     flattened row: position p predicts token p + 1), the output layer run `chunk_tokens` positions at a time."""
-    base = _base_model(model)
-    if not _splits_cleanly(base):
-        logits = model(input_ids=input_ids, position_ids=position_ids, use_cache=False).logits
-        selected = logits.reshape(-1, logits.shape[-1]).index_select(0, target_positions)
-        loss, correct = _chunk_loss(torch.nn.Identity(), selected, targets)
+    hidden, head = _at_targets(model, input_ids, position_ids, target_positions)
+    if head is None:  # the plain path: `hidden` are the logits already
+        loss, correct = _chunk_loss(torch.nn.Identity(), hidden, targets)
         return LossSum(loss, correct)
-    hidden = base.get_decoder()(input_ids=input_ids, position_ids=position_ids, use_cache=False).last_hidden_state
-    hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, target_positions)
-    head = base.get_output_embeddings()
     if torch.is_grad_enabled() and hidden.requires_grad and _fusable(head):
         loss, hits = _FusedLinearCrossEntropy.apply(hidden, head.weight, targets, chunk_tokens)
         return LossSum(loss, hits)
@@ -149,14 +156,9 @@ def target_logprobs(
     """The log-probability of each target (fp32, one per target), for DPO's per-sequence sums: the output layer
     runs `chunk_tokens` positions at a time, each chunk's logits recomputed in the backward pass (as the loss's
     non-fused path does), so no more than one chunk of logits is alive at once."""
-    base = _base_model(model)
-    if not _splits_cleanly(base):
-        logits = model(input_ids=input_ids, position_ids=position_ids, use_cache=False).logits
-        selected = logits.reshape(-1, logits.shape[-1]).index_select(0, target_positions)
-        return _chunk_logprobs(torch.nn.Identity(), selected, targets)
-    hidden = base.get_decoder()(input_ids=input_ids, position_ids=position_ids, use_cache=False).last_hidden_state
-    hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, target_positions)
-    head = base.get_output_embeddings()
+    hidden, head = _at_targets(model, input_ids, position_ids, target_positions)
+    if head is None:  # the plain path: `hidden` are the logits already
+        return _chunk_logprobs(torch.nn.Identity(), hidden, targets)
     parts = []
     for start in range(0, hidden.shape[0], chunk_tokens):
         part = slice(start, start + chunk_tokens)

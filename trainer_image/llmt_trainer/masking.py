@@ -212,7 +212,7 @@ def text_tokens(tokenizer: Any, text: str) -> tuple[list[int], list[int]]:
     return input_ids, [1] * len(input_ids)
 
 
-def _skip_reason(exc: Exception) -> str:
+def skip_reason(exc: Exception) -> str:
     reason = str(exc) if isinstance(exc, DataError) else f"the chat template failed: {exc}"
     return reason if len(reason) <= 300 else reason[:297] + "..."
 
@@ -246,21 +246,27 @@ def tokenize_conversations(
             masked = mask_conversation(tokenizer, conversation.messages, conversation.tools,
                                        use_generation_tags=use_generation_tags, markers=markers)
         except Exception as exc:  # the template may raise on a message layout it does not support
-            result.skipped.append(SkippedExample(conversation.source, _skip_reason(exc)))
+            result.skipped.append(SkippedExample(conversation.source, skip_reason(exc)))
             continue
-        result.mask_methods[masked.method] += 1
-        result.template_omissions += masked.omits_text
-        input_ids, mask = masked.input_ids, masked.mask
-        if len(input_ids) > max_seq_length:
-            result.truncated += 1
-            input_ids, mask = input_ids[:max_seq_length], mask[:max_seq_length]
-        example = _example(input_ids, mask)
+        example = counted_example(result, masked, max_seq_length)
         if example.loss_tokens == 0:
             result.dropped += 1
         else:
             result.examples.append(example)
     check_skipped(result, chats)
     return result
+
+
+def counted_example(result: TokenizedSet, masked: MaskedConversation, max_seq_length: int) -> TokenizedExample:
+    """A masked conversation (mask_conversation's) as a training example cut to max_seq_length, counted in `result`
+    (how it was masked, what the template left out, whether it was truncated)."""
+    result.mask_methods[masked.method] += 1
+    result.template_omissions += masked.omits_text
+    input_ids, mask = masked.input_ids, masked.mask
+    if len(input_ids) > max_seq_length:
+        result.truncated += 1
+        input_ids, mask = input_ids[:max_seq_length], mask[:max_seq_length]
+    return _example(input_ids, mask)
 
 
 def _example(input_ids: list[int], mask: list[int]) -> TokenizedExample:

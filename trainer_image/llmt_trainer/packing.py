@@ -119,3 +119,9 @@ def epoch_steps(examples: Sequence[Item], plan: BatchPlan, seed: int, epoch: int
         if current:
             groups.append(current)
     return [rows(group, plan.row_tokens) for group in groups]
+
+
+def schedule(units: Sequence[Item], plan: BatchPlan, seed: int, n_epochs: int) -> list[list[Step]]:
+    """Every epoch's optimizer steps, planned up front: the scheduler needs their number, and a step's tokens (hence
+    how many steps an epoch has) depend on the epoch's order."""
+    return [epoch_steps(units, plan, seed, epoch) for epoch in range(n_epochs)]
