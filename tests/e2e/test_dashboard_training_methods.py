@@ -74,6 +74,18 @@ class Account:
         return job
 
 
+def launch_from_train_page(page: Page, held_cluster: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Click Launch on the train page: (the job the API answered, released at once; the request the page sent)."""
+    with page.expect_response(lambda r: r.request.method == "POST"
+                              and r.url.endswith("/v1/fine_tuning/jobs")) as answer:
+        page.get_by_role("button", name="Launch fine-tuning job").click()
+    assert answer.value.ok, answer.value.text()
+    job: dict[str, Any] = answer.value.json()
+    held_cluster.release(job["id"])
+    sent: dict[str, Any] = json.loads(answer.value.request.post_data or "{}")
+    return job, sent
+
+
 @pytest.fixture
 def account(held_cluster: Any) -> Iterator[Account]:
     person = Account(held_cluster.base_url)
@@ -164,13 +176,7 @@ def test_continue_training_from_a_succeeded_job_trains_on_its_fine_tuned_model(
         expect(page.get_by_test_id("estimate-cost")).to_contain_text("$")
         shots.take(page, "train-continue")
 
-        with page.expect_response(lambda r: r.request.method == "POST"
-                                  and r.url.endswith("/v1/fine_tuning/jobs")) as answer:
-            page.get_by_role("button", name="Launch fine-tuning job").click()
-        assert answer.value.ok, answer.value.text()
-        second = answer.value.json()
-        held_cluster.release(second["id"])
-        sent = json.loads(answer.value.request.post_data or "{}")
+        second, sent = launch_from_train_page(page, held_cluster)
         assert sent["model"] == fine_tuned and sent["method"]["type"] == "supervised", sent
         assert "hyperparameters" not in sent, sent
 
@@ -186,13 +192,7 @@ def test_continue_training_from_a_succeeded_job_trains_on_its_fine_tuned_model(
         row.get_by_role("link", name=re.compile("Continue from this checkpoint")).click()
         expect(page.get_by_test_id("continue-from")).to_contain_text(f"Continue from checkpoint {checkpoint}")
         expect(page.get_by_test_id("estimate-cost")).to_contain_text("$")
-        with page.expect_response(lambda r: r.request.method == "POST"
-                                  and r.url.endswith("/v1/fine_tuning/jobs")) as answer:
-            page.get_by_role("button", name="Launch fine-tuning job").click()
-        assert answer.value.ok, answer.value.text()
-        third = answer.value.json()
-        held_cluster.release(third["id"])
-        sent = json.loads(answer.value.request.post_data or "{}")
+        third, sent = launch_from_train_page(page, held_cluster)
         assert sent["from_checkpoint"] == checkpoint and sent["model"] == DEMO_MODEL_ID, sent
         expect(page.locator(".page-title [data-status=succeeded]")).to_be_visible(timeout=JOB_DEADLINE_MS)
         shots.take(page, "from-checkpoint-succeeded")
@@ -311,13 +311,7 @@ def test_a_dpo_job_launched_from_the_train_page_shows_its_reward_accuracy(
         page.locator(f"label[data-model='{DEMO_MODEL_ID}']").click()
         page.get_by_label("Beta").fill("0.2")
         expect(page.get_by_test_id("estimate-cost")).to_contain_text("$")
-        with page.expect_response(lambda r: r.request.method == "POST"
-                                  and r.url.endswith("/v1/fine_tuning/jobs")) as answer:
-            page.get_by_role("button", name="Launch fine-tuning job").click()
-        assert answer.value.ok, answer.value.text()
-        job = answer.value.json()
-        held_cluster.release(job["id"])
-        sent = json.loads(answer.value.request.post_data or "{}")
+        job, sent = launch_from_train_page(page, held_cluster)
         assert sent["method"]["type"] == "dpo" and sent["method"]["dpo"]["hyperparameters"]["beta"] == 0.2, sent
 
         # THEN the job page charts its reward accuracy beside the loss
