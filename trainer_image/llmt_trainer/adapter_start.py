@@ -17,11 +17,11 @@ import dataclasses
 import hashlib
 import json
 import logging
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .channels import find_in_channel
 from .errors import ModelLoadError
 from .hyperparameters import Hyperparameters
 
@@ -39,18 +39,6 @@ class StartAdapter:
     digest: str  # sha256 of the weights file: the start's identity in the run's fingerprint
 
 
-def _candidates(root: Path) -> list[Path]:
-    subfolders = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.name, reverse=True)
-    return [root, *subfolders]
-
-
-def _find(root: Path) -> Path | None:
-    for candidate in _candidates(root):
-        if (candidate / CONFIG_FILE).is_file():
-            return candidate
-    return None
-
-
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as stream:
@@ -63,16 +51,7 @@ def resolve_start_adapter(channel: Path, scratch: Path) -> StartAdapter:
     """The adapter the channel holds, or a ModelLoadError saying what is wrong."""
     if not channel.is_dir():
         raise ModelLoadError(f"the adapter channel {channel} is not a directory")
-    folder = _find(channel)
-    archives = sorted(channel.glob("*.tar.gz"))
-    if folder is None and len(archives) == 1:  # a SageMaker model artifact (model.tar.gz)
-        target = scratch / "start-adapter"
-        try:
-            with tarfile.open(archives[0]) as archive:
-                archive.extractall(target, filter="data")
-        except (OSError, tarfile.TarError) as exc:
-            raise ModelLoadError(f"cannot unpack {archives[0].name} in the adapter channel: {exc}") from exc
-        folder = _find(target)
+    folder = find_in_channel(channel, CONFIG_FILE, scratch, newest_first=True)  # a checkpoint: the newest
     if folder is None:
         raise ModelLoadError(
             f"the adapter channel {channel} holds no adapter_config.json (a LoRA adapter written by save_pretrained, "

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .adapter_start import StartAdapter, load_start_weights, lora_config
+from .channels import find_in_channel
 from .contract import Paths
 from .errors import HyperparameterError, ModelLoadError
 from .hyperparameters import Hyperparameters
@@ -75,17 +75,9 @@ def resolve_model_source(paths: Paths, hp: Hyperparameters, scratch: Path) -> st
         return hp.model_id
     if not channel.is_dir():
         raise ModelLoadError(f"model channel {channel} is not a directory")
-    for candidate in (channel, *sorted(p for p in channel.iterdir() if p.is_dir())):
-        if (candidate / "config.json").is_file():
-            return str(candidate)
-    archives = sorted(channel.glob("*.tar.gz"))
-    if len(archives) == 1:  # a SageMaker model artifact (model.tar.gz) passed as the channel
-        target = scratch / "base-model"
-        with tarfile.open(archives[0]) as archive:
-            archive.extractall(target, filter="data")
-        for candidate in (target, *sorted(p for p in target.iterdir() if p.is_dir())):
-            if (candidate / "config.json").is_file():
-                return str(candidate)
+    found = find_in_channel(channel, "config.json", scratch)
+    if found is not None:
+        return str(found)
     raise ModelLoadError(
         f"model channel {channel} holds no config.json (a folder written by save_pretrained)"
     )
