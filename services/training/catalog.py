@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class BaseModelEntry(BaseModel):
@@ -37,6 +37,23 @@ class InstanceType(BaseModel):
     price_per_hour: float
     needs_quota_increase: bool
     bf16: bool = True  # V100s (p3) have no bfloat16: the fit rule counts fp32 weights there
+    # A job's cluster: `count` instances of this type (InstanceCount), priced together (`price_per_hour` is the
+    # cluster's once multiplied: times()). Never in the catalog file, never in its public listing.
+    count: int = Field(default=1, ge=1, exclude=True)
+
+    @property
+    def processes(self) -> int:
+        """Training processes of the cluster: one per GPU (torchrun's nproc_per_node), one per CPU instance."""
+        return self.count * max(self.gpus, 1)
+
+    @property
+    def unit_price_per_hour(self) -> float:
+        return self.price_per_hour / self.count
+
+    def times(self, count: int) -> InstanceType:
+        """`count` instances of this type as one job's cluster: its price is the cluster's."""
+        base = self.unit_price_per_hour
+        return self.model_copy(update={"count": count, "price_per_hour": base * count})
 
 
 class Throughput(BaseModel):
@@ -60,6 +77,11 @@ class FrameworkImages(BaseModel):
         if account is None:
             return None
         return f"{account}.dkr.ecr.{region}.amazonaws.com/{self.gpu if gpu else self.cpu}"
+
+
+def throughput_key(instance_type: str, count: int = 1) -> str:
+    """What a measured throughput is kept under: the type, with the count where a job ran on several instances."""
+    return instance_type if count == 1 else f"{instance_type}x{count}"
 
 
 class Catalog(BaseModel):
@@ -87,6 +109,11 @@ class Catalog(BaseModel):
 
     def instance(self, instance_id: str) -> InstanceType | None:
         return next((i for i in self.instance_types if i.id == instance_id), None)
+
+    def cluster(self, instance_id: str, count: int = 1) -> InstanceType | None:
+        """A job's `count` instances of a type, priced together; None for a type the catalog does not list."""
+        instance = self.instance(instance_id)
+        return instance.times(count) if instance is not None else None
 
     def tokens_per_second(self, model_id: str, instance_id: str) -> float | None:
         return next((t.tokens_per_second for t in self.throughput

@@ -47,10 +47,10 @@ def _base_model(deps: Deps, model: str) -> BaseModelEntry:
 
 async def _estimate(deps: Deps, user_id: str, base: BaseModelEntry, requested: Hyperparameters,
                     instance_type: str | None, spot: bool, training_file: str, seed: int | None = None,
-                    method: str = "supervised") -> dict[str, Any]:
+                    method: str = "supervised", instance_count: int = 1) -> dict[str, Any]:
     """The estimate for a validated training file of this caller's (a 400 naming training_file otherwise)."""
     hparams.check(requested, base)
-    instance = estimates.choose_instance(deps.catalog, base, instance_type, requested)
+    instance = estimates.choose_instance(deps.catalog, base, instance_type, requested, instance_count)
     limits.check_instance(deps.limits, instance)
     view = await deps.jobs.get_file(training_file)
     if view is None or view.user_id != user_id or view.status == "deleted":
@@ -91,15 +91,15 @@ async def estimate_job(cmd: EstimateRequest, user_id: str, deps: Deps) -> dict[s
     """As a job would be estimated: on an `ft:` model or a checkpoint, the estimate of its base."""
     base, requested, _ = await _start_of(cmd, user_id, deps)
     return await _estimate(deps, user_id, base, requested, cmd.instance_type, cmd.spot, cmd.training_file,
-                           method=cmd.method_type())
+                           method=cmd.method_type(), instance_count=cmd.instance_count)
 
 
 async def dry_run_job(cmd: CreateJob, user_id: str, deps: Deps) -> dict[str, Any]:
     """`dry_run: true`: the estimate and the stopping condition a real create would use; no job is made."""
     base, requested, _ = await _start_of(cmd, user_id, deps)
     body = await _estimate(deps, user_id, base, requested, cmd.instance_type, cmd.spot,
-                           cmd.training_file, cmd.seed, cmd.method_type())
-    instance = estimates.choose_instance(deps.catalog, base, cmd.instance_type, requested)
+                           cmd.training_file, cmd.seed, cmd.method_type(), cmd.instance_count)
+    instance = estimates.choose_instance(deps.catalog, base, cmd.instance_type, requested, cmd.instance_count)
     stop = estimates.budget_stopping_condition(cmd.max_cost_usd, instance, cmd.spot, deps.launch.max_runtime_s)
     return {**body, "dry_run": True, "max_cost_usd": cmd.max_cost_usd, "stopping_condition": stop,
             "within_budget": cmd.max_cost_usd is None or body["estimated_cost_usd"] <= cmd.max_cost_usd}
@@ -158,7 +158,7 @@ async def create_job(cmd: CreateJob, user_id: str, deps: Deps, bearer_token: str
     (`bearer_token`: the caller's own, for asking files about a file the projection does not know yet)."""
     base, requested, start = await _start_of(cmd, user_id, deps)
     hparams.check(requested, base, cmd.validation_file)
-    instance = estimates.choose_instance(deps.catalog, base, cmd.instance_type, requested)
+    instance = estimates.choose_instance(deps.catalog, base, cmd.instance_type, requested, cmd.instance_count)
     limits.check_instance(deps.limits, instance)
     stop = estimates.budget_stopping_condition(cmd.max_cost_usd, instance, cmd.spot, deps.launch.max_runtime_s)
     await _refuse_bad_files(cmd, user_id, bearer_token, deps)
@@ -172,7 +172,8 @@ async def create_job(cmd: CreateJob, user_id: str, deps: Deps, bearer_token: str
               from_checkpoint=start.checkpoint if start else None, parts=new_part([], job_id, "start", None),
               training_file=cmd.training_file,
               validation_file=cmd.validation_file, hyperparameters=requested.model_dump(), suffix=cmd.suffix,
-              seed=seed, metadata=cmd.metadata, instance_type=instance.id, spot=cmd.spot,
+              seed=seed, metadata=cmd.metadata, instance_type=instance.id,
+              instance_count=instance.count, spot=cmd.spot,
               max_cost_usd=cmd.max_cost_usd, correlation_id=current_request_id(),
               reserved_micros=limits.reserved_micros(instance, stop) if deps.usage else None)
     if deps.usage is not None:

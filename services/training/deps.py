@@ -102,7 +102,7 @@ class Throughput(Protocol):
 class QuotaChecks(Protocol):
     """SageMaker's training quota for an instance type (quotas.QuotaChecker)."""
 
-    async def check(self, instance_type: str, spot: bool = False) -> QuotaCheck: ...
+    async def check(self, instance_type: str, spot: bool = False, count: int = 1) -> QuotaCheck: ...
 
 
 class SourceUploader(Protocol):

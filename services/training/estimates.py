@@ -8,9 +8,13 @@ steps             = ceil(training examples / (batch_size x gradient_accumulation
 duration          = startup overhead + trained tokens / tokens per second   (measured runs: trained tokens x the
                     measured seconds per token, which already holds the overhead); with gradient checkpointing
                     the tokens per second of a run without it x CHECKPOINTING_SPEED (LoRA's ~4N FLOPs a token
-                    become ~6N with the forward pass run again)
-memory            = the memory model's plan on the instance (fit.py): checkpointing, tokens per pass, peak GiB
-cost              = duration in hours x the instance's on-demand price; spot: that x (1 - spot discount)
+                    become ~6N with the forward pass run again); on N instances (instance_count) the cluster's:
+                    the per-instance figure x N x PARALLEL_EFFICIENCY (as on a multi-GPU type without a figure
+                    of its own: the model's one-GPU figure x GPUs x PARALLEL_EFFICIENCY)
+memory            = the memory model's plan on the instance (fit.py): checkpointing, tokens per pass, peak GiB;
+                    with several processes also how they share the work ("strategy": ddp, fsdp, fsdp_qlora)
+cost              = duration in hours x the on-demand price of the whole cluster (the instance's x instance_count:
+                    SageMaker bills BillableTimeInSeconds on every instance); spot: that x (1 - spot discount)
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import math
 from typing import Any, Protocol
 
 from services.training import fit
-from services.training.catalog import BaseModelEntry, Catalog, InstanceType
+from services.training.catalog import BaseModelEntry, Catalog, InstanceType, throughput_key
 from services.training.hyperparameters import max_seq_length, memory_settings, steps_per_epoch
 from services.training.models import Hyperparameters
 from shared.errors import InvalidRequest
@@ -35,21 +39,21 @@ class ThroughputReader(Protocol):
 
 
 def choose_instance(catalog: Catalog, base: BaseModelEntry, instance_type: str | None,
-                    requested: Hyperparameters | None = None) -> InstanceType:
-    """The caller's type if the model fits it (at the job's max_seq_length and memory settings), else a 400 saying
-    what would fit; none given: the default fit."""
+                    requested: Hyperparameters | None = None, count: int = 1) -> InstanceType:
+    """The caller's type (`count` of them: the job's cluster, priced together) if the model fits it (at the job's
+    max_seq_length and memory settings), else a 400 saying what would fit; none given: the default fit."""
     requested = requested or Hyperparameters()
     # A DPO pass holds a pair (both sequences): its rows are what must fit (the trainer's memory.min_row_tokens).
     seq = min_row_tokens(max_seq_length(requested, base), requested.method)
     settings = memory_settings(requested)
-    fallback = fit.default_instance(catalog, base, seq, **settings)
     if instance_type is None:
+        fallback = fit.default_instance(catalog, base, seq, count=count, **settings)
         if fallback is None:
             raise InvalidRequest(f"No instance type in the catalog fits {base.id} at max_seq_length {seq} with these "
                                  "settings; try load_in_4bit: true or a shorter max_seq_length.", param="model",
                                  code="model_not_available")
         return fallback
-    instance = catalog.instance(instance_type)
+    instance = catalog.cluster(instance_type, count)
     if instance is None:
         raise InvalidRequest(f"Unknown instance type {instance_type!r}; GET /api/catalog lists them.",
                              param="instance_type", code="invalid_instance_type")
@@ -63,17 +67,40 @@ def choose_instance(catalog: Catalog, base: BaseModelEntry, instance_type: str |
     return instance
 
 
+# A cluster of several training processes (instance_count > 1, or a multi-GPU instance type) does not scale quite
+# linearly: each step waits for its slowest process and the gradients' all-reduce (LoRA's few MB) or, sharded, the
+# weights' all-gathers. A planning figure, as the catalog's throughputs are; measured runs replace it.
+PARALLEL_EFFICIENCY = 0.9
+
+
+def _single_gpu_figure(catalog: Catalog, base: BaseModelEntry, instance: InstanceType) -> float | None:
+    """A multi-GPU type without its own figure: the model's figure on a one-GPU type of the same family (ml.g5.*)."""
+    family = instance.id.rsplit(".", 1)[0] + "."
+    for other in catalog.instance_types:
+        if other.gpus == 1 and other.id.startswith(family):
+            figure = catalog.tokens_per_second(base.id, other.id)
+            if figure:
+                return figure * instance.gpus
+    return None
+
+
 async def tokens_per_second(catalog: Catalog, base: BaseModelEntry, instance: InstanceType,
                             measured: ThroughputReader | None) -> tuple[float, int, str]:
-    """(tokens/s, startup overhead to add, where the figure came from)."""
+    """(tokens/s of the whole cluster, startup overhead to add, where the figure came from)."""
     if measured is not None:
-        seconds = await measured.seconds_per_token(base.id, instance.id)
+        seconds = await measured.seconds_per_token(base.id, throughput_key(instance.id, instance.count))
         if seconds:
             return 1 / seconds, 0, "measured"
-    listed = catalog.tokens_per_second(base.id, instance.id)
-    if listed:
-        return listed, catalog.startup_overhead_s, "catalog"
-    return catalog.default_tokens_per_second, catalog.startup_overhead_s, "default"
+    per_instance = catalog.tokens_per_second(base.id, instance.id)
+    source = "catalog"
+    if not per_instance and instance.gpus > 1:
+        per_instance, source = _single_gpu_figure(catalog, base, instance), "catalog, per GPU x GPUs"
+    if not per_instance:
+        per_instance, source = catalog.default_tokens_per_second * max(instance.gpus, 1), "default"
+    figure = per_instance * instance.count
+    if instance.processes > 1:
+        figure *= PARALLEL_EFFICIENCY
+    return figure, catalog.startup_overhead_s, source
 
 
 # DPO (issue 15): each preference pair is two sequences (the prompt with the chosen reply, and with the rejected one;
@@ -113,7 +140,8 @@ def estimate(*, catalog: Catalog, base: BaseModelEntry, instance: InstanceType, 
     on_demand = duration_s / 3600 * instance.price_per_hour
     spot_cost = on_demand * (1 - catalog.spot_discount)
     return {
-        "object": "fine_tuning.estimate", "model": base.id, "instance_type": instance.id, "spot": spot,
+        "object": "fine_tuning.estimate", "model": base.id, "instance_type": instance.id,
+        "instance_count": instance.count, "processes": instance.processes, "spot": spot,
         "method": method,
         "examples": examples, "training_examples": train_examples, "tokens_per_epoch": tokens_per_epoch,
         "trained_tokens": trained_tokens, "steps": steps, "estimated_duration_s": duration_s,
@@ -128,6 +156,7 @@ def estimate(*, catalog: Catalog, base: BaseModelEntry, instance: InstanceType, 
                    "validation_split": float(hp.get("validation_split", 0.0)),
                    "tokens_per_second": round(tokens_per_s, 3), "throughput_source": source,
                    "startup_overhead_s": overhead_s, "price_per_hour": instance.price_per_hour,
+                   "price_per_instance_hour": instance.unit_price_per_hour,
                    "spot_discount": catalog.spot_discount,
                    "compute_factor": DPO_COMPUTE_FACTOR if dpo else 1.0,
                    "sequences_per_example": DPO_SEQUENCES_PER_EXAMPLE if dpo else 1},

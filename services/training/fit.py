@@ -2,19 +2,24 @@
 memory model (trainer_image/llmt_trainer/memory.py, the same module the trainer plans with) applied to each
 catalog model's shape (its config.json's keys, catalog.json `architecture`) and each instance type's memory.
 
-GPU: the GPU's memory, bf16 weights (fp32 on GPUs without bf16: V100), or 4-bit with QLoRA.
+GPU: the GPU's memory, bf16 weights (fp32 on GPUs without bf16: V100), or 4-bit with QLoRA. A job trains with one
+process per GPU on each of its instances (instance_count x gpus): data parallel (DDP) when the model fits one GPU,
+else sharded (FSDP: each GPU holds its share of the weights), and in 4-bit only where even sharded bf16 does not fit.
 CPU: only small models (at most CPU_MAX_PARAMETERS: beyond that a CPU trains too slowly to be worth paying for),
 in fp32, within CPU_MEMORY_SHARE of the instance's memory.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from typing import Any
 
 from services.training.catalog import BaseModelEntry, Catalog, InstanceType
 from trainer_image.llmt_trainer.memory import (
     CPU_MEMORY_SHARE,
     GIB,
+    NF4_BYTES,
     USABLE_SHARE,
     Architecture,
     Plan,
@@ -24,6 +29,8 @@ from trainer_image.llmt_trainer.memory import (
 )
 
 CPU_MAX_PARAMETERS = 100_000_000
+# FSDP holds the whole weights of the layer running and of the next one (prefetched) besides its own shard.
+FSDP_GATHERED_LAYERS = 2
 AUTO_MAX_SEQ_LENGTH = 2048  # "auto" never asks for more than this, whatever the model's context
 
 
@@ -45,15 +52,63 @@ def dtype_bytes(instance: InstanceType) -> int:
     return 2 if instance.gpus and instance.bf16 else 4
 
 
+@dataclass(frozen=True)
+class ClusterPlan(Plan):
+    """The plan of each training process, and how the job's processes share the work: "single" (one process),
+    "ddp" (data parallel: every GPU holds the whole model), "fsdp" (the frozen weights and the adapter sharded over
+    the processes, each decoder layer gathered while it runs) or "fsdp_qlora" (sharded, and 4-bit)."""
+
+    strategy: str = "single"
+    processes: int = 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**super().as_dict(), "strategy": self.strategy, "processes": self.processes}
+
+
+def _sharded(arch: Architecture, capacity: float, max_seq_length: int, processes: int, *, load_in_4bit: bool,
+             dtype: int, lora_rank: int, gradient_checkpointing: bool | None,
+             row_tokens: int | None) -> ClusterPlan | None:
+    """FSDP over `processes` GPUs: each holds 1/processes of the weights and of the adapter (with its gradients
+    and AdamW moments), plus the unsharded weights of the layer running and the next one (prefetched)."""
+    settings: dict[str, Any] = {"dtype_bytes": dtype, "load_in_4bit": load_in_4bit, "lora_rank": lora_rank}
+    whole = predict(arch, 1, **settings)
+    layer = arch.layer_parameters() * (NF4_BYTES if load_in_4bit else dtype)
+    freed = (whole.weights + whole.adapter) * (1 - 1 / processes) - FSDP_GATHERED_LAYERS * layer
+    single = plan(arch, capacity + freed / USABLE_SHARE, max_seq_length, gradient_checkpointing=gradient_checkpointing,
+                  row_tokens=row_tokens, **settings)
+    if single is None:
+        return None
+    predicted = dataclasses.replace(
+        single.predicted, weights=int(whole.weights / processes + FSDP_GATHERED_LAYERS * layer),
+        adapter=int(whole.adapter / processes))
+    return ClusterPlan(single.gradient_checkpointing, single.row_tokens, predicted,
+                       "fsdp_qlora" if load_in_4bit else "fsdp", processes)
+
+
 def plan_on(model: BaseModelEntry, instance: InstanceType, max_seq_length: int | None = None, *,
             load_in_4bit: bool = False, gradient_checkpointing: bool | None = None, lora_rank: int = 8,
-            micro_batch_tokens: int | None = None) -> Plan | None:
-    """The settings the trainer would choose on `instance`, or None where the model does not fit it."""
+            micro_batch_tokens: int | None = None) -> ClusterPlan | None:
+    """The settings the trainer would choose on `instance` (its `count` instances: one process per GPU on each), or
+    None where the model does not fit it. Data parallel where the model fits one GPU; else sharded (FSDP), and only
+    where even that does not fit, sharded in 4-bit (QLoRA)."""
     if instance.gpus == 0 and (load_in_4bit or model.parameters > CPU_MAX_PARAMETERS):
         return None
-    return plan(architecture(model), capacity_bytes(instance), max_seq_length or default_max_seq_length(model),
-                dtype_bytes=dtype_bytes(instance), load_in_4bit=load_in_4bit, lora_rank=lora_rank,
-                gradient_checkpointing=gradient_checkpointing, row_tokens=micro_batch_tokens)
+    arch, capacity, dtype = architecture(model), capacity_bytes(instance), dtype_bytes(instance)
+    seq = max_seq_length or default_max_seq_length(model)
+    processes = instance.processes
+    whole = plan(arch, capacity, seq, dtype_bytes=dtype, load_in_4bit=load_in_4bit, lora_rank=lora_rank,
+                 gradient_checkpointing=gradient_checkpointing, row_tokens=micro_batch_tokens)
+    if whole is not None:
+        return ClusterPlan(whole.gradient_checkpointing, whole.row_tokens, whole.predicted,
+                           "ddp" if processes > 1 else "single", processes)
+    if processes == 1 or instance.gpus == 0:  # FSDP is a GPU plan: CPU instances train small models only
+        return None
+    for four_bit in (False, True) if not load_in_4bit else (True,):
+        sharded = _sharded(arch, capacity, seq, processes, load_in_4bit=four_bit, dtype=dtype, lora_rank=lora_rank,
+                           gradient_checkpointing=gradient_checkpointing, row_tokens=micro_batch_tokens)
+        if sharded is not None:
+            return sharded
+    return None
 
 
 def fits(model: BaseModelEntry, instance: InstanceType, max_seq_length: int | None = None, **settings: Any) -> bool:
@@ -61,19 +116,20 @@ def fits(model: BaseModelEntry, instance: InstanceType, max_seq_length: int | No
 
 
 def fitting_instances(catalog: Catalog, model: BaseModelEntry, max_seq_length: int | None = None,
-                      **settings: Any) -> list[InstanceType]:
-    """Every type the model fits, cheapest first."""
-    return sorted((i for i in catalog.instance_types if fits(model, i, max_seq_length, **settings)),
-                  key=lambda i: i.price_per_hour)
+                      count: int = 1, **settings: Any) -> list[InstanceType]:
+    """Every type the model fits (`count` of it), cheapest first."""
+    clusters = (i.times(count) for i in catalog.instance_types)
+    return sorted((i for i in clusters if fits(model, i, max_seq_length, **settings)), key=lambda i: i.price_per_hour)
 
 
 def default_instance(catalog: Catalog, model: BaseModelEntry, max_seq_length: int | None = None,
-                     **settings: Any) -> InstanceType | None:
-    """The model's catalogued smallest type where the memory model agrees, else the cheapest that fits."""
-    named = catalog.instance(model.min_instance_type)
+                     count: int = 1, **settings: Any) -> InstanceType | None:
+    """The model's catalogued smallest type where the memory model agrees, else the cheapest that fits (`count` of
+    them: the job's cluster)."""
+    named = catalog.cluster(model.min_instance_type, count)
     if named is not None and fits(model, named, max_seq_length, **settings):
         return named
-    fitting = fitting_instances(catalog, model, max_seq_length, **settings)
+    fitting = fitting_instances(catalog, model, max_seq_length, count, **settings)
     return fitting[0] if fitting else None
 
 

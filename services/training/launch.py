@@ -88,7 +88,7 @@ async def prepare_request(deps: Deps, job: Job, base: BaseModelEntry, request: d
     instance = deps.catalog.instance(job.instance_type)
     gpu = bool(instance and instance.gpus)
     if gpu and deps.quotas is not None:
-        check = await deps.quotas.check(job.instance_type, bool(job.spot))
+        check = await deps.quotas.check(job.instance_type, bool(job.spot), job.instance_count)
         if check.outcome == "insufficient":
             raise LaunchRefused("insufficient_quota", check.message)
     if cfg.launch_mode == "script":
@@ -144,7 +144,7 @@ async def _queue(deps: Deps, job: Job) -> tuple[str, str | None] | None:
     requested = (DpoHyperparameters if job.method == "dpo" else Hyperparameters).model_validate(job.hyperparameters)
     resolved = hparams.resolve(requested, training.examples or 0,
                                deps.catalog.model(job.base), job.seed,
-                               instance=deps.catalog.instance(job.instance_type),
+                               instance=deps.catalog.cluster(job.instance_type, job.instance_count),
                                file_tokens=training.estimated_tokens)
     if not await deps.jobs.transition(job.job_id, "queued", only_from="validating_files", hyperparameters=resolved):
         return None

@@ -14,6 +14,9 @@ TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 AT_REST: frozenset[str] = TERMINAL | {"paused"}
 MethodType = Literal["supervised", "dpo"]
 DEFAULT_DPO_BETA = 0.1  # OpenAI's and TRL's default
+# The most instances one job may ask for. SageMaker's own limit is the account's quota per instance type (the launch
+# checks it, quotas.py); this bounds what one request can reserve before that.
+MAX_INSTANCE_COUNT = 16
 
 Auto = Literal["auto"]
 
@@ -111,6 +114,9 @@ class CreateJob(BaseModel):
     integrations: list[Any] | None = None
     # Beyond OpenAI's body: where and how it runs, what it may cost, and "tell me first".
     instance_type: str | None = Field(default=None, min_length=1, max_length=64)
+    # How many instances of it train together (SageMaker's InstanceCount): one process per GPU on each, data
+    # parallel or sharded as the memory model says (fit.py); the price is the cluster's.
+    instance_count: int = Field(default=1, ge=1, le=MAX_INSTANCE_COUNT)
     spot: bool = False
     max_cost_usd: float | None = Field(default=None, gt=0, le=100000)
     dry_run: bool = False
@@ -156,6 +162,7 @@ class EstimateRequest(BaseModel):
     hyperparameters: Hyperparameters | None = None
     method: Method | None = None
     instance_type: str | None = Field(default=None, min_length=1, max_length=64)
+    instance_count: int = Field(default=1, ge=1, le=MAX_INSTANCE_COUNT)  # as CreateJob's
     spot: bool = False
     from_checkpoint: str | None = Field(default=None, min_length=1, max_length=64)  # as CreateJob's
 
@@ -191,6 +198,7 @@ class Job(BaseModel):
     trained_tokens: int | None = None
     result_files: list[str] = []
     instance_type: str
+    instance_count: int = 1  # SageMaker's InstanceCount (jobs from before multi-instance training: 1)
     spot: bool = False
     max_cost_usd: float | None = None
     model_artifact: str | None = None
@@ -246,7 +254,8 @@ class Job(BaseModel):
             "integrations": [], "metadata": self.metadata,
             "user_provided_suffix": self.suffix,
             # Beyond OpenAI's object: where the result is.
-            "instance_type": self.instance_type, "model_artifact": self.model_artifact,
+            "instance_type": self.instance_type, "instance_count": self.instance_count,
+            "model_artifact": self.model_artifact,
             "spot": self.spot, "max_cost_usd": self.max_cost_usd,
             "cancel_requested_at": self.cancel_requested_at, "secondary_status": self.secondary_status,
             "model_deleted_at": self.model_deleted_at,

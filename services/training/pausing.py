@@ -85,7 +85,7 @@ async def _new_part(job: Job, deps: Deps, kind: PartKind, from_step: int | None,
     if budget is not None and budget <= 0:
         raise InvalidRequest(f"Job {job.job_id}'s budget of ${job.max_cost_usd:.2f} is spent; give a new "
                              "max_cost_usd to go on.", param="max_cost_usd", code="budget_spent")
-    instance = deps.catalog.instance(job.instance_type)
+    instance = deps.catalog.cluster(job.instance_type, job.instance_count)
     if instance is not None:
         stop = estimates.budget_stopping_condition(budget, instance, job.spot, deps.launch.max_runtime_s)
         if deps.usage is not None:

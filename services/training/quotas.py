@@ -28,13 +28,15 @@ class QuotaCheck:
     value: float | None = None
     quota_code: str | None = None
     note: str = ""
+    needed: int = 1  # the job's instance_count: the quota counts instances
+
 
     @property
     def message(self) -> str:
         code = f", quota code {self.quota_code}" if self.quota_code else ""
-        return (f"The AWS account's SageMaker quota \"{self.quota_name}\" is {self.value:g}; a training job needs "
-                f"at least 1. Request an increase in the Service Quotas console (service {SERVICE_CODE}{code}), "
-                "then create the job again.")
+        return (f"The AWS account's SageMaker quota \"{self.quota_name}\" is {self.value:g}; this training job needs "
+                f"at least {self.needed} (its instance count). Request an increase in the Service Quotas console "
+                f"(service {SERVICE_CODE}{code}), then create the job again.")
 
 
 class ServiceQuotasClient(Protocol):
@@ -60,7 +62,7 @@ class QuotaChecker:
         self._client = client
         self._codes: dict[str, str] = {}
 
-    async def check(self, instance_type: str, spot: bool = False) -> QuotaCheck:
+    async def check(self, instance_type: str, spot: bool = False, count: int = 1) -> QuotaCheck:
         name = quota_name(instance_type, spot)
         try:
             code = self._codes.get(name) or await self._find_code(name)
@@ -74,9 +76,9 @@ class QuotaChecker:
             return _skipped(name, f"Service Quotas answered {error.get('Code')}: {error.get('Message', '')}")
         except (BotoCoreError, NotImplementedError, KeyError, TypeError, ValueError) as exc:
             return _skipped(name, f"Service Quotas is not reachable: {exc}")
-        if value < 1:
-            return QuotaCheck("insufficient", name, value, code)
-        return QuotaCheck("ok", name, value, code)
+        if value < count:
+            return QuotaCheck("insufficient", name, value, code, needed=count)
+        return QuotaCheck("ok", name, value, code, needed=count)
 
     async def _applied_quotas(self, token: str | None) -> Any:
         return await self._client.list_service_quotas(ServiceCode=SERVICE_CODE, MaxResults=100,

@@ -14,6 +14,7 @@ import time
 from botocore.exceptions import ClientError
 
 from services.training import artifacts, limits, metrics_from_logs, results_file
+from services.training.catalog import throughput_key
 from services.training.deps import Deps
 from services.training.job_events import announce, fail_job, record_event
 from services.training.models import TERMINAL, Job
@@ -73,7 +74,8 @@ def _billed(job: Job, state: TrainingJobStateChanged, deps: Deps) -> Bill:
     seconds = _number(getattr(state, "BillableTimeInSeconds", None))
     if seconds is None:
         seconds = _number(state.TrainingTimeInSeconds)
-    return Bill(limits.billed_micros(state, deps.catalog.instance(job.instance_type)),
+    # SageMaker's BillableTimeInSeconds is per instance: the bill is that times InstanceCount (the cluster's price).
+    return Bill(limits.billed_micros(state, deps.catalog.cluster(job.instance_type, job.instance_count)),
                 int(seconds) if seconds is not None else None)
 
 
@@ -205,6 +207,7 @@ async def _record_throughput(deps: Deps, job: Job, state: TrainingJobStateChange
     if not seconds or not tokens or job.method != "supervised" or len(job.parts) > 1:
         return
     try:
-        await deps.throughput.record(job.base, job.instance_type, seconds, int(tokens))
+        await deps.throughput.record(job.base, throughput_key(job.instance_type, job.instance_count), seconds,
+                                     int(tokens))
     except ClientError as exc:  # an estimate input, never worth failing the job's completion over
         log.warning("throughput not recorded", extra={"job_id": job.job_id, "error": str(exc)})

@@ -21,6 +21,9 @@ METRIC_DEFINITIONS = [
 ]
 
 
+TORCH_DISTRIBUTED = "sagemaker_torch_distributed_enabled"
+
+
 def checkpoint_uri(bucket: str, user_id: str, job_id: str) -> str:
     return f"s3://{bucket}/training-jobs/{user_id}/{job_id}/checkpoints/"
 
@@ -49,6 +52,12 @@ def training_job_request(job: Job, base: BaseModelEntry, train_uri: str, cfg: La
         channels.append(_channel("adapter", job.start_adapter))
     elif base.hf_repo:
         hyperparameters["model_id"] = base.hf_repo
+    cluster = catalog.cluster(job.instance_type, job.instance_count) if catalog else None
+    if (cluster.processes if cluster else job.instance_count) > 1:
+        # What the SageMaker SDK sets for distribution={"torch_distributed": {"enabled": True}}: torchrun on every
+        # host, one process per GPU. Script mode's training toolkit starts it; our image's entry point does the same
+        # (trainer_image/llmt_trainer/launch.py).
+        hyperparameters[TORCH_DISTRIBUTED] = "true"
     return {
         "TrainingJobName": job.training_job_name(),  # the current part's (parts.py)
         "AlgorithmSpecification": {"TrainingImage": cfg.image_uri, "TrainingInputMode": "File",
@@ -58,7 +67,8 @@ def training_job_request(job: Job, base: BaseModelEntry, train_uri: str, cfg: La
         "InputDataConfig": channels,
         "OutputDataConfig": {"S3OutputPath": f"s3://{cfg.bucket}/training-jobs/{job.user_id}/",
                              **({"KmsKeyId": cfg.kms_key_id} if cfg.kms_key_id else {})},
-        "ResourceConfig": {"InstanceType": job.instance_type, "InstanceCount": 1, "VolumeSizeInGB": 30},
+        "ResourceConfig": {"InstanceType": job.instance_type, "InstanceCount": job.instance_count,
+                           "VolumeSizeInGB": 30},
         "StoppingCondition": _stopping_condition(job, cfg, catalog),
         **({"EnableManagedSpotTraining": True} if job.spot else {}),
         # The trainer's SM_CHECKPOINT_DIR, synced here: GET .../checkpoints lists it.
@@ -68,7 +78,7 @@ def training_job_request(job: Job, base: BaseModelEntry, train_uri: str, cfg: La
 
 
 def _stopping_condition(job: Job, cfg: LaunchConfig, catalog: Catalog | None) -> dict[str, int]:
-    instance = catalog.instance(job.instance_type) if catalog else None
+    instance = catalog.cluster(job.instance_type, job.instance_count) if catalog else None
     if instance is None:  # a type the catalog no longer lists: no budget arithmetic possible, the plain cap
         condition = {"MaxRuntimeInSeconds": cfg.max_runtime_s}
         if job.spot:

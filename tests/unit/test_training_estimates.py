@@ -274,8 +274,9 @@ def test_estimate_arithmetic(fakes: Fakes) -> None:
                               "batch_size": 4, "tokens_per_step": None, "gradient_accumulation_steps": 1,
                               "max_seq_length": 2048, "validation_split": 0.0, "tokens_per_second": round(tps, 3),
                               "throughput_source": "catalog",
-                              "startup_overhead_s": 240, "price_per_hour": price, "spot_discount": 0.7,
-                              "compute_factor": 1.0, "sequences_per_example": 1}
+                              "startup_overhead_s": 240, "price_per_hour": price, "price_per_instance_hour": price,
+                              "spot_discount": 0.7, "compute_factor": 1.0, "sequences_per_example": 1}
+    assert (body["instance_count"], body["processes"], body["memory"]["strategy"]) == (1, 1, "single")
 
 
 def test_a_dpo_estimate_counts_both_sequences_and_the_reference_pass(fakes: Fakes) -> None:
