@@ -55,9 +55,12 @@ class ContainerPaths:
         return self.input_data / name
 
 
-def lay_out(job_dir: Path, request: dict[str, Any]) -> ContainerPaths:
-    """Create the directories and the three config files the algorithm reads at start."""
-    paths = ContainerPaths(job_dir / "opt_ml")
+def lay_out(job_dir: Path, request: dict[str, Any], host: str = HOST, hosts: list[str] | None = None,
+            root: Path | None = None) -> ContainerPaths:
+    """Create the directories and the three config files the algorithm reads at start, for `host` of `hosts`
+    (one instance, algo-1, unless said) under `root` (`<job>/opt_ml` unless said: hosts.host_root)."""
+    hosts = hosts or [HOST]
+    paths = ContainerPaths(root or job_dir / "opt_ml")
     channels = request.get("InputDataConfig") or []
     for directory in (paths.input_config, paths.model, paths.output_data, paths.checkpoints,
                       *(paths.channel(c["ChannelName"]) for c in channels)):
@@ -65,12 +68,12 @@ def lay_out(job_dir: Path, request: dict[str, Any]) -> ContainerPaths:
     resources = request.get("ResourceConfig") or {}
     _write_json(paths.input_config / "hyperparameters.json", request.get("HyperParameters") or {})
     _write_json(paths.input_config / "resourceconfig.json", {
-        "current_host": HOST,
+        "current_host": host,
         "current_instance_type": resources.get("InstanceType", "local"),
         "current_group_name": "homogeneousCluster",
-        "hosts": [HOST],
+        "hosts": hosts,
         "instance_groups": [{"instance_group_name": "homogeneousCluster",
-                             "instance_type": resources.get("InstanceType", "local"), "hosts": [HOST]}],
+                             "instance_type": resources.get("InstanceType", "local"), "hosts": hosts}],
         "network_interface_name": "eth0",
     })
     _write_json(paths.input_config / "inputdataconfig.json", {
@@ -86,9 +89,12 @@ def lay_out(job_dir: Path, request: dict[str, Any]) -> ContainerPaths:
     return paths
 
 
-def environment(job_name: str, request: dict[str, Any], paths: ContainerPaths) -> dict[str, str]:
+def environment(job_name: str, request: dict[str, Any], paths: ContainerPaths, host: str = HOST,
+                hosts: list[str] | None = None, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The process environment: ours (AWS endpoint and credentials included), the `SM_*` variables the
-    SageMaker training toolkit sets, then the job's own `Environment` map."""
+    SageMaker training toolkit sets (for `host` of `hosts`), `extra` (hosts.cluster_environment), then the job's
+    own `Environment` map."""
+    hosts = hosts or [HOST]
     hyperparameters = request.get("HyperParameters") or {}
     channels = [c["ChannelName"] for c in request.get("InputDataConfig") or []]
     env = dict(os.environ)
@@ -103,8 +109,8 @@ def environment(job_name: str, request: dict[str, Any], paths: ContainerPaths) -
         "SM_CHECKPOINT_DIR": str(paths.checkpoints),
         "SM_CHANNELS": json.dumps(sorted(channels)),
         "SM_HPS": json.dumps({key: _decoded(value) for key, value in hyperparameters.items()}),
-        "SM_CURRENT_HOST": HOST,
-        "SM_HOSTS": json.dumps([HOST]),
+        "SM_CURRENT_HOST": host,
+        "SM_HOSTS": json.dumps(hosts),
         "SM_NUM_GPUS": "0",
         "SM_NUM_CPUS": str(os.cpu_count() or 1),
         # This machine runs GPU instance types (ml.g5.*) on its CPU on purpose: the trainer, which otherwise fails a
@@ -119,6 +125,7 @@ def environment(job_name: str, request: dict[str, Any], paths: ContainerPaths) -
         env.update({"SM_MODULE_DIR": script.submit_directory, "SM_USER_ENTRY_POINT": script.program,
                     "SM_MODULE_NAME": script.module_name, "SM_USER_ARGS": json.dumps(user_args(hyperparameters)),
                     "SM_LOG_LEVEL": str(_decoded(hyperparameters.get("sagemaker_container_log_level", "20")))})
+    env.update(extra or {})
     env.update(request.get("Environment") or {})
     return env
 

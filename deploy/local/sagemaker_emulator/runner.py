@@ -1,7 +1,7 @@
-"""Runs training jobs: a bounded pool of worker threads, one entry-point subprocess per job.
+"""Runs training jobs: a bounded pool of worker threads, one entry-point subprocess per instance of a job (hosts.py).
 
 A job that waits for a free slot stays InProgress/Starting. Each subprocess leads its own process group
-(the "container"): stopping signals the whole group, SIGTERM first and SIGKILL after the grace, and
+(the instance's "container"): stopping signals the whole group, SIGTERM first and SIGKILL after the grace, and
 whatever is left of the group when the entry point exits is killed, as the end of a container would.
 A managed-spot job can be interrupted (emulator-only, for tests): its container ends as on a stop, then it
 starts again on a fresh /opt/ml with its checkpoints downloaded from CheckpointConfig.S3Uri.
@@ -14,7 +14,6 @@ MaxRuntimeExceeded or MaxWaitTimeExceeded.
 
 from __future__ import annotations
 
-import collections
 import copy
 import enum
 import logging
@@ -28,13 +27,15 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import IO, Any
+from pathlib import Path
+from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from . import s3_transfers
-from .container import HOST, ContainerPaths, ScriptMode, environment, lay_out, user_args
+from .container import ContainerPaths, ScriptMode, environment, lay_out, user_args
 from .errors import ValidationError
+from .hosts import HostRun, cluster_environment, free_port, host_names, host_root
 from .job_store import JobStore
 from .logstream import JobLog, stream_name
 from .metrics import MetricParser
@@ -83,7 +84,7 @@ class Execution:
     started: bool = False
     finished: bool = False
     stop_cause: StopCause | None = None
-    process: subprocess.Popen[bytes] | None = None
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)  # one per host, once started
     interrupting: bool = False  # a spot interruption asked for: the container ends, then the job starts again
     created: float = field(default_factory=time.monotonic)  # MaxWaitTimeInSeconds counts from here
     runtime_used_s: float = 0.0  # training time of the attempts so far: MaxRuntimeInSeconds spans them all
@@ -135,8 +136,8 @@ class JobRunner:
             raise ValidationError("Only a managed-spot training job (EnableManagedSpotTraining) can be interrupted.")
         with (execution.lock if execution is not None else threading.Lock()):
             if (execution is None or status != IN_PROGRESS or secondary != TRAINING or execution.finished
-                    or execution.stop_cause is not None or execution.process is None
-                    or execution.process.poll() is not None or execution.interrupting):
+                    or execution.stop_cause is not None or not execution.processes
+                    or any(p.poll() is not None for p in execution.processes) or execution.interrupting):
                 raise ValidationError(f"The training job is not training (status {status}/{secondary}); "
                                       "only a training container can be interrupted.")
             execution.interrupting = True
@@ -158,8 +159,9 @@ class JobRunner:
         self._pool.shutdown(wait=False, cancel_futures=True)
         wait(futures, timeout=max(self._settings.stop_grace_s, self._settings.shutdown_grace_s) + 10)
         for execution in executions:  # a job thread that did not finish in time: nothing of ours outlives us
-            if execution.process is not None and not execution.finished:
-                _signal_group(execution.process, signal.SIGKILL)
+            if not execution.finished:
+                for process in execution.processes:
+                    _signal_group(process, signal.SIGKILL)
 
     # --- one job, on a worker thread ----------------------------------------------------------------
 
@@ -183,10 +185,11 @@ class JobRunner:
         with self._store.reading(name) as job:
             request = copy.deepcopy(job.request)
         job_dir = self._store.job_dir(name)
-        paths = lay_out(job_dir, request)
+        hosts = host_names(request)
+        master_port = free_port() if len(hosts) > 1 else None
+        layouts = {h: lay_out(job_dir, request, h, hosts, host_root(job_dir, h, hosts)) for h in hosts}
         script = ScriptMode.of(request.get("HyperParameters") or {})
         command = self._settings.entrypoint_for(request["AlgorithmSpecification"]["TrainingImage"])
-        cwd = job_dir
         if script is None and not command:
             raise JobSetupError("no entry point is configured for this TrainingImage "
                                 "(SAGEMAKER_EMULATOR_ENTRYPOINT)")
@@ -194,37 +197,57 @@ class JobRunner:
         first_start = now()
         while True:
             self._advance(execution, DOWNLOADING, "Downloading input data", training_start_time=first_start)
-            self._download_inputs(request, paths)
-            if script is not None:  # script mode: the job's own code, run by this Python, not the image's entry point
-                self._download_code(script, paths)
-                command = [sys.executable, str(paths.code / script.program),
-                           *user_args(request.get("HyperParameters") or {})]
-                cwd = paths.code
-            assert command
-            checkpoints = self._checkpoint_sync(request, paths)
+            for paths in layouts.values():  # every instance gets every channel (FullyReplicated)
+                self._download_inputs(request, paths)
+                if script is not None:
+                    self._download_code(script, paths)
+            syncs = {h: self._checkpoint_sync(request, paths) for h, paths in layouts.items()}
 
             self._advance(execution, TRAINING, "Training image download completed. Training in progress.")
-            job_log = JobLog(self._logs, stream_name(name, HOST, time.time()), job_dir / f"{HOST}.log",
-                             self._settings.log_flush_s)
+            runs: list[HostRun] = []
             try:
                 with execution.lock:
                     if execution.stop_cause is None:
-                        execution.process = subprocess.Popen(
-                            command, cwd=cwd, env=environment(name, request, paths), stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-                process = execution.process
-                exit_code, last_lines = (None, []) if process is None else self._supervise(
-                    execution, process, request, job_log, checkpoints)
+                        for host, paths in layouts.items():
+                            runs.append(self._start_host(name, request, host, hosts, paths, command, script,
+                                                         job_dir, master_port, syncs[host]))
+                        execution.processes = [run.process for run in runs]
+                exit_code, last_lines, failed = (None, [], layouts[hosts[0]]) if not runs else self._supervise(
+                    execution, runs, request)
             finally:
-                job_log.close()
-            if checkpoints is not None:
-                self._try(checkpoints.sync, "final checkpoint sync")
+                for run in runs:
+                    run.log.close()
+            for sync in syncs.values():
+                if sync is not None:
+                    self._try(sync.sync, "final checkpoint sync")
             if not self._restart_after_interruption(execution):
                 break
-            # a fresh instance: a new /opt/ml, the checkpoints come back from S3
-            shutil.rmtree(paths.root, ignore_errors=True)
-            paths = lay_out(job_dir, request)
-        self._conclude(execution, request, paths, exit_code, last_lines)
+            # fresh instances: a new /opt/ml each, the checkpoints come back from S3
+            for host, paths in layouts.items():
+                shutil.rmtree(paths.root, ignore_errors=True)
+                layouts[host] = lay_out(job_dir, request, host, hosts, host_root(job_dir, host, hosts))
+        self._conclude(execution, request, layouts[hosts[0]], exit_code, last_lines, failed)
+
+    def _start_host(self, name: str, request: dict[str, Any], host: str, hosts: list[str], paths: ContainerPaths,
+                    command: list[str] | None, script: ScriptMode | None, job_dir: Path, master_port: int | None,
+                    sync: s3_transfers.DirectorySync | None) -> HostRun:
+        """One instance's container: the entry point (script mode: the job's own program) in its own group."""
+        cwd = job_dir
+        if script is not None:  # script mode: the job's own code, run by this Python, not the image's entry point
+            command = [sys.executable, str(paths.code / script.program),
+                       *user_args(request.get("HyperParameters") or {})]
+            cwd = paths.code
+        assert command
+        env = environment(name, request, paths, host, hosts, cluster_environment(host, hosts, master_port))
+        job_log = JobLog(self._logs, stream_name(name, host, time.time()), job_dir / f"{host}.log",
+                         self._settings.log_flush_s)
+        try:
+            process = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
+        except OSError:
+            job_log.close()
+            raise
+        return HostRun(host, paths, process, job_log, sync)
 
     def _restart_after_interruption(self, execution: Execution) -> bool:
         """After a spot interruption ended the container: Interrupted, a wait for capacity (not billed),
@@ -233,7 +256,7 @@ class JobRunner:
             if not execution.interrupting:
                 return False
             execution.interrupting = False
-            execution.process = None
+            execution.processes = []
             if execution.stop_cause is not None:
                 return False
             job = self._store.move_to(execution.name, IN_PROGRESS, INTERRUPTED,
@@ -257,46 +280,66 @@ class JobRunner:
                                 unbilled_seconds=unbilled + time.monotonic() - interrupted_at)
         return True
 
-    def _supervise(self, execution: Execution, process: subprocess.Popen[bytes], request: dict[str, Any],
-                   job_log: JobLog, checkpoints: s3_transfers.DirectorySync | None) -> tuple[int, list[str]]:
-        """Pump the output, enforce MaxRuntime and stop requests, sync checkpoints; until the exit."""
+    def _supervise(self, execution: Execution, runs: list[HostRun],
+                   request: dict[str, Any]) -> tuple[int, list[str], ContainerPaths]:
+        """Pump the output, enforce MaxRuntime and stop requests, sync checkpoints; until every host's entry point
+        has exited. A host that fails ends the others (SIGTERM, SIGKILL after the grace), as one failed instance
+        fails a SageMaker job. Returns the job's exit status (the first failure's, else 0), that host's last lines
+        and its paths (where its failure file is)."""
         metrics = MetricParser(request["AlgorithmSpecification"].get("MetricDefinitions") or [])
-        last_lines: collections.deque[str] = collections.deque(maxlen=5)
-        assert process.stdout is not None
-        pump = threading.Thread(target=self._pump, name=f"out-{execution.name}", daemon=True,
-                                args=(process.stdout, execution.name, job_log, metrics, last_lines))
-        pump.start()
+
+        def on_line(line: str) -> None:
+            values = metrics.parse(line)
+            if values:
+                self._store.record_metrics(execution.name, values)
+
+        for run in runs:
+            run.start_pump(execution.name, on_line)
         started = time.monotonic()
         deadline = started + request["StoppingCondition"]["MaxRuntimeInSeconds"] - execution.runtime_used_s
         wait_deadline = _wait_deadline(execution, request)
         next_sync = started + self._settings.checkpoint_sync_s
         sigterm_at: float | None = None
+        failed: HostRun | None = None
         while True:
-            try:
-                exit_code = process.wait(timeout=POLL_S)
+            for run in runs:
+                if run.poll() not in (None, 0) and failed is None:
+                    failed = run
+            if all(run.exit_code is not None for run in runs):
                 break
-            except subprocess.TimeoutExpired:
-                pass
             tick = time.monotonic()
             if tick >= deadline:
                 self._time_out(execution, StopCause.MAX_RUNTIME)
             elif wait_deadline is not None and tick >= wait_deadline:
                 self._time_out(execution, StopCause.MAX_WAIT)
-            ending = execution.stop_cause is not None or execution.interrupting
+            ending = execution.stop_cause is not None or execution.interrupting or failed is not None
             if ending and sigterm_at is None:
-                cause = execution.stop_cause.value if execution.stop_cause else "spot interruption"
+                cause = (execution.stop_cause.value if execution.stop_cause else
+                         "spot interruption" if execution.interrupting else f"{failed.host if failed else '?'} failed")
                 log.info("stopping job", extra={"job": execution.name, "cause": cause})
-                _signal_group(process, signal.SIGTERM)
+                for run in runs:
+                    _signal_group(run.process, signal.SIGTERM)
                 sigterm_at = tick
             elif sigterm_at is not None and tick - sigterm_at >= self._grace_s(execution):
-                _signal_group(process, signal.SIGKILL)
-            if checkpoints is not None and tick >= next_sync:
-                self._try(checkpoints.sync, "checkpoint sync")
+                for run in runs:
+                    _signal_group(run.process, signal.SIGKILL)
+            if tick >= next_sync:
+                for run in runs:
+                    if run.sync is not None:
+                        self._try(run.sync.sync, "checkpoint sync")
                 next_sync = tick + self._settings.checkpoint_sync_s
-        _signal_group(process, signal.SIGKILL)  # the container ends: whatever the entry point left goes too
+            try:  # the wait is the loop's pace: it returns at once when the first host exits
+                next(r for r in runs if r.exit_code is None).process.wait(timeout=POLL_S)
+            except subprocess.TimeoutExpired:
+                pass
+        for run in runs:
+            _signal_group(run.process, signal.SIGKILL)  # each container ends: whatever its entry point left goes too
         execution.runtime_used_s += time.monotonic() - started
-        pump.join(timeout=5)
-        return exit_code, list(last_lines)
+        for run in runs:
+            if run.pump is not None:
+                run.pump.join(timeout=5)
+        ended = failed or runs[0]
+        return (ended.exit_code if ended.exit_code is not None else 0), list(ended.last_lines), ended.paths
 
     def _time_out(self, execution: Execution, cause: StopCause) -> None:
         with execution.lock:
@@ -311,18 +354,10 @@ class JobRunner:
             return self._settings.shutdown_grace_s
         return self._settings.stop_grace_s
 
-    def _pump(self, stream: IO[bytes], name: str, job_log: JobLog, metrics: MetricParser,
-              last_lines: collections.deque[str]) -> None:
-        for raw in stream:
-            line = raw.decode("utf-8", "replace").rstrip("\r\n")
-            job_log.write(line)
-            last_lines.append(line)
-            values = metrics.parse(line)
-            if values:
-                self._store.record_metrics(name, values)
-
     def _conclude(self, execution: Execution, request: dict[str, Any], paths: ContainerPaths,
-                  exit_code: int | None, last_lines: list[str]) -> None:
+                  exit_code: int | None, last_lines: list[str], failed: ContainerPaths | None = None) -> None:
+        """`paths`: the first host's (algo-1), whose model and output are the job's artifacts: the trainer writes
+        them on rank 0 only, which runs there; `failed`: the host whose failure ended the job."""
         cause = execution.stop_cause
         if cause is StopCause.SHUTDOWN:
             self._finish(execution, FAILED, FAILED, SHUTDOWN_REASON, failure_reason=SHUTDOWN_REASON)
@@ -341,7 +376,7 @@ class JobRunner:
                 raise JobSetupError(f"Could not upload the model artifacts: {exc}") from exc
             self._finish(execution, COMPLETED, COMPLETED, "Training job completed", model_artifacts=artifacts)
         else:
-            reason = _failure_reason(paths, exit_code, last_lines)
+            reason = _failure_reason(failed or paths, exit_code, last_lines)
             self._finish(execution, FAILED, FAILED, reason, failure_reason=reason)
 
     # --- steps ---------------------------------------------------------------------------------------

@@ -146,11 +146,18 @@ def _check_script_mode(hyperparameters: dict[str, Any]) -> None:
                               f"inside sagemaker_submit_directory, not {script.program!r}")
 
 
+# Each instance is a process group on this machine (hosts.py): a few are plenty for a test or a demo.
+MAX_EMULATED_INSTANCES = 4
+
+
 def _check_resources(resources: dict[str, Any]) -> None:
     count = resources.get("InstanceCount", 1)
-    if count != 1:
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        raise _constraint(count, "resourceConfig.instanceCount", "Member must have value greater than or equal to 1")
+    if count > MAX_EMULATED_INSTANCES:
         raise _constraint(count, "resourceConfig.instanceCount",
-                          "this emulator runs one instance (algo-1); InstanceCount must be 1")
+                          f"this emulator runs at most {MAX_EMULATED_INSTANCES} instances (algo-1 ... "
+                          f"algo-{MAX_EMULATED_INSTANCES}), each a process group on this machine")
 
 
 def _check_enum(value: Any, at: str, allowed: Sequence[str]) -> None:
