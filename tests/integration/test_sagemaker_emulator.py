@@ -35,6 +35,13 @@ from pathlib import Path
 
 hyperparameters = json.loads(Path(os.environ["SM_INPUT_CONFIG_DIR"], "hyperparameters.json").read_text())
 mode = hyperparameters.get("mode", "succeed")
+host = os.environ["SM_CURRENT_HOST"]
+if mode == "fail_on_algo_2":  # one instance of a multi-instance job fails once the other is up and training
+    mode = "fail" if host == "algo-2" else "sleep"
+    sibling = Path(os.environ["SM_OUTPUT_DIR"]).parents[2] / "algo-1" / "opt_ml" / "output" / "pids"
+    deadline = time.monotonic() + 30
+    while mode == "fail" and not sibling.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
 model, output = Path(os.environ["SM_MODEL_DIR"]), Path(os.environ["SM_OUTPUT_DIR"])
 checkpoints = Path(os.environ["SM_CHECKPOINT_DIR"])
 at_start = sorted(p.relative_to(checkpoints).as_posix() for p in checkpoints.rglob("*") if p.is_file())
@@ -49,6 +56,10 @@ if mode == "succeed":
         "job": os.environ["TRAINING_JOB_NAME"],
         "custom": os.environ.get("CUSTOM_FLAG"),
         "checkpoints_at_start": at_start,
+        "host": host, "hosts": json.loads(os.environ["SM_HOSTS"]),
+        "resourceconfig": json.loads(Path(os.environ["SM_INPUT_CONFIG_DIR"], "resourceconfig.json").read_text()),
+        "master": [os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")],
+        "gloo_interface": os.environ.get("GLOO_SOCKET_IFNAME"),
     }))
     (checkpoints / "checkpoint-2").mkdir(exist_ok=True)
     (checkpoints / "checkpoint-2" / "state.txt").write_text("step 2")
@@ -339,6 +350,48 @@ def test_failing_entry_point_fails_with_the_reason_it_wrote(sm: Any, bucket: str
     assert (job["TrainingJobStatus"], job["SecondaryStatus"]) == ("Failed", "Failed")
     assert job["FailureReason"] == "AlgorithmError: RuntimeError: CUDA out of memory (pretend)"
     assert "ModelArtifacts" not in job
+
+
+# --- jobs on several instances ------------------------------------------------------------------------------
+
+def test_a_two_instance_job_runs_a_container_per_host_and_uploads_algo_1s_model(sm: Any, bucket: str,
+                                                                               emulator: Emulator) -> None:
+    name = unique("hosts")
+    sm.create_training_job(**job_request(name, bucket, ResourceConfig={
+        "InstanceType": "ml.m5.large", "InstanceCount": 2, "VolumeSizeInGB": 30}))
+    job = wait_status(sm, name)
+    assert job["TrainingJobStatus"] == "Completed" and job["ResourceConfig"]["InstanceCount"] == 2
+    uploaded = json.loads(model_files(job)["adapter.json"])
+    assert (uploaded["host"], uploaded["hosts"]) == ("algo-1", ["algo-1", "algo-2"])
+    assert uploaded["resourceconfig"]["current_host"] == "algo-1"
+    assert uploaded["resourceconfig"]["hosts"] == ["algo-1", "algo-2"]
+    second = json.loads((emulator.workdir / name / "algo-2" / "opt_ml" / "model" / "adapter.json").read_text())
+    assert (second["host"], second["resourceconfig"]["current_host"]) == ("algo-2", "algo-2")
+    assert second["train_files"] == uploaded["train_files"]  # every instance gets every channel
+    # Both find the same rendezvous on this machine (algo-N names resolve to nothing here).
+    assert uploaded["master"] == second["master"] and uploaded["master"][0] == "127.0.0.1"
+    assert int(uploaded["master"][1]) > 0 and uploaded["gloo_interface"] == second["gloo_interface"]
+    streams = boto3.client("logs").describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs",
+                                                        logStreamNamePrefix=f"{name}/")["logStreams"]
+    assert sorted(s["logStreamName"].split("/")[1].rsplit("-", 1)[0] for s in streams) == ["algo-1", "algo-2"]
+
+
+def test_one_failed_instance_fails_the_job_and_ends_the_others(sm: Any, bucket: str, emulator: Emulator) -> None:
+    name = unique("hostfail")
+    sm.create_training_job(**job_request(name, bucket, mode="fail_on_algo_2", ResourceConfig={
+        "InstanceType": "ml.m5.large", "InstanceCount": 2, "VolumeSizeInGB": 30}))
+    job = wait_status(sm, name)
+    assert job["TrainingJobStatus"] == "Failed"
+    assert job["FailureReason"] == "AlgorithmError: RuntimeError: CUDA out of memory (pretend)"  # algo-2's words
+    wait_gone(emulator.pids(name, "algo-1"))  # algo-1 slept on: it was ended with the job
+
+
+@pytest.mark.parametrize("count", [0, 5])
+def test_an_instance_count_it_cannot_run_is_refused(sm: Any, bucket: str, count: int) -> None:
+    with pytest.raises(ClientError) as error:
+        sm.create_training_job(**job_request(unique("count"), bucket, ResourceConfig={
+            "InstanceType": "ml.m5.large", "InstanceCount": count, "VolumeSizeInGB": 30}))
+    assert error.value.response["Error"]["Code"] == "ValidationException"
 
 
 def test_stop_ends_the_whole_process_group_and_the_job_stopped(sm: Any, bucket: str,

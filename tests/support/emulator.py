@@ -39,8 +39,10 @@ class Emulator:
     def client(self) -> Any:
         return boto3.client("sagemaker", endpoint_url=self.url, region_name="us-east-1")
 
-    def pids(self, job: str) -> list[int]:
-        path = self.workdir / job / "opt_ml" / "output" / "pids"
+    def pids(self, job: str, host: str | None = None) -> list[int]:
+        """The pids a fake entry point wrote (`host`: of that instance of a multi-instance job)."""
+        root = self.workdir / job / host if host else self.workdir / job
+        path = root / "opt_ml" / "output" / "pids"
         return wait_for(lambda: json.loads(path.read_text()) if path.exists() else [], bool, f"{job}'s pids")
 
     def interrupt(self, job: str) -> httpx.Response:
