@@ -243,7 +243,7 @@ export async function jobView(main, { id }, query, isCurrent) {
       job.from_checkpoint ? ["From checkpoint", h("code", { class: "break" }, job.from_checkpoint)] : null,
       ["Fine-tuned model", job.fine_tuned_model], ["Training file", h("a", { href: `#/files/${encodeURIComponent(job.training_file)}`, class: "mono" }, job.training_file)],
       job.validation_file ? ["Validation file", h("a", { href: `#/files/${encodeURIComponent(job.validation_file)}`, class: "mono" }, job.validation_file)] : null,
-      ["Instance", `${job.instance_type}${job.spot ? " · spot" : ""}`],
+      ["Instance", `${job.instance_type}${job.instance_count > 1 ? ` × ${job.instance_count}` : ""}${job.spot ? " · spot" : ""}`],
       job.max_cost_usd ? ["Budget cap", formatUsd(job.max_cost_usd)] : null,
       job.billed_cost_usd !== undefined ? ["Billed", formatUsd(job.billed_cost_usd)] : null,
       ["Created", formatDate(job.created_at)], ["Finished", job.finished_at ? formatDate(job.finished_at) : null],
@@ -453,6 +453,7 @@ export function sdkSnippet(job) {
   const hpLines = Object.entries(hp).filter(([, v]) => v !== "auto" && v !== null && v !== undefined)
     .map(([k, v]) => `        ${JSON.stringify(k)}: ${py(v)},`);
   const extra = [`        "instance_type": ${py(job.instance_type)},`, `        "spot": ${py(Boolean(job.spot))},`];
+  if (job.instance_count > 1) extra.splice(1, 0, `        "instance_count": ${job.instance_count},`);
   if (job.max_cost_usd) extra.push(`        "max_cost_usd": ${py(job.max_cost_usd)},`);
   if (job.from_checkpoint) extra.push(`        "from_checkpoint": ${py(job.from_checkpoint)},`);
   const dpo = methodType(job) === "dpo";

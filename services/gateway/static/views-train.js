@@ -170,6 +170,12 @@ export async function trainView(main, params, query, isCurrent) {
   renderInstances();
   modelGroup.addEventListener("change", () => { renderInstances(); changed(); });
   instanceHost.addEventListener("change", changed);
+  // Several instances train together (SageMaker's InstanceCount): one process per GPU on each, data parallel, or
+  // sharded where the model does not fit one GPU. The price is the whole cluster's.
+  const countInput = h("input", { id: "instance-count", type: "number", class: "input input-narrow", min: 1, max: 16,
+    step: 1, value: 1, inputmode: "numeric", "aria-describedby": "instance-count-hint" });
+  countInput.addEventListener("input", changed);
+  const instanceCount = () => Math.max(1, Math.floor(Number(countInput.value) || 1));
 
   // ---- hyperparameters ----
   const controls = new Map(); // name -> {value(): "auto"|value, setAuto(resolved)}
@@ -221,6 +227,10 @@ export async function trainView(main, params, query, isCurrent) {
         h("h3", { id: "model-heading", class: "sr-only" }, "Base model"), modelGroup, modelErr),
       section("3", "Instance type", "Only types the model fits on can be picked. Prices are on-demand, per hour.",
         h("h3", { id: "instance-heading", class: "sr-only" }, "Instance type"), instanceHost, instanceErr,
+        h("div", { class: "field" }, h("label", { for: "instance-count" }, "Instances"), countInput,
+          h("p", { class: "field-hint", id: "instance-count-hint" },
+            "More than one trains in parallel (torchrun on every instance); the price is per instance."),
+          errorFor("instance_count")),
         h("p", { class: "muted small" }, catalog.prices_note || "", catalog.as_of ? ` Prices as of ${catalog.as_of}.` : "")),
       section("4", "Hyperparameters", "Leave “Auto” on to use defaults tuned to your data.",
         h("div", { class: "slider-grid" }, sliderRows), beta.element,
@@ -260,6 +270,7 @@ export async function trainView(main, params, query, isCurrent) {
     const b = { model: source ? source.model : selectedModel().id, training_file: fileSelect.value,
       method: methodBody(method.value(), hyperparameters(), beta.value()),
       instance_type: (instanceHost.querySelector("input:checked") || {}).value, spot: spot.checked };
+    if (instanceCount() > 1) b.instance_count = instanceCount();
     if (source && source.checkpoint) b.from_checkpoint = source.checkpoint;
     if (validationMode.value === "file") b.validation_file = validationFile.value;
     if (cost) b.max_cost_usd = cost;
@@ -329,7 +340,7 @@ export async function trainView(main, params, query, isCurrent) {
       const est = await api("/api/estimates", { method: "POST", signal: controller.signal,
         // The cost is the base model's, whatever the job continues from.
         json: { model: selectedModel().id, training_file: b.training_file, method: b.method,
-          instance_type: b.instance_type, spot: b.spot } });
+          instance_type: b.instance_type, instance_count: b.instance_count, spot: b.spot } });
       if (controller !== inflight) return;
       clearErrors();
       renderEstimate(est, b);
@@ -359,7 +370,9 @@ export async function trainView(main, params, query, isCurrent) {
         row("Trained tokens", formatNumber(est.trained_tokens)),
         row("Steps", formatNumber(est.steps)),
         row("Examples", formatNumber(est.training_examples ?? est.examples)),
-        row("Instance", est.instance_type),
+        row("Instance", est.instance_count > 1 ? `${est.instance_type} × ${est.instance_count}` : est.instance_type),
+        est.processes > 1 ? row("Processes", `${est.processes}` +
+          (est.memory && est.memory.strategy ? ` · ${est.memory.strategy.toUpperCase().replace("_", " + ")}` : "")) : null,
         est.memory ? row("Memory", `${est.memory.predicted_peak_gib} GiB predicted peak` +
           (est.memory.gradient_checkpointing ? ", gradient checkpointing on" : "")) : null),
       capped ? h("p", { class: ["notice", over ? "notice-warning" : "notice-success"] },
