@@ -41,7 +41,8 @@ async def metrics_history(job: Job, deps: Deps) -> dict[str, Any]:
 
 
 async def log_tail(job: Job, logs: Logs, log_group: str, limit: int) -> dict[str, Any]:
-    """The last `limit` lines of the job's training log, oldest first: `{timestamp (ms), message}`."""
+    """The last `limit` lines of the job's training log, oldest first: `{timestamp (ms), message, host}` (host: the
+    instance that printed it, algo-1 ... algo-N; a job on several instances has a stream each)."""
     try:
         streams = (await logs.describe_log_streams(logGroupName=log_group,
                                                    logStreamNamePrefix=job.job_id)).get("logStreams", [])
@@ -51,12 +52,20 @@ async def log_tail(job: Job, logs: Logs, log_group: str, limit: int) -> dict[str
         raise
     lines: list[dict[str, Any]] = []
     truncated = False
-    for stream in streams[-5:]:  # a job's attempts (spot restarts) each have a stream; the latest matter
+    for stream in streams[-8:]:  # each attempt (spot restarts) and each instance has a stream; the latest matter
         page = await logs.get_log_events(logGroupName=log_group, logStreamName=stream["logStreamName"],
                                          startFromHead=False, limit=min(limit, 10_000))
-        lines += [{"timestamp": int(e["timestamp"]), "message": str(e.get("message", ""))}
+        host = stream_host(stream["logStreamName"])
+        lines += [{"timestamp": int(e["timestamp"]), "message": str(e.get("message", "")), "host": host}
                   for e in page.get("events", [])]
     lines.sort(key=lambda line: line["timestamp"])
     if len(lines) > limit:
         lines, truncated = lines[-limit:], True
     return {"object": "list", "data": lines, "truncated": truncated}
+
+
+def stream_host(stream_name: str) -> str | None:
+    """`{job}/algo-2-1733150000` (SageMaker's training log stream names) -> "algo-2"."""
+    _, _, tail = stream_name.partition("/")
+    host, _, started = tail.rpartition("-")
+    return host if host and started.isdigit() else None

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from services.training import commands, estimates, fit, limits
 from services.training.models import MAX_INSTANCE_COUNT, CreateJob, EstimateRequest
+from services.training.progress import stream_host
 from services.training.quotas import QuotaChecker
 from services.training.training_job_request import TORCH_DISTRIBUTED
 from shared.errors import install_error_handlers
@@ -161,3 +162,9 @@ def test_the_quota_must_hold_the_job_s_instance_count() -> None:
     short = run(QuotaChecker(_Quotas(1)).check("ml.g5.12xlarge", count=2))
     assert short.outcome == "insufficient" and "needs at least 2" in short.message
     assert run(QuotaChecker(_Quotas(2)).check("ml.g5.12xlarge", count=2)).outcome == "ok"
+
+
+def test_each_log_line_names_the_instance_that_printed_it() -> None:
+    assert stream_host("ftjob-abc-2/algo-2-1733150000") == "algo-2"
+    assert stream_host("ftjob-abc/algo-1-17") == "algo-1"
+    assert stream_host("ftjob-abc/odd") is None
