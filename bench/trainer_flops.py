@@ -33,6 +33,7 @@ MFU = counted FLOPs per second / peak FLOP/s; HFU = hardware FLOPs per second / 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -147,3 +148,23 @@ def training_flops(shape: Shape, work: Work, lora_r: int) -> Flops:
 def like_for_like(shape: Shape, lengths: Sequence[int], lora_r: int) -> float:
     """Model FLOPs of training on `lengths`, the same for every trainer: every token through the output layer."""
     return training_flops(shape, Work(tuple(lengths), head_rows=sum(lengths)), lora_r).counted
+
+
+# Dense bf16 peaks (no sparsity) from NVIDIA's datasheets, in TFLOPS, for --gpu's MFU when --peak-tflops is not given.
+# Looked up by the words of torch.cuda.get_device_name() ("NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-80GB"), most
+# specific first: an H100 PCIe card is slower than the SXM one the plain "H100" means.
+GPU_PEAK_TFLOPS: tuple[tuple[frozenset[str], float], ...] = (
+    (frozenset({"H100", "PCIE"}), 756.0),
+    (frozenset({"H100", "NVL"}), 835.0),
+    (frozenset({"H100"}), 989.0),  # SXM
+    (frozenset({"H200"}), 989.0),
+    (frozenset({"A100"}), 312.0),
+    (frozenset({"A10G"}), 125.0),  # ml.g5
+    (frozenset({"L4"}), 121.0),
+)
+
+
+def gpu_peak_tflops(device_name: str) -> float | None:
+    """The dense bf16 peak of the named GPU, or None where the bench does not know it (pass --peak-tflops)."""
+    words = set(re.split(r"[^A-Z0-9]+", device_name.upper()))
+    return next((tflops for needed, tflops in GPU_PEAK_TFLOPS if needed <= words), None)

@@ -16,7 +16,16 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from bench.stats import Aim
 from bench.trainer import mixed_length_data, observing, quick_shape, shape_results
 from bench.trainer_baselines import TRL_MISSING, Run, lora_config, require_trl
-from bench.trainer_flops import LLAMA_3_1_8B, LLAMA_3_2_1B, Shape, Work, like_for_like, training_flops
+from bench.trainer_flops import (
+    LLAMA_3_1_8B,
+    LLAMA_3_2_1B,
+    Shape,
+    Work,
+    gpu_peak_tflops,
+    like_for_like,
+    training_flops,
+)
+from bench.trainer_memory import measuring, mib
 from trainer_image.llmt_trainer.loss import loss_over_targets
 
 CATALOG = Path(__file__).parents[2] / "services" / "training" / "catalog.json"
@@ -121,19 +130,60 @@ def test_the_bench_names_the_missing_trl_and_how_to_install_it(monkeypatch: pyte
     with pytest.raises(SystemExit) as stopped:
         require_trl()
     assert stopped.value.code == TRL_MISSING
-    assert "requirements/bench.txt" in TRL_MISSING
+    assert "requirements/dev.txt" in TRL_MISSING and "requirements/bench.txt" in TRL_MISSING
 
 
-def test_each_shape_reports_both_ratios_with_mfu_and_hfu() -> None:
+def test_each_shape_reports_both_ratios_with_mfu_hfu_and_peak_memory() -> None:
     work = Work((3, 1), head_rows=4)
     seconds = {"ours": [1.0, 2.0, 1.0], "padded Trainer": [2.0, 2.0, 3.0], "TRL SFTTrainer": [1.0, 3.0, 1.5]}
-    runs = {name: [Run(s, 4, work) for s in times] for name, times in seconds.items()}
-    padded, trl = shape_results("tiny", TINY, runs, peak=1e3, peak_source="test", precision="fp32")
-    assert padded.name == "tiny_ours_vs_padded_trainer_tokens_per_s" and padded.aim == Aim(">=", 1.5)
+    memory = {"ours": 2**20, "padded Trainer": 4 * 2**20, "TRL SFTTrainer": 2 * 2**20}
+    runs = {name: [Run(s, 4, work, peak_bytes=memory[name]) for s in times] for name, times in seconds.items()}
+    padded, padded_memory, trl, trl_memory, mfu = shape_results("tiny", TINY, runs, peak=1e3, peak_source="test",
+                                                                precision="fp32")  # fmt: skip
+    assert padded.name == "tiny_ours_vs_padded_trainer_tokens_per_s" and padded.aim == Aim(">=", 2.0)
     assert trl.name == "tiny_ours_vs_trl_sft_tokens_per_s" and trl.aim == Aim(">=", 1.2)
     # Per round (time ratios): padded 2, 1, 3 -> median 2; TRL 1, 1.5, 1.5 -> 1.5.
     assert (padded.ratio, trl.ratio) == (2.0, 1.5)
     # MFU of the median run by time (1 s): the hand count with all 4 positions through the output layer (4816), its
     # rank-1 adapter (6 x 64 x 4) swapped for the bench's rank 8 (6 x 8 x 64 x 4), over a peak of 1000 FLOP/s.
-    assert padded.figures["mfu"]["ours"] == round((4816 - 6 * 64 * 4 + 6 * 8 * 64 * 4) / 1.0 / 1e3, 4)
+    expected_mfu = (4816 - 6 * 64 * 4 + 6 * 8 * 64 * 4) / 1.0 / 1e3
+    assert padded.figures["mfu"]["ours"] == round(expected_mfu, 4)
     assert all(f"{side}: " in trl.note for side in ("ours", "TRL SFTTrainer")) and "HFU" in trl.note
+    # Peak memory: ours / each baseline, context (no aim), each side's MiB in the note.
+    assert padded_memory.name == "tiny_ours_vs_padded_trainer_peak_memory" and padded_memory.aim is None
+    assert (padded_memory.ratio, trl_memory.ratio) == (0.25, 0.5)
+    assert "ours: " in trl.note and "peak 1 MiB" in trl.note and "peak 2 MiB" in trl.note
+    # MFU: context on CPU and on any shape but the 8B on a GPU.
+    assert mfu.name == "tiny_ours_mfu" and mfu.ratio == pytest.approx(expected_mfu) and mfu.aim is None
+
+
+def test_mfu_is_held_to_its_aim_on_the_8b_shape_on_a_gpu_only() -> None:
+    work = Work((3, 1), head_rows=4)
+    runs = {name: [Run(1.0, 4, work)] for name in ("ours", "padded Trainer", "TRL SFTTrainer")}
+    on_gpu = shape_results("llama_3_1_8b", LLAMA_3_1_8B, runs, peak=1e12, peak_source="test", precision="bf16",
+                           gpu=True)  # fmt: skip
+    # No peak memory measured: no memory ratio, "n/a" in the notes.
+    assert [r.name for r in on_gpu] == [f"llama_3_1_8b_ours_{figure}" for figure in (
+        "vs_padded_trainer_tokens_per_s", "vs_trl_sft_tokens_per_s", "mfu")]  # fmt: skip
+    assert on_gpu[-1].aim == Aim(">=", 0.40) and "peak n/a" in on_gpu[0].note
+    on_cpu = shape_results("llama_3_1_8b", LLAMA_3_1_8B, runs, peak=1e12, peak_source="test", precision="fp32")
+    cut = shape_results("x", LLAMA_3_1_8B.with_layers(1), runs, peak=1e12, peak_source="t", precision="bf16", gpu=True)
+    assert on_cpu[-1].aim is None and cut[-1].aim is None
+
+
+def test_the_gpu_peak_comes_from_the_device_name_where_known() -> None:
+    assert gpu_peak_tflops("NVIDIA H100 80GB HBM3") == gpu_peak_tflops("NVIDIA H200") == 989
+    assert gpu_peak_tflops("NVIDIA H100 PCIe") == 756  # not the SXM figure
+    assert gpu_peak_tflops("NVIDIA A100-SXM4-80GB") == 312
+    assert (gpu_peak_tflops("NVIDIA A10G"), gpu_peak_tflops("NVIDIA L4")) == (125, 121)
+    assert gpu_peak_tflops("NVIDIA L40S") is None and gpu_peak_tflops("Tesla T4") is None  # unknown: --peak-tflops
+
+
+def test_peak_memory_on_cpu_is_the_growth_of_the_resident_peak_over_the_block() -> None:
+    with measuring(cuda=False) as peak:
+        block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+        del block
+    if not Path("/proc/self/clear_refs").exists():
+        assert peak.bytes is None and mib(peak.bytes) == "n/a"
+        return
+    assert peak.bytes is not None and 60 * 2**20 <= peak.bytes < 200 * 2**20, mib(peak.bytes)
