@@ -26,6 +26,12 @@ Python: the services import it without torch.
     mask         packed rows get a dense T x T boolean attention mask from transformers: T^2 bytes.
     overhead     OVERHEAD_BYTES: the CUDA context, cuBLAS workspaces and the caching allocator's slack.
 
+Several processes (`shards`, the world size: distributed_plan): data parallel ("ddp"), each GPU holds all of the
+above. Sharded ("fsdp", torch's fully_shard over the decoder layers), each GPU holds weights / shards and
+adapter / shards, plus the whole weights of FSDP_GATHERED_LAYERS layers (the one running, the next prefetched);
+activations, logits and mask are per row, as before.
+
+
 Training methods (hyperparameter `method`): everything above is per row and holds for both. DPO (dpo.py) packs
 a pair as one unit, its chosen and rejected sequences in the same row, so a row holds at least
 min_row_tokens(max_seq_length, "dpo") = 2 x max_seq_length tokens, and a pair's tokens are both sequences'. The
@@ -89,6 +95,9 @@ ATTENTION_WASTE = 0.25
 CPU_MEMORY_SHARE = 0.5
 # Of the device memory, what the plan may use (the rest absorbs what the model does not count).
 USABLE_SHARE = 0.92
+# FSDP holds the whole weights of the layer running and of the next one (prefetched) besides its own shard.
+FSDP_GATHERED_LAYERS = 2
+STRATEGIES = ("ddp", "fsdp", "fsdp_qlora", "qlora")
 
 
 METHODS = ("supervised", "dpo")
@@ -207,9 +216,10 @@ def activation_bytes_per_token(arch: Architecture, dtype_bytes: int) -> float:
 
 def predict(arch: Architecture, row_tokens: int, *, dtype_bytes: int = 2, load_in_4bit: bool = False,
             gradient_checkpointing: bool = False, lora_rank: int = 8, layers: int | None = None,
-            overhead: int = OVERHEAD_BYTES, labelled_tokens: int | None = None) -> Breakdown:
+            overhead: int = OVERHEAD_BYTES, labelled_tokens: int | None = None, shards: int = 1) -> Breakdown:
     """Peak memory of one training pass over a row of `row_tokens` tokens, `labelled_tokens` of them (all, unless
-    said) going through the output layer (`layers`: fewer than the model's, as the calibration measures)."""
+    said) going through the output layer (`layers`: fewer than the model's, as the calibration measures);
+    `shards`: the processes FSDP shards the weights and the adapter over (1: not sharded)."""
     n_layers = arch.num_layers if layers is None else layers
     layer_params = n_layers * arch.layer_parameters()
     other_params = arch.embedding_parameters() + arch.hidden_size
@@ -218,6 +228,10 @@ def predict(arch: Architecture, row_tokens: int, *, dtype_bytes: int = 2, load_i
     else:
         weights = (layer_params + other_params) * dtype_bytes
     adapter = n_layers * lora_rank * sum(a + b for a, b in arch.layer_linears()) * ADAPTER_BYTES
+    if shards > 1:
+        layer_bytes = arch.layer_parameters() * (NF4_BYTES if load_in_4bit else dtype_bytes)
+        weights = int(weights / shards + min(FSDP_GATHERED_LAYERS, n_layers) * layer_bytes)
+        adapter = adapter // shards
     per_layer = activation_bytes_per_token(arch, dtype_bytes)
     chunk = min(loss_chunk_tokens(arch.vocab_size), row_tokens if labelled_tokens is None else labelled_tokens)
     logits = chunk * arch.vocab_size * (LOGIT_BYTES + (dtype_bytes if dtype_bytes < 4 else 0))
@@ -259,7 +273,7 @@ class Plan:
 
 def plan(arch: Architecture, capacity_bytes: float, max_seq_length: int, *, dtype_bytes: int = 2,
          load_in_4bit: bool = False, lora_rank: int = 8, gradient_checkpointing: bool | None = None,
-         row_tokens: int | None = None) -> Plan | None:
+         row_tokens: int | None = None, shards: int = 1) -> Plan | None:
     """The settings that fit `capacity_bytes` (the device's memory): a row holds at least one max_seq_length
     example. Checkpointing stays off when the rows fit without it ("auto": None), since it costs a forward pass
     again; a row is as long as memory allows, up to AUTO_MAX_ROW_TOKENS (or `row_tokens` when given). None: even
@@ -268,7 +282,7 @@ def plan(arch: Architecture, capacity_bytes: float, max_seq_length: int, *, dtyp
     choices = [False, True] if gradient_checkpointing is None else [gradient_checkpointing]
     for checkpointing in choices:
         settings: dict[str, Any] = {"dtype_bytes": dtype_bytes, "load_in_4bit": load_in_4bit, "lora_rank": lora_rank,
-                    "gradient_checkpointing": checkpointing}
+                    "gradient_checkpointing": checkpointing, "shards": shards}
         longest = max_row_tokens(arch, usable, **settings)
         if longest < max_seq_length:
             continue
@@ -287,3 +301,30 @@ def auto_tokens_per_step(total_tokens: int) -> int:
     """"auto" batch size as tokens per optimizer step: at least AUTO_MIN_STEPS_PER_EPOCH steps an epoch, at most
     AUTO_MAX_TOKENS_PER_STEP tokens a step."""
     return max(1, min(AUTO_MAX_TOKENS_PER_STEP, math.ceil(total_tokens / AUTO_MIN_STEPS_PER_EPOCH)))
+
+
+def distributed_plan(arch: Architecture, gpu_memory_bytes: float, gpus_per_host: int, hosts: int,
+                     max_seq_length: int, *, dtype_bytes: int = 2, lora_rank: int = 8,
+                     gradient_checkpointing: bool | None = None, row_tokens: int | None = None,
+                     load_in_4bit: bool | None = None, **settings: Any) -> tuple[str, Plan] | None:
+    """How a job runs on `hosts` x `gpus_per_host` GPUs of `gpu_memory_bytes` each (one process per GPU), and each
+    process's plan: "ddp" (data parallel) where the model fits one GPU in bf16; else "fsdp" (the weights and the
+    adapter sharded over all the processes); only where even that does not fit, "fsdp_qlora" (sharded and 4-bit),
+    or on a single GPU "qlora" (4-bit, not sharded). None: nothing fits. `load_in_4bit` True or False forces that
+    choice (None: bf16 first, 4-bit where it must); `settings`: plan()'s other settings. What the trainer does
+    with the plan: device_plan.py; the service calls this to decide the instance count and the hyperparameters."""
+    world = max(1, gpus_per_host) * max(1, hosts)
+    settings.update(dtype_bytes=dtype_bytes, lora_rank=lora_rank, row_tokens=row_tokens,
+                    gradient_checkpointing=gradient_checkpointing)
+    choices = [(False, 1, "ddp"), (False, world, "fsdp"), (True, 1, "qlora" if world == 1 else "ddp"),
+               (True, world, "fsdp_qlora")]
+    for four_bit, shards, strategy in choices:
+        if (load_in_4bit is not None and four_bit != load_in_4bit) or (shards > 1 and world == 1):
+            continue
+        if four_bit and shards == 1 and world > 1 and load_in_4bit is None:
+            continue  # several GPUs: sharded bf16 and sharded 4-bit come before 4-bit copies on every GPU
+        chosen = plan(arch, gpu_memory_bytes, max_seq_length, load_in_4bit=four_bit, shards=shards, **settings)
+        if chosen is not None:
+            return strategy, chosen
+    return None
+
