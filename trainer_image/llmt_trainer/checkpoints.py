@@ -8,6 +8,7 @@ fingerprint and the progress) and metrics.jsonl (the run's metrics records up to
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -22,7 +23,7 @@ import torch
 from peft import get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
-from .metrics import keep_metrics, restore_metrics
+from .metrics import METRICS_FILE, keep_metrics, restore_metrics_text
 
 log = logging.getLogger(__name__)
 
@@ -44,21 +45,29 @@ class Progress:
     last_reward_accuracy: float | None = None  # DPO
 
 
+def adapter_weights(model: Any, trainable_state: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """The adapter's weights as peft keys them, whole and on the CPU: from `trainable_state`
+    (distributed.full_trainable_state, gathered from FSDP's shards) when given, else from the model itself."""
+    state = get_peft_model_state_dict(model, state_dict=trainable_state)
+    return {k: v.detach().contiguous().cpu() for k, v in state.items()}
+
+
 def save_checkpoint(
     directory: Path, progress: Progress, fingerprint: str, model: Any, optimizer: Any, scheduler: Any,
-    metrics_sink: Path | None = None,
+    metrics_sink: Path | None = None, *, adapter: dict[str, torch.Tensor] | None = None,
+    optimizer_state: dict[str, Any] | None = None,
 ) -> Path:
-    """Write into a temp folder, then rename: a checkpoint folder that exists is complete."""
+    """Write into a temp folder, then rename: a checkpoint folder that exists is complete. `adapter` and
+    `optimizer_state`, when given, are the whole ones gathered by every rank of a sharded run (only rank 0 writes)."""
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"{CHECKPOINT_PREFIX}{progress.step:08d}"
     staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=directory))
     try:
-        adapter = {k: v.detach().contiguous().cpu() for k, v in get_peft_model_state_dict(model).items()}
-        save_file(adapter, str(staging / ADAPTER_FILE))
+        save_file(adapter if adapter is not None else adapter_weights(model), str(staging / ADAPTER_FILE))
         model.peft_config["default"].save_pretrained(str(staging))  # adapter_config.json
         if metrics_sink is not None:
             keep_metrics(metrics_sink, staging)
-        torch.save(optimizer.state_dict(), staging / OPTIMIZER_FILE)
+        torch.save(optimizer_state if optimizer_state is not None else optimizer.state_dict(), staging / OPTIMIZER_FILE)
         torch.save(scheduler.state_dict(), staging / SCHEDULER_FILE)
         rng: dict[str, Any] = {"cpu": torch.get_rng_state()}
         if torch.cuda.is_available():
@@ -77,11 +86,21 @@ def save_checkpoint(
     return final
 
 
-def load_checkpoint(
-    directory: Path, fingerprint: str, model: Any, optimizer: Any, scheduler: Any, metrics_sink: Path | None = None
-) -> Progress | None:
-    """Restore the newest checkpoint of this very run (same data and hyperparameters), if one is usable, and the
-    metrics records up to its step into `metrics_sink`."""
+@dataclass
+class Checkpoint:
+    """A checkpoint read back, not yet applied: what a rank broadcasts to another that has none (distributed)."""
+
+    folder: Path
+    progress: Progress
+    adapter: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    rng: dict[str, Any]
+    metrics: str | None = None  # metrics.jsonl's text: rank 0 restores the metrics from it
+
+
+def read_checkpoint(directory: Path, fingerprint: str) -> Checkpoint | None:
+    """The newest checkpoint of this very run (same data and hyperparameters) that reads whole, if any."""
     if not directory.is_dir():
         return None
     for stale in directory.glob(".tmp-*"):
@@ -96,18 +115,43 @@ def load_checkpoint(
             optimizer_state = torch.load(candidate / OPTIMIZER_FILE, weights_only=True)
             scheduler_state = torch.load(candidate / SCHEDULER_FILE, weights_only=True)
             rng = torch.load(candidate / RNG_FILE, weights_only=True)
+            kept = candidate / METRICS_FILE
+            metrics = kept.read_text(encoding="utf-8") if kept.is_file() else None
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
             log.warning("ignoring unreadable checkpoint %s: %s", candidate, exc)
             continue
-        set_peft_model_state_dict(model, adapter)
-        optimizer.load_state_dict(optimizer_state)
-        scheduler.load_state_dict(scheduler_state)
-        torch.set_rng_state(rng["cpu"])
-        if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
         fields = {f.name for f in dataclasses.fields(Progress)}
         progress = Progress(**{k: v for k, v in state.items() if k in fields})
-        if metrics_sink is not None:
-            restore_metrics(candidate, metrics_sink, progress.step)
-        return progress
+        return Checkpoint(candidate, progress, adapter, optimizer_state, scheduler_state, rng, metrics)
     return None
+
+
+def apply_adapter(checkpoint: Checkpoint, model: Any) -> None:
+    set_peft_model_state_dict(model, checkpoint.adapter)
+
+
+def apply_training_state(checkpoint: Checkpoint, optimizer: Any, scheduler: Any,
+                         metrics_sink: Path | None = None) -> Progress:
+    """The optimizer, the scheduler and the random state back as the checkpoint saved them, and (into
+    `metrics_sink`, rank 0's) the metrics records up to its step."""
+    optimizer.load_state_dict(checkpoint.optimizer)
+    scheduler.load_state_dict(checkpoint.scheduler)
+    torch.set_rng_state(checkpoint.rng["cpu"])
+    if "cuda" in checkpoint.rng and torch.cuda.is_available():
+        with contextlib.suppress(RuntimeError):  # another number of GPUs than the run that saved it
+            torch.cuda.set_rng_state_all(checkpoint.rng["cuda"])
+    if metrics_sink is not None:
+        restore_metrics_text(checkpoint.metrics, metrics_sink, checkpoint.progress.step)
+    return dataclasses.replace(checkpoint.progress)
+
+
+def load_checkpoint(
+    directory: Path, fingerprint: str, model: Any, optimizer: Any, scheduler: Any, metrics_sink: Path | None = None
+) -> Progress | None:
+    """Restore the newest checkpoint of this very run (same data and hyperparameters), if one is usable, and the
+    metrics records up to its step into `metrics_sink`."""
+    checkpoint = read_checkpoint(directory, fingerprint)
+    if checkpoint is None:
+        return None
+    apply_adapter(checkpoint, model)
+    return apply_training_state(checkpoint, optimizer, scheduler, metrics_sink)

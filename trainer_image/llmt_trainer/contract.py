@@ -43,6 +43,23 @@ Contract (SageMaker training container; every path may be overridden by its envi
                                                    "final_reward_accuracy")
   SM_OUTPUT_DIR         /opt/ml/output            `failure`: the reason, when the run fails or is stopped
 
+Processes (launch.py, distributed.py): one per GPU of every host, data parallel. The hosts come from
+resourceconfig.json in SM_INPUT_CONFIG_DIR (`hosts`, `current_host`; SageMaker writes it on every instance), else
+from SM_HOSTS (a JSON list) and SM_CURRENT_HOST; GPUs per host from SM_NUM_GPUS, else the CUDA devices visible.
+One process in all (one host, at most one GPU): the run is this process, as ever. More, and either several hosts
+or the hyperparameter sagemaker_torch_distributed_enabled=true (SageMaker's distribution={"torch_distributed":
+{"enabled": True}}): this process becomes torchrun (`python -m torch.distributed.run --nnodes H --node_rank R
+--nproc_per_node P --master_addr A --master_port M finetune.py <same args>`), A = MASTER_ADDR or the first of the
+sorted hosts, M = MASTER_PORT or 7777; started under torchrun already (LOCAL_RANK, WORLD_SIZE set), it is one rank.
+The ranks join over gloo (CPU) or nccl (CUDA), each trains its share of every optimizer step's rows and the LoRA
+gradients are summed: the update is the one-process update of the same global batch. Where the model does not fit
+one GPU the base weights are sharded over all (FSDP). Only rank 0 (the first host's first process) writes
+checkpoints, metrics, the model and the summary; each host's SM_CHECKPOINT_DIR is read on resume (a host without
+the newest checkpoint gets rank 0's). A stop signal stops every rank at the same optimizer step (checked once per
+step); a failing rank fails the run (torchrun ends the others) and the first failure's reason is the host's
+`failure` file. Under torchrun the process's exit status is torchrun's (non-zero after a stop or a failure; the
+reason is in `failure`).
+
 Data: one JSON object per line, in the platform's internal example form (what the files service normalises
 every upload to), or OpenAI's chat line (the same as the first without "type"):
   {"type": "chat", "messages": [{"role": "system|user|assistant|tool", "content": "...", "weight": 0|1}, ...]}
@@ -166,9 +183,13 @@ def _hold_path(env: Mapping[str, str]) -> Path | None:
     return Path(value.replace("{job}", env.get("TRAINING_JOB_NAME", ""))) if value else None
 
 
-def write_failure(paths: Paths, reason: str) -> None:
+def write_failure(paths: Paths, reason: str, *, keep_existing: bool = False) -> None:
+    """The reason into the failure file; with `keep_existing`, only when no other process wrote one first."""
     try:
         paths.output_dir.mkdir(parents=True, exist_ok=True)
-        paths.failure_file.write_text(reason[:FAILURE_REASON_LIMIT], encoding="utf-8")
+        with paths.failure_file.open("x" if keep_existing else "w", encoding="utf-8") as failure:
+            failure.write(reason[:FAILURE_REASON_LIMIT])
+    except FileExistsError:
+        log.info("the failure file was already written by another process: kept")
     except OSError as exc:
         log.error("could not write the failure file in %s: %s", paths.output_dir, exc)

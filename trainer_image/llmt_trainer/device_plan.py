@@ -61,8 +61,11 @@ def _too_big(hp: Hyperparameters, arch: Architecture, capacity: int, dtype_bytes
 
 
 def plan_for_device(hp: Hyperparameters, arch: Architecture | None, device: torch.device, dtype: torch.dtype,
-                    train_tokens: int) -> tuple[Hyperparameters, BatchPlan]:
-    """The hyperparameters with "auto" checkpointing and row budget decided, and how steps are cut."""
+                    train_tokens: int, world_size: int = 1) -> tuple[Hyperparameters, BatchPlan, str]:
+    """The hyperparameters with "auto" checkpointing and row budget decided, how steps are cut, and how the
+    `world_size` processes share the model (memory.distributed_plan's choice between them): "ddp", a whole copy
+    on each, where it fits one device; else "fsdp", the weights sharded over all of them (with load_in_4bit,
+    "fsdp_qlora", which this trainer refuses: its 4-bit loading is for one device)."""
     if hp.batch_size:
         steps = {"examples_per_step": hp.batch_size * hp.gradient_accumulation_steps}
     else:
@@ -71,16 +74,22 @@ def plan_for_device(hp: Hyperparameters, arch: Architecture | None, device: torc
         row_tokens = max(hp.micro_batch_tokens, min_row_tokens(hp.max_seq_length, hp.method))
         resolved = dataclasses.replace(hp, gradient_checkpointing=bool(hp.gradient_checkpointing),
                                        micro_batch_tokens=row_tokens)
-        return resolved, BatchPlan(row_tokens=row_tokens, **steps)
+        return resolved, BatchPlan(row_tokens=row_tokens, **steps), "ddp"
     capacity = device_memory(device)
     dtype_bytes = torch.finfo(dtype).bits // 8
     # A row holds at least one whole example: a DPO pair is both its sequences.
     shortest = min_row_tokens(hp.max_seq_length, hp.method)
-    chosen = plan(arch, capacity, shortest, dtype_bytes=dtype_bytes, load_in_4bit=hp.load_in_4bit,
-                  lora_rank=hp.lora_r, gradient_checkpointing=hp.gradient_checkpointing,
-                  row_tokens=hp.micro_batch_tokens or None)
+    settings: dict[str, Any] = {"dtype_bytes": dtype_bytes, "load_in_4bit": hp.load_in_4bit, "lora_rank": hp.lora_r,
+                                "gradient_checkpointing": hp.gradient_checkpointing,
+                                "row_tokens": hp.micro_batch_tokens or None}
+    strategy = "ddp"
+    chosen = plan(arch, capacity, shortest, **settings)
+    if chosen is None and world_size > 1:
+        strategy = "fsdp_qlora" if hp.load_in_4bit else "fsdp"
+        chosen = plan(arch, capacity, shortest, shards=world_size, **settings)
     if chosen is None:
         raise _too_big(hp, arch, capacity, dtype_bytes)
+    _check_strategy(hp, strategy)
     if hp.micro_batch_tokens and chosen.row_tokens < hp.micro_batch_tokens:
         log.warning("micro_batch_tokens=%d does not fit the device's memory; rows of %d tokens instead",
                     hp.micro_batch_tokens, chosen.row_tokens)
@@ -89,4 +98,14 @@ def plan_for_device(hp: Hyperparameters, arch: Architecture | None, device: torc
              json.dumps(chosen.predicted.as_gib()))
     resolved = dataclasses.replace(hp, gradient_checkpointing=chosen.gradient_checkpointing,
                                    micro_batch_tokens=chosen.row_tokens)
-    return resolved, BatchPlan(row_tokens=chosen.row_tokens, **steps)
+    return resolved, BatchPlan(row_tokens=chosen.row_tokens, **steps), strategy
+
+
+def _check_strategy(hp: Hyperparameters, strategy: str) -> None:
+    if strategy == "fsdp_qlora":
+        raise HyperparameterError("the model fits these GPUs only sharded in 4-bit (FSDP QLoRA), which this trainer "
+                                  "does not do yet; try load_in_4bit=false (sharded bf16), a shorter max_seq_length "
+                                  "or more GPUs")
+    if strategy == "fsdp" and hp.merge_adapter:
+        raise HyperparameterError("merge_adapter=true needs the whole model in one process, and this model fits "
+                                  "these GPUs only sharded (FSDP); merge the adapter in a job on larger GPUs")

@@ -26,7 +26,7 @@ import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -182,6 +182,8 @@ class DpoObjective:
     beta: float
     device: torch.device
     loss_chunk_tokens: int = 1024
+    metric_sums: ClassVar[tuple[str, ...]] = ("loss", "reward_correct", "reward_margin", "chosen_logps",
+                                              "rejected_logps")
 
     def schedule(self, n_epochs: int) -> list[list[Step]]:
         return schedule(self.train, self.plan, self.seed, n_epochs)
@@ -189,8 +191,8 @@ class DpoObjective:
     def pack(self, row: list[Any]) -> PairBatch:
         return pack_pairs(row, self.device)
 
-    def divisor(self, batches: list[Any]) -> int:
-        return sum(b.pairs for b in batches)
+    def divisor(self, rows: Step) -> int:
+        return sum(len(row) for row in rows)  # the step's pairs
 
     def row_loss(self, model: Any, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         reference = reference_logps(model, batch, self.loss_chunk_tokens)

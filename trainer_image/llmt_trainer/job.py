@@ -12,13 +12,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .adapter_start import StartAdapter, resolve_start_adapter, with_adapter_settings
 from .contract import Paths
 from .data import load_conversations, split_validation
 from .device_plan import plan_for_device, read_architecture
+from .distributed import World, barrier, full_trainable_state
 from .dpo import DpoObjective, TokenizedPair, tokenize_pairs, with_reference
 from .errors import DataError
 from .hyperparameters import Hyperparameters, parse_hyperparameters, read_hyperparameters_file, unquote
+from .launch import DISTRIBUTION_HYPERPARAMETER
 from .loop import Objective, SupervisedObjective, TrainingRun
 from .masking import TokenizedExample, TokenizedSet, dataset_fingerprint, has_generation_tags, tokenize_conversations
 from .memory import loss_chunk_tokens
@@ -88,11 +92,14 @@ def model_identity(folder: Path) -> str:
     return "model:" + digest.hexdigest()
 
 
-def train(paths: Paths, overrides: Mapping[str, str], stop: StopSignal) -> dict[str, Any]:
+def train(paths: Paths, overrides: Mapping[str, str], stop: StopSignal, world: World | None = None) -> dict[str, Any]:
+    """The job; in a run of several processes (distributed.py) every rank runs all of it, and only rank 0 writes
+    the metrics, the checkpoints and the model, the others waiting for it at a barrier at the end."""
     started = time.monotonic()
+    world = world or World()
     raw_hyperparameters = {**read_hyperparameters_file(paths.input_config_dir), **overrides}
     hp, ignored = parse_hyperparameters(raw_hyperparameters)
-    ignored = [name for name in ignored if name != HF_TOKEN_SECRET_PARAM]
+    ignored = [name for name in ignored if name != HF_TOKEN_SECRET_PARAM and name != DISTRIBUTION_HYPERPARAMETER]
     use_hf_token(fetch_hf_token(str(unquote(raw_hyperparameters.get(HF_TOKEN_SECRET_PARAM) or "")) or None))
     if ignored:
         log.warning("ignoring unknown hyperparameters: %s", ", ".join(ignored))
@@ -114,6 +121,8 @@ def train(paths: Paths, overrides: Mapping[str, str], stop: StopSignal) -> dict[
     with tempfile.TemporaryDirectory(prefix="finetune-") as scratch:
         source = resolve_model_source(paths, hp, Path(scratch))
         device, dtype = pick_device()
+        if device.type == "cuda" and world.distributed:
+            device = torch.device("cuda", world.local_rank)
         log.info("base model: %s (device %s, %s)", source, device, str(dtype).removeprefix("torch."))
         tokenizer = load_tokenizer(source)
         use_generation_tags = has_generation_tags(tokenizer)
@@ -133,7 +142,9 @@ def train(paths: Paths, overrides: Mapping[str, str], stop: StopSignal) -> dict[
         if start is not None:
             hp = with_adapter_settings(hp, start)
         architecture = read_architecture(source)
-        hp, batch_plan = plan_for_device(hp, architecture, device, dtype, train_set.tokens)
+        hp, batch_plan, strategy = plan_for_device(hp, architecture, device, dtype, train_set.tokens, world.size)
+        world = world.with_strategy(strategy)
+        log.info("distributed: %s", world.describe())
         model = load_model(source, hp, device, dtype, start)
     trainable, total = model.get_nb_trainable_parameters()
     log.info(
@@ -149,14 +160,17 @@ def train(paths: Paths, overrides: Mapping[str, str], stop: StopSignal) -> dict[
         json.dumps([hp.as_dict(), base_identity, dataset_fingerprint(train_set, validation_set), start_identity])
         .encode()
     ).hexdigest()
-    paths.output_data_dir.mkdir(parents=True, exist_ok=True)
+    if world.main:
+        paths.output_data_dir.mkdir(parents=True, exist_ok=True)
     metrics_sink = paths.output_data_dir / METRICS_FILE
     chunk = loss_chunk_tokens(architecture.vocab_size if architecture else len(tokenizer))
     objective = _objective(hp, model, train_units, validation_units, batch_plan, device, chunk, start)
-    run = TrainingRun(hp, paths, model, device, fingerprint, stop, objective)
+    run = TrainingRun(hp, paths, model, device, fingerprint, stop, objective, world)
     progress = run.run(metrics_sink)
 
-    save_model(model, tokenizer, paths, hp, base_model)
+    trainable_state = full_trainable_state(model) if world.sharded else None  # every rank: gathered from shards
+    if world.main:
+        save_model(model, tokenizer, paths, hp, base_model, trainable_state)
     summary = {
         "status": "completed",
         "base_model": base_model,
@@ -187,6 +201,10 @@ def train(paths: Paths, overrides: Mapping[str, str], stop: StopSignal) -> dict[
         "dtype": str(dtype).removeprefix("torch."),
         "duration_s": round(time.monotonic() - started, 2),
     }
-    write_summary(paths, summary)
-    publish_model(paths, stop)
+    if world.main:
+        write_summary(paths, summary)
+        publish_model(paths, stop)
+    else:
+        stop.deferred = True  # rank 0 publishes: a signal now only waits with it
+    barrier(world)
     return summary

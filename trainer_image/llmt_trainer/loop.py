@@ -14,16 +14,40 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import torch
 from transformers import get_scheduler
 
-from .checkpoints import Progress, load_checkpoint, save_checkpoint
+from .checkpoints import (
+    Checkpoint,
+    Progress,
+    adapter_weights,
+    apply_adapter,
+    apply_training_state,
+    read_checkpoint,
+    save_checkpoint,
+)
 from .contract import Paths
+from .distributed import (
+    World,
+    all_reduce_gradients,
+    any_rank,
+    barrier,
+    broadcast_object,
+    full_trainable_state,
+    gather_objects,
+    load_sharded_optimizer_state,
+    seed_row,
+    set_gradient_sync,
+    shard_model,
+    sharded_optimizer_state,
+    split_rows,
+    sum_over_ranks,
+)
 from .errors import TrainingError, TrainingStopped
 from .hyperparameters import Hyperparameters
-from .loss import LossSum, loss_over_targets
+from .loss import LossSum, loss_over_targets, target_positions
 from .masking import TokenizedExample
 from .metrics import emit_metrics, reset_metrics
 from .packing import BatchPlan, PackedBatch, Step, pack, rows, schedule
@@ -98,8 +122,15 @@ class Objective(Protocol):
         """A row as the tensors its forward pass takes; `.tokens`: how many tokens it holds."""
         ...
 
-    def divisor(self, batches: list[Any]) -> int:
-        """What a step's summed loss is divided by (its loss tokens, its pairs): the same update however it is cut."""
+    @property
+    def metric_sums(self) -> tuple[str, ...]:
+        """The names of the sums row_loss returns ("loss" first): every rank reports all of them, zeros when it
+        had no row."""
+        ...
+
+    def divisor(self, rows: Step) -> int:
+        """What a step's summed loss is divided by (its loss tokens, its pairs), from all its rows (every rank
+        computes it for the whole step): the same update however the step is cut into rows or over ranks."""
         ...
 
     def row_loss(self, model: Any, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -126,14 +157,17 @@ class SupervisedObjective:
     device: torch.device
     loss_chunk_tokens: int = 1024
 
+    metric_sums: ClassVar[tuple[str, ...]] = ("loss", "correct")
+
     def schedule(self, n_epochs: int) -> list[list[Step]]:
         return schedule(self.train, self.plan, self.seed, n_epochs)
 
     def pack(self, row: list[Any]) -> PackedBatch:
         return pack(row, self.device)
 
-    def divisor(self, batches: list[Any]) -> int:
-        return sum(b.loss_tokens for b in batches)
+    def divisor(self, rows: Step) -> int:
+        # What pack() counts as the row's loss tokens: the targets of the row's concatenated labels.
+        return sum(len(target_positions([label for example in row for label in example.labels])[1]) for row in rows)
 
     def row_loss(self, model: Any, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         result = batch_loss(model, batch, self.loss_chunk_tokens)
@@ -151,15 +185,36 @@ class SupervisedObjective:
 
 @dataclass
 class _Window:
-    """The sums of the steps since the last metrics record."""
+    """The sums of the steps since the last metrics record, kept on the device: read (one host sync, and in a
+    multi-process run one all-reduce) only at logging steps and checkpoints."""
 
-    sums: dict[str, float] = field(default_factory=dict)
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)
     divisor: int = 0
+    first_step: int = 0
+    last_step: int = 0
 
-    def add(self, sums: dict[str, float], divisor: int) -> None:
+    def add(self, sums: dict[str, torch.Tensor], divisor: int, step: int) -> None:
         for name, value in sums.items():
-            self.sums[name] = self.sums.get(name, 0.0) + value
+            self.sums[name] = self.sums[name] + value if name in self.sums else value
         self.divisor += divisor
+        self.first_step = self.first_step or step
+        self.last_step = step
+
+
+def build_optimizer(params: list[torch.nn.Parameter], hp: Hyperparameters,
+                    device: torch.device) -> torch.optim.Optimizer:
+    """AdamW, fused (one kernel over all the parameters instead of several small ops each) where torch has the fused
+    kernel for the device: CUDA, and the CPU in torch 2.13; the plain one elsewhere (or on FSDP's sharded parameters
+    off CUDA)."""
+    from torch.distributed.tensor import DTensor
+
+    fused = device.type == "cuda" or (device.type == "cpu" and not any(isinstance(p, DTensor) for p in params))
+    if fused:
+        try:
+            return torch.optim.AdamW(params, lr=hp.learning_rate, weight_decay=hp.weight_decay, fused=True)
+        except (RuntimeError, ValueError, TypeError) as exc:  # a dtype or device without the fused kernel
+            log.info("fused AdamW unavailable here (%s): the plain one", exc)
+    return torch.optim.AdamW(params, lr=hp.learning_rate, weight_decay=hp.weight_decay)
 
 
 @dataclass
@@ -171,6 +226,7 @@ class TrainingRun:
     fingerprint: str
     stop: StopSignal
     objective: Objective
+    world: World = field(default_factory=World)
 
     @staticmethod
     def iterate(schedule: list[list[Step]], start: int) -> Iterator[tuple[int, float, bool, Step]]:
@@ -183,33 +239,50 @@ class TrainingRun:
                     yield step, epoch + index / len(steps), index == len(steps), rows_of_step
 
     def run(self, metrics_sink: Path) -> Progress:
-        hp = self.hp
+        hp, world = self.hp, self.world
         schedule = self.objective.schedule(hp.n_epochs)
         total_steps = sum(len(steps) for steps in schedule)
-        optimizer = torch.optim.AdamW(self._trainable(), lr=hp.learning_rate, weight_decay=hp.weight_decay)
+        resumed = self._agreed_checkpoint()
+        if resumed is not None:
+            apply_adapter(resumed, self.model)  # before sharding: into the whole parameters
+        if world.sharded:
+            shard_model(self.model, world)
+        optimizer = build_optimizer(self._trainable(), hp, self.device)
         scheduler = get_scheduler(
             hp.lr_scheduler,
             optimizer,
             num_warmup_steps=math.ceil(hp.warmup_ratio * total_steps),
             num_training_steps=total_steps,
         )
+        progress = Progress()
+        window = _Window()
 
         def checkpoint() -> Path:
-            return save_checkpoint(self.paths.checkpoint_dir, progress, self.fingerprint, self.model, optimizer,
-                                   scheduler, metrics_sink)
+            """Every rank calls it (a sharded adapter is gathered from all); rank 0 writes, the others wait."""
+            self._read(window)  # no checkpoint keeps a non-finite loss
+            trainable = full_trainable_state(self.model) if world.sharded else None
+            optimizer_state = sharded_optimizer_state(self.model, optimizer) if world.sharded else None
+            saved = self.paths.checkpoint_dir / f"checkpoint-{progress.step:08d}"
+            if world.main:
+                saved = save_checkpoint(
+                    self.paths.checkpoint_dir, progress, self.fingerprint, self.model, optimizer, scheduler,
+                    metrics_sink, adapter=adapter_weights(self.model, trainable) if world.sharded else None,
+                    optimizer_state=optimizer_state)
+            barrier(world)
+            return saved
 
-        resumed = load_checkpoint(
-            self.paths.checkpoint_dir, self.fingerprint, self.model, optimizer, scheduler, metrics_sink
-        )
-        progress = resumed or Progress()
-        if resumed:
-            log.info("resuming from the checkpoint at step %d/%d", progress.step, total_steps)
-        else:
+        if resumed is not None:
+            if world.sharded:
+                load_sharded_optimizer_state(self.model, optimizer, resumed.optimizer)
+            progress = apply_training_state(resumed, None if world.sharded else optimizer, scheduler,
+                                            metrics_sink if world.main else None)
+            if world.main:
+                log.info("resuming from the checkpoint at step %d/%d", progress.step, total_steps)
+        elif world.main:
             reset_metrics(metrics_sink)
 
         hold = self.paths.hold_at_checkpoint
         self.model.train()
-        window = _Window()
         self.stop.deferred = True
         last_saved = time.monotonic()
         for step, epoch_progress, epoch_done, rows_of_step in self.iterate(schedule, progress.step):
@@ -221,7 +294,7 @@ class TrainingRun:
             scheduler.step()
             progress.step = step
             progress.trained_tokens += step_tokens
-            window.add(sums, divisor)
+            window.add(sums, divisor, step)
 
             valid = self.objective.evaluate(self.model) if epoch_done else {}
             if valid:
@@ -230,40 +303,76 @@ class TrainingRun:
                 progress.last_valid_accuracy = valid.get("valid_mean_token_accuracy",
                                                          valid.get("valid_reward_accuracy"))
             if step % hp.logging_steps == 0 or step == total_steps or valid:
-                trained = self.objective.train_metrics(window.sums, window.divisor)
+                trained = self.objective.train_metrics(self._read(window), window.divisor)
                 progress.last_train_loss = trained["train_loss"]
                 progress.last_reward_accuracy = trained.get("reward_accuracy", progress.last_reward_accuracy)
                 record = {"step": step, "epoch": round(epoch_progress, 4), **trained,
                           "learning_rate": float(f"{learning_rate:.6g}"), "total_steps": total_steps,
                           "trained_tokens": progress.trained_tokens, **valid}
-                emit_metrics(record, metrics_sink)
+                if world.main:
+                    emit_metrics(record, metrics_sink)
                 window = _Window()
             if epoch_done:
                 log.info("epoch %d/%d done at step %d", round(epoch_progress), hp.n_epochs, step)
-            if self.stop.received:
-                raise self._stopped(step, total_steps, checkpoint())
             interval_due = bool(hp.checkpoint_interval_s) and (
                 time.monotonic() - last_saved >= hp.checkpoint_interval_s)
+            # Several processes agree once per step (one small all-reduce, one host sync) on whether any received
+            # the stop signal and whether a checkpoint is due (their clocks differ): all stop at the same step.
+            stopping, interval_due = any_rank(world, self.device, self.stop.received is not None, interval_due)
+            if stopping:
+                raise self._stopped(step, total_steps, checkpoint())
             # At each epoch's end (the last one too: a restart after the final step publishes without retraining),
             # and within an epoch every checkpoint_interval_s.
             if epoch_done or interval_due:
                 saved = checkpoint()
                 last_saved = time.monotonic()
-                if not epoch_done:
+                if not epoch_done and world.main:
                     log.info("checkpoint at step %d/%d, within epoch %d", step, total_steps, int(epoch_progress) + 1)
                 if hold is not None:
                     hold_after_checkpoint(hold, self.stop, step=step)
                     hold = None
-                    if self.stop.received:  # the checkpoint of this very step is already written
-                        raise self._stopped(step, total_steps, saved)
+                    if any_rank(world, self.device, self.stop.received is not None)[0]:
+                        raise self._stopped(step, total_steps, saved)  # the checkpoint of this very step is written
         self.stop.deferred = False
-        if self.stop.received:  # arrived after the last step's check
-            raise TrainingStopped(f"Training stopped by {self.stop.received}; no model was published")
+        if any_rank(world, self.device, self.stop.received is not None)[0]:  # arrived after the last step's check
+            raise TrainingStopped(f"Training stopped by {self._signal_name()}; no model was published")
         return progress
+
+    def _agreed_checkpoint(self) -> Checkpoint | None:
+        """The checkpoint to resume from: each rank reads its own SM_CHECKPOINT_DIR (SageMaker downloads the
+        checkpoint prefix into every host's); where they disagree (a host without the newest), rank 0's is sent to
+        all, so loading never needs rank 0's files on another host."""
+        found = read_checkpoint(self.paths.checkpoint_dir, self.fingerprint)
+        if not self.world.distributed:
+            return found
+        steps = gather_objects(self.world, found.progress.step if found else None)
+        if len(set(steps)) == 1:
+            return found
+        if self.world.main:
+            log.info("the ranks' checkpoints differ (steps %s): rank 0's is sent to every rank", steps)
+        shared: Checkpoint | None = broadcast_object(self.world, found if self.world.main else None)
+        return shared
+
+    def _read(self, window: _Window) -> dict[str, float]:
+        """The window's sums on the host (summed over the ranks); a non-finite loss fails the run, naming the steps."""
+        if not window.last_step:
+            return {}
+        zero = torch.zeros((), dtype=torch.float64, device=self.device)
+        names = self.objective.metric_sums
+        stacked = torch.stack([window.sums[n].to(torch.float64) if n in window.sums else zero for n in names])
+        values = dict(zip(names, sum_over_ranks(self.world, stacked).tolist(), strict=True))
+        if not math.isfinite(values["loss"]):
+            steps = (f"at step {window.last_step}" if window.first_step == window.last_step
+                     else f"between steps {window.first_step} and {window.last_step}")
+            raise TrainingError(f"the training loss became {values['loss']} {steps}; lower the learning rate")
+        return values
+
+    def _signal_name(self) -> str:
+        return self.stop.received or "a stop signal on another rank"
 
     def _stopped(self, step: int, total_steps: int, checkpoint: Path) -> TrainingStopped:
         return TrainingStopped(
-            f"Training stopped by {self.stop.received} at step {step}/{total_steps}; "
+            f"Training stopped by {self._signal_name()} at step {step}/{total_steps}; "
             f"checkpoint saved to {checkpoint}; no model was published"
         )
 
@@ -272,32 +381,38 @@ class TrainingRun:
 
     def _optimizer_step(
         self, rows_of_step: Step, step: int, optimizer: torch.optim.Optimizer
-    ) -> tuple[dict[str, float], int, int] | None:
-        """Forward and backward over the step's rows, then one update. Returns the step's metric sums, what its loss
-        was divided by and its number of tokens; None when a stop arrived between two rows (the partial gradients
-        are dropped, the random state put back as the step found it, so a resumed run does this step exactly as an
-        uninterrupted one would). The loss is normalised over the whole step, so cutting it into rows gives the
-        same update as one large batch."""
-        rng = torch.get_rng_state()
-        cuda_rng = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
-        batches = [self.objective.pack(row) for row in rows_of_step]
-        divisor = self.objective.divisor(batches)
+    ) -> tuple[dict[str, torch.Tensor], int, int] | None:
+        """Forward and backward over this rank's rows of the step, the gradients summed over the ranks, then one
+        update. Returns the rank's metric sums (on the device), what the step's loss is divided by and the step's
+        tokens (both over all ranks); None when, in a one-process run, a stop arrived between two rows (the
+        partial gradients are dropped, so a resumed run does this step exactly as an uninterrupted one would).
+        The loss is normalised over the whole step, so cutting it into rows or over ranks gives the same update."""
+        world = self.world
+        divisor = self.objective.divisor(rows_of_step)
+        tokens = [sum(item.tokens for item in row) for row in rows_of_step]
+        parts = split_rows(tokens, world.size)
+        mine = parts[world.rank]
+        # FSDP gathers each layer's weights with a collective in every pass: every rank makes as many passes, a
+        # rank short of rows repeating the step's first row with its loss weighted 0.
+        passes = max(len(part) for part in parts) if world.sharded else len(mine)
         sums: dict[str, torch.Tensor] = {}
-        for index, batch in enumerate(batches):
-            if index and self.stop.received:
+        for n in range(passes):
+            if n and not world.distributed and self.stop.received:
                 optimizer.zero_grad(set_to_none=True)
-                torch.set_rng_state(rng)
-                if cuda_rng is not None:
-                    torch.cuda.set_rng_state(cuda_rng, self.device)
                 return None
-            loss, parts = self.objective.row_loss(self.model, batch)
+            set_gradient_sync(self.model, world, n == passes - 1)
+            index = mine[n] if n < len(mine) else None
+            seed_row(self.hp.seed, step, 0 if index is None else index)  # dropout: the same masks on any rank
+            loss, metric_parts = self.objective.row_loss(self.model, self.objective.pack(rows_of_step[index or 0]))
+            if index is None:
+                (loss * 0).backward()
+                continue
             (loss / divisor).backward()
-            for name, value in parts.items():
+            for name, value in metric_parts.items():
                 sums[name] = sums[name] + value if name in sums else value
-        host = {name: float(value.item()) for name, value in sums.items()}  # the step's host syncs
-        if not math.isfinite(host["loss"]):
-            raise TrainingError(f"the training loss became {host['loss']} at step {step}; lower the learning rate")
+        if world.distributed and not world.sharded:
+            all_reduce_gradients(self._trainable())
         torch.nn.utils.clip_grad_norm_(self._trainable(), MAX_GRAD_NORM)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return host, divisor, sum(b.tokens for b in batches)
+        return sums, divisor, sum(tokens)

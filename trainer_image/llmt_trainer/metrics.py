@@ -56,14 +56,18 @@ def keep_metrics(sink: Path, checkpoint: Path) -> None:
 
 def restore_metrics(checkpoint: Path, sink: Path, step: int) -> int:
     """metrics.jsonl and results.csv rewritten from the checkpoint's records with step <= `step`; their number."""
-    reset_metrics(sink)
     kept = checkpoint / METRICS_FILE
+    return restore_metrics_text(kept.read_text(encoding="utf-8") if kept.is_file() else None, sink, step)
+
+
+def restore_metrics_text(kept: str | None, sink: Path, step: int) -> int:
+    """The same from a checkpoint's metrics.jsonl text (read on any rank, restored by rank 0)."""
+    reset_metrics(sink)
     records = []
-    if kept.is_file():
-        for line in kept.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                record = json.loads(line)
-                if record.get("step", step + 1) <= step:
-                    records.append(record)
+    for line in (kept or "").splitlines():
+        if line.strip():
+            record = json.loads(line)
+            if record.get("step", step + 1) <= step:
+                records.append(record)
     _append(records, sink)
     return len(records)

@@ -28,13 +28,19 @@ MERGED_DIR = "merged"
 SUMMARY_FILE = "training_summary.json"
 
 
-def save_model(model: Any, tokenizer: Any, paths: Paths, hp: Hyperparameters, base_model: str) -> None:
-    """The adapter and the tokenizer (and the merged model) into the staging folder."""
+def save_model(model: Any, tokenizer: Any, paths: Paths, hp: Hyperparameters, base_model: str,
+               trainable_state: dict[str, Any] | None = None) -> None:
+    """The adapter and the tokenizer (and the merged model) into the staging folder. `trainable_state`: the LoRA
+    weights gathered whole from FSDP's shards (distributed.full_trainable_state), saved instead of the model's own
+    (rank 0 of a sharded run; merge_adapter is refused there, device_plan.py)."""
     staging = paths.model_staging_dir
     # The adapter records where its base model came from: name the model, not the container's channel path.
     model.peft_config["default"].base_model_name_or_path = base_model
     staging.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(staging)
+    if trainable_state is None:
+        model.save_pretrained(staging)
+    else:
+        model.save_pretrained(staging, state_dict=trainable_state)
     tokenizer.save_pretrained(staging)
     if hp.merge_adapter:
         merged_dir = staging / MERGED_DIR
