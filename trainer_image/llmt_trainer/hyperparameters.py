@@ -54,6 +54,9 @@ class Hyperparameters:
     # epoch interrupted by spot, a time limit or a crash loses at most this much training.
     checkpoint_interval_s: float = 900.0
     load_in_4bit: bool = False  # QLoRA: needs CUDA and bitsandbytes
+    # Compile each decoder layer with torch.compile (dynamic shapes: rows vary in length), fast_path.py: faster
+    # steps once compiled, at the cost of compiling at start (and again for a few new row lengths). Off by default.
+    torch_compile: bool = False
     merge_adapter: bool = False  # also save the base model with the adapter merged in, under merged/
     # Where the merged model goes as its own archive (s3://.../merged-model.tar.gz), so model.tar.gz stays the
     # small adapter; without it merged/ stays inside model.tar.gz.
@@ -230,6 +233,7 @@ def parse_hyperparameters(raw: Mapping[str, Any]) -> tuple[Hyperparameters, list
         gradient_checkpointing=_parse_auto_bool("gradient_checkpointing", get("gradient_checkpointing")),
         checkpoint_interval_s=_parse_float("checkpoint_interval_s", get("checkpoint_interval_s"), minimum=0.0),
         load_in_4bit=_parse_bool("load_in_4bit", get("load_in_4bit")),
+        torch_compile=_parse_bool("torch_compile", get("torch_compile")),
         merge_adapter=_parse_bool("merge_adapter", get("merge_adapter")),
         merged_model_uri=_parse_s3_uri("merged_model_uri", get("merged_model_uri")),
         method=_parse_method(get("method")),

@@ -13,6 +13,11 @@ layer's matmul runs twice per labelled token, as in plain training, and nothing 
 head (one with an adapter or a bias) recomputes each chunk's logits in the backward pass (activation
 checkpointing): a third matmul, but still one chunk at a time.
 
+On CUDA with liger_kernel importable (the GPU image's requirements-gpu.txt), the fused path is Liger's Triton kernel
+of the same computation (LigerFusedLinearCrossEntropyLoss: the loss and the hidden states' gradient in the forward
+pass, chunked by the kernel), chosen by liger_loss; everywhere else, and with LLMT_FAST_PATH_OFF=liger, this
+module's own (fast_path.py).
+
 Models whose logits are not a plain linear map of the last hidden state (a soft cap or a scale after the output
 layer) take the plain path: the model's own forward, all logits, then the same selection.
 """
@@ -26,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from .fast_path import liger_transformers, switched_off
 from .masking import IGNORE_INDEX
 
 # Config attributes that put something between the output layer and the logits (Gemma 2's soft cap, Cohere's
@@ -82,6 +88,17 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         return grad * grad_total.to(grad.dtype), None, None, None
 
 
+def liger_loss(device: torch.device) -> Any:
+    """Liger's fused linear cross-entropy, summed and with each position's predicted token, called as
+    `(weight, hidden, targets)`: on CUDA where liger_kernel imports; None (loss.py's own) anywhere else."""
+    if device.type != "cuda" or "liger" in switched_off():
+        return None
+    liger = liger_transformers()
+    if liger is None:
+        return None
+    return liger.LigerFusedLinearCrossEntropyLoss(reduction="sum", return_predicted_tokens=True)
+
+
 def _fusable(head: Any) -> bool:
     return type(head) is torch.nn.Linear and head.bias is None and not head.weight.requires_grad
 
@@ -125,6 +142,10 @@ def loss_over_targets(
         loss, correct = _chunk_loss(torch.nn.Identity(), hidden, targets)
         return LossSum(loss, correct)
     if torch.is_grad_enabled() and hidden.requires_grad and _fusable(head):
+        liger = liger_loss(hidden.device)
+        if liger is not None:
+            result = liger(head.weight, hidden, targets)
+            return LossSum(result.loss, (result.predicted_tokens.detach() == targets).sum())
         loss, hits = _FusedLinearCrossEntropy.apply(hidden, head.weight, targets, chunk_tokens)
         return LossSum(loss, hits)
     total = hidden.new_zeros((), dtype=torch.float32)

@@ -23,14 +23,15 @@ Python: the services import it without torch.
                  at a time: chunk x vocab x (LOGIT_BYTES + bytes in bf16), the chunk's fp32 logits (made into
                  probabilities in place) and in bf16 the head's output and the probabilities' bf16 copy.
                  Vocabulary size sets the chunk: Qwen2.5's 152k words take 441 tokens a chunk, Mistral's 33k 2,048.
-    mask         packed rows get a dense T x T boolean attention mask from transformers: T^2 bytes.
+    mask         with sdpa, packed rows get a dense T x T boolean attention mask from transformers: T^2 bytes; 0
+                 with flex attention or flash-attention's varlen (dense_mask=False: trainer's fast_path.py), which
+                 take the examples' bounds from the position ids and build no such mask.
     overhead     OVERHEAD_BYTES: the CUDA context, cuBLAS workspaces and the caching allocator's slack.
 
 Several processes (`shards`, the world size: distributed_plan): data parallel ("ddp"), each GPU holds all of the
 above. Sharded ("fsdp", torch's fully_shard over the decoder layers), each GPU holds weights / shards and
 adapter / shards, plus the whole weights of FSDP_GATHERED_LAYERS layers (the one running, the next prefetched);
 activations, logits and mask are per row, as before.
-
 
 Training methods (hyperparameter `method`): everything above is per row and holds for both. DPO (dpo.py) packs
 a pair as one unit, its chosen and rejected sequences in the same row, so a row holds at least
@@ -216,9 +217,11 @@ def activation_bytes_per_token(arch: Architecture, dtype_bytes: int) -> float:
 
 def predict(arch: Architecture, row_tokens: int, *, dtype_bytes: int = 2, load_in_4bit: bool = False,
             gradient_checkpointing: bool = False, lora_rank: int = 8, layers: int | None = None,
-            overhead: int = OVERHEAD_BYTES, labelled_tokens: int | None = None, shards: int = 1) -> Breakdown:
+            overhead: int = OVERHEAD_BYTES, labelled_tokens: int | None = None, dense_mask: bool = True,
+            shards: int = 1) -> Breakdown:
     """Peak memory of one training pass over a row of `row_tokens` tokens, `labelled_tokens` of them (all, unless
     said) going through the output layer (`layers`: fewer than the model's, as the calibration measures);
+    `dense_mask`: whether the attention gets a dense T x T mask (sdpa) or none (flex, flash-attention varlen);
     `shards`: the processes FSDP shards the weights and the adapter over (1: not sharded)."""
     n_layers = arch.num_layers if layers is None else layers
     layer_params = n_layers * arch.layer_parameters()
@@ -243,7 +246,7 @@ def predict(arch: Architecture, row_tokens: int, *, dtype_bytes: int = 2, load_i
     else:
         activations = row_tokens * n_layers * per_layer
     return Breakdown(weights=int(weights), adapter=int(adapter), activations=int(activations), logits=int(logits),
-                     mask=row_tokens * row_tokens, overhead=overhead)
+                     mask=row_tokens * row_tokens if dense_mask else 0, overhead=overhead)
 
 
 def max_row_tokens(arch: Architecture, capacity_bytes: float, **settings: Any) -> int:
@@ -273,7 +276,7 @@ class Plan:
 
 def plan(arch: Architecture, capacity_bytes: float, max_seq_length: int, *, dtype_bytes: int = 2,
          load_in_4bit: bool = False, lora_rank: int = 8, gradient_checkpointing: bool | None = None,
-         row_tokens: int | None = None, shards: int = 1) -> Plan | None:
+         row_tokens: int | None = None, dense_mask: bool = True, shards: int = 1) -> Plan | None:
     """The settings that fit `capacity_bytes` (the device's memory): a row holds at least one max_seq_length
     example. Checkpointing stays off when the rows fit without it ("auto": None), since it costs a forward pass
     again; a row is as long as memory allows, up to AUTO_MAX_ROW_TOKENS (or `row_tokens` when given). None: even
@@ -282,7 +285,7 @@ def plan(arch: Architecture, capacity_bytes: float, max_seq_length: int, *, dtyp
     choices = [False, True] if gradient_checkpointing is None else [gradient_checkpointing]
     for checkpointing in choices:
         settings: dict[str, Any] = {"dtype_bytes": dtype_bytes, "load_in_4bit": load_in_4bit, "lora_rank": lora_rank,
-                    "gradient_checkpointing": checkpointing, "shards": shards}
+                    "gradient_checkpointing": checkpointing, "dense_mask": dense_mask, "shards": shards}
         longest = max_row_tokens(arch, usable, **settings)
         if longest < max_seq_length:
             continue

@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from .adapter_start import StartAdapter, load_start_weights, lora_config
 from .channels import find_in_channel
 from .contract import Paths
 from .errors import HyperparameterError, ModelLoadError
+from .fast_path import Available, FastPath, apply_liger_kernels, choose, detect
 from .hyperparameters import Hyperparameters
 from .lora import add_lora_adapter, prepare_base_model
 
@@ -144,13 +145,31 @@ def _quantization_config(device: torch.device, dtype: torch.dtype) -> Any:
     )
 
 
+def choose_fast_path(source: str, hp: Hyperparameters, device: torch.device, dtype: torch.dtype) -> FastPath:
+    """The run's fast path (fast_path.py): on CUDA what is installed and what the model's class supports (its
+    config.json read for that); on the CPU every switch off, nothing read."""
+    if device.type != "cuda":
+        return choose(device, dtype, Available(), torch_compile=hp.torch_compile)
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except Exception as exc:  # a stop signal is no Exception: it passes through (stops.py)
+        raise ModelLoadError(f"cannot read the config of the base model {source}: {exc}") from exc
+    return choose(device, dtype, detect(config), getattr(config, "model_type", None), hp.torch_compile)
+
+
 def load_model(source: str, hp: Hyperparameters, device: torch.device, dtype: torch.dtype,
-               start: StartAdapter | None = None) -> Any:
+               start: StartAdapter | None = None, fast_path: FastPath | None = None) -> Any:
     """The base model on `device` in `dtype` (4-bit with load_in_4bit), frozen, with the LoRA adapter (lora.py):
-    a fresh one, or the starting adapter's config and weights (adapter_start.py)."""
+    a fresh one, or the starting adapter's config and weights (adapter_start.py). `fast_path`: the attention and
+    kernels to load it with (choose_fast_path when not given, logged); compile and autocast are the loop's."""
+    if fast_path is None:
+        fast_path = choose_fast_path(source, hp, device, dtype)
+        log.info("%s", fast_path.describe())
     kwargs: dict[str, Any] = {"dtype": dtype}
-    if device.type == "cuda":
-        kwargs["attn_implementation"] = "sdpa"  # flash/memory-efficient kernels; packed rows via position ids
+    if fast_path.attention is not None:
+        # Packed rows via position ids: flex attention skips the blocks outside each example (fast_path.py).
+        kwargs["attn_implementation"] = fast_path.attention
+    apply_liger_kernels(fast_path.liger_kernels)  # patches the architecture's module, so before the model exists
     if hp.load_in_4bit:
         kwargs["quantization_config"] = _quantization_config(device, dtype)
         kwargs["device_map"] = {"": device.index or 0}
