@@ -294,3 +294,43 @@ def test_the_contract_names_what_the_distributed_run_needs() -> None:
     for name in ("resourceconfig.json", "SM_HOSTS", "MASTER_ADDR", "torchrun", "sagemaker_torch_distributed_enabled"):
         assert name in contract.__doc__, name
 
+
+
+# Test-only: the job with the memory plan's strategy forced to "fsdp" (the demo model fits anywhere, so the trainer
+# would choose "ddp"), run under torchrun as a container's worker would be.
+FORCE_FSDP = """import sys
+sys.path.insert(0, {trainer!r})
+from llmt_trainer import job, main
+planned = job.plan_for_device
+def sharded(*args, **kwargs):
+    hp, batch_plan, _ = planned(*args, **kwargs)
+    return hp, batch_plan, "fsdp"
+job.plan_for_device = sharded
+sys.exit(main.main(sys.argv[1:]))
+"""
+
+
+def test_the_sharded_path_trains_the_same_adapter_as_data_parallel(
+    demo_model: Path, two_host_run: Path, tmp_path: Path
+) -> None:
+    """FSDP2 (fully_shard) runs on the CPU over gloo in torch 2.13: two processes with the weights sharded, a
+    checkpoint after every step (the adapter and the optimizer state gathered from the shards), end with the data
+    parallel run's adapter and losses."""
+    script = tmp_path / "force_fsdp.py"
+    script.write_text(FORCE_FSDP.format(trainer=str(FINETUNE_SCRIPT.parent)))
+    env = host_env(tmp_path, demo_model, None, free_port())
+    with (tmp_path / "fsdp.log").open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+             "--master_port", env["MASTER_PORT"], str(script), "train"],
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    returncode = finish([process], time.monotonic() + RUN_TIMEOUT_S)[0]
+    log = (tmp_path / "fsdp.log").read_text(errors="replace")
+    assert returncode == 0, log
+    assert "world size 2 (1 host x 2 processes), data parallel, weights sharded (fsdp), backend gloo" in log
+    assert_same_adapter(adapter(tmp_path / "single" / "model"), adapter(two_host_run / "algo-1" / "model"))
+    losses = [json.loads(line)["train_loss"] for line in
+              (tmp_path / "single" / "output" / "data" / "metrics.jsonl").read_text().splitlines()]
+    expected = [json.loads(line)["train_loss"] for line in
+                (two_host_run / "algo-1" / "output" / "data" / "metrics.jsonl").read_text().splitlines()]
+    assert losses == pytest.approx(expected, abs=2e-4)

@@ -174,25 +174,35 @@ def decoder_layers(model: Any) -> list[torch.nn.Module]:
 
 def shard_model(model: Any, world: World) -> None:
     """FSDP2: each decoder layer's parameters (the frozen base weights and the LoRA ones) sharded across the world,
-    gathered for its forward and backward; the rest (embeddings, head) as one more group. Gradients are summed, not
-    averaged: every rank already divides its loss by the step's global divisor."""
-    from torch.distributed.fsdp import FSDPModule, fully_shard
+    gathered for its forward and backward; the decoder's own (embeddings, final norm) as one more group, the root.
+    The output layer stays whole on every rank: loss.py runs the decoder and then uses the head's weight itself,
+    chunk by chunk, outside any module's forward, where FSDP could not gather it. FSDP averages the gradients over
+    the ranks (a sum would need PREMUL_SUM, which gloo lacks): the loop scales each rank's loss by the world size
+    (gradient_scale), so the result is the sum all the same."""
+    from torch.distributed.fsdp import fully_shard
 
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
     layers = decoder_layers(model)
-    if not layers:
+    if not layers or not callable(getattr(base, "get_decoder", None)):
         raise RuntimeError(f"no decoder layers found in {type(model).__name__} to shard")
     for layer in layers:
         fully_shard(layer)
-    fully_shard(model)
-    for module in model.modules():
-        if isinstance(module, FSDPModule):
-            module.set_gradient_divide_factor(1.0)
+    fully_shard(base.get_decoder())
+
+
+def gradient_scale(world: World) -> int:
+    """What each rank's loss is multiplied by so that the ranks' gradients add up: FSDP's reduction averages."""
+    return world.size if world.sharded else 1
 
 
 def set_gradient_sync(model: Any, world: World, sync: bool) -> None:
     """FSDP: reduce-scatter the gradients only after the step's last micro-batch."""
     if world.sharded:
-        model.set_requires_gradient_sync(sync)
+        from torch.distributed.fsdp import FSDPModule
+
+        for module in model.modules():
+            if isinstance(module, FSDPModule):
+                module.set_requires_gradient_sync(sync, recurse=False)
 
 
 def full_trainable_state(model: Any) -> dict[str, torch.Tensor]:

@@ -37,6 +37,7 @@ from .distributed import (
     broadcast_object,
     full_trainable_state,
     gather_objects,
+    gradient_scale,
     load_sharded_optimizer_state,
     seed_row,
     set_gradient_sync,
@@ -407,7 +408,7 @@ class TrainingRun:
             if index is None:
                 (loss * 0).backward()
                 continue
-            (loss / divisor).backward()
+            (loss * gradient_scale(world) / divisor).backward()
             for name, value in metric_parts.items():
                 sums[name] = sums[name] + value if name in sums else value
         if world.distributed and not world.sharded:
