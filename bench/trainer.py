@@ -70,6 +70,7 @@ from bench.trainer_flops import LLAMA_3_1_8B, LLAMA_3_2_1B, Shape, Work, gpu_pea
 from bench.trainer_memory import measuring, mib
 from trainer_image.demo_model import PROSE, build_tokenizer, write_jsonl
 from trainer_image.llmt_trainer import job
+from trainer_image.llmt_trainer import loss as trainer_loss
 from trainer_image.llmt_trainer.checkpoints import Progress
 from trainer_image.llmt_trainer.contract import Paths
 from trainer_image.llmt_trainer.loop import StopSignal, TrainingRun
@@ -144,24 +145,40 @@ def observing(model: Any) -> Iterator[tuple[RowCounter, RowCounter]]:
     """(output layer, first decoder layer) counters of the positions `model` computes while the block runs.
 
     The output layer is counted wherever its weight goes through F.linear, not by a module hook: a fused loss uses
-    the weight without calling the module (trainer_image/llmt_trainer/loss.py). The decoder layer is counted at its
-    MLP: transformers checkpoints a layer's forward, so the layer's own hooks run once, while its submodules' run
-    again when the backward pass recomputes them."""
+    the weight without calling the module (trainer_image/llmt_trainer/loss.py); and where the trainer's loss hands
+    the weight to Liger's fused linear cross-entropy (loss.liger_loss, on CUDA), at that call: its Triton kernel
+    makes the logits and their gradient in the forward pass, without F.linear and without recomputing them. The
+    decoder layer is counted at its MLP: transformers checkpoints a layer's forward, so the layer's own hooks run
+    once, while its submodules' run again when the backward pass recomputes them."""
     head, layer = RowCounter(), RowCounter()
     weight = model.get_output_embeddings().weight
-    linear = F.linear
+    linear, fused_loss = F.linear, trainer_loss.liger_loss
 
     def counting_linear(inputs: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         if w is weight:
             head.count(inputs)
         return linear(inputs, w, bias)
 
+    def counting_fused_loss(device: torch.device) -> Any:
+        fused = fused_loss(device)
+        if fused is None:
+            return None
+
+        def call(w: torch.Tensor, hidden: torch.Tensor, targets: torch.Tensor) -> Any:
+            if w is weight:
+                head.count(hidden)
+            return fused(w, hidden, targets)
+
+        return call
+
     handle = model.get_decoder().layers[0].mlp.register_forward_pre_hook(lambda _module, args: layer.count(args[0]))
     F.linear = counting_linear  # type: ignore[assignment]
+    trainer_loss.liger_loss = counting_fused_loss
     try:
         yield head, layer
     finally:
         F.linear = linear
+        trainer_loss.liger_loss = fused_loss
         handle.remove()
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -26,6 +27,7 @@ from bench.trainer_flops import (
     training_flops,
 )
 from bench.trainer_memory import measuring, mib
+from trainer_image.llmt_trainer import loss as trainer_loss
 from trainer_image.llmt_trainer.loss import loss_over_targets
 
 CATALOG = Path(__file__).parents[2] / "services" / "training" / "catalog.json"
@@ -123,6 +125,33 @@ def test_observing_sees_the_trainers_own_loss_put_only_the_labelled_positions_th
         result.loss.backward()
     # THEN the decoder saw every position, the output layer only the 4 targets
     assert (layer.forward, head.forward) == (12, 4)
+
+
+def test_observing_counts_the_output_layer_where_the_loss_hands_its_weight_to_liger(
+        monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    # GIVEN a fused loss standing in for Liger's (on CUDA): it takes the weight, never calls F.linear
+    calls = []
+
+    def fake_liger(device: torch.device) -> Any:
+        def fused(weight: torch.Tensor, hidden: torch.Tensor, targets: torch.Tensor) -> Any:
+            calls.append(hidden.shape[0])
+            logits = torch.matmul(hidden, weight.t()).float()
+            loss = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
+            return SimpleNamespace(loss=loss, predicted_tokens=logits.argmax(-1))
+
+        return fused
+
+    monkeypatch.setattr(trainer_loss, "liger_loss", fake_liger)
+    model = get_peft_model(tiny_llama(), lora_config())
+    ids = torch.randint(0, 50, (1, 12))
+    positions = torch.tensor([3, 4, 9, 10])
+    # WHEN the trainer's loss runs under observation
+    with observing(model.get_base_model()) as (head, layer):
+        result = loss_over_targets(model, ids, torch.arange(12).unsqueeze(0), positions, ids[0, positions + 1], 2)
+        result.loss.backward()
+    # THEN the 4 targets are counted at the fused call, once, and the trainer's loss is given back its own function
+    assert calls == [4] and (layer.forward, head.forward, head.again) == (12, 4, 0)
+    assert trainer_loss.liger_loss is fake_liger
 
 
 def test_the_bench_names_the_missing_trl_and_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
