@@ -107,6 +107,16 @@ def test_the_cpu_path_reads_nothing_and_switches_nothing_on() -> None:
     assert choose_fast_path("/no/such/model", hp, CPU, torch.float32) == PLAIN  # no config read on the CPU
 
 
+def test_on_cuda_the_models_config_decides_flex_and_liger_is_off_without_liger_kernel(
+    demo_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The choice load_model makes on a GPU, made here from the demo model's config.json (nothing is loaded)."""
+    monkeypatch.setattr(fast_path, "liger_transformers", lambda: None)  # as here: liger_kernel is not installed
+    hp, _ = parse_hyperparameters({"torch_compile": "true"})
+    assert choose_fast_path(str(demo_dir), hp, CUDA, torch.bfloat16) == FastPath(
+        attention="flex_attention", liger_loss=False, liger_kernels=None, autocast=torch.bfloat16, compile=True)
+
+
 def test_flex_attention_on_a_packed_row_gives_the_dense_paths_loss_and_each_example_alone(
     demo_dir: Path, examples: list[TokenizedExample]
 ) -> None:
@@ -334,7 +344,7 @@ def test_compiled_decoder_layers_give_the_eager_loss_and_gradients_and_keep_the_
 def test_the_fast_path_is_reported_in_one_line() -> None:
     on_gpu = choose(CUDA, torch.bfloat16, EVERYTHING, "qwen2", torch_compile=False)
     assert on_gpu.describe() == ("fast path: attention flex (packed blocks), loss liger fused-linear-CE, "
-                                 "liger rms_norm/rope/swiglu, bfloat16 autocast, compile off")
+                                 "liger rms_norm/rope/swiglu, bf16 autocast, compile off")
     assert choose(CPU, torch.float32, EVERYTHING, "qwen2").describe() == (
         "fast path: attention sdpa (dense packed mask), loss chunked fused-linear-CE, liger kernels off, "
         "no autocast, compile off")

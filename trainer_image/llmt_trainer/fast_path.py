@@ -66,6 +66,7 @@ LIGER_KERNEL_FUNCTIONS = {
 LIGER_KERNEL_SWITCHES = {"rope": True, "rms_norm": True, "swiglu": True, "geglu": True,
                          "cross_entropy": False, "fused_linear_cross_entropy": False}
 LOW_PRECISION = (torch.bfloat16, torch.float16)
+SHORT_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
 def switched_off() -> frozenset[str]:
@@ -190,7 +191,7 @@ class FastPath:
             self.attention or "", f"{self.attention or 'sdpa'} (dense packed mask)")
         kernels = "liger rms_norm/rope/swiglu" if self.liger_kernels else "liger kernels off"
         loss = "liger fused-linear-CE" if self.liger_loss else "chunked fused-linear-CE"
-        precision = f"{str(self.autocast).removeprefix('torch.')} autocast" if self.autocast else "no autocast"
+        precision = f"{SHORT_NAMES.get(self.autocast, str(self.autocast))} autocast" if self.autocast else "no autocast"
         return (f"fast path: attention {attention}, loss {loss}, {kernels}, {precision}, "
                 f"compile {'on' if self.compile else 'off'}")
 
