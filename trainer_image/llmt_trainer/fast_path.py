@@ -19,7 +19,7 @@ one log line at start. On the CPU every switch is off and training is exactly th
     kernels    Liger's RMSNorm, RoPE and SwiGLU (GeGLU for Gemma), patched into the model's transformers module
                before it is loaded; the output layer and loss stay loss.py's (cross_entropy and
                fused_linear_cross_entropy off: loss.py never asks the model for logits on the fused path).
-    autocast   compute_autocast(device, dtype): bf16 autocast around the forward and backward where the base is
+    autocast   compute_autocast(device, dtype): bf16 autocast around each row's forward pass where the base is
                bf16 (the LoRA weights stay fp32 master weights computing in bf16, lora.py); a no-op in fp32.
     compile    hyperparameter torch_compile: each decoder layer compiled on its own with dynamic shapes (rows vary
                in length), so the model's state dict and the adapter's saved names do not change.
@@ -162,9 +162,9 @@ def autocast_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype | No
 
 
 def compute_autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager[Any]:
-    """The context to run each row's forward and backward in: torch.autocast in the base's dtype where that is bf16
-    (so any op left in fp32, such as a rotary table or an fp32 adapter weight, computes in bf16 too); a no-op in
-    fp32, as on the CPU."""
+    """The context to run each row's forward pass in (the backward, outside it, follows the forward's dtypes, as
+    torch.autocast asks): autocast in the base's dtype where that is bf16 (so any op left in fp32, such as a rotary
+    table or an fp32 adapter weight, computes in bf16 too); a no-op in fp32, as on the CPU."""
     low = autocast_dtype(device, dtype)
     if low is None:
         return contextlib.nullcontext()
