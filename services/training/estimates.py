@@ -64,6 +64,11 @@ def choose_instance(catalog: Catalog, base: BaseModelEntry, instance_type: str |
             message += (f" (DPO: a pass holds a preference pair, both sequences, so {seq} tokens: twice "
                         "max_seq_length.)")
         raise InvalidRequest(message, param="instance_type", code="instance_too_small")
+    planned = fit.plan_on(base, instance, seq, **settings)
+    if requested.merge_adapter is True and planned is not None and planned.strategy == "fsdp":
+        raise InvalidRequest(f"{base.id} fits {instance.id} only sharded over its GPUs (FSDP), and merge_adapter needs "
+                             "the whole model in one process: leave merge_adapter off here, or merge in a job on "
+                             "larger GPUs.", param="hyperparameters.merge_adapter", code="invalid_hyperparameter")
     return instance
 
 

@@ -4,14 +4,13 @@ catalog model's shape (its config.json's keys, catalog.json `architecture`) and 
 
 GPU: the GPU's memory, bf16 weights (fp32 on GPUs without bf16: V100), or 4-bit with QLoRA. A job trains with one
 process per GPU on each of its instances (instance_count x gpus): data parallel (DDP) when the model fits one GPU,
-else sharded (FSDP: each GPU holds its share of the weights), and in 4-bit only where even sharded bf16 does not fit.
+else sharded (FSDP: each GPU holds its share of the weights): memory.distributed_plan, as the trainer decides.
 CPU: only small models (at most CPU_MAX_PARAMETERS: beyond that a CPU trains too slowly to be worth paying for),
 in fp32, within CPU_MEMORY_SHARE of the instance's memory.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,18 +18,15 @@ from services.training.catalog import BaseModelEntry, Catalog, InstanceType
 from trainer_image.llmt_trainer.memory import (
     CPU_MEMORY_SHARE,
     GIB,
-    NF4_BYTES,
     USABLE_SHARE,
     Architecture,
     Plan,
+    distributed_plan,
     max_row_tokens,
-    plan,
     predict,
 )
 
 CPU_MAX_PARAMETERS = 100_000_000
-# FSDP holds the whole weights of the layer running and of the next one (prefetched) besides its own shard.
-FSDP_GATHERED_LAYERS = 2
 AUTO_MAX_SEQ_LENGTH = 2048  # "auto" never asks for more than this, whatever the model's context
 
 
@@ -55,8 +51,9 @@ def dtype_bytes(instance: InstanceType) -> int:
 @dataclass(frozen=True)
 class ClusterPlan(Plan):
     """The plan of each training process, and how the job's processes share the work: "single" (one process),
-    "ddp" (data parallel: every GPU holds the whole model), "fsdp" (the frozen weights and the adapter sharded over
-    the processes, each decoder layer gathered while it runs) or "fsdp_qlora" (sharded, and 4-bit)."""
+    "ddp" (data parallel: every GPU holds the whole model) or "fsdp" (the frozen weights and the adapter sharded over
+    the processes, each decoder layer gathered while it runs): memory.distributed_plan's choice, as the trainer
+    makes it (device_plan.py)."""
 
     strategy: str = "single"
     processes: int = 1
@@ -65,50 +62,26 @@ class ClusterPlan(Plan):
         return {**super().as_dict(), "strategy": self.strategy, "processes": self.processes}
 
 
-def _sharded(arch: Architecture, capacity: float, max_seq_length: int, processes: int, *, load_in_4bit: bool,
-             dtype: int, lora_rank: int, gradient_checkpointing: bool | None,
-             row_tokens: int | None) -> ClusterPlan | None:
-    """FSDP over `processes` GPUs: each holds 1/processes of the weights and of the adapter (with its gradients
-    and AdamW moments), plus the unsharded weights of the layer running and the next one (prefetched)."""
-    settings: dict[str, Any] = {"dtype_bytes": dtype, "load_in_4bit": load_in_4bit, "lora_rank": lora_rank}
-    whole = predict(arch, 1, **settings)
-    layer = arch.layer_parameters() * (NF4_BYTES if load_in_4bit else dtype)
-    freed = (whole.weights + whole.adapter) * (1 - 1 / processes) - FSDP_GATHERED_LAYERS * layer
-    single = plan(arch, capacity + freed / USABLE_SHARE, max_seq_length, gradient_checkpointing=gradient_checkpointing,
-                  row_tokens=row_tokens, **settings)
-    if single is None:
-        return None
-    predicted = dataclasses.replace(
-        single.predicted, weights=int(whole.weights / processes + FSDP_GATHERED_LAYERS * layer),
-        adapter=int(whole.adapter / processes))
-    return ClusterPlan(single.gradient_checkpointing, single.row_tokens, predicted,
-                       "fsdp_qlora" if load_in_4bit else "fsdp", processes)
-
-
 def plan_on(model: BaseModelEntry, instance: InstanceType, max_seq_length: int | None = None, *,
             load_in_4bit: bool = False, gradient_checkpointing: bool | None = None, lora_rank: int = 8,
             micro_batch_tokens: int | None = None) -> ClusterPlan | None:
     """The settings the trainer would choose on `instance` (its `count` instances: one process per GPU on each), or
-    None where the model does not fit it. Data parallel where the model fits one GPU; else sharded (FSDP), and only
-    where even that does not fit, sharded in 4-bit (QLoRA)."""
+    None where the model does not fit it. Data parallel where the model fits one GPU; else, on GPUs, sharded (FSDP).
+    Sharded in 4-bit (FSDP with QLoRA) is not offered: the trainer refuses it (its 4-bit loading is for one GPU)."""
     if instance.gpus == 0 and (load_in_4bit or model.parameters > CPU_MAX_PARAMETERS):
         return None
-    arch, capacity, dtype = architecture(model), capacity_bytes(instance), dtype_bytes(instance)
-    seq = max_seq_length or default_max_seq_length(model)
-    processes = instance.processes
-    whole = plan(arch, capacity, seq, dtype_bytes=dtype, load_in_4bit=load_in_4bit, lora_rank=lora_rank,
-                 gradient_checkpointing=gradient_checkpointing, row_tokens=micro_batch_tokens)
-    if whole is not None:
-        return ClusterPlan(whole.gradient_checkpointing, whole.row_tokens, whole.predicted,
-                           "ddp" if processes > 1 else "single", processes)
-    if processes == 1 or instance.gpus == 0:  # FSDP is a GPU plan: CPU instances train small models only
+    chosen = distributed_plan(architecture(model), capacity_bytes(instance), max(instance.gpus, 1), instance.count,
+                              max_seq_length or default_max_seq_length(model), dtype_bytes=dtype_bytes(instance),
+                              load_in_4bit=load_in_4bit, lora_rank=lora_rank,
+                              gradient_checkpointing=gradient_checkpointing, row_tokens=micro_batch_tokens)
+    if chosen is None:
         return None
-    for four_bit in (False, True) if not load_in_4bit else (True,):
-        sharded = _sharded(arch, capacity, seq, processes, load_in_4bit=four_bit, dtype=dtype, lora_rank=lora_rank,
-                           gradient_checkpointing=gradient_checkpointing, row_tokens=micro_batch_tokens)
-        if sharded is not None:
-            return sharded
-    return None
+    strategy, per_process = chosen
+    if strategy == "fsdp_qlora" or (strategy == "fsdp" and instance.gpus == 0):  # FSDP is a GPU plan here
+        return None
+    processes = instance.processes
+    return ClusterPlan(per_process.gradient_checkpointing, per_process.row_tokens, per_process.predicted,
+                       strategy if processes > 1 else "single", processes)
 
 
 def fits(model: BaseModelEntry, instance: InstanceType, max_seq_length: int | None = None, **settings: Any) -> bool:

@@ -39,6 +39,8 @@ LLAMA32 = TemplateModel(
     special=("<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eom_id|>",
              "<|eot_id|>", "<|python_tag|>"),
 )
+# Llama 3.1 and 3.3 Instruct: the 3.2 special tokens; the template differs (a fixed date, builtin tools).
+LLAMA33 = TemplateModel("llama-3.3-instruct.jinja", bos=LLAMA32.bos, eos=LLAMA32.eos, special=LLAMA32.special)
 MISTRAL_V03 = TemplateModel(
     "mistral-7b-instruct-v0.3.jinja", bos="<s>", eos="</s>",
     special=("<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[TOOL_CALLS]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]",
@@ -54,6 +56,7 @@ CATALOG_TEMPLATES: dict[str, TemplateModel] = {
     "Qwen/Qwen2.5-7B-Instruct": QWEN25,
     "meta-llama/Llama-3.2-1B-Instruct": LLAMA32,
     "meta-llama/Llama-3.2-3B-Instruct": LLAMA32,
+    "meta-llama/Llama-3.3-70B-Instruct": LLAMA33,
     "mistralai/Mistral-7B-Instruct-v0.3": MISTRAL_V03,
     "microsoft/Phi-3.5-mini-instruct": PHI35_MINI,
 }

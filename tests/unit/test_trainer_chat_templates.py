@@ -19,6 +19,7 @@ from tests.support.chat_templates import (
     DEMO_MODEL_ID,
     FIXTURES,
     LLAMA32,
+    LLAMA33,
     MISTRAL_V03,
     PHI35_MINI,
     QWEN25,
@@ -66,7 +67,8 @@ TOOLS = [{"type": "function", "function": {
 
 # What each template writes for a reply and the end of its turn: the masked text. Mistral's puts a space
 # before each reply (in this byte-level tokenizer it belongs to the reply's first word).
-REPLY = {QWEN25: "{}<|im_end|>", LLAMA32: "{}<|eot_id|>", MISTRAL_V03: " {}</s>", PHI35_MINI: "{}<|end|>"}
+REPLY = {QWEN25: "{}<|im_end|>", LLAMA32: "{}<|eot_id|>", LLAMA33: "{}<|eot_id|>", MISTRAL_V03: " {}</s>",
+         PHI35_MINI: "{}<|end|>"}
 TOOL_CALL_REPLY = {
     QWEN25: '<tool_call>\n{"name": "lookup_animal", "arguments": {"animal": "koro"}}\n</tool_call><|im_end|>',
     LLAMA32: '{"name": "lookup_animal", "parameters": {"animal": "koro"}}<|eot_id|>',
@@ -75,7 +77,7 @@ TOOL_CALL_REPLY = {
 # Mistral's template renders a system prompt only with a conversation's last user turn (so a conversation
 # that ends with a reply loses it), and Phi-3.5's writes EOS after the last turn: prefix rendering fails on
 # both, and reply substitution takes over.
-METHOD = {QWEN25: PREFIX_RENDERING, LLAMA32: PREFIX_RENDERING, MISTRAL_V03: REPLY_SUBSTITUTION,
+METHOD = {QWEN25: PREFIX_RENDERING, LLAMA32: PREFIX_RENDERING, LLAMA33: PREFIX_RENDERING, MISTRAL_V03: REPLY_SUBSTITUTION,
           PHI35_MINI: REPLY_SUBSTITUTION}
 MODELS = sorted(CATALOG_TEMPLATES)
 

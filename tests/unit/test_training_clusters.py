@@ -16,7 +16,7 @@ from services.training.models import MAX_INSTANCE_COUNT, CreateJob, EstimateRequ
 from services.training.progress import stream_host
 from services.training.quotas import QuotaChecker
 from services.training.training_job_request import TORCH_DISTRIBUTED
-from shared.errors import install_error_handlers
+from shared.errors import InvalidRequest, install_error_handlers
 from tests.support.training import CATALOG, TINY, Fakes, create, launch_job, put_file, run
 
 LLAMA70 = "meta-llama/Llama-3.3-70B-Instruct"
@@ -48,27 +48,34 @@ def test_the_catalog_lists_multi_gpu_types_with_prices_and_a_70b_model() -> None
     assert _model(LLAMA70).parameters > 70e9
     public = fit.public_catalog(CATALOG)
     llama = next(m for m in public["models"] if m["id"] == LLAMA70)
-    assert "ml.g5.12xlarge" in llama["fits_instance_types"] and "ml.g5.xlarge" not in llama["fits_instance_types"]
+    assert llama["fits_instance_types"][0] == "ml.p4d.24xlarge" and "ml.g5.xlarge" not in llama["fits_instance_types"]
     assert "count" not in public["instance_types"][0]  # a job's count is never part of the catalog
 
 
-def test_the_memory_model_chooses_data_parallel_sharded_or_sharded_4_bit() -> None:
+def test_the_memory_model_chooses_data_parallel_or_sharded_as_the_trainer_does() -> None:
     llama, qwen = _model(LLAMA70), _model(QWEN7)
     # A 7B model fits one 24 GB GPU: data parallel over two instances.
     ddp = fit.plan_on(qwen, _cluster("ml.g5.xlarge", 2))
     assert ddp is not None and (ddp.strategy, ddp.processes) == ("ddp", 2)
-    # 70B in bf16 is 141 GB: sharded over 8 A100s (about 18 GB each) it fits; over 8 A10Gs (24 GB) only in 4-bit.
+    # 70B in bf16 is 141 GB: sharded over 8 A100s (about 18 GB each, and two gathered layers) it fits.
     p4d = fit.plan_on(llama, _cluster("ml.p4d.24xlarge"))
-    g5 = fit.plan_on(llama, _cluster("ml.g5.48xlarge"))
-    assert p4d is not None and p4d.strategy == "fsdp" and p4d.processes == 8
-    assert g5 is not None and g5.strategy == "fsdp_qlora"
-    assert p4d.predicted.weights < 141e9 / 8 * 1.5  # its share of the weights (and two gathered layers), not all
-    # Neither fits one GPU, nor two A10Gs in 4-bit; a single GPU never shards.
-    assert fit.plan_on(llama, _cluster("ml.g5.xlarge")) is None
-    assert fit.plan_on(llama, _cluster("ml.g5.xlarge", 2)) is None
-    # Two of the 8-A10G instances (16 GPUs) fit it sharded without 4-bit.
+    assert p4d is not None and (p4d.strategy, p4d.processes) == ("fsdp", 8)
+    assert p4d.predicted.weights < 141e9 / 8 * 1.5
+    # Over 8 A10Gs (24 GB) only in 4-bit, which the trainer does not shard: not offered; over 16 it fits in bf16.
+    assert fit.plan_on(llama, _cluster("ml.g5.48xlarge")) is None
+    assert fit.plan_on(llama, _cluster("ml.g5.48xlarge"), load_in_4bit=True) is None
     two = fit.plan_on(llama, _cluster("ml.g5.48xlarge", 2))
     assert two is not None and (two.strategy, two.processes) == ("fsdp", 16)
+    assert fit.plan_on(llama, _cluster("ml.g5.xlarge")) is None  # one GPU never shards
+
+
+def test_merging_a_sharded_model_is_a_400(fakes: Fakes) -> None:
+    """The trainer merges the adapter in one process (device_plan refuses FSDP with merge_adapter): so does the API."""
+    put_file(fakes)
+    with pytest.raises(InvalidRequest) as refused:
+        create(fakes, model=LLAMA70, instance_type="ml.p4d.24xlarge", hyperparameters={"merge_adapter": True})
+    assert refused.value.param == "hyperparameters.merge_adapter" and "FSDP" in str(refused.value)
+    assert create(fakes, model=LLAMA70, instance_type="ml.p4d.24xlarge").instance_type == "ml.p4d.24xlarge"
 
 
 def test_an_estimate_on_two_instances_counts_both(fakes: Fakes) -> None:
