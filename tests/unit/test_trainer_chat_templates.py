@@ -77,8 +77,8 @@ TOOL_CALL_REPLY = {
 # Mistral's template renders a system prompt only with a conversation's last user turn (so a conversation
 # that ends with a reply loses it), and Phi-3.5's writes EOS after the last turn: prefix rendering fails on
 # both, and reply substitution takes over.
-METHOD = {QWEN25: PREFIX_RENDERING, LLAMA32: PREFIX_RENDERING, LLAMA33: PREFIX_RENDERING, MISTRAL_V03: REPLY_SUBSTITUTION,
-          PHI35_MINI: REPLY_SUBSTITUTION}
+METHOD = {QWEN25: PREFIX_RENDERING, LLAMA32: PREFIX_RENDERING, LLAMA33: PREFIX_RENDERING,
+          MISTRAL_V03: REPLY_SUBSTITUTION, PHI35_MINI: REPLY_SUBSTITUTION}
 MODELS = sorted(CATALOG_TEMPLATES)
 
 
