@@ -145,6 +145,7 @@ def _resolve(requested: Hyperparameters, examples: int, base: BaseModelEntry | N
         "gradient_checkpointing": planned.gradient_checkpointing if planned else memory["gradient_checkpointing"],
         "micro_batch_tokens": planned.row_tokens if planned else memory["micro_batch_tokens"],
         "checkpoint_interval_s": int(pick("checkpoint_interval_s", DEFAULT_CHECKPOINT_INTERVAL_S)),
+        "torch_compile": bool(pick("torch_compile", False)),
     }
 
 
@@ -161,7 +162,7 @@ def steps_per_epoch(resolved: dict[str, Any], train_examples: int, tokens_per_ep
 TRAINER_NAMES = ("n_epochs", "batch_size", "learning_rate", "lora_r", "lora_alpha", "lora_dropout", "target_modules",
                  "max_seq_length", "seed", "gradient_accumulation_steps", "warmup_ratio", "weight_decay",
                  "lr_scheduler", "validation_split", "merge_adapter", "tokens_per_step", "micro_batch_tokens",
-                 "gradient_checkpointing", "load_in_4bit", "checkpoint_interval_s")
+                 "gradient_checkpointing", "load_in_4bit", "checkpoint_interval_s", "torch_compile")
 
 
 def sagemaker_hyperparameters(resolved: dict[str, Any], base: BaseModelEntry, seed: int,

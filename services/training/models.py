@@ -57,6 +57,8 @@ class Hyperparameters(BaseModel):
     # A checkpoint within an epoch at least this often (0: only at epoch ends and stops), so an interruption
     # loses at most this much training.
     checkpoint_interval_s: Auto | Annotated[int, Field(ge=0, le=86_400)] = "auto"
+    # torch.compile each decoder layer (faster steps after a compile at the start; off: "auto")
+    torch_compile: Auto | bool = "auto"
 
     method: ClassVar[str] = "supervised"  # the training method these hyperparameters are for
 

@@ -132,7 +132,7 @@ def test_in_bounds_values_are_accepted_from_either_place_and_resolved(fakes: Fak
                     "validation_split": "0.0", "merge_adapter": "false",
                     "tokens_per_step": str(planned["tokens_per_step"]),
                     "micro_batch_tokens": str(planned["micro_batch_tokens"]), "gradient_checkpointing": "false",
-                    "load_in_4bit": "false", "checkpoint_interval_s": "900"}
+                    "load_in_4bit": "false", "checkpoint_interval_s": "900", "torch_compile": "false"}
     assert planned["tokens_per_step"] >= 1 and planned["micro_batch_tokens"] >= 128
     assert set(sent) <= set(hparams.TRAINER_NAMES)
 

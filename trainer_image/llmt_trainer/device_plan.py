@@ -45,10 +45,11 @@ def device_memory(device: torch.device) -> int:
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * CPU_MEMORY_SHARE)
 
 
-def _too_big(hp: Hyperparameters, arch: Architecture, capacity: int, dtype_bytes: int) -> HyperparameterError:
+def _too_big(hp: Hyperparameters, arch: Architecture, capacity: int, dtype_bytes: int,
+             dense_mask: bool = True) -> HyperparameterError:
     shortest = min_row_tokens(hp.max_seq_length, hp.method)
     with_checkpointing = predict(arch, shortest, dtype_bytes=dtype_bytes, load_in_4bit=hp.load_in_4bit,
-                                 gradient_checkpointing=True, lora_rank=hp.lora_r)
+                                 gradient_checkpointing=True, lora_rank=hp.lora_r, dense_mask=dense_mask)
     hints = [] if hp.load_in_4bit else ["load_in_4bit=true (QLoRA)"]
     if hp.gradient_checkpointing is False:
         hints.insert(0, "gradient_checkpointing=auto")
@@ -61,7 +62,8 @@ def _too_big(hp: Hyperparameters, arch: Architecture, capacity: int, dtype_bytes
 
 
 def plan_for_device(hp: Hyperparameters, arch: Architecture | None, device: torch.device, dtype: torch.dtype,
-                    train_tokens: int, world_size: int = 1) -> tuple[Hyperparameters, BatchPlan, str]:
+                    train_tokens: int, world_size: int = 1,
+                    dense_mask: bool = True) -> tuple[Hyperparameters, BatchPlan, str]:
     """The hyperparameters with "auto" checkpointing and row budget decided, how steps are cut, and how the
     `world_size` processes share the model (memory.distributed_plan's choice between them): "ddp", a whole copy
     on each, where it fits one device; else "fsdp", the weights sharded over all of them (with load_in_4bit,
@@ -81,14 +83,14 @@ def plan_for_device(hp: Hyperparameters, arch: Architecture | None, device: torc
     shortest = min_row_tokens(hp.max_seq_length, hp.method)
     settings: dict[str, Any] = {"dtype_bytes": dtype_bytes, "load_in_4bit": hp.load_in_4bit, "lora_rank": hp.lora_r,
                                 "gradient_checkpointing": hp.gradient_checkpointing,
-                                "row_tokens": hp.micro_batch_tokens or None}
+                                "row_tokens": hp.micro_batch_tokens or None, "dense_mask": dense_mask}
     strategy = "ddp"
     chosen = plan(arch, capacity, shortest, **settings)
     if chosen is None and world_size > 1:
         strategy = "fsdp_qlora" if hp.load_in_4bit else "fsdp"
         chosen = plan(arch, capacity, shortest, shards=world_size, **settings)
     if chosen is None:
-        raise _too_big(hp, arch, capacity, dtype_bytes)
+        raise _too_big(hp, arch, capacity, dtype_bytes, dense_mask)
     _check_strategy(hp, strategy)
     if hp.micro_batch_tokens and chosen.row_tokens < hp.micro_batch_tokens:
         log.warning("micro_batch_tokens=%d does not fit the device's memory; rows of %d tokens instead",

@@ -9,6 +9,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from .device_plan import plan_for_device, read_architecture
 from .distributed import World, barrier, full_trainable_state
 from .dpo import DpoObjective, TokenizedPair, tokenize_pairs, with_reference
 from .errors import DataError
+from .fast_path import compute_autocast
 from .hyperparameters import Hyperparameters, parse_hyperparameters, read_hyperparameters_file, unquote
 from .launch import DISTRIBUTION_HYPERPARAMETER
 from .loop import Objective, SupervisedObjective, TrainingRun
@@ -29,6 +31,7 @@ from .memory import loss_chunk_tokens
 from .metrics import METRICS_FILE
 from .model_loading import (
     HF_TOKEN_SECRET_PARAM,
+    choose_fast_path,
     fetch_hf_token,
     load_model,
     load_tokenizer,
@@ -79,6 +82,12 @@ def _objective(hp: Hyperparameters, model: Any, train: list[Any], validation: li
         train = with_reference(model, train, plan.row_tokens, chunk, device)
         validation = with_reference(model, validation, plan.row_tokens, chunk, device)
     return DpoObjective(train, validation, plan, hp.seed, hp.beta, device, chunk)
+
+
+def _maths(hp: Hyperparameters) -> dict[str, Any]:
+    """The hyperparameters that change what training computes (torch_compile only changes how fast): a resumed run
+    with compile switched on or off still resumes."""
+    return {name: value for name, value in hp.as_dict().items() if name != "torch_compile"}
 
 
 def model_identity(folder: Path) -> str:
@@ -142,10 +151,13 @@ def train(paths: Paths, overrides: Mapping[str, str], stop: StopSignal, world: W
         if start is not None:
             hp = with_adapter_settings(hp, start)
         architecture = read_architecture(source)
-        hp, batch_plan, strategy = plan_for_device(hp, architecture, device, dtype, train_set.tokens, world.size)
+        fast = choose_fast_path(source, hp, device, dtype)  # attention, kernels, autocast, compile (fast_path.py)
+        log.info("%s", fast.describe())
+        hp, batch_plan, strategy = plan_for_device(hp, architecture, device, dtype, train_set.tokens, world.size,
+                                                   dense_mask=fast.dense_mask)
         world = world.with_strategy(strategy)
         log.info("distributed: %s", world.describe())
-        model = load_model(source, hp, device, dtype, start)
+        model = load_model(source, hp, device, dtype, start, fast_path=fast)
     trainable, total = model.get_nb_trainable_parameters()
     log.info(
         "LoRA adapter: %d trainable of %d parameters (%.2f%%)", trainable, total, 100 * trainable / total
@@ -157,15 +169,17 @@ def train(paths: Paths, overrides: Mapping[str, str], stop: StopSignal, world: W
     # SageMaker job is a new container, its channels elsewhere), so a base from the model channel counts by content.
     base_identity = base_model if base_model != source else model_identity(Path(source))
     fingerprint = hashlib.sha256(
-        json.dumps([hp.as_dict(), base_identity, dataset_fingerprint(train_set, validation_set), start_identity])
+        json.dumps([_maths(hp), base_identity, dataset_fingerprint(train_set, validation_set), start_identity])
         .encode()
     ).hexdigest()
     if world.main:
         paths.output_data_dir.mkdir(parents=True, exist_ok=True)
     metrics_sink = paths.output_data_dir / METRICS_FILE
     chunk = loss_chunk_tokens(architecture.vocab_size if architecture else len(tokenizer))
-    objective = _objective(hp, model, train_units, validation_units, batch_plan, device, chunk, start)
-    run = TrainingRun(hp, paths, model, device, fingerprint, stop, objective, world)
+    autocast = partial(compute_autocast, device, dtype)
+    with autocast():  # DPO's reference log-probabilities, when computed up front
+        objective = _objective(hp, model, train_units, validation_units, batch_plan, device, chunk, start)
+    run = TrainingRun(hp, paths, model, device, fingerprint, stop, objective, world, autocast)
     progress = run.run(metrics_sink)
 
     trainable_state = full_trainable_state(model) if world.sharded else None  # every rank: gathered from shards

@@ -8,10 +8,12 @@ SupervisedObjective here (cross-entropy on the labelled tokens, loss.py), DpoObj
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -47,6 +49,7 @@ from .distributed import (
     sum_over_ranks,
 )
 from .errors import TrainingError, TrainingStopped
+from .fast_path import compile_decoder_layers
 from .hyperparameters import Hyperparameters
 from .loss import LossSum, loss_over_targets, target_positions
 from .masking import TokenizedExample
@@ -228,6 +231,9 @@ class TrainingRun:
     stop: StopSignal
     objective: Objective
     world: World = field(default_factory=World)
+    # The forward passes' autocast (fast_path.compute_autocast: bf16 on a GPU; nothing on the CPU); the backward
+    # passes run outside it, as torch recommends.
+    autocast: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext
 
     @staticmethod
     def iterate(schedule: list[list[Step]], start: int) -> Iterator[tuple[int, float, bool, Step]]:
@@ -248,6 +254,8 @@ class TrainingRun:
             apply_adapter(resumed, self.model)  # before sharding: into the whole parameters
         if world.sharded:
             shard_model(self.model, world)
+        if hp.torch_compile:  # after sharding: each compiled layer's parameters are already its shards
+            log.info("torch.compile: %d decoder layers compiled", compile_decoder_layers(self.model))
         optimizer = build_optimizer(self._trainable(), hp, self.device)
         scheduler = get_scheduler(
             hp.lr_scheduler,
@@ -297,7 +305,8 @@ class TrainingRun:
             progress.trained_tokens += step_tokens
             window.add(sums, divisor, step)
 
-            valid = self.objective.evaluate(self.model) if epoch_done else {}
+            with self.autocast():
+                valid = self.objective.evaluate(self.model) if epoch_done else {}
             if valid:
                 self.model.train()
                 progress.last_valid_loss = valid["valid_loss"]
@@ -404,7 +413,9 @@ class TrainingRun:
             set_gradient_sync(self.model, world, n == passes - 1)
             index = mine[n] if n < len(mine) else None
             seed_row(self.hp.seed, step, 0 if index is None else index)  # dropout: the same masks on any rank
-            loss, metric_parts = self.objective.row_loss(self.model, self.objective.pack(rows_of_step[index or 0]))
+            with self.autocast():
+                loss, metric_parts = self.objective.row_loss(self.model,
+                                                             self.objective.pack(rows_of_step[index or 0]))
             if index is None:
                 (loss * 0).backward()
                 continue
