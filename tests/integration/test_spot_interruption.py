@@ -77,9 +77,9 @@ def emulator(aws: AwsEndpoint, state_changes: str, tmp_path_factory: pytest.Temp
 
 
 def create_training_job(sm: Any, name: str, bucket: str, demo_model: Path, checkpoint_prefix: str, hold: str,
-                        spot: bool = False) -> None:
+                        spot: bool = False, instances: int = 1) -> None:
     """The trainer on the demo data, checkpointing to `checkpoint_prefix`, holding after its first checkpoint until
-    `hold` exists (a spot job on a GPU type it runs on the CPU, or an on-demand CPU one)."""
+    `hold` exists (a spot job on a GPU type it runs on the CPU, or an on-demand CPU one), on `instances` hosts."""
     sm.create_training_job(
         TrainingJobName=name, RoleArn=ROLE_ARN,
         AlgorithmSpecification={"TrainingImage": IMAGE, "TrainingInputMode": "File"},
@@ -87,7 +87,7 @@ def create_training_job(sm: Any, name: str, bucket: str, demo_model: Path, check
         InputDataConfig=[{"ChannelName": "train", "DataSource": {"S3DataSource": {
             "S3DataType": "S3Prefix", "S3Uri": f"s3://{bucket}/data/train/"}}}],
         OutputDataConfig={"S3OutputPath": f"s3://{bucket}/output"},
-        ResourceConfig={"InstanceType": "ml.g5.2xlarge" if spot else "ml.m5.large", "InstanceCount": 1,
+        ResourceConfig={"InstanceType": "ml.g5.2xlarge" if spot else "ml.m5.large", "InstanceCount": instances,
                         "VolumeSizeInGB": 30},
         StoppingCondition={"MaxRuntimeInSeconds": 600, **({"MaxWaitTimeInSeconds": 1200} if spot else {})},
         **({"EnableManagedSpotTraining": True} if spot else {}),
@@ -99,14 +99,18 @@ def metric_steps(text: str) -> list[int]:
     return [json.loads(m)["step"] for m in re.findall(r"^METRICS (.*)$", text, flags=re.M)]
 
 
+@pytest.mark.parametrize("instances", [1, 2], ids=["one instance", "two instances"])
 def test_an_interrupted_spot_job_resumes_from_its_checkpoint(
-    emulator: Emulator, bucket: str, demo_model: Path, state_changes: str, tmp_path: Path
+    emulator: Emulator, bucket: str, demo_model: Path, state_changes: str, tmp_path: Path, instances: int
 ) -> None:
+    """On two instances (torchrun on each, gloo) the same holds: algo-1's rank 0 writes the checkpoint, both hosts
+    get it back from S3 after the interruption, and the two processes resume from its step together."""
     sm, s3 = emulator.client(), boto3.client("s3")
     name = unique("spot")
     release = tmp_path / "release-the-trainer"
     checkpoint_prefix = f"checkpoints/{name}/"
-    create_training_job(sm, name, bucket, demo_model, checkpoint_prefix, str(release), spot=True)
+    create_training_job(sm, name, bucket, demo_model, checkpoint_prefix, str(release), spot=True,
+                        instances=instances)
 
     def checkpoint_states() -> list[str]:
         listing = s3.list_objects_v2(Bucket=bucket, Prefix=checkpoint_prefix)
@@ -130,10 +134,14 @@ def test_an_interrupted_spot_job_resumes_from_its_checkpoint(
     assert "spot" in done["SecondaryStatusTransitions"][3]["StatusMessage"]
     assert done["BillableTimeInSeconds"] < done["TrainingTimeInSeconds"]
 
-    # The container log: the first run, then the resumed one (each starts with "fine-tune starting").
+    # The container log: the first run, then the resumed one (each starts with "fine-tune starting"; on two
+    # instances algo-1's holds rank 0, whose lines are the job's, and the entry point says it once more before it
+    # becomes torchrun: those parts train nothing).
     log = (emulator.workdir / name / "algo-1.log").read_text()
-    runs = log.split("fine-tune starting")[1:]
+    runs = [run for run in log.split("fine-tune starting")[1:] if "base model:" in run]
     assert len(runs) == 2, log[-3000:]
+    if instances == 2:
+        assert all("world size 2 (2 hosts x 1 process)" in run for run in runs), log[-3000:]
     first, resumed = metric_steps(runs[0]), metric_steps(runs[1])
     assert first == list(range(1, FIRST_CHECKPOINT_STEP + 1)), runs[0][-3000:]  # stopped while held
     assert f"Training stopped by SIGTERM at step {FIRST_CHECKPOINT_STEP}/{TOTAL_STEPS}" in runs[0]
