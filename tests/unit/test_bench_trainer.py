@@ -114,15 +114,22 @@ def test_observing_sees_recomputation_in_the_backward_pass() -> None:
     assert (head.forward, layer.forward) == (20, 20)  # the block is over: nothing counts any more
 
 
-def test_observing_sees_the_trainers_own_loss_put_only_the_labelled_positions_through_the_output_layer() -> None:
-    # GIVEN a LoRA model as the trainer builds it (frozen output layer) and a row of 12 tokens, 4 of them targets
+def _observed_loss() -> tuple[Any, Any]:
+    """(output layer, first layer) counters of the trainer's loss, forward and backward, on a LoRA model as the trainer
+    builds it (frozen output layer) over a row of 12 tokens, 4 of them targets."""
     model = get_peft_model(tiny_llama(), lora_config())
     ids = torch.randint(0, 50, (1, 12))
     positions = torch.tensor([3, 4, 9, 10])
-    # WHEN the trainer's loss runs forward and backward under observation
     with observing(model.get_base_model()) as (head, layer):
         result = loss_over_targets(model, ids, torch.arange(12).unsqueeze(0), positions, ids[0, positions + 1], 2)
         result.loss.backward()
+    return head, layer
+
+
+def test_observing_sees_the_trainers_own_loss_put_only_the_labelled_positions_through_the_output_layer() -> None:
+    # GIVEN a LoRA model as the trainer builds it (frozen output layer) and a row of 12 tokens, 4 of them targets
+    # WHEN the trainer's loss runs forward and backward under observation
+    head, layer = _observed_loss()
     # THEN the decoder saw every position, the output layer only the 4 targets
     assert (layer.forward, head.forward) == (12, 4)
 
@@ -142,13 +149,8 @@ def test_observing_counts_the_output_layer_where_the_loss_hands_its_weight_to_li
         return fused
 
     monkeypatch.setattr(trainer_loss, "liger_loss", fake_liger)
-    model = get_peft_model(tiny_llama(), lora_config())
-    ids = torch.randint(0, 50, (1, 12))
-    positions = torch.tensor([3, 4, 9, 10])
     # WHEN the trainer's loss runs under observation
-    with observing(model.get_base_model()) as (head, layer):
-        result = loss_over_targets(model, ids, torch.arange(12).unsqueeze(0), positions, ids[0, positions + 1], 2)
-        result.loss.backward()
+    head, layer = _observed_loss()
     # THEN the 4 targets are counted at the fused call, once, and the trainer's loss is given back its own function
     assert calls == [4] and (layer.forward, head.forward, head.again) == (12, 4, 0)
     assert trainer_loss.liger_loss is fake_liger

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoTokenizer
 
-from tests.support.trainer_job import sagemaker_env
+from tests.support.trainer_job import demo_examples, sagemaker_env
 from trainer_image.demo_model import build_demo_model, make_demo_dataset, write_jsonl
 from trainer_image.llmt_trainer import job, loop
 from trainer_image.llmt_trainer.contract import Paths
@@ -37,11 +37,7 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def examples(demo_dir: Path) -> list[TokenizedExample]:
-    tokenizer = AutoTokenizer.from_pretrained(demo_dir)
-    from trainer_image.llmt_trainer.data import Conversation
-
-    conversations = [Conversation(e["messages"], f"x:{i}") for i, e in enumerate(make_demo_dataset(12, seed=0))]
-    return tokenize_conversations(tokenizer, conversations, 256, use_generation_tags=True).examples
+    return demo_examples(demo_dir, 12)
 
 
 def _example(length: int) -> TokenizedExample:

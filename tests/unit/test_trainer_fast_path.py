@@ -17,15 +17,15 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import AutoTokenizer, LlamaConfig
+from transformers import LlamaConfig
 
-from trainer_image.demo_model import build_demo_model, make_demo_dataset
+from tests.support.trainer_job import demo_examples
+from trainer_image.demo_model import build_demo_model
 from trainer_image.llmt_trainer import fast_path, loss, memory
-from trainer_image.llmt_trainer.data import Conversation
 from trainer_image.llmt_trainer.errors import HyperparameterError
 from trainer_image.llmt_trainer.fast_path import Available, FastPath, choose, compute_autocast
 from trainer_image.llmt_trainer.hyperparameters import parse_hyperparameters
-from trainer_image.llmt_trainer.masking import TokenizedExample, tokenize_conversations
+from trainer_image.llmt_trainer.masking import TokenizedExample
 from trainer_image.llmt_trainer.model_loading import choose_fast_path, load_model
 from trainer_image.llmt_trainer.packing import PackedBatch, pack
 
@@ -49,9 +49,7 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def examples(demo_dir: Path) -> list[TokenizedExample]:
-    tokenizer = AutoTokenizer.from_pretrained(demo_dir)
-    conversations = [Conversation(e["messages"], f"x:{i}") for i, e in enumerate(make_demo_dataset(8, seed=0))]
-    return tokenize_conversations(tokenizer, conversations, 256, use_generation_tags=True).examples
+    return demo_examples(demo_dir, 8)
 
 
 def _model(demo_dir: Path, path: FastPath = PLAIN, dtype: torch.dtype = torch.float32) -> Any:
