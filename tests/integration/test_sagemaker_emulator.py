@@ -74,7 +74,8 @@ else:  # "sleep" leaves on SIGTERM, "stubborn" ignores it (and so does its child
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     (checkpoints / "checkpoint-1").mkdir(exist_ok=True)  # a restarted spot job gets it back from S3
     (checkpoints / "checkpoint-1" / "state.txt").write_text("step 1")
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    # in a session of its own, as torchrun starts its workers: a signal to the entry point's group misses it
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
     (output / "pids.tmp").write_text(json.dumps([os.getpid(), child.pid]))
     os.replace(output / "pids.tmp", output / "pids")
     print("sleeping", flush=True)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import enum
 import logging
-import os
 import shutil
 import signal
 import subprocess
@@ -35,7 +34,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from . import s3_transfers
 from .container import ContainerPaths, ScriptMode, environment, lay_out, user_args
 from .errors import ValidationError
-from .hosts import HostRun, cluster_environment, free_port, host_names, host_root
+from .hosts import HostRun, cluster_environment, container_marker, free_port, host_names, host_root
 from .job_store import JobStore
 from .logstream import JobLog, stream_name
 from .metrics import MetricParser
@@ -84,7 +83,7 @@ class Execution:
     started: bool = False
     finished: bool = False
     stop_cause: StopCause | None = None
-    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)  # one per host, once started
+    containers: list[HostRun] = field(default_factory=list)  # one per host, once started
     interrupting: bool = False  # a spot interruption asked for: the container ends, then the job starts again
     created: float = field(default_factory=time.monotonic)  # MaxWaitTimeInSeconds counts from here
     runtime_used_s: float = 0.0  # training time of the attempts so far: MaxRuntimeInSeconds spans them all
@@ -136,8 +135,8 @@ class JobRunner:
             raise ValidationError("Only a managed-spot training job (EnableManagedSpotTraining) can be interrupted.")
         with (execution.lock if execution is not None else threading.Lock()):
             if (execution is None or status != IN_PROGRESS or secondary != TRAINING or execution.finished
-                    or execution.stop_cause is not None or not execution.processes
-                    or any(p.poll() is not None for p in execution.processes) or execution.interrupting):
+                    or execution.stop_cause is not None or not execution.containers
+                    or any(c.process.poll() is not None for c in execution.containers) or execution.interrupting):
                 raise ValidationError(f"The training job is not training (status {status}/{secondary}); "
                                       "only a training container can be interrupted.")
             execution.interrupting = True
@@ -160,8 +159,8 @@ class JobRunner:
         wait(futures, timeout=max(self._settings.stop_grace_s, self._settings.shutdown_grace_s) + 10)
         for execution in executions:  # a job thread that did not finish in time: nothing of ours outlives us
             if not execution.finished:
-                for process in execution.processes:
-                    _signal_group(process, signal.SIGKILL)
+                for container in execution.containers:
+                    container.signal(signal.SIGKILL)
 
     # --- one job, on a worker thread ----------------------------------------------------------------
 
@@ -211,7 +210,7 @@ class JobRunner:
                         for host, paths in layouts.items():
                             runs.append(self._start_host(name, request, host, hosts, paths, command, script,
                                                          job_dir, master_port, syncs[host]))
-                        execution.processes = [run.process for run in runs]
+                        execution.containers = list(runs)
                 exit_code, last_lines, failed = (None, [], layouts[hosts[0]]) if not runs else self._supervise(
                     execution, runs, request)
             finally:
@@ -238,7 +237,8 @@ class JobRunner:
                        *user_args(request.get("HyperParameters") or {})]
             cwd = paths.code
         assert command
-        env = environment(name, request, paths, host, hosts, cluster_environment(host, hosts, master_port))
+        marker = container_marker(name, host)
+        env = environment(name, request, paths, host, hosts, cluster_environment(host, hosts, master_port, marker))
         job_log = JobLog(self._logs, stream_name(name, host, time.time()), job_dir / f"{host}.log",
                          self._settings.log_flush_s)
         try:
@@ -247,7 +247,7 @@ class JobRunner:
         except OSError:
             job_log.close()
             raise
-        return HostRun(host, paths, process, job_log, sync)
+        return HostRun(host, paths, process, job_log, sync, marker)
 
     def _restart_after_interruption(self, execution: Execution) -> bool:
         """After a spot interruption ended the container: Interrupted, a wait for capacity (not billed),
@@ -256,7 +256,7 @@ class JobRunner:
             if not execution.interrupting:
                 return False
             execution.interrupting = False
-            execution.processes = []
+            execution.containers = []
             if execution.stop_cause is not None:
                 return False
             job = self._store.move_to(execution.name, IN_PROGRESS, INTERRUPTED,
@@ -318,11 +318,11 @@ class JobRunner:
                          "spot interruption" if execution.interrupting else f"{failed.host if failed else '?'} failed")
                 log.info("stopping job", extra={"job": execution.name, "cause": cause})
                 for run in runs:
-                    _signal_group(run.process, signal.SIGTERM)
+                    run.signal(signal.SIGTERM)
                 sigterm_at = tick
             elif sigterm_at is not None and tick - sigterm_at >= self._grace_s(execution):
                 for run in runs:
-                    _signal_group(run.process, signal.SIGKILL)
+                    run.signal(signal.SIGKILL)
             if tick >= next_sync:
                 for run in runs:
                     if run.sync is not None:
@@ -333,7 +333,7 @@ class JobRunner:
             except subprocess.TimeoutExpired:
                 pass
         for run in runs:
-            _signal_group(run.process, signal.SIGKILL)  # each container ends: whatever its entry point left goes too
+            run.signal(signal.SIGKILL)  # each container ends: whatever its entry point left goes too
         execution.runtime_used_s += time.monotonic() - started
         for run in runs:
             if run.pump is not None:
@@ -461,13 +461,6 @@ class JobRunner:
         except (BotoCoreError, ClientError, OSError) as exc:
             log.warning(f"{what} failed", extra={"error": str(exc)})
             return None
-
-
-def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    try:
-        os.killpg(process.pid, sig)  # the entry point leads its own group (start_new_session)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _wait_deadline(execution: Execution, request: dict[str, Any]) -> float | None:
