@@ -62,6 +62,12 @@ def test_sign_up_upload_train_and_download_the_adapter(cluster: Cluster, browser
         expect(page.get_by_test_id("estimate-cost")).to_contain_text("$")
         expect(page.get_by_test_id("estimate-duration")).not_to_be_empty()
         expect(page.locator("input[name=instance_type]:checked")).to_have_value("ml.m5.large")
+        # Two instances: the estimate names both and the processes they run; back to one for this job.
+        page.get_by_label("Instances").fill("2")
+        expect(page.locator(".estimate-rows")).to_contain_text("ml.m5.large \N{MULTIPLICATION SIGN} 2")
+        expect(page.locator(".estimate-rows")).to_contain_text("2 · DDP")
+        page.get_by_label("Instances").fill("1")
+        expect(page.locator(".estimate-rows")).not_to_contain_text("\N{MULTIPLICATION SIGN} 2")
         shots.take(page, "train")
         page.get_by_role("button", name="Launch fine-tuning job").click()
 
