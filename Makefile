@@ -64,7 +64,7 @@ $(VENV)/.bench: $(VENV)/.dev requirements/bench.txt
 	touch $@
 
 # bench.run installs dynalite (npm) into .data/bench-node/ on first use, when node and npm are there.
-# bench.trainer's TRL baseline needs requirements/bench.txt, which the test suite does not.
+# bench.trainer's TRL baseline (trl) is in requirements/dev.txt: the test suite runs its CPU smoke mode.
 # bench.inference builds its models once into .data/bench-models/.
 bench: $(VENV)/.bench
 	$(PY) -m bench.run
