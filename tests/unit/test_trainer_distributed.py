@@ -151,12 +151,14 @@ def test_two_hosts_train_the_same_adapter_as_one_process_and_only_rank_0_writes(
     assert log.count("METRICS ") == TOTAL_STEPS and "METRICS " not in output(two_host_run, "algo-2")
 
 
+@pytest.mark.parametrize("on_both_hosts", [True, False], ids=["checkpoint on both hosts", "on algo-1 only"])
 def test_a_stopped_two_host_run_resumes_at_its_checkpoint_and_ends_with_the_same_adapter(
-    demo_model: Path, two_host_run: Path, tmp_path: Path
+    demo_model: Path, two_host_run: Path, tmp_path: Path, on_both_hosts: bool
 ) -> None:
     """GIVEN both hosts held after their first checkpoint (step 1; test-only hold), WHEN both get SIGTERM, THEN
     they stop at step 1 with rank 0's checkpoint; restarted with that checkpoint on both hosts (as SageMaker
-    downloads it into each), they resume from step 1 and end with the uninterrupted run's adapter."""
+    downloads it into each), or on algo-1's only (algo-2's rank then gets rank 0's over the process group), they
+    resume from step 1 and end with the uninterrupted run's adapter."""
     port = free_port()
     hold = {HOLD_AT_CHECKPOINT_ENV: str(tmp_path / "never-released")}
     processes = [start(host_env(tmp_path, demo_model, host, port, **hold), tmp_path / f"{host}.log")
@@ -179,7 +181,10 @@ def test_a_stopped_two_host_run_resumes_at_its_checkpoint_and_ends_with_the_same
     assert [p.name for p in (tmp_path / "algo-1" / "checkpoints").iterdir()] == ["checkpoint-00000001"]
     assert not (tmp_path / "algo-1" / "model" / "adapter_model.safetensors").exists()
 
-    shutil.copytree(tmp_path / "algo-1" / "checkpoints", tmp_path / "algo-2" / "checkpoints", dirs_exist_ok=True)
+    if on_both_hosts:
+        shutil.copytree(tmp_path / "algo-1" / "checkpoints", tmp_path / "algo-2" / "checkpoints", dirs_exist_ok=True)
+    else:
+        assert not list((tmp_path / "algo-2" / "checkpoints").glob("checkpoint-*"))
     for host in HOSTS:
         (tmp_path / f"{host}.log").rename(tmp_path / f"{host}.stopped.log")
     returncodes = run_hosts(tmp_path, demo_model)
