@@ -315,20 +315,25 @@ sys.exit(main.main(sys.argv[1:]))
 """
 
 
+def start_sharded(root: Path, model: Path, log: Path, **extra: str) -> subprocess.Popen[bytes]:
+    """Two processes on one host under torchrun, the strategy forced to FSDP (FORCE_FSDP)."""
+    script = root / "force_fsdp.py"
+    script.write_text(FORCE_FSDP.format(trainer=str(FINETUNE_SCRIPT.parent)))
+    env = host_env(root, model, None, free_port(), **extra)
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+             "--master_port", env["MASTER_PORT"], str(script), "train"],
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
 def test_the_sharded_path_trains_the_same_adapter_as_data_parallel(
     demo_model: Path, two_host_run: Path, tmp_path: Path
 ) -> None:
     """FSDP2 (fully_shard) runs on the CPU over gloo in torch 2.13: two processes with the weights sharded, a
     checkpoint after every step (the adapter and the optimizer state gathered from the shards), end with the data
     parallel run's adapter and losses."""
-    script = tmp_path / "force_fsdp.py"
-    script.write_text(FORCE_FSDP.format(trainer=str(FINETUNE_SCRIPT.parent)))
-    env = host_env(tmp_path, demo_model, None, free_port())
-    with (tmp_path / "fsdp.log").open("ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-             "--master_port", env["MASTER_PORT"], str(script), "train"],
-            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    process = start_sharded(tmp_path, demo_model, tmp_path / "fsdp.log")
     returncode = finish([process], time.monotonic() + RUN_TIMEOUT_S)[0]
     log = (tmp_path / "fsdp.log").read_text(errors="replace")
     assert returncode == 0, log
@@ -339,3 +344,31 @@ def test_the_sharded_path_trains_the_same_adapter_as_data_parallel(
     expected = [json.loads(line)["train_loss"] for line in
                 (two_host_run / "algo-1" / "output" / "data" / "metrics.jsonl").read_text().splitlines()]
     assert losses == pytest.approx(expected, abs=2e-4)
+
+
+def test_a_stopped_sharded_run_resumes_at_its_checkpoint_and_ends_with_the_same_adapter(
+    demo_model: Path, two_host_run: Path, tmp_path: Path
+) -> None:
+    """FSDP: the checkpoint gathered from the shards at step 1 (held there, test-only), then SIGTERM; the run again
+    scatters it back into the shards, resumes at step 1 and ends with the data parallel run's adapter."""
+    held = start_sharded(tmp_path, demo_model, tmp_path / "held.log",
+                         **{HOLD_AT_CHECKPOINT_ENV: str(tmp_path / "never-released")})
+    first = tmp_path / "single" / "checkpoints" / "checkpoint-00000001"
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    try:
+        while not first.exists() or "holding after the checkpoint" not in (tmp_path / "held.log").read_text(
+                errors="replace"):
+            assert held.poll() is None, (tmp_path / "held.log").read_text(errors="replace")
+            assert time.monotonic() < deadline, "no checkpoint after the first step"
+            time.sleep(0.05)  # a poll interval, bounded by the deadline above
+        os.killpg(held.pid, signal.SIGTERM)  # torchrun forwards it to its workers
+    finally:
+        finish([held], deadline)
+    assert "Training stopped by SIGTERM at step 1/5" in (tmp_path / "single" / "output" / "failure").read_text()
+
+    returncode = finish([start_sharded(tmp_path, demo_model, tmp_path / "resumed.log")],
+                        time.monotonic() + RUN_TIMEOUT_S)[0]
+    log = (tmp_path / "resumed.log").read_text(errors="replace")
+    assert returncode == 0, log
+    assert "resuming from the checkpoint at step 1/5" in log
+    assert_same_adapter(adapter(tmp_path / "single" / "model"), adapter(two_host_run / "algo-1" / "model"))

@@ -130,11 +130,13 @@ def apply_adapter(checkpoint: Checkpoint, model: Any) -> None:
     set_peft_model_state_dict(model, checkpoint.adapter)
 
 
-def apply_training_state(checkpoint: Checkpoint, optimizer: Any, scheduler: Any,
+def apply_training_state(checkpoint: Checkpoint, optimizer: Any | None, scheduler: Any,
                          metrics_sink: Path | None = None) -> Progress:
-    """The optimizer, the scheduler and the random state back as the checkpoint saved them, and (into
-    `metrics_sink`, rank 0's) the metrics records up to its step."""
-    optimizer.load_state_dict(checkpoint.optimizer)
+    """The optimizer (None: already restored, as a sharded one is, by distributed.load_sharded_optimizer_state), the
+    scheduler and the random state back as the checkpoint saved them, and (into `metrics_sink`, rank 0's) the
+    metrics records up to its step."""
+    if optimizer is not None:
+        optimizer.load_state_dict(checkpoint.optimizer)
     scheduler.load_state_dict(checkpoint.scheduler)
     torch.set_rng_state(checkpoint.rng["cpu"])
     if "cuda" in checkpoint.rng and torch.cuda.is_available():
