@@ -47,25 +47,26 @@ def choose_instance(catalog: Catalog, base: BaseModelEntry, instance_type: str |
     seq = min_row_tokens(max_seq_length(requested, base), requested.method)
     settings = memory_settings(requested)
     if instance_type is None:
-        fallback = fit.default_instance(catalog, base, seq, count=count, **settings)
-        if fallback is None:
+        instance = fit.default_instance(catalog, base, seq, count=count, **settings)
+        if instance is None:
             raise InvalidRequest(f"No instance type in the catalog fits {base.id} at max_seq_length {seq} with these "
                                  "settings; try load_in_4bit: true or a shorter max_seq_length.", param="model",
                                  code="model_not_available")
-        return fallback
-    instance = catalog.cluster(instance_type, count)
-    if instance is None:
-        raise InvalidRequest(f"Unknown instance type {instance_type!r}; GET /api/catalog lists them.",
-                             param="instance_type", code="invalid_instance_type")
-    if not fit.fits(base, instance, seq, **settings):
+    else:
+        named = catalog.cluster(instance_type, count)
+        if named is None:
+            raise InvalidRequest(f"Unknown instance type {instance_type!r}; GET /api/catalog lists them.",
+                                 param="instance_type", code="invalid_instance_type")
+        instance = named
+    planned = fit.plan_on(base, instance, seq, **settings)
+    if planned is None:  # only a type the caller named: the default is one that fits
         message = fit.does_not_fit_message(catalog, base, instance, seq, load_in_4bit=settings["load_in_4bit"],
                                            gradient_checkpointing=settings["gradient_checkpointing"])
         if requested.method == "dpo":
             message += (f" (DPO: a pass holds a preference pair, both sequences, so {seq} tokens: twice "
                         "max_seq_length.)")
         raise InvalidRequest(message, param="instance_type", code="instance_too_small")
-    planned = fit.plan_on(base, instance, seq, **settings)
-    if requested.merge_adapter is True and planned is not None and planned.strategy == "fsdp":
+    if requested.merge_adapter is True and planned.strategy == "fsdp":
         raise InvalidRequest(f"{base.id} fits {instance.id} only sharded over its GPUs (FSDP), and merge_adapter needs "
                              "the whole model in one process: leave merge_adapter off here, or merge in a job on "
                              "larger GPUs.", param="hyperparameters.merge_adapter", code="invalid_hyperparameter")

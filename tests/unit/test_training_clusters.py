@@ -75,6 +75,9 @@ def test_merging_a_sharded_model_is_a_400(fakes: Fakes) -> None:
     with pytest.raises(InvalidRequest) as refused:
         create(fakes, model=LLAMA70, instance_type="ml.p4d.24xlarge", hyperparameters={"merge_adapter": True})
     assert refused.value.param == "hyperparameters.merge_adapter" and "FSDP" in str(refused.value)
+    with pytest.raises(InvalidRequest) as default_refused:  # the default type (p4d) is a sharded plan too
+        create(fakes, model=LLAMA70, hyperparameters={"merge_adapter": True})
+    assert default_refused.value.param == "hyperparameters.merge_adapter"
     assert create(fakes, model=LLAMA70, instance_type="ml.p4d.24xlarge").instance_type == "ml.p4d.24xlarge"
 
 
