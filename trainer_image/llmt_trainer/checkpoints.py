@@ -146,14 +146,3 @@ def apply_training_state(checkpoint: Checkpoint, optimizer: Any | None, schedule
         restore_metrics_text(checkpoint.metrics, metrics_sink, checkpoint.progress.step)
     return dataclasses.replace(checkpoint.progress)
 
-
-def load_checkpoint(
-    directory: Path, fingerprint: str, model: Any, optimizer: Any, scheduler: Any, metrics_sink: Path | None = None
-) -> Progress | None:
-    """Restore the newest checkpoint of this very run (same data and hyperparameters), if one is usable, and the
-    metrics records up to its step into `metrics_sink`."""
-    checkpoint = read_checkpoint(directory, fingerprint)
-    if checkpoint is None:
-        return None
-    apply_adapter(checkpoint, model)
-    return apply_training_state(checkpoint, optimizer, scheduler, metrics_sink)

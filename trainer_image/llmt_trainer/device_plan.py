@@ -16,7 +16,15 @@ import torch
 
 from .errors import HyperparameterError
 from .hyperparameters import Hyperparameters
-from .memory import CPU_MEMORY_SHARE, GIB, Architecture, auto_tokens_per_step, min_row_tokens, plan, predict
+from .memory import (
+    CPU_MEMORY_SHARE,
+    GIB,
+    Architecture,
+    auto_tokens_per_step,
+    distributed_plan,
+    min_row_tokens,
+    predict,
+)
 from .packing import BatchPlan
 
 log = logging.getLogger(__name__)
@@ -81,16 +89,15 @@ def plan_for_device(hp: Hyperparameters, arch: Architecture | None, device: torc
     dtype_bytes = torch.finfo(dtype).bits // 8
     # A row holds at least one whole example: a DPO pair is both its sequences.
     shortest = min_row_tokens(hp.max_seq_length, hp.method)
-    settings: dict[str, Any] = {"dtype_bytes": dtype_bytes, "load_in_4bit": hp.load_in_4bit, "lora_rank": hp.lora_r,
-                                "gradient_checkpointing": hp.gradient_checkpointing,
-                                "row_tokens": hp.micro_batch_tokens or None, "dense_mask": dense_mask}
-    strategy = "ddp"
-    chosen = plan(arch, capacity, shortest, **settings)
-    if chosen is None and world_size > 1:
-        strategy = "fsdp_qlora" if hp.load_in_4bit else "fsdp"
-        chosen = plan(arch, capacity, shortest, shards=world_size, **settings)
-    if chosen is None:
+    # The service's fit (services/training/fit.py) makes the same call for the job's instances.
+    decided = distributed_plan(arch, capacity, world_size, 1, shortest, dtype_bytes=dtype_bytes,
+                               load_in_4bit=hp.load_in_4bit, lora_rank=hp.lora_r,
+                               gradient_checkpointing=hp.gradient_checkpointing,
+                               row_tokens=hp.micro_batch_tokens or None, dense_mask=dense_mask)
+    if decided is None:
         raise _too_big(hp, arch, capacity, dtype_bytes, dense_mask)
+    strategy, chosen = decided
+    strategy = "ddp" if strategy == "qlora" else strategy  # one process, 4-bit: a whole copy, as ddp's
     _check_strategy(hp, strategy)
     if hp.micro_batch_tokens and chosen.row_tokens < hp.micro_batch_tokens:
         log.warning("micro_batch_tokens=%d does not fit the device's memory; rows of %d tokens instead",

@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 # Long: ranks other than 0 wait at a barrier while rank 0 saves (and may merge and upload) the model. A rank that
 # fails makes torchrun end the others at once, so a long timeout never holds a failed run.
 PROCESS_GROUP_TIMEOUT = timedelta(hours=2)
-STRATEGIES = ("ddp", "fsdp", "fsdp_qlora")
 
 
 @dataclass(frozen=True)

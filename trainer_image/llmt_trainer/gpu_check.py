@@ -14,6 +14,7 @@ import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -34,17 +35,24 @@ def is_gpu_instance_type(instance_type: str) -> bool:
     return instance_type.rsplit(".", 1)[0] in GPU_INSTANCE_FAMILIES
 
 
-def current_instance_type(input_config_dir: Path) -> str | None:
-    """The instance type SageMaker runs this container on; None outside SageMaker (no resourceconfig.json)."""
+def read_resource_config(input_config_dir: Path, if_unreadable: str) -> dict[str, Any]:
+    """resourceconfig.json as SageMaker writes it into every training container (current_host, hosts,
+    current_instance_type); {} outside SageMaker, or where it does not read (logged with `if_unreadable`, what the
+    caller does then)."""
     path = input_config_dir / RESOURCE_CONFIG_FILE
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return None
+        return {}
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        log.warning("cannot read %s (%s): the instance type is unknown", path, exc)
-        return None
-    value = config.get("current_instance_type") if isinstance(config, dict) else None
+        log.warning("cannot read %s (%s): %s", path, exc, if_unreadable)
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def current_instance_type(input_config_dir: Path) -> str | None:
+    """The instance type SageMaker runs this container on; None outside SageMaker (no resourceconfig.json)."""
+    value = read_resource_config(input_config_dir, "the instance type is unknown").get("current_instance_type")
     return value if isinstance(value, str) else None
 
 

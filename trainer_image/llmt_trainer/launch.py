@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .gpu_check import RESOURCE_CONFIG_FILE
+from .gpu_check import read_resource_config
 from .hyperparameters import unquote
 
 log = logging.getLogger(__name__)
@@ -61,15 +61,9 @@ def is_worker(env: Mapping[str, str]) -> bool:
 
 def read_hosts(input_config_dir: Path, env: Mapping[str, str]) -> tuple[tuple[str, ...], str]:
     """(sorted hosts, this host) from resourceconfig.json, else SM_HOSTS/SM_CURRENT_HOST; else one host."""
-    config: object = None
-    try:
-        config = json.loads((input_config_dir / RESOURCE_CONFIG_FILE).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        pass
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        log.warning("cannot read %s (%s): hosts from SM_HOSTS", input_config_dir / RESOURCE_CONFIG_FILE, exc)
-    hosts: object = config.get("hosts") if isinstance(config, dict) else None
-    current: object = config.get("current_host") if isinstance(config, dict) else None
+    config = read_resource_config(input_config_dir, "hosts from SM_HOSTS")
+    hosts: object = config.get("hosts")
+    current: object = config.get("current_host")
     if not hosts:
         try:
             hosts = json.loads(env.get("SM_HOSTS", "[]"))

@@ -98,7 +98,6 @@ CPU_MEMORY_SHARE = 0.5
 USABLE_SHARE = 0.92
 # FSDP holds the whole weights of the layer running and of the next one (prefetched) besides its own shard.
 FSDP_GATHERED_LAYERS = 2
-STRATEGIES = ("ddp", "fsdp", "fsdp_qlora", "qlora")
 
 
 METHODS = ("supervised", "dpo")

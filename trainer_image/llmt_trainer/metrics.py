@@ -54,14 +54,9 @@ def keep_metrics(sink: Path, checkpoint: Path) -> None:
         shutil.copyfile(sink, checkpoint / METRICS_FILE)
 
 
-def restore_metrics(checkpoint: Path, sink: Path, step: int) -> int:
-    """metrics.jsonl and results.csv rewritten from the checkpoint's records with step <= `step`; their number."""
-    kept = checkpoint / METRICS_FILE
-    return restore_metrics_text(kept.read_text(encoding="utf-8") if kept.is_file() else None, sink, step)
-
-
 def restore_metrics_text(kept: str | None, sink: Path, step: int) -> int:
-    """The same from a checkpoint's metrics.jsonl text (read on any rank, restored by rank 0)."""
+    """metrics.jsonl and results.csv rewritten from a checkpoint's metrics.jsonl text (`kept`: read on any rank,
+    restored by rank 0), its records with step <= `step`; their number."""
     reset_metrics(sink)
     records = []
     for line in (kept or "").splitlines():
