@@ -51,12 +51,6 @@ def host_root(job_dir: Path, host: str, hosts: list[str]) -> Path:
     return job_dir / "opt_ml" if hosts == [HOST] else job_dir / host / "opt_ml"
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((LOOPBACK_ADDRESS, 0))
-        return int(probe.getsockname()[1])
-
-
 def loopback_interface() -> str | None:
     """The name of the loopback interface (lo on Linux, lo0 on macOS), for gloo; None if none is found."""
     try:

@@ -34,10 +34,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 from . import s3_transfers
 from .container import ContainerPaths, ScriptMode, environment, lay_out, user_args
 from .errors import ValidationError
-from .hosts import HostRun, cluster_environment, container_marker, free_port, host_names, host_root
+from .hosts import HostRun, cluster_environment, container_marker, host_names, host_root
 from .job_store import JobStore
 from .logstream import JobLog, stream_name
 from .metrics import MetricParser
+from .model_servers import free_port
 from .models import (
     COMPLETED,
     DOWNLOADING,
